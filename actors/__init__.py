@@ -1,0 +1,9 @@
+"""The built-in roles, built from agentrt.runtime's public API only."""
+
+from .coordinator import Coordinator
+from .critic import Critic
+from .judge import Judge
+from .producer import Producer
+from .worker import Worker
+
+__all__ = ["Coordinator", "Critic", "Judge", "Producer", "Worker"]

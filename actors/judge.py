@@ -1,0 +1,48 @@
+"""The judge: per iteration, accept, retry with feedback, or stop."""
+
+from __future__ import annotations
+
+import msgspec
+
+from agentrt.protocols import Verdict
+from agentrt.runtime import Actor, Request, skill
+from agentrt.schemas import load
+
+
+class Judge(Actor):
+    """Accepts when the critiques' mean score reaches `accept_score`; otherwise asks for a
+    retry with the critics' issues as feedback, and stops at the last iteration."""
+
+    description = "Decides each iteration: accept, retry with feedback, or stop."
+
+    @skill(input=load("skills/judge.input"), output=msgspec.json.schema(Verdict), read_only=True)
+    def judge(self, req: Request) -> Verdict:
+        """Decide one iteration."""
+        iteration = req.data["iteration"]
+        critiques = req.data.get("critiques", [])
+        answer = req.data["answer"]
+        scores = [float(c.get("score", 0.0)) for c in critiques]
+        mean = sum(scores) / len(scores) if scores else (1.0 if answer.strip() else 0.0)
+        accept_at = float(self.config.get("accept_score", 0.6))
+        if not answer.strip():
+            issues = ["the answer is empty"]
+        else:
+            issues = [i for c in critiques for i in c.get("issues", [])]
+        if mean >= accept_at and answer.strip():
+            return Verdict(
+                decision="accept",
+                reason=f"mean critic score {mean:.2f} >= {accept_at:.2f}",
+                iteration=iteration,
+            )
+        if iteration >= req.data["maxIterations"]:
+            return Verdict(
+                decision="stop",
+                reason=f"mean critic score {mean:.2f} < {accept_at:.2f} at the last iteration",
+                iteration=iteration,
+            )
+        return Verdict(
+            decision="retry",
+            reason=f"mean critic score {mean:.2f} < {accept_at:.2f}",
+            iteration=iteration,
+            feedback="; ".join(issues[:5]) or "improve depth and cite every source",
+        )

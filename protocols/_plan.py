@@ -1,0 +1,149 @@
+"""A plan: a DAG of tasks with explicit dependencies and `${task_id}` references (LLMCompiler style)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+import msgspec
+
+from ._errors import PlanError
+from ._model import Wire
+
+_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
+
+
+class PlanTask(Wire):
+    """One node of the DAG. Arguments may hold `${id}` references to earlier tasks' results."""
+
+    id: str
+    skill: str
+    args: dict[str, Any] = {}
+    deps: list[str] = []
+    resource: str | None = None  # stateful tasks on the same resource never overlap
+    timeout_s: float | None = None
+
+
+class Plan(Wire):
+    """The producer's output: a goal, its tasks, and which task's result is the answer."""
+
+    goal: str
+    tasks: list[PlanTask]
+    final: str | None = None  # defaults to the last task
+
+    def final_task(self) -> str:
+        return self.final if self.final is not None else self.tasks[-1].id
+
+
+def references(value: Any) -> set[str]:
+    """Task ids referenced as `${id}` anywhere inside `value`."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.update(_REF.findall(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def dependencies(task: PlanTask) -> set[str]:
+    """Declared dependencies plus those implied by references."""
+    return set(task.deps) | references(task.args)
+
+
+def resolve(value: Any, results: dict[str, Any]) -> Any:
+    """Replace references with results: a string that is exactly `${id}` becomes the result
+    itself; a reference inside longer text becomes the result's text form."""
+    if isinstance(value, str):
+        whole = _REF.fullmatch(value)
+        if whole:
+            return results[whole.group(1)]
+        return _REF.sub(lambda m: _text(results[m.group(1)]), value)
+    if isinstance(value, dict):
+        return {k: resolve(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, results) for v in value]
+    return value
+
+
+def _text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    return msgspec.json.encode(result).decode()
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def validate_plan(plan: Plan) -> None:
+    """Reject a plan that cannot run, naming the tasks: empty, duplicate ids, dangling
+    dependencies or references, a cycle, or a `final` that is not a task."""
+    if not plan.tasks:
+        raise PlanError("the plan has no tasks")
+    ids: list[str] = []
+    seen: set[str] = set()
+    for task in plan.tasks:
+        if task.id in seen:
+            raise PlanError(f"task id '{task.id}' appears twice in the plan; ids must be unique")
+        seen.add(task.id)
+        ids.append(task.id)
+    for task in plan.tasks:
+        for dep in sorted(set(task.deps)):
+            if dep not in seen:
+                raise PlanError(
+                    f"task '{task.id}' depends on '{dep}', which is not in the plan"
+                    + _did_you_mean(dep, ids)
+                )
+        for ref in sorted(references(task.args)):
+            if ref not in seen:
+                raise PlanError(
+                    f"task '{task.id}' refers to '${{{ref}}}', which is not in the plan"
+                    + _did_you_mean(ref, ids)
+                )
+        if task.id in dependencies(task):
+            raise PlanError(f"task '{task.id}' depends on itself")
+    if plan.final is not None and plan.final not in seen:
+        raise PlanError(
+            f"final task '{plan.final}' is not in the plan" + _did_you_mean(plan.final, ids)
+        )
+    cycle = find_cycle(plan)
+    if cycle:
+        raise PlanError("the plan has a cycle: " + " -> ".join(cycle))
+
+
+def find_cycle(plan: Plan) -> list[str] | None:
+    """A dependency cycle as a list of task ids (first repeated at the end), or None."""
+    deps = {t.id: sorted(dependencies(t)) for t in plan.tasks}
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(deps, white)
+    for root in deps:
+        if color[root] != white:
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                color[node] = grey
+                path.append(node)
+            children = deps.get(node, [])
+            if i < len(children):
+                stack.append((node, i + 1))
+                child = children[i]
+                if child not in color:
+                    continue
+                if color[child] == grey:
+                    return [*path[path.index(child) :], child]
+                if color[child] == white:
+                    stack.append((child, 0))
+            else:
+                color[node] = black
+                path.pop()
+    return None

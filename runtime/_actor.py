@@ -1,0 +1,631 @@
+"""The public actor API: subclass `Actor`, declare skills with `@skill`, use `self.ctx`.
+
+Built-in roles use exactly this API. The node hosts each actor in a pykka ThreadingActor:
+messages for one actor are handled one at a time on its own thread, except read-only
+skills, which run concurrently on a bounded pool (they do not touch the actor's state).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import msgspec
+import pykka
+
+from agentrt.protocols import (
+    AgentCard,
+    AgentSkill,
+    Artifact,
+    Body,
+    CancelTask,
+    DataPart,
+    Envelope,
+    Message,
+    Part,
+    SchemaError,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    TextPart,
+    new_id,
+)
+
+from ._messenger import Messenger, TaskResult, failed_task
+from ._models import Model, ModelResponse, Usage
+from ._store import Namespace, Store
+from ._tracing import get_logger
+from ._validation import validate
+
+_SKILL_ATTR = "__agentrt_skill__"
+
+
+class _SkillDecl(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    method: str
+    name: str
+    description: str
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
+    read_only: bool
+    timeout_s: float | None
+    tags: tuple[str, ...]
+
+
+def skill(
+    fn: Callable[..., Any] | None = None,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    input: dict[str, Any] | None = None,
+    output: dict[str, Any] | None = None,
+    read_only: bool = False,
+    timeout_s: float | None = None,
+    tags: tuple[str, ...] = (),
+) -> Any:
+    """Declare a method `(self, req: Request) -> result` as a skill on the actor's card.
+
+    `input`/`output` are JSON Schemas for the data part in and the data result out.
+    `read_only=True` promises the skill touches no actor state, so calls may overlap.
+    """
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        doc = (f.__doc__ or "").strip().split("\n")[0]
+        setattr(
+            f,
+            _SKILL_ATTR,
+            _SkillDecl(
+                id=id or f.__name__,
+                method=f.__name__,
+                name=name or f.__name__.replace("_", " "),
+                description=description if description is not None else doc,
+                input_schema=input,
+                output_schema=output,
+                read_only=read_only,
+                timeout_s=timeout_s,
+                tags=tuple(tags),
+            ),
+        )
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class _Deferred:
+    """Returned by `Request.defer()`: the handler will complete the request later."""
+
+
+DEFERRED = _Deferred()
+
+
+class Request:
+    """One call of a skill: its input, who asked, and how to answer."""
+
+    def __init__(self, host: _Host, envelope: Envelope, decl: _SkillDecl) -> None:
+        body = envelope.body
+        assert isinstance(body, TaskRequest)
+        self.envelope = envelope
+        self.skill = decl.id
+        self.task_id = envelope.task_id or envelope.message_id
+        self.context_id = envelope.context_id or self.task_id
+        self.attempt = envelope.attempt
+        self.idempotency_key = envelope.idempotency_key
+        self.sender = envelope.sender
+        self.parts: list[Part] = list(body.message.parts)
+        self.metadata: dict[str, Any] = body.metadata or {}
+        self.data: dict[str, Any] = next(
+            (p.data for p in self.parts if isinstance(p, DataPart)), {}
+        )
+        self.text = "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+        self.usage = Usage()
+        self.started_at = time.time()
+        self._decl = decl
+        self._host = host
+        self._done = threading.Lock()
+        self._finished = False
+        self.cancelled = threading.Event()
+
+    def defer(self) -> _Deferred:
+        """Return this from a handler that will call `complete` or `fail` later."""
+        return DEFERRED
+
+    def complete(self, result: Any = None) -> None:
+        """Finish the task with `result` (dict -> data part, str -> text part, None -> nothing)."""
+        self._host.finish(self, result=result)
+
+    def fail(self, error: str) -> None:
+        """Finish the task as failed, with `error` as its status message."""
+        self._host.finish(self, error=error)
+
+    def _claim(self) -> bool:
+        with self._done:
+            if self._finished:
+                return False
+            self._finished = True
+            return True
+
+
+_current = threading.local()
+
+
+def current_request() -> Request | None:
+    """The request whose handler or callback is running on this thread, if any."""
+    return getattr(_current, "request", None)
+
+
+class _MeteredModel:
+    """The actor's model, with each call's usage added to the current request and traced."""
+
+    def __init__(self, model: Model, ctx: Context) -> None:
+        self._model = model
+        self._ctx = ctx
+        self.name = model.name
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ModelResponse:
+        t0 = time.time()
+        response = self._model.complete(messages, system=system, max_tokens=max_tokens, tools=tools)
+        req = current_request()
+        if req is not None:
+            req.usage = req.usage + response.usage
+        self._ctx.event(
+            "model.call",
+            model=response.model,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            stop_reason=response.stop_reason,
+            duration_s=round(time.time() - t0, 6),
+        )
+        return response
+
+
+class Context:
+    """What an actor can do: ask and send to other actors, use its model and its state."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        node: str,
+        run_id: str,
+        messenger: Messenger,
+        model: Model,
+        store: Store,
+        config: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.node = node
+        self.run_id = run_id
+        self.config = config
+        self.model = _MeteredModel(model, self)
+        self.log = get_logger(actor=name)
+        self._messenger = messenger
+        self._store = store
+        self._state: Namespace | None = None
+        self._host: _Host | None = None
+
+    @property
+    def state(self) -> Namespace:
+        """This actor's namespace in the run's state store."""
+        if self._state is None:
+            self._state = Namespace(self._store, self.name)
+        return self._state
+
+    def _span(self) -> tuple[str | None, str | None, str | None]:
+        req = current_request()
+        if req is None:
+            return None, None, None
+        env = req.envelope
+        return env.trace_id, env.span_id, req.context_id
+
+    def ask(
+        self,
+        recipient: str,
+        skill: str,
+        data: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        then: Callable[[TaskResult], None] | None = None,
+        timeout_s: float | None = None,
+        task_id: str | None = None,
+        attempt: int = 1,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        validate: bool = True,
+    ) -> Future[TaskResult]:
+        """Ask `recipient` to run `skill` with `data`. Input is checked against the skill's
+        schema here (SchemaError) before anything is sent. With `then`, the result is handed
+        to `then` on this actor's thread; otherwise wait on the returned future."""
+        trace_id, parent, context_id = self._span()
+        future = self._messenger.ask(
+            sender=self.name,
+            recipient=recipient,
+            skill=skill,
+            data=data,
+            text=text,
+            task_id=task_id,
+            context_id=context_id,
+            trace_id=trace_id,
+            parent_span_id=parent,
+            attempt=attempt,
+            idempotency_key=idempotency_key,
+            timeout_s=timeout_s,
+            metadata=metadata,
+            validate_input=validate,
+        )
+        if then is not None:
+            host = self._host
+            assert host is not None, "ask(then=...) needs a started actor"
+            # `then` runs in the trace context of the request that asked, not the I/O thread's.
+            caller = current_request()
+            future.add_done_callback(lambda f: host.post_as(caller, then, f.result()))
+        return future
+
+    def send(self, recipient: str, body: Body) -> None:
+        """Send any body to `recipient`; it arrives at the recipient's `on_message`."""
+        trace_id, parent, context_id = self._span()
+        self._messenger.send(
+            self._messenger.envelope(
+                sender=self.name,
+                recipient=recipient,
+                body=body,
+                trace_id=trace_id,
+                parent_span_id=parent,
+                context_id=context_id,
+            )
+        )
+
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` on this actor's thread."""
+        assert self._host is not None
+        self._host.post(fn, *args)
+
+    def call_later(self, delay_s: float, fn: Callable[..., None], *args: Any) -> int:
+        """Run `fn(*args)` on this actor's thread after `delay_s`; returns a handle."""
+        return self._messenger.timers.schedule(delay_s, lambda: self.call_soon(fn, *args))
+
+    def cancel_timer(self, handle: int) -> None:
+        self._messenger.timers.cancel(handle)
+
+    def actors_with_skill(self, skill: str) -> list[str]:
+        """Names of the actors (anywhere in the run) that offer `skill`, sorted."""
+        return self._messenger.actors_with_skill(skill)
+
+    def card(self, actor: str) -> AgentCard:
+        """The agent card of `actor`, from the run's directory."""
+        return self._messenger.card(actor)
+
+    def event(self, event: str, **fields: Any) -> None:
+        """Record a trace event in the context of the current request."""
+        trace_id, span_id, _ = self._span()
+        req = current_request()
+        self.log.info(
+            event,
+            trace_id=trace_id,
+            span_id=span_id,
+            task_id=req.task_id if req else None,
+            **fields,
+        )
+
+
+class Actor:
+    """Base class of every actor. Subclass it, add `@skill` methods, name it in a spec."""
+
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "0.1.0"
+    concurrency: ClassVar[int] = 16  # read-only skill calls that may run at once
+    ctx: Context
+    config: dict[str, Any]
+
+    def on_start(self) -> None:
+        """Called once on the actor's thread before any message."""
+
+    def on_stop(self) -> None:
+        """Called once on the actor's thread when the node stops."""
+
+    def on_message(self, envelope: Envelope) -> None:
+        """Bodies other than task requests (messages, critiques, verdicts, ...) arrive here."""
+
+    @classmethod
+    def skills(cls) -> list[_SkillDecl]:
+        found: dict[str, _SkillDecl] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                decl = getattr(value, _SKILL_ATTR, None)
+                if isinstance(decl, _SkillDecl):
+                    found[decl.id] = decl
+        return list(found.values())
+
+    @classmethod
+    def card(cls, name: str, url: str | None = None) -> AgentCard:
+        """The agent card of an instance called `name`."""
+        for d in cls.skills():
+            if d.input_schema is not None:
+                validate_schema(d.input_schema, f"{cls.__name__}.{d.method} input")
+            if d.output_schema is not None:
+                validate_schema(d.output_schema, f"{cls.__name__}.{d.method} output")
+        return AgentCard(
+            name=name,
+            description=cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+            version=cls.version,
+            url=url,
+            skills=[
+                AgentSkill(
+                    id=d.id,
+                    name=d.name,
+                    description=d.description,
+                    tags=list(d.tags),
+                    input_schema=d.input_schema,
+                    output_schema=d.output_schema,
+                    read_only=d.read_only,
+                    timeout_s=d.timeout_s,
+                )
+                for d in cls.skills()
+            ],
+        )
+
+
+def validate_schema(schema: dict[str, Any], what: str) -> None:
+    from ._validation import validator_for
+
+    try:
+        validator_for(schema)
+    except Exception as exc:
+        raise SchemaError(f"{what} is not a valid JSON Schema: {exc}", rule="schema") from None
+
+
+def _to_parts(result: Any) -> list[Part]:
+    if result is None:
+        return []
+    if isinstance(result, msgspec.Struct):
+        result = msgspec.to_builtins(result)
+    if isinstance(result, dict):
+        return [DataPart(data=result)]
+    if isinstance(result, str):
+        return [TextPart(text=result)]
+    if isinstance(result, list) and all(isinstance(p, TextPart | DataPart) for p in result):
+        return list(result)
+    raise TypeError(
+        f"a skill returns a dict, a str, a msgspec Struct, a list of parts or None; "
+        f"got {type(result).__name__}"
+    )
+
+
+class _Post(msgspec.Struct, frozen=True):
+    fn: Callable[..., None]
+    args: tuple[Any, ...]
+    request: Request | None
+
+
+class _Host(pykka.ThreadingActor):
+    """Hosts one Actor on a pykka thread; turns envelopes into skill calls and replies."""
+
+    def __init__(self, actor: Actor, ctx: Context, messenger: Messenger, node: str) -> None:
+        super().__init__()
+        self.actor = actor
+        self.ctx = ctx
+        self.messenger = messenger
+        self.node = node
+        self.decls = {d.id: d for d in type(actor).skills()}
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, type(actor).concurrency), thread_name_prefix=f"{ctx.name}-skill"
+        )
+        self.running: dict[str, Request] = {}
+        self._running_lock = threading.Lock()
+        self.log = get_logger(actor=ctx.name)
+        ctx._host = self
+
+    # -- any thread ----------------------------------------------------------------------
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn(*args) on this actor's thread, in the current request's trace context."""
+        self.post_as(current_request(), fn, *args)
+
+    def post_as(self, request: Request | None, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn(*args) on this actor's thread, in `request`'s trace context."""
+        self.actor_ref.tell(_Post(fn, args, request))
+
+    # -- the actor thread ----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.actor.on_start()
+
+    def on_stop(self) -> None:
+        try:
+            self.actor.on_stop()
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def on_receive(self, message: Any) -> Any:
+        # Nothing a message does may stop the actor: pykka would stop it on an exception.
+        try:
+            if isinstance(message, Envelope):
+                self._on_envelope(message)
+            elif isinstance(message, _Post):
+                _current.request = message.request
+                try:
+                    message.fn(*message.args)
+                finally:
+                    _current.request = None
+        except Exception as exc:
+            self.log.error("actor.error", error=f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _on_envelope(self, envelope: Envelope) -> None:
+        body = envelope.body
+        if isinstance(body, TaskRequest):
+            self._start(envelope, body)
+        elif isinstance(body, CancelTask):
+            with self._running_lock:
+                req = self.running.get(body.task_id)
+            if req is not None:
+                req.cancelled.set()
+                self.log.info(
+                    "task.cancel-requested",
+                    task_id=body.task_id,
+                    reason=body.reason,
+                    trace_id=envelope.trace_id,
+                    span_id=envelope.span_id,
+                )
+        else:
+            self.actor.on_message(envelope)
+
+    def _reject(self, envelope: Envelope, text: str) -> None:
+        task_id = envelope.task_id or envelope.message_id
+        self.messenger.stats["rejected.schema"] += 1
+        self.log.warning(
+            "task.rejected",
+            trace_id=envelope.trace_id,
+            span_id=envelope.span_id,
+            task_id=task_id,
+            sender=envelope.sender,
+            error=text,
+        )
+        self._reply(
+            envelope, failed_task(task_id, envelope.context_id or task_id, "rejected", text)
+        )
+
+    def _start(self, envelope: Envelope, body: TaskRequest) -> None:
+        decl = self.decls.get(body.skill)
+        if decl is None:
+            offered = ", ".join(sorted(self.decls)) or "none"
+            self._reject(
+                envelope,
+                f"actor '{self.ctx.name}' has no skill '{body.skill}' (it offers: {offered})",
+            )
+            return
+        req = Request(self, envelope, decl)
+        try:
+            validate(
+                decl.input_schema, req.data, what=f"input of skill '{decl.id}' on '{self.ctx.name}'"
+            )
+        except SchemaError as exc:
+            self._reject(envelope, str(exc))
+            return
+        with self._running_lock:
+            self.running[req.task_id] = req
+        self.log.info(
+            "task.state",
+            state="working",
+            trace_id=envelope.trace_id,
+            span_id=envelope.span_id,
+            task_id=req.task_id,
+            skill=decl.id,
+            attempt=req.attempt,
+            sender=envelope.sender,
+        )
+        if decl.read_only:
+            self.pool.submit(self._run, req)
+        else:
+            self._run(req)
+
+    def _run(self, req: Request) -> None:
+        _current.request = req
+        try:
+            result = getattr(self.actor, req._decl.method)(req)
+        except Exception as exc:
+            self.finish(req, error=f"{type(exc).__name__}: {exc}")
+        else:
+            if not isinstance(result, _Deferred):
+                self.finish(req, result=result)
+        finally:
+            _current.request = None
+
+    def finish(self, req: Request, *, result: Any = None, error: str | None = None) -> None:
+        """Reply to `req` exactly once: completed with `result`, or failed with `error`."""
+        if not req._claim():
+            return
+        with self._running_lock:
+            self.running.pop(req.task_id, None)
+        state = "failed" if error is not None else "completed"
+        parts: list[Part] = []
+        if error is None:
+            try:
+                parts = _to_parts(result)
+                data = next((p.data for p in parts if isinstance(p, DataPart)), None)
+                if req._decl.output_schema is not None:
+                    validate(
+                        req._decl.output_schema,
+                        data if data is not None else {},
+                        what=f"output of skill '{req.skill}' on '{self.ctx.name}'",
+                    )
+            except (SchemaError, TypeError) as exc:
+                state, error, parts = "failed", str(exc), []
+        if state == "completed" and req.cancelled.is_set():
+            state = "canceled"
+        finished = time.time()
+        metadata = {
+            "actor": self.ctx.name,
+            "node": self.node,
+            "skill": req.skill,
+            "startedAt": req.started_at,
+            "finishedAt": finished,
+            "durationS": round(finished - req.started_at, 6),
+            "usage": {
+                "inputTokens": req.usage.input_tokens,
+                "outputTokens": req.usage.output_tokens,
+            },
+        }
+        status_msg = None
+        if error is not None:
+            status_msg = Message(message_id=new_id(), role="agent", parts=[TextPart(text=error)])
+        task = Task(
+            id=req.task_id,
+            context_id=req.context_id,
+            status=TaskStatus(state=state, message=status_msg),  # type: ignore[arg-type]
+            artifacts=[Artifact(artifact_id=new_id(), name=req.skill, parts=parts)]
+            if parts
+            else [],
+            metadata=metadata,
+        )
+        self.log.info(
+            "task.state",
+            state=state,
+            trace_id=req.envelope.trace_id,
+            span_id=req.envelope.span_id,
+            task_id=req.task_id,
+            skill=req.skill,
+            attempt=req.attempt,
+            duration_s=metadata["durationS"],
+            input_tokens=req.usage.input_tokens,
+            output_tokens=req.usage.output_tokens,
+            error=error,
+        )
+        self._reply(req.envelope, task)
+
+    def _reply(self, request: Envelope, task: Task) -> None:
+        try:
+            self.messenger.send(
+                self.messenger.envelope(
+                    sender=self.ctx.name,
+                    recipient=request.sender,
+                    body=task,
+                    trace_id=request.trace_id,
+                    parent_span_id=request.span_id,
+                    context_id=task.context_id,
+                    task_id=task.id,
+                    attempt=request.attempt,
+                    idempotency_key=request.idempotency_key,
+                )
+            )
+        except Exception as exc:
+            self.log.error(
+                "task.reply-failed", task_id=task.id, error=f"{type(exc).__name__}: {exc}"
+            )
+
+
+def host(actor: Actor, ctx: Context, messenger: Messenger, node: str) -> pykka.ActorRef[Any]:
+    """Start `actor` on its own pykka thread and route its envelopes to it."""
+    ref = _Host.start(actor, ctx, messenger, node)
+    messenger.local[ctx.name] = ref.tell
+    return ref

@@ -1,0 +1,164 @@
+"""The `agentrt` command: run a spec, inspect traces, regenerate schemas."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from agentrt.protocols import AgentRuntimeError
+
+from ._spec import load_spec
+from ._supervisor import RunSummary, default_runs_dir, run
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _progress(event: dict[str, Any]) -> None:
+    if event.get("event") == "task.state" and event.get("state") != "working":
+        line = (
+            f"  {event.get('state', ''):<9} {event.get('actor', ''):<12} {event.get('skill', ''):<12} "
+            f"{event.get('duration_s', 0):6.2f}s"
+        )
+        if event.get("error"):
+            line += f"  {event['error']}"
+        print(line, flush=True)
+
+
+def print_summary(s: RunSummary) -> None:
+    out = s.output
+    print()
+    print(f"run {s.run_id}: {s.state}" + (f" ({s.error})" if s.error else ""))
+    if out.get("answer"):
+        print(f"answer: {out['answer']}")
+    if out.get("verdict"):
+        v = out["verdict"]
+        print(
+            f"verdict: {v.get('decision')} after {v.get('iteration')} iteration(s): {v.get('reason')}"
+        )
+    print(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
+    print(f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs")
+    print(f"wall time: {s.wall_s:.2f}s")
+    print(f"sum of task times (a sequential agent): {s.task_time_s:.2f}s")
+    print(f"speedup: {s.speedup:.2f}x")
+    print(f"trace: {s.run_dir}/trace.jsonl  (agentrt trace show {s.run_id})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"agentrt: running '{spec.run.name}' ({len(spec.nodes)} nodes + supervisor)", flush=True)
+
+    def started(rt: Any) -> None:
+        print(
+            f"agentrt: run {rt.run_id} started; nodes: "
+            + ", ".join(f"{n}={p}" for n, p in rt.pids.items()),
+            flush=True,
+        )
+
+    summary = run(
+        spec,
+        goal=args.goal,
+        run_id=args.run_id,
+        runs_dir=args.runs_dir,
+        on_event=None if args.quiet else _progress,
+        on_started=started,
+    )
+    print_summary(summary)
+    return 0 if summary.state == "completed" else 1
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    from ._trace_view import find_trace, render_tree
+    from ._tracing import read_trace
+
+    path = find_trace(args.run, Path(args.runs_dir))
+    print(f"trace {path}")
+    for line in render_tree(read_trace(path), include_control=args.control):
+        print(line)
+    return 0
+
+
+def cmd_trace_ls(args: argparse.Namespace) -> int:
+    from ._trace_view import list_runs
+
+    runs = list_runs(Path(args.runs_dir))
+    print(f"{'run':<28} {'state':<11} {'tasks':>5} {'wall_s':>8} {'events':>7}")
+    for r in runs:
+        wall = f"{r['wall_s']:.2f}" if r["wall_s"] is not None else "-"
+        print(
+            f"{r['run_id']:<28} {r['state']:<11} {r['tasks'] or '-':>5} {wall:>8} {r['events']:>7}"
+        )
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from . import _schemas
+
+    if args.check:
+        stale = _schemas.drift()
+        if stale:
+            print(
+                f"schemas out of date: {', '.join(stale)}; run `agentrt schemas`", file=sys.stderr
+            )
+            return 1
+        print("schemas up to date")
+        return 0
+    for path in _schemas.write():
+        print(f"wrote {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentrt", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    runs_default = str(default_runs_dir())
+
+    r = sub.add_parser("run", help="run a launch spec (a .toml/.py file or a folder holding one)")
+    r.add_argument("spec")
+    r.add_argument("--goal", help="override the spec's run.goal")
+    r.add_argument("--run-id")
+    r.add_argument(
+        "--runs-dir", default=runs_default, help="where runs/<id>/ go (default: %(default)s)"
+    )
+    r.add_argument("--quiet", action="store_true", help="no per-task progress lines")
+    r.set_defaults(fn=cmd_run)
+
+    t = sub.add_parser("trace", help="inspect traces of past runs")
+    tsub = t.add_subparsers(dest="trace_command", required=True)
+    show = tsub.add_parser("show", help="a run as an indented causal tree")
+    show.add_argument("run", help="run id (or a unique prefix), 'last', or a trace file")
+    show.add_argument("--runs-dir", default=runs_default)
+    show.add_argument("--control", action="store_true", help="include control-plane messages")
+    show.set_defaults(fn=cmd_trace_show)
+    ls = tsub.add_parser("ls", help="list runs")
+    ls.add_argument("--runs-dir", default=runs_default)
+    ls.set_defaults(fn=cmd_trace_ls)
+
+    s = sub.add_parser("schemas", help="regenerate schemas/ from the protocol Structs")
+    s.add_argument("--check", action="store_true", help="fail if the checked-in files drifted")
+    s.set_defaults(fn=cmd_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except AgentRuntimeError as exc:
+        print(f"agentrt: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("agentrt: interrupted; nodes stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The model interface (messages in; text, tool calls and usage out) and the embedded offline model."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Tokens a model call consumed, as the Messages API reports them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A request by the model to call a tool (a `tool_use` block)."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ModelResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """One model reply."""
+
+    text: str
+    model: str
+    usage: Usage
+    stop_reason: str = "end_turn"
+    tool_calls: list[ToolCall] = []
+    cost_usd: float = 0.0
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What actors call. `messages` use the Messages API shape: [{"role", "content"}]."""
+
+    name: str
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ModelResponse: ...
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z\-]{3,}")
+_STOP = frozenset(
+    ["this", "that", "with", "from", "into", "about", "their", "there", "which", "would", "should", "could", "these", "those", "your", "what", "when", "where", "have", "been", "being", "than", "then", "them", "they", "will", "also", "only", "some", "such"]
+)
+_VOCAB = ["evidence", "suggests", "trade-offs", "latency", "throughput", "reliability", "cost", "adoption", "risk", "benchmark", "baseline", "variance", "scaling", "coordination", "isolation", "failure", "recovery", "budget", "quality", "consensus", "dissent", "signal", "noise", "trend", "outlier", "method", "result", "limitation"]
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return ""
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters per token), never zero for non-empty text."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+class OfflineModel:
+    """A deterministic stand-in for an LLM: same seed and prompt, same text, latency and usage.
+
+    Latency is drawn (deterministically, from the prompt's hash) from `latency_s`, then
+    multiplied by `time_scale`, and actually slept, so scheduling behaves as with a real model.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        latency_s: tuple[float, float] = (0.05, 0.2),
+        time_scale: float = 1.0,
+        name: str = "offline",
+    ) -> None:
+        lo, hi = latency_s
+        if lo < 0 or hi < lo:
+            raise ValueError(f"latency_s must be [lo, hi] with 0 <= lo <= hi, got {latency_s}")
+        self.seed = seed
+        self.latency_s = (float(lo), float(hi))
+        self.time_scale = time_scale
+        self.name = name
+
+    def _digest(self, system: str | None, prompt: str) -> bytes:
+        h = hashlib.blake2b(digest_size=32)
+        h.update(f"{self.seed}\x00{system or ''}\x00{prompt}".encode())
+        return h.digest()
+
+    def latency_for(self, system: str | None, prompt: str) -> float:
+        """The seconds this prompt will take (before `time_scale`)."""
+        frac = int.from_bytes(self._digest(system, prompt)[:4], "big") / 2**32
+        lo, hi = self.latency_s
+        return lo + (hi - lo) * frac
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> ModelResponse:
+        prompt = "\n".join(_content_text(m.get("content")) for m in messages)
+        digest = self._digest(system, prompt)
+        keywords: list[str] = []
+        for w in _WORD.findall(prompt.split("\n")[-1] if prompt else ""):
+            lw = w.lower()
+            if lw not in _STOP and lw not in keywords:
+                keywords.append(lw)
+        picks = [_VOCAB[b % len(_VOCAB)] for b in digest[:12]]
+        topic = ", ".join(keywords[:4]) or "the question"
+        text = (
+            f"On {topic}: the {picks[0]} shows {picks[1]} and {picks[2]}; "
+            f"{picks[3]} matters for {picks[4]}, while {picks[5]} limits {picks[6]}. "
+            f"Net: {picks[7]} over {picks[8]}, with {picks[9]} as the main {picks[10]}."
+        )
+        words = text.split()
+        out_limit = max(1, max_tokens)
+        if estimate_tokens(text) > out_limit:
+            text = " ".join(words[: max(1, out_limit)])
+        delay = self.latency_for(system, prompt) * self.time_scale
+        if delay > 0:
+            time.sleep(delay)
+        return ModelResponse(
+            text=text,
+            model=self.name,
+            usage=Usage(estimate_tokens((system or "") + prompt), estimate_tokens(text)),
+        )
+
+
+class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A model as a launch spec names it."""
+
+    kind: str = "offline"  # "offline" (embedded); "anthropic" comes with the Anthropic model
+    seed: int = 0
+    latency_s: tuple[float, float] = (0.05, 0.2)
+    time_scale: float = 1.0
+    name: str | None = None
+
+
+def model_from_config(config: ModelConfig) -> Model:
+    """Build the model a spec asks for."""
+    if config.kind == "offline":
+        return OfflineModel(
+            seed=config.seed,
+            latency_s=config.latency_s,
+            time_scale=config.time_scale,
+            name=config.name or "offline",
+        )
+    raise ValueError(f"model kind '{config.kind}' is not available; use 'offline'")

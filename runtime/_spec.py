@@ -1,0 +1,153 @@
+"""Launch specs: which nodes run which actors, with which models, for which job."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agentrt.protocols import Limits, SpecError
+
+from ._models import ModelConfig
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$")
+
+
+class _SpecStruct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ActorSpec(_SpecStruct, kw_only=True):
+    """One actor: its unique name, its class as `module:Class`, its config and model."""
+
+    name: str
+    cls: str = msgspec.field(name="class")
+    config: dict[str, Any] = {}
+    model: ModelConfig | None = None
+
+
+class NodeSpec(_SpecStruct, kw_only=True):
+    """One OS process and the actors it hosts."""
+
+    name: str
+    actors: list[ActorSpec]
+
+
+class RunSpec(_SpecStruct, kw_only=True):
+    """The job: which actor receives it, which skill, and its input."""
+
+    name: str = "run"
+    entry: str = "coordinator"
+    skill: str = "run"
+    goal: str = ""
+    input: dict[str, Any] = {}
+    timeout_s: float = 600.0
+    start_timeout_s: float = 60.0
+
+    def job_input(self, goal: str | None = None) -> dict[str, Any]:
+        data = dict(self.input)
+        if goal or self.goal:
+            data["goal"] = goal or self.goal
+        return data
+
+
+class Spec(_SpecStruct, kw_only=True):
+    run: RunSpec = RunSpec()
+    model: ModelConfig = ModelConfig()
+    limits: Limits = Limits()
+    nodes: list[NodeSpec]
+    base_dir: str = ""  # where the spec lives; custom actor modules are imported from there
+
+    def actor(self, name: str) -> ActorSpec | None:
+        return next((a for n in self.nodes for a in n.actors if a.name == name), None)
+
+
+class NodeBoot(_SpecStruct, kw_only=True):
+    """What the supervisor hands a node process on its standard input."""
+
+    run_id: str
+    node: NodeSpec
+    endpoint: str
+    supervisor_endpoint: str
+    trace_endpoint: str
+    limits: Limits
+    default_model: ModelConfig
+    state_path: str
+    sys_path: list[str] = []
+
+
+def check_spec(spec: Spec, origin: str = "spec") -> Spec:
+    """Check what the types cannot: names, uniqueness, the entry actor, class strings."""
+    if not spec.nodes:
+        raise SpecError(f"{origin}: 'nodes' is empty; a run needs at least one node")
+    seen_nodes: set[str] = set()
+    seen_actors: set[str] = set()
+    for i, node in enumerate(spec.nodes):
+        where = f"{origin}: nodes[{i}]"
+        if not _NAME.match(node.name):
+            raise SpecError(f"{where}.name '{node.name}' must match {_NAME.pattern}")
+        if node.name in seen_nodes:
+            raise SpecError(f"{where}.name '{node.name}' is used by two nodes; names are unique")
+        seen_nodes.add(node.name)
+        if not node.actors:
+            raise SpecError(f"{where}.actors is empty; a node hosts at least one actor")
+        for j, actor in enumerate(node.actors):
+            aw = f"{where}.actors[{j}]"
+            if not _NAME.match(actor.name):
+                raise SpecError(f"{aw}.name '{actor.name}' must match {_NAME.pattern}")
+            if actor.name in seen_actors or actor.name == "supervisor":
+                raise SpecError(f"{aw}.name '{actor.name}' is taken; actor names are unique")
+            seen_actors.add(actor.name)
+            module, _, cls = actor.cls.partition(":")
+            if not module or not cls:
+                raise SpecError(
+                    f"{aw}.class '{actor.cls}' must be 'module:Class', e.g. 'agentrt.actors:Worker'"
+                )
+    if spec.run.entry not in seen_actors:
+        raise SpecError(
+            f"{origin}: run.entry '{spec.run.entry}' is not an actor of the spec "
+            f"(actors: {', '.join(sorted(seen_actors))})"
+        )
+    return spec
+
+
+def spec_from_dict(data: dict[str, Any], origin: str = "spec", base_dir: str = "") -> Spec:
+    try:
+        spec = msgspec.convert({**data, "base_dir": base_dir}, Spec)
+    except msgspec.ValidationError as exc:
+        raise SpecError(f"{origin}: {exc}") from None
+    return check_spec(spec, origin)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load a spec from a .toml or .py file, or from a folder holding spec.toml / spec.py.
+
+    A Python spec defines `SPEC`, a dict of the same shape as the TOML file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for candidate in ("spec.toml", "spec.py"):
+            if (p / candidate).is_file():
+                p = p / candidate
+                break
+        else:
+            raise SpecError(f"{path}: folder has no spec.toml or spec.py")
+    if not p.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    base = str(p.resolve().parent)
+    if p.suffix == ".toml":
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{p}: not valid TOML: {exc}") from None
+    elif p.suffix == ".py":
+        data = runpy.run_path(str(p)).get("SPEC")
+        if not isinstance(data, dict):
+            raise SpecError(f"{p}: a Python spec must define SPEC as a dict")
+    else:
+        raise SpecError(f"{p}: a spec is a .toml or .py file")
+    return spec_from_dict(data, str(p), base)

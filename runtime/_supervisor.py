@@ -1,0 +1,424 @@
+"""The supervisor: spawns nodes from a spec, keeps the directory, collects traces, shuts down."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agentrt.protocols import Control, Envelope, RunError, new_id
+
+from ._messenger import Messenger, TaskResult, card_from_dict
+from ._spec import NodeBoot, Spec
+from ._tracing import TraceWriter, configure, get_logger
+
+SUPERVISOR = "supervisor"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + new_id()[:6]
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("AGENTRT_RUNS_DIR", "runs"))
+
+
+class NodeProcess(msgspec.Struct, kw_only=True):
+    name: str
+    proc: Any  # subprocess.Popen
+    log_path: Path
+    endpoint: str
+    registered: bool = False
+    ready: bool = False
+    pid: int = 0
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:]) or "(empty log)"
+
+
+class Runtime:
+    """A running set of nodes for one run. Use as a context manager; `stop()` always cleans up:
+    nodes stopped (then terminated, then killed), sockets and their folder removed."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        run_id: str | None = None,
+        runs_dir: Path | str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.run_id = run_id or new_run_id()
+        self.run_dir = Path(runs_dir or default_runs_dir()) / self.run_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.trace_path = self.run_dir / "trace.jsonl"
+        self.writer = TraceWriter(self.trace_path)
+        if on_event is not None:
+            self.writer.listeners.append(on_event)
+        # ipc paths are limited to ~100 bytes, so sockets live in a short temp folder.
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="agentrt-"))
+        self.nodes: dict[str, NodeProcess] = {}
+        self._controls: queue.Queue[Envelope] = queue.Queue()
+        self._stats_waiters: dict[str, Future[dict[str, Any]]] = {}
+        self._stopped = False
+        self.started_at = time.time()
+        configure(self.writer.write, run_id=self.run_id, node=SUPERVISOR)
+        self.log = get_logger(actor=SUPERVISOR)
+        self.messenger = Messenger(
+            name=SUPERVISOR,
+            endpoint=self._ipc(SUPERVISOR),
+            limits=spec.limits,
+            collect_at=self._ipc("trace"),
+            on_trace=self.writer.write_packed,
+        )
+        self.messenger.on_control = self._on_control
+
+    def _ipc(self, name: str) -> str:
+        return f"ipc://{self.sock_dir}/{name}.sock"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> Runtime:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Runtime:
+        """Spawn every node, wait until all registered, then hand out the directory."""
+        self.messenger.start()
+        self.log.info("run.starting", spec=self.spec.run.name, nodes=len(self.spec.nodes))
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        sys_path = [p for p in [self.spec.base_dir, os.getcwd()] if p]
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        for node in self.spec.nodes:
+            endpoint = self._ipc(f"node-{node.name}")
+            boot = NodeBoot(
+                run_id=self.run_id,
+                node=node,
+                endpoint=endpoint,
+                supervisor_endpoint=self.messenger.endpoint,
+                trace_endpoint=self._ipc("trace"),
+                limits=self.spec.limits,
+                default_model=self.spec.model,
+                state_path=str(self.run_dir / "state.sqlite"),
+                sys_path=sys_path,
+            )
+            log_path = self.run_dir / "logs" / f"{node.name}.log"
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "agentrt.runtime._node"],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches the supervisor, which stops nodes
+                    env=env,
+                )
+            assert proc.stdin is not None
+            proc.stdin.write(msgspec.json.encode(boot))
+            proc.stdin.close()
+            self.nodes[node.name] = NodeProcess(
+                name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid
+            )
+            self.messenger.routes[f"node:{node.name}"] = endpoint
+            self.log.info("node.spawned", node_name=node.name, node_pid=proc.pid)
+        deadline = time.time() + self.spec.run.start_timeout_s
+        self._await(lambda: all(n.registered for n in self.nodes.values()), deadline, "register")
+        routes = {f"node:{n}": p.endpoint for n, p in self.nodes.items()}
+        routes.update({c.name: c.url or "" for c in self.messenger.cards.values()})
+        routes[SUPERVISOR] = self.messenger.endpoint
+        self.messenger.routes.update(routes)
+        cards = [msgspec.to_builtins(c) for c in self.messenger.cards.values()]
+        for name in self.nodes:
+            self._control(f"node:{name}", "directory", routes=routes, cards=cards)
+        self._await(lambda: all(n.ready for n in self.nodes.values()), deadline, "ready")
+        (self.run_dir / "nodes.json").write_bytes(
+            msgspec.json.encode(
+                {
+                    "run_id": self.run_id,
+                    "supervisor_pid": os.getpid(),
+                    "sock_dir": str(self.sock_dir),
+                    "nodes": {
+                        n: {"pid": p.pid, "endpoint": p.endpoint} for n, p in self.nodes.items()
+                    },
+                }
+            )
+        )
+        self.log.info("run.started", nodes={n: p.pid for n, p in self.nodes.items()})
+        return self
+
+    def _await(self, done: Callable[[], bool], deadline: float, what: str) -> None:
+        while not done():
+            self._check_nodes()
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                waiting = [
+                    n
+                    for n, p in self.nodes.items()
+                    if not (p.ready if what == "ready" else p.registered)
+                ]
+                raise RunError(
+                    f"nodes {', '.join(waiting)} did not {what} within "
+                    f"{self.spec.run.start_timeout_s:g}s (run.start_timeout_s); see {self.run_dir}/logs"
+                )
+            try:
+                envelope = self._controls.get(timeout=min(0.2, remaining))
+            except queue.Empty:
+                continue
+            self._apply_control(envelope)
+
+    def _apply_control(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, Control)
+        node = self.nodes.get(str(body.args.get("node", "")))
+        if node is None:
+            return
+        if body.op == "register":
+            if "error" in body.args:
+                raise RunError(
+                    f"node '{node.name}' could not start its actors: {body.args['error']}"
+                )
+            for card in body.args.get("cards", []):
+                c = card_from_dict(card)
+                self.messenger.cards[c.name] = c
+            node.registered = True
+        elif body.op == "ready":
+            node.ready = True
+
+    def _on_control(self, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, Control)
+        if body.op == "stats":
+            waiter = self._stats_waiters.pop(str(body.args.get("reply_to")), None)
+            if waiter is not None:
+                waiter.set_result(dict(body.args.get("stats", {})))
+            return
+        self._controls.put(envelope)
+
+    def _control(self, recipient: str, op: str, **args: Any) -> None:
+        self.messenger.send(
+            self.messenger.envelope(
+                sender=SUPERVISOR, recipient=recipient, body=Control(op=op, args=args)
+            )  # type: ignore[arg-type]
+        )
+
+    def _check_nodes(self) -> None:
+        if self._stopped:
+            return
+        for node in self.nodes.values():
+            code = node.proc.poll()
+            if code is not None:
+                raise RunError(
+                    f"node '{node.name}' (pid {node.pid}) exited with code {code}; "
+                    f"last lines of {node.log_path}:\n{node.tail()}"
+                )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every node in order (ask, then SIGTERM, then SIGKILL) and remove the sockets."""
+        if self._stopped:
+            return
+        self._stopped = True
+        live = [n for n in self.nodes.values() if n.proc.poll() is None]
+        for node in live:
+            with contextlib.suppress(Exception):
+                self._control(f"node:{node.name}", "stop")
+        deadline = time.time() + timeout_s
+        for node in live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.proc.wait(max(0.1, deadline - time.time()))
+        for node in live:
+            if node.proc.poll() is None:
+                node.proc.terminate()
+                try:
+                    node.proc.wait(3)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+                    node.proc.wait(3)
+        codes = {n.name: n.proc.returncode for n in self.nodes.values()}
+        self.log.info(
+            "run.stopped", exit_codes=codes, wall_s=round(time.time() - self.started_at, 3)
+        )
+        time.sleep(0.2)  # let the last trace events from the nodes arrive
+        self.messenger.stop()
+        self.writer.close()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    # -- talking to actors ----------------------------------------------------------------
+
+    def ask_async(
+        self,
+        actor: str,
+        skill: str,
+        data: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        timeout_s: float | None = None,
+        validate: bool = True,
+    ) -> Future[TaskResult]:
+        """Ask an actor of the run to run a skill; the future resolves with its reply."""
+        return self.messenger.ask(
+            sender=SUPERVISOR,
+            recipient=actor,
+            skill=skill,
+            data=data,
+            text=text,
+            timeout_s=timeout_s,
+            validate_input=validate,
+        )
+
+    def ask(
+        self,
+        actor: str,
+        skill: str,
+        data: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        timeout_s: float | None = None,
+        validate: bool = True,
+    ) -> TaskResult:
+        """`ask_async` and wait; fails with RunError if a node dies meanwhile."""
+        future = self.ask_async(
+            actor, skill, data, text=text, timeout_s=timeout_s, validate=validate
+        )
+        return self.wait(future)
+
+    def wait(self, future: Future[Any], timeout_s: float | None = None) -> Any:
+        deadline = None if timeout_s is None else time.time() + timeout_s
+        while True:
+            self._check_nodes()
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                if deadline is not None and time.time() > deadline:
+                    raise
+
+    def node_stats(self, node: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """A node's message counters (sent, received, rejected, rejected.<reason>, ...)."""
+        reply_id = new_id()
+        future: Future[dict[str, Any]] = Future()
+        self._stats_waiters[reply_id] = future
+        self._control(f"node:{node}", "stats", id=reply_id)
+        return self.wait(future, timeout_s)  # type: ignore[no-any-return]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.nodes.items()}
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    """What `run` returns and `agentrt run` prints."""
+
+    run_id: str
+    run_dir: str
+    state: str
+    error: str
+    output: dict[str, Any]
+    wall_s: float
+    task_time_s: float
+    tasks: int
+    input_tokens: int
+    output_tokens: int
+    pids: dict[str, int]
+
+    @property
+    def speedup(self) -> float:
+        return self.task_time_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class _Tally:
+    """Sums the skill runs of a run from its trace events, as they arrive."""
+
+    def __init__(self, entry: str, skill: str) -> None:
+        self.entry = (entry, skill)
+        self.task_time = 0.0
+        self.tasks = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") != "task.state" or event.get("state") == "working":
+            return
+        with self._lock:
+            self.input_tokens += int(event.get("input_tokens") or 0)
+            self.output_tokens += int(event.get("output_tokens") or 0)
+            if (event.get("actor"), event.get("skill")) == self.entry:
+                return
+            self.tasks += 1
+            self.task_time += float(event.get("duration_s") or 0.0)
+
+
+def run(
+    spec: Spec,
+    *,
+    goal: str | None = None,
+    run_id: str | None = None,
+    runs_dir: Path | str | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_started: Callable[[Runtime], None] | None = None,
+) -> RunSummary:
+    """Start the spec's nodes, send the job to its entry actor, wait, stop, and summarise.
+
+    The wall time is the job's (from sending it to the reply); the task time is the sum of
+    every skill run the job caused, which is what one sequential agent would have spent.
+    """
+    tally = _Tally(spec.run.entry, spec.run.skill)
+
+    def listen(event: dict[str, Any]) -> None:
+        tally(event)
+        if on_event is not None:
+            on_event(event)
+
+    with Runtime(spec, run_id=run_id, runs_dir=runs_dir, on_event=listen) as rt:
+        if on_started is not None:
+            on_started(rt)
+        t0 = time.time()
+        result = rt.ask(
+            spec.run.entry, spec.run.skill, spec.run.job_input(goal), timeout_s=spec.run.timeout_s
+        )
+        wall = time.time() - t0
+        time.sleep(0.1)  # the last task events may trail the reply by a few milliseconds
+        summary = RunSummary(
+            run_id=rt.run_id,
+            run_dir=str(rt.run_dir),
+            state=result.state,
+            error=result.error,
+            output=result.data,
+            wall_s=wall,
+            task_time_s=tally.task_time,
+            tasks=tally.tasks,
+            input_tokens=tally.input_tokens,
+            output_tokens=tally.output_tokens,
+            pids=dict(rt.pids, supervisor=os.getpid()),
+        )
+        rt.log.info(
+            "run.finished",
+            state=summary.state,
+            wall_s=round(wall, 3),
+            task_time_s=round(tally.task_time, 3),
+            tasks=tally.tasks,
+        )
+    (Path(summary.run_dir) / "summary.json").write_bytes(msgspec.json.encode(summary))
+    return summary

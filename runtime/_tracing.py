@@ -1,0 +1,123 @@
+"""Trace events: structlog configured to stamp, redact and ship every event to the run's collector."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+import structlog
+
+# Keys whose values are secrets wherever they appear in an event.
+SECRET_KEYS = frozenset(
+    {"api_key", "apikey", "x-api-key", "authorization", "anthropic_api_key", "password", "secret"}
+)
+_SECRET_VALUE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}")
+REDACTED = "[redacted]"
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+def _known_secrets() -> list[str]:
+    value = os.environ.get("ANTHROPIC_API_KEY", "")
+    return [value] if len(value) >= 8 else []
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """A copy of `value` with secret keys masked and secret-looking strings replaced."""
+    if isinstance(value, str):
+        for s in secrets:
+            if s in value:
+                value = value.replace(s, REDACTED)
+        return _SECRET_VALUE.sub(REDACTED, value) if "sk-ant-" in value else value
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS else redact(v, secrets))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+def configure(sink: Sink, **static: Any) -> None:
+    """Route this process's structlog events to `sink`, stamped with `static` fields (run_id,
+    node, pid) and a `ts`, secrets redacted. Events never reach stdout."""
+    secrets = _known_secrets()
+    fields = {"pid": os.getpid(), **static}
+
+    def stamp(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("ts", time.time())
+        for k, v in fields.items():
+            event.setdefault(k, v)
+        return event
+
+    def scrub(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        return redact(event, secrets)  # type: ignore[no-any-return]
+
+    def ship(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        sink(event)
+        raise structlog.DropEvent
+
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, stamp, scrub, ship],
+        wrapper_class=structlog.BoundLogger,
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    """A structlog logger with `bound` context."""
+    return structlog.get_logger().bind(**bound)
+
+
+class TraceWriter:
+    """Appends events to one JSONL file; thread-safe; used by the supervisor's collector."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[bytes] = path.open("ab")
+        self._lock = threading.Lock()
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.msgpack.Decoder()
+        self.listeners: list[Sink] = []
+
+    def write(self, event: dict[str, Any]) -> None:
+        line = self._encoder.encode(event) + b"\n"
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+        for listener in self.listeners:
+            listener(event)
+
+    def write_packed(self, frame: bytes) -> None:
+        """Write one msgpack-encoded event shipped by a node."""
+        try:
+            event = self._decoder.decode(frame)
+        except msgspec.DecodeError:
+            return
+        if isinstance(event, dict):
+            self.write(event)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """All events of a trace file, in file order."""
+    decoder = msgspec.json.Decoder()
+    with path.open("rb") as f:
+        return [decoder.decode(line) for line in f if line.strip()]

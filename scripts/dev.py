@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Routine jobs, from a fresh clone with only python3: `python3 scripts/dev.py JOB`.
+
+setup    create .venv and install agentrt with its dev tools (re-run when pyproject changes)
+demo     set up, then run the flagship demo (demos/research) on the offline model
+test     set up, then lint (ruff), check schemas for drift, and run every test (pytest)
+bench    set up, then run the benchmarks in bench/ (figures, not pass/fail)
+schemas  set up, then regenerate schemas/ from the protocol Structs
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".agentrt-installed"
+
+
+def sh(*cmd: str | Path) -> None:
+    print("+ " + " ".join(str(c) for c in cmd), flush=True)
+    code = subprocess.call([str(c) for c in cmd], cwd=ROOT)
+    if code != 0:
+        sys.exit(code)
+
+
+def setup() -> None:
+    if not (BIN / "python").exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    pyproject = ROOT / "pyproject.toml"
+    if not STAMP.exists() or STAMP.stat().st_mtime < pyproject.stat().st_mtime:
+        sh(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        sh(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+        STAMP.touch()
+
+
+def demo(args: list[str]) -> None:
+    setup()
+    sh(BIN / "agentrt", "run", "demos/research", *args)
+
+
+def test(args: list[str]) -> None:
+    setup()
+    sh(
+        BIN / "ruff",
+        "check",
+        "runtime",
+        "actors",
+        "protocols",
+        "schemas",
+        "tests",
+        "demos",
+        "bench",
+        "scripts",
+    )
+    sh(BIN / "agentrt", "schemas", "--check")
+    sh(BIN / "python", "-m", "pytest", *args)
+
+
+def bench(args: list[str]) -> None:
+    setup()
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        sh(BIN / "python", script, *args)
+
+
+def schemas(_args: list[str]) -> None:
+    setup()
+    sh(BIN / "agentrt", "schemas")
+
+
+JOBS = {"setup": lambda _a: setup(), "demo": demo, "test": test, "bench": bench, "schemas": schemas}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in JOBS:
+        print(__doc__)
+        sys.exit(2)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    JOBS[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
