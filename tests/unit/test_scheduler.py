@@ -1,0 +1,178 @@
+"""The coordinator's sans-I/O core, driven directly: no processes, no clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentrt.actors._scheduler import (
+    Conclude,
+    Decision,
+    Dispatch,
+    Finish,
+    JudgeLoop,
+    Redo,
+    Scheduler,
+)
+from agentrt.protocols import Plan, PlanError, PlanTask, Verdict
+
+
+def dispatched(commands: list) -> list[str]:
+    return [c.task_id for c in commands if isinstance(c, Dispatch)]
+
+
+def test_dispatches_on_dependency_resolution_not_by_level() -> None:
+    # a and b are independent; c needs only a. c must start when a is done, while b runs.
+    plan = Plan(
+        goal="g",
+        tasks=[
+            PlanTask(id="a", skill="s"),
+            PlanTask(id="b", skill="s"),
+            PlanTask(id="c", skill="s", deps=["a"]),
+            PlanTask(id="d", skill="s", deps=["b", "c"]),
+        ],
+    )
+    s = Scheduler(plan, {"w": ["s"]})
+    assert dispatched(s.start()) == ["a", "b"]
+    assert dispatched(s.task_succeeded("a", 1)) == ["c"]
+    assert s.phase("b") == "running"
+    assert dispatched(s.task_succeeded("c", 2)) == []
+    out = s.task_succeeded("b", 3)
+    assert dispatched(out) == ["d"]
+    final = s.task_succeeded("d", 4)
+    assert [c for c in final if isinstance(c, Finish)] == [
+        Finish("completed", {"a": 1, "b": 3, "c": 2, "d": 4}, {}, {})
+    ]
+
+
+def test_references_are_resolved_at_dispatch() -> None:
+    plan = Plan(
+        goal="g",
+        tasks=[PlanTask(id="a", skill="s"), PlanTask(id="b", skill="s", args={"in": "${a}"})],
+    )
+    s = Scheduler(plan, {"w": ["s"]})
+    s.start()
+    (d,) = [c for c in s.task_succeeded("a", {"v": 1}) if isinstance(c, Dispatch)]
+    assert d.args == {"in": {"v": 1}}
+
+
+def test_max_in_flight_holds_the_rest_and_says_so() -> None:
+    plan = Plan(goal="g", tasks=[PlanTask(id=f"t{i}", skill="s") for i in range(5)])
+    s = Scheduler(plan, {"w": ["s"]}, max_in_flight=2)
+    out = s.start()
+    assert dispatched(out) == ["t0", "t1"]
+    held = [c.task_id for c in out if isinstance(c, Decision) and c.decision == "held-by-bound"]
+    assert held == ["t2", "t3", "t4"]
+    assert dispatched(s.task_succeeded("t1", None)) == ["t2"]
+
+
+def test_failure_skips_dependents_transitively_and_fails_the_plan() -> None:
+    plan = Plan(
+        goal="g",
+        tasks=[
+            PlanTask(id="a", skill="s"),
+            PlanTask(id="b", skill="s", deps=["a"]),
+            PlanTask(id="c", skill="s", deps=["b"]),
+            PlanTask(id="x", skill="s"),
+        ],
+        final="c",
+    )
+    s = Scheduler(plan, {"w": ["s"]})
+    s.start()
+    s.task_succeeded("x", 0)
+    out = s.task_failed("a", "boom")
+    (finish,) = [c for c in out if isinstance(c, Finish)]
+    assert finish.state == "failed"
+    assert finish.failed == {"a": "boom"}
+    assert finish.skipped == {
+        "b": "dependency 'a' did not complete",
+        "c": "dependency 'b' did not complete",
+    }
+
+
+def test_least_loaded_worker_offering_the_skill() -> None:
+    plan = Plan(goal="g", tasks=[PlanTask(id=f"t{i}", skill="s") for i in range(4)])
+    s = Scheduler(plan, {"w1": ["s"], "w2": ["s"], "other": ["z"]})
+    workers = [c.worker for c in s.start() if isinstance(c, Dispatch)]
+    assert workers == ["w1", "w2", "w1", "w2"]
+
+
+def test_no_worker_for_a_skill_fails_that_task() -> None:
+    plan = Plan(goal="g", tasks=[PlanTask(id="a", skill="missing")])
+    out = Scheduler(plan, {"w": ["s"]}).start()
+    assert Decision("a", "failed", "no worker offers skill 'missing'") in out
+    assert any(isinstance(c, Finish) and c.state == "failed" for c in out)
+
+
+def test_invalid_plan_is_rejected_before_anything_runs() -> None:
+    plan = Plan(goal="g", tasks=[PlanTask(id="a", skill="s", deps=["zz"])])
+    with pytest.raises(PlanError):
+        Scheduler(plan, {"w": ["s"]})
+
+
+def test_events_for_tasks_not_running_are_errors() -> None:
+    s = Scheduler(Plan(goal="g", tasks=[PlanTask(id="a", skill="s")]), {"w": ["s"]})
+    with pytest.raises(ValueError, match="not running"):
+        s.task_succeeded("a", 1)
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> Plan:
+    n = draw(st.integers(1, 25))
+    tasks = []
+    for i in range(n):
+        deps = draw(st.sets(st.integers(0, i - 1), max_size=3)) if i else set()
+        tasks.append(PlanTask(id=f"t{i}", skill="s", deps=[f"t{d}" for d in sorted(deps)]))
+    return Plan(goal="g", tasks=tasks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(plan=dags(), bound=st.integers(1, 6), data=st.data())
+def test_invariants_under_any_completion_order(plan: Plan, bound: int, data: st.DataObject) -> None:
+    s = Scheduler(plan, {"w1": ["s"], "w2": ["s"]}, max_in_flight=bound)
+    deps = {t.id: set(t.deps) for t in plan.tasks}
+    completed: set[str] = set()
+    running: list[str] = []
+    finishes = []
+    ever_dispatched: list[str] = []
+
+    def absorb(commands: list) -> None:
+        for c in commands:
+            if isinstance(c, Dispatch):
+                assert deps[c.task_id] <= completed, "dispatched before its dependencies"
+                running.append(c.task_id)
+                ever_dispatched.append(c.task_id)
+            elif isinstance(c, Finish):
+                finishes.append(c)
+        assert s.in_flight <= bound
+        assert len(running) == s.in_flight
+
+    absorb(s.start())
+    while running:
+        tid = running.pop(data.draw(st.integers(0, len(running) - 1)))
+        if data.draw(st.integers(0, 9), label="fail one in ten") == 0:
+            absorb(s.task_failed(tid, "x"))
+        else:
+            completed.add(tid)
+            absorb(s.task_succeeded(tid, tid))
+    assert len(finishes) == 1, "exactly one Finish"
+    assert len(ever_dispatched) == len(set(ever_dispatched)), "a task dispatched twice"
+    terminal = {t.id: s.phase(t.id) for t in plan.tasks}
+    assert all(p in ("completed", "failed", "skipped") for p in terminal.values())
+    f = finishes[0]
+    assert set(f.results) | set(f.failed) | set(f.skipped) == set(terminal)
+    assert not (set(f.results) & set(f.failed)) and not (set(f.failed) & set(f.skipped))
+
+
+def verdict(decision: str, it: int = 1) -> Verdict:
+    return Verdict(decision=decision, reason="r", iteration=it, feedback="fb")  # type: ignore[arg-type]
+
+
+def test_judge_loop_accepts_retries_and_caps() -> None:
+    loop = JudgeLoop(max_iterations=2)
+    assert loop.on_verdict(verdict("retry")) == Redo("fb", 2)
+    capped = loop.on_verdict(verdict("retry", 2))
+    assert isinstance(capped, Conclude) and capped.state == "stopped" and "cap" in capped.reason
+    assert JudgeLoop().on_verdict(verdict("accept")) == Conclude("completed", "r")
+    assert JudgeLoop().on_verdict(verdict("stop")) == Conclude("stopped", "r")

@@ -1,0 +1,66 @@
+"""schemas/: generated files match the Structs, and real envelopes validate against them."""
+
+from __future__ import annotations
+
+import jsonschema
+import msgspec
+
+from agentrt.protocols import (
+    AgentCard,
+    AgentSkill,
+    Artifact,
+    DataPart,
+    Envelope,
+    Task,
+    TaskStatus,
+    TextPart,
+    to_json_dict,
+)
+from agentrt.runtime import _schemas
+from agentrt.schemas import load
+
+
+def test_checked_in_schemas_match_the_structs(tmp_path) -> None:
+    assert _schemas.drift() == [], "run `agentrt schemas` and commit the result"
+    # and drift is detected when a file differs
+    for path in _schemas.write(tmp_path):
+        path.write_text(path.read_text().replace('"type": "string"', '"type": "integer"', 1))
+    assert set(_schemas.drift(tmp_path)) == set(_schemas.GENERATED)
+
+
+def test_envelope_validates_and_invalid_does_not() -> None:
+    schema = load("envelope.schema")
+    env = Envelope(
+        message_id="m",
+        trace_id="t" * 32,
+        span_id="s" * 16,
+        sender="a",
+        recipient="b",
+        sent_at=1.0,
+        body=Task(
+            id="t",
+            context_id="c",
+            status=TaskStatus(state="completed"),
+            artifacts=[
+                Artifact(artifact_id="x", parts=[DataPart(data={"a": 1}), TextPart(text="t")])
+            ],
+        ),
+    )
+    jsonschema.validate(to_json_dict(env), schema)
+    bad = to_json_dict(env)
+    bad["body"]["status"]["state"] = "done-ish"
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
+
+
+def test_agent_card_schema() -> None:
+    card = AgentCard(
+        name="w", description="d", skills=[AgentSkill(id="s", name="s", read_only=True)]
+    )
+    data = msgspec.to_builtins(card)
+    jsonschema.validate(data, load("agent-card.schema"))
+    assert data["skills"][0]["readOnly"] is True
+
+
+def test_skill_schemas_are_valid_json_schema() -> None:
+    for path in (_schemas.schema_dir() / "skills").glob("*.json"):
+        jsonschema.Draft202012Validator.check_schema(load(f"skills/{path.stem}"))

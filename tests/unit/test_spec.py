@@ -1,0 +1,71 @@
+"""Launch specs: bad ones are refused with the file, the field and the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentrt.runtime import SpecError, load_spec, spec_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def base() -> dict:
+    return {
+        "run": {"entry": "a"},
+        "nodes": [{"name": "n1", "actors": [{"name": "a", "class": "m:A"}]}],
+    }
+
+
+def test_demo_spec_loads() -> None:
+    spec = load_spec(ROOT / "demos" / "research")
+    assert len(spec.nodes) == 5
+    assert spec.actor("coordinator") is not None
+    assert spec.base_dir == str((ROOT / "demos" / "research").resolve())
+
+
+def test_unknown_field_is_named() -> None:
+    data = base()
+    data["nodes"][0]["actorz"] = []
+    with pytest.raises(SpecError, match=r"unknown field `actorz`.*\$\.nodes\[0\]"):
+        spec_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["nodes"].append(d["nodes"][0]), "used by two nodes"),
+        (lambda d: d["run"].update(entry="ghost"), "run.entry 'ghost' is not an actor"),
+        (
+            lambda d: d["nodes"][0]["actors"][0].update({"class": "nocolon"}),
+            "must be 'module:Class'",
+        ),
+        (
+            lambda d: d["nodes"][0].update(name="bad name"),
+            r"nodes\[0\]\.name 'bad name' must match",
+        ),
+        (lambda d: d.update(nodes=[]), "'nodes' is empty"),
+        (lambda d: d["nodes"][0]["actors"][0].update(name="supervisor"), "is taken"),
+    ],
+)
+def test_rules(mutate, message: str) -> None:
+    data = base()
+    mutate(data)
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict(data, "my.toml")
+
+
+def test_bad_toml_and_missing(tmp_path: Path) -> None:
+    (tmp_path / "spec.toml").write_text("[run\n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(tmp_path)
+    with pytest.raises(SpecError, match="no spec.toml or spec.py"):
+        load_spec(tmp_path / "..")
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_python_spec(tmp_path: Path) -> None:
+    (tmp_path / "spec.py").write_text(f"SPEC = {base()!r}\n")
+    assert load_spec(tmp_path).run.entry == "a"
