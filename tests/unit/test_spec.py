@@ -60,7 +60,7 @@ def test_bad_toml_and_missing(tmp_path: Path) -> None:
     (tmp_path / "spec.toml").write_text("[run\n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(tmp_path)
-    with pytest.raises(SpecError, match="no spec.toml or spec.py"):
+    with pytest.raises(SpecError, match=r"no spec\.toml or spec\.py"):
         load_spec(tmp_path / "..")
     with pytest.raises(SpecError, match="no such spec file"):
         load_spec(tmp_path / "nope.toml")
