@@ -20,6 +20,7 @@ from agentrt.protocols import (
     Envelope,
     FrameError,
     Limits,
+    MalformedFrame,
     Message,
     RoutingError,
     Task,
@@ -339,7 +340,7 @@ class Messenger:
         size = sum(len(f) for f in frames)
         try:
             if len(frames) != 1:
-                raise FrameError(f"expected 1 frame per message, got {len(frames)}")
+                raise MalformedFrame(f"expected 1 frame per message, got {len(frames)}")
             envelope = decode(frames[0], self.limits)
         except FrameError as exc:
             self.stats["rejected"] += 1

@@ -171,4 +171,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skill threads still running (a long task being abandoned) must not hold the exit:
+    # everything worth keeping was flushed and closed by Node._shutdown.
+    os._exit(code)

@@ -1,0 +1,99 @@
+"""Bad input never crashes a node and never loses accepted work: frames sent with raw pyzmq."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from agentrt.protocols import DataPart, Envelope, Message, SchemaError, TaskRequest, encode
+from agentrt.runtime import Runtime, read_trace
+
+pytestmark = pytest.mark.integration
+
+
+def raw_request(task_id: str, data: dict) -> bytes:
+    return encode(
+        Envelope(
+            message_id=f"m-{task_id}",
+            trace_id="a" * 32,
+            span_id="b" * 16,
+            sender="supervisor",
+            recipient="greeter",
+            task_id=task_id,
+            sent_at=time.time(),
+            body=TaskRequest(
+                skill="greet",
+                message=Message(message_id="mm", role="user", parts=[DataPart(data=data)]),
+            ),
+        )
+    )
+
+
+def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_spec, runs_dir: Path) -> None:
+    deep: dict = {"name": "x"}
+    cursor = deep
+    for _ in range(20):
+        cursor["d"] = {}
+        cursor = cursor["d"]
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(rt.nodes["n1"].endpoint)
+        sock.send(b"\xc1\xc1 this is not msgpack")
+        sock.send(b"\x00" * (greeter_spec.limits.max_frame_bytes + 1))
+        sock.send_multipart([b"two", b"frames"])
+        sock.send(raw_request("deep-1", deep))
+        # The same connection still delivers a valid message afterwards.
+        sock.send(raw_request("raw-ok", {"name": "after garbage"}))
+        time.sleep(0.5)
+        sock.close()
+        ctx.term()
+        assert rt.ask("greeter", "greet", {"name": "still alive"}).data == {"greeting": "hello still alive"}
+        stats = rt.node_stats("n1")
+        trace = rt.trace_path
+        node = rt.nodes["n1"]
+    assert stats["rejected"] == 4
+    assert stats["rejected.malformed"] == 2
+    assert stats["rejected.too-large"] == 1
+    assert stats["rejected.too-deep"] == 1
+    assert node.proc.returncode == 0, "the node exited cleanly, it did not crash"
+    events = read_trace(trace)
+    rejected = [e for e in events if e["event"] == "frame.rejected"]
+    assert sorted(e["reason"] for e in rejected) == ["malformed", "malformed", "too-deep", "too-large"]
+    assert all(e["node"] == "n1" and e["error"] for e in rejected)
+    assert any("max_frame_bytes" in e["error"] for e in rejected)
+    done = [e for e in events if e["event"] == "task.state" and e.get("task_id") == "raw-ok"]
+    assert [e["state"] for e in done] == ["working", "completed"]
+
+
+def test_schema_invalid_payload_refused_at_sender_and_at_receiver(greeter_spec, runs_dir: Path) -> None:
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        with pytest.raises(SchemaError) as info:
+            rt.ask("greeter", "greet", {"name": 42})
+        assert info.value.field == "$.name" and info.value.rule == "type"
+        assert "input of skill 'greet' on 'greeter': field '$.name'" in str(info.value)
+
+        forced = rt.ask("greeter", "greet", {"nme": "typo"}, validate=False)
+        assert forced.state == "rejected"
+        assert "field '$.name'" in forced.error and "rule: required" in forced.error
+
+        # Between actors: the sending actor refuses before anything reaches the wire.
+        relayed = rt.ask("relay", "relay_invalid", {})
+        assert relayed.state == "failed" and "SchemaError" in relayed.error and "'$.name'" in relayed.error
+
+        assert rt.ask("greeter", "greet", {"name": "ok"}).ok
+        trace = rt.trace_path
+    events = read_trace(trace)
+    rejected = [e for e in events if e["event"] == "task.rejected"]
+    assert len(rejected) == 1 and "'$.name'" in rejected[0]["error"]
+    sent_to_greeter = [
+        e["envelope"]["body"]["message"]["parts"][0]["data"]
+        for e in events
+        if e["event"] == "envelope.sent" and e["kind"] == "task-request" and e["recipient"] == "greeter"
+    ]
+    assert {"name": 42} not in sent_to_greeter, "invalid data never went on the wire"
+    assert {"nme": "typo"} in sent_to_greeter

@@ -1,0 +1,58 @@
+"""A custom actor named `module:Class` in a spec is loaded, hosted, validated and traced."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agentrt.runtime import RunError, Runtime, read_trace, run
+
+from .conftest import alive, make_spec
+
+pytestmark = pytest.mark.integration
+
+
+def test_custom_actors_across_processes(greeter_spec, runs_dir: Path) -> None:
+    summary = run(greeter_spec, runs_dir=runs_dir)
+    assert summary.state == "completed", summary.error
+    assert summary.output == {"relayed": "hello ada"}
+    events = read_trace(Path(summary.run_dir) / "trace.jsonl")
+    pids = {e["pid"] for e in events if e.get("event") == "task.state"}
+    assert len(pids) == 2, "relay and greeter ran in different processes"
+    assert {e["actor"] for e in events if e.get("event") == "task.state"} == {"relay", "greeter"}
+    assert not any(alive(p) for n, p in summary.pids.items() if n != "supervisor")
+
+
+def test_stateful_skill_state_and_contracts(greeter_spec, runs_dir: Path) -> None:
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        assert [rt.ask("greeter", "count").data["count"] for _ in range(3)] == [1, 2, 3]
+        broken = rt.ask("greeter", "break_contract")
+        assert broken.state == "failed"
+        assert "output of skill 'break_contract'" in broken.error and "rule: required" in broken.error
+        trespass = rt.ask("greeter", "trespass")
+        assert trespass.state == "failed" and "OwnershipError" in trespass.error
+        state_path = rt.run_dir / "state.sqlite"
+    rows = sqlite3.connect(state_path).execute("SELECT namespace, key, version FROM state").fetchall()
+    assert rows == [("greeter", "calls", 3)]
+
+
+def test_a_class_that_cannot_load_fails_the_start_clearly(runs_dir: Path) -> None:
+    spec = make_spec(
+        {"n1": [{"name": "x", "class": "custom_actors:NoSuchActor"}]}, run={"entry": "x"}
+    )
+    with (
+        pytest.raises(RunError, match=r"node 'n1' could not start.*has no class 'NoSuchActor'"),
+        Runtime(spec, runs_dir=runs_dir),
+    ):
+        pass
+
+
+def test_a_node_dying_mid_run_is_reported(runs_dir: Path) -> None:
+    spec = make_spec({"n1": [{"name": "sleeper", "class": "custom_actors:Sleeper"}]}, run={"entry": "sleeper"})
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        future = rt.ask_async("sleeper", "sleep", {"s": 60})
+        rt.nodes["n1"].proc.kill()
+        with pytest.raises(RunError, match=r"node 'n1' \(pid \d+\) exited with code -9"):
+            rt.wait(future, timeout_s=30)
