@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ def print_summary(s: RunSummary) -> None:
     print(f"run {s.run_id}: {s.state}" + (f" ({s.error})" if s.error else ""))
     if out.get("answer"):
         print(f"answer: {out['answer']}")
+    elif out:
+        print(f"output: {json.dumps(out, ensure_ascii=False)[:2000]}")
     if out.get("verdict"):
         v = out["verdict"]
         print(

@@ -65,7 +65,7 @@ def test(args: list[str]) -> None:
 
 def bench(args: list[str]) -> None:
     setup()
-    for script in sorted((ROOT / "bench").glob("*.py")):
+    for script in sorted((ROOT / "bench").glob("[!_]*.py")):  # _modules are helpers
         sh(BIN / "python", script, *args)
 
 
