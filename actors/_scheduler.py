@@ -1,99 +1,286 @@
 """The coordinator's sans-I/O core: events in, commands out. No sockets, threads or clocks.
 
-`Scheduler` runs a plan as a DAG: a task is dispatched the moment its last dependency
-completes (not when its "level" does), within a global bound on tasks in flight, to the
-least-loaded worker offering its skill. A failed task's dependents are skipped, with the
-reason. `JudgeLoop` governs the critic/judge iterations over the final result.
+`Scheduler` runs a plan as a DAG. A task is dispatched the moment its last dependency
+completes (not when its "level" does), tasks on the longest remaining path first, to the
+least-loaded worker offering its skill, within every bound of the `Policy`:
+
+- at most `max_in_flight` tasks at once, `per_worker` on one worker, `per_skill[s]` of a skill;
+- stateful tasks (skill not read-only) on the same `resource` one at a time, in plan order;
+- a requests/tokens-per-minute `RateLimiter` drawn from at dispatch; a 429 pauses it;
+- token and cost budgets: nothing is dispatched that could take the run past the cap;
+- a timeout per attempt (task, then skill, then policy), after which the task is
+  cancelled at the worker and counts as failed;
+- retries with exponential backoff and jitter, then an optional fallback skill; every
+  attempt carries the task's idempotency key;
+- fan-out groups that settle all-settled, fail-fast or quorum k-of-n;
+- a queue limit: submitting past it raises `QueueFull`.
+
+Time comes in with each event (`now`, seconds on any monotonic clock); waiting is a
+`SetTimer` command whose key comes back through `on_timer`. Every decision is a
+`Decision` command, so the shell can trace it. `JudgeLoop` caps critic/judge iterations.
 """
 
 from __future__ import annotations
 
 import heapq
+import random
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentrt.protocols import Plan, Verdict, dependencies, resolve, validate_plan
+import msgspec
+
+from agentrt.protocols import (
+    Plan,
+    PlanError,
+    PlanTask,
+    QueueFull,
+    Verdict,
+    dependencies,
+    resolve,
+    validate_plan,
+)
+
+from ._limits import Budget, RateLimiter
+
+# -- configuration ---------------------------------------------------------------------
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a run is scheduled. Built from the coordinator's config; unknown keys are errors."""
+
+    max_in_flight: int = 16
+    per_worker: int | None = None
+    per_skill: dict[str, int] = {}
+    max_attempts: int = 1
+    backoff_s: float = 0.5  # first retry's delay; doubles each attempt
+    backoff_max_s: float = 30.0
+    jitter: float = 0.5  # each delay is cut by a random fraction up to this
+    timeout_s: float | None = None  # default per-attempt timeout
+    rpm: float | None = None  # requests per minute, all workers together
+    tpm: float | None = None  # tokens per minute, all workers together
+    burst_s: float = 1.0  # the rate buckets hold this many seconds' worth
+    est_tokens: int = 1000  # per task, when the task gives no estimate
+    est_s: dict[str, float] = {}  # expected duration per skill (default 1.0)
+    token_budget: int | None = None
+    cost_budget: float | None = None  # in USD
+    usd_per_mtok: float = 0.0  # to price tokens for the cost budget
+    queue_limit: int | None = None  # most tasks waiting to be dispatched
+    seed: int = 0  # for backoff jitter
+
+    def __post_init__(self) -> None:
+        def at_least(name: str, value: float | None, low: float) -> None:
+            if value is not None and value < low:
+                raise ValueError(f"policy field '{name}' must be >= {low}, got {value}")
+
+        at_least("max_in_flight", self.max_in_flight, 1)
+        at_least("per_worker", self.per_worker, 1)
+        at_least("max_attempts", self.max_attempts, 1)
+        at_least("queue_limit", self.queue_limit, 1)
+        at_least("est_tokens", self.est_tokens, 0)
+        at_least("backoff_s", self.backoff_s, 0)
+        at_least("token_budget", self.token_budget, 0)
+        at_least("cost_budget", self.cost_budget, 0)
+        for skill, bound in self.per_skill.items():
+            at_least(f"per_skill.{skill}", bound, 1)
+        for name in ("timeout_s", "rpm", "tpm", "burst_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"policy field '{name}' must be > 0, got {value}")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"policy field 'jitter' must be between 0 and 1, got {self.jitter}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Policy:
+        """A policy from a plain dict, with errors that name the field."""
+        try:
+            return msgspec.convert(dict(config), cls)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid scheduling policy: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SkillInfo:
+    """What the core needs to know of a skill, from the agent cards."""
+
+    read_only: bool = False
+    timeout_s: float | None = None
+
+
+# -- commands --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Dispatch:
-    """Send task `task_id` to `worker`, with references in its arguments resolved."""
+    """Send task `task_id` to `worker`, with references in its arguments resolved. Every
+    attempt of a task carries the same `idempotency_key`."""
 
     task_id: str
     skill: str
     worker: str
     args: dict[str, Any]
     attempt: int = 1
+    idempotency_key: str = ""
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Tell `worker` to stop attempt `attempt` of `task_id`; its result will be ignored."""
+
+    task_id: str
+    worker: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    """Call `on_timer(key, now)` at time `at` (same clock as the events' `now`)."""
+
+    at: float
+    key: tuple[Any, ...]
+
+
+DecisionKind = Literal[
+    "waiting",
+    "held-by-bound",
+    "held-by-worker-bound",
+    "held-by-skill-bound",
+    "held-by-rate-limit",
+    "held-by-budget",
+    "serialised",
+    "dispatched",
+    "retried",
+    "fallback",
+    "timed-out",
+    "rate-limited",
+    "cancelled",
+    "skipped",
+    "failed",
+    "completed",
+    "stale",
+    "group-completed",
+    "group-failed",
+]
 
 
 @dataclass(frozen=True)
 class Decision:
-    """A scheduling decision worth tracing: why a task waits, is held, or is skipped."""
+    """A scheduling decision worth tracing: why a task waits, is held, or ended as it did."""
 
     task_id: str
-    decision: Literal["waiting", "held-by-bound", "skipped", "failed", "completed"]
+    decision: DecisionKind
     reason: str
 
 
 @dataclass(frozen=True)
 class Finish:
-    """The plan is settled: every task completed, failed or skipped."""
+    """The plan is settled: every task completed, failed, was skipped or cancelled.
+    `state` is completed when the final task (or group) completed; `reason` says why not."""
 
-    state: Literal["completed", "failed"]
+    state: Literal["completed", "failed", "cancelled"]
     results: dict[str, Any]
     failed: dict[str, str]
     skipped: dict[str, str]
+    cancelled: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
 
 
-Command = Dispatch | Decision | Finish
+Command = Dispatch | Cancel | SetTimer | Decision | Finish
 
-TaskPhase = Literal["pending", "ready", "running", "completed", "failed", "skipped"]
+TaskPhase = Literal[
+    "pending", "ready", "running", "backoff", "completed", "failed", "skipped", "cancelled"
+]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "skipped", "cancelled"})
+_WAITING = frozenset({"pending", "ready", "backoff"})
 
 
 @dataclass
 class _Node:
-    index: int
+    task: PlanTask
+    order: int  # position in a topological order that keeps plan order where it can
     deps: set[str]
     dependents: list[str] = field(default_factory=list)
     remaining: int = 0
     phase: TaskPhase = "pending"
+    skill: str = ""
+    attempt: int = 0
+    on_fallback: bool = False
     worker: str | None = None
-    held: bool = False
+    reserved: float = 0.0  # estimated tokens drawn at dispatch
+    held: str = ""  # the last hold reported, so each is traced once
+    priority: float = 0.0  # longest expected path from here to the end
+
+
+@dataclass
+class _Group:
+    name: str
+    policy: str
+    quorum: int
+    members: list[str]
+    dependents: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    ended: int = 0
+    failures: int = 0
+    phase: Literal["pending", "completed", "failed"] = "pending"
 
 
 class Scheduler:
-    """Dispatch-on-dependency-resolution for one plan."""
+    """Dispatch-on-dependency-resolution for one plan, within the bounds of a `Policy`."""
 
     def __init__(
-        self, plan: Plan, workers: Mapping[str, Iterable[str]], *, max_in_flight: int = 16
+        self,
+        plan: Plan,
+        workers: Mapping[str, Iterable[str]],
+        *,
+        policy: Policy | None = None,
+        skills: Mapping[str, SkillInfo] | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         validate_plan(plan)
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        policy = policy or Policy()
+        if max_in_flight is not None:
+            policy = msgspec.structs.replace(policy, max_in_flight=max_in_flight)
+        if policy.queue_limit is not None and len(plan.tasks) > policy.queue_limit:
+            raise QueueFull(
+                f"the plan has {len(plan.tasks)} tasks; the queue limit is {policy.queue_limit}"
+            )
         self.plan = plan
-        self.max_in_flight = max_in_flight
-        self.workers = {w: frozenset(skills) for w, skills in sorted(workers.items())}
-        self.tasks = {t.id: t for t in plan.tasks}
+        self.policy = policy
+        self.max_in_flight = policy.max_in_flight
+        self.workers = {w: frozenset(s) for w, s in sorted(workers.items())}
+        self.skills = dict(skills or {})
         self.nodes: dict[str, _Node] = {}
-        for i, t in enumerate(plan.tasks):
-            deps = dependencies(t)
-            self.nodes[t.id] = _Node(index=i, deps=deps, remaining=len(deps))
-        for tid, node in self.nodes.items():
-            for dep in node.deps:
-                self.nodes[dep].dependents.append(tid)
+        self.groups: dict[str, _Group] = {}
         self.results: dict[str, Any] = {}
         self.failed: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
+        self.cancelled: dict[str, str] = {}
         self.load: dict[str, int] = dict.fromkeys(self.workers, 0)
-        self._ready: list[tuple[int, str]] = []
+        self.running_by_skill: Counter[str] = Counter()
+        self.limiter = RateLimiter(rpm=policy.rpm, tpm=policy.tpm, burst_s=policy.burst_s)
+        self.tokens = Budget(policy.token_budget)
+        self.cost = Budget(policy.cost_budget)
+        self.queued = 0  # tasks pending, ready or in backoff
+        self.in_flight = 0
+        self._rng = random.Random(policy.seed)
+        self._ready: list[tuple[float, int, str]] = []
+        self._fresh: list[str] = []  # made ready since the last pump
+        self._resource_queue: dict[str, list[str]] = {}
+        self._resource_head: dict[str, int] = {}
+        self._wake_at: float | None = None
+        self._started = False
         self._finished = False
+        self._finish_reason = ""
+        for name, group in plan.groups.items():
+            self.groups[name] = _Group(
+                name, group.policy, group.quorum or 0, [t.id for t in plan.tasks if t.group == name]
+            )
+        self._add(plan.tasks, existing=set())
 
     # -- queries ----------------------------------------------------------------------
-
-    @property
-    def in_flight(self) -> int:
-        return sum(1 for n in self.nodes.values() if n.phase == "running")
 
     def phase(self, task_id: str) -> TaskPhase:
         return self.nodes[task_id].phase
@@ -102,106 +289,574 @@ class Scheduler:
     def finished(self) -> bool:
         return self._finished
 
+    def stateful(self, task: PlanTask) -> bool:
+        return task.resource is not None and not self.skills.get(task.skill, SkillInfo()).read_only
+
     # -- events -----------------------------------------------------------------------
 
-    def start(self) -> list[Command]:
+    def start(self, now: float = 0.0) -> list[Command]:
+        self._started = True
         out: list[Command] = []
         for tid, node in self.nodes.items():
             if node.remaining == 0:
                 self._make_ready(tid)
             else:
                 out.append(Decision(tid, "waiting", "waiting on " + ", ".join(sorted(node.deps))))
-        return out + self._pump()
+        return out + self._pump(now)
 
-    def task_succeeded(self, task_id: str, result: Any) -> list[Command]:
-        node = self._running(task_id)
+    def submit(self, tasks: list[PlanTask], now: float = 0.0) -> list[Command]:
+        """Add tasks to a running schedule. They may depend on any task already in it.
+        Raises QueueFull past the queue limit, PlanError for a task that cannot run."""
+        limit = self.policy.queue_limit
+        if limit is not None and self.queued + len(tasks) > limit:
+            raise QueueFull(
+                f"{self.queued} tasks are waiting; submitting {len(tasks)} more would pass "
+                f"the queue limit of {limit}"
+            )
+        known = set(self.nodes) | set(self.groups)
+        combined = Plan(
+            goal=self.plan.goal,
+            tasks=[n.task for n in self.nodes.values()] + list(tasks),
+            groups=self.plan.groups,
+            final=self.plan.final_task(),
+        )
+        validate_plan(combined)
+        if any(t.group is not None for t in tasks):
+            raise PlanError("tasks submitted to a running schedule cannot join a group")
+        self.plan = combined
+        out: list[Command] = []
+        for tid in self._add(tasks, existing=known):
+            node = self.nodes[tid]
+            for dep in node.deps:
+                if self._settled_ok(dep):
+                    node.remaining -= 1
+                elif self._settled_bad(dep):
+                    out.extend(self._skip(tid, f"dependency '{dep}' did not complete"))
+                    break
+            if node.phase == "pending" and self._started:
+                if node.remaining == 0:
+                    self._make_ready(tid)
+                else:
+                    waits = sorted(d for d in node.deps if not self._settled_ok(d))
+                    out.append(Decision(tid, "waiting", "waiting on " + ", ".join(waits)))
+        if self._finished:  # reopened by new work
+            self._finished = False
+        return out + self._pump(now)
+
+    def task_succeeded(
+        self,
+        task_id: str,
+        result: Any,
+        *,
+        attempt: int | None = None,
+        now: float = 0.0,
+        tokens: float | None = None,
+        cost: float | None = None,
+    ) -> list[Command]:
+        node = self._current(task_id, attempt)
+        if node is None:
+            return [self._stale(task_id, attempt)]
+        used = node.reserved if tokens is None else tokens
+        self._release(node, used_tokens=used, used_cost=cost)
         node.phase = "completed"
-        self._release(node)
         self.results[task_id] = result
-        out: list[Command] = [Decision(task_id, "completed", f"on {node.worker}")]
-        for dep_id in node.dependents:
-            dependent = self.nodes[dep_id]
-            dependent.remaining -= 1
-            if dependent.remaining == 0 and dependent.phase == "pending":
-                self._make_ready(dep_id)
-        return out + self._pump()
+        out: list[Command] = [Decision(task_id, "completed", f"attempt {node.attempt} on {node.worker}")]
+        self._ended(node, out)
+        self._satisfy(node.dependents, out)
+        return out + self._pump(now)
 
-    def task_failed(self, task_id: str, error: str) -> list[Command]:
-        node = self._running(task_id)
-        self._release(node)
-        return self._fail(task_id, error) + self._pump()
+    def task_failed(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        attempt: int | None = None,
+        now: float = 0.0,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+        tokens: float | None = None,
+    ) -> list[Command]:
+        node = self._current(task_id, attempt)
+        if node is None:
+            return [self._stale(task_id, attempt)]
+        self._release(node, used_tokens=tokens or 0.0, used_cost=None)
+        out: list[Command] = []
+        if retry_after_s is not None:
+            self.limiter.pause(now + retry_after_s)
+            out.append(
+                Decision(task_id, "rate-limited", f"429: quota paused for {retry_after_s:g}s")
+            )
+        out.extend(self._attempt_failed(node, error, now, retryable, retry_after_s))
+        return out + self._pump(now)
 
-    # -- internals ----------------------------------------------------------------------
+    def on_timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
+        out: list[Command] = []
+        if self._finished:
+            return out
+        kind = key[0]
+        if kind == "timeout":
+            _, tid, attempt = key
+            node = self.nodes.get(tid)
+            if node is None or node.phase != "running" or node.attempt != attempt:
+                return out
+            timeout = self._timeout(node)
+            reason = f"timed out after {timeout:g}s"
+            out.append(Cancel(tid, node.worker or "", attempt, reason))
+            out.append(Decision(tid, "timed-out", f"attempt {attempt} on {node.worker}: {reason}"))
+            self._release(node, used_tokens=node.reserved, used_cost=None)
+            out.extend(self._attempt_failed(node, reason, now, True, None))
+        elif kind == "retry":
+            node = self.nodes.get(key[1])
+            if node is not None and node.phase == "backoff":
+                self._make_ready(key[1])
+        elif kind == "wake":
+            self._wake_at = None
+        return out + self._pump(now)
 
-    def _running(self, task_id: str) -> _Node:
+    def cancel(self, reason: str, now: float = 0.0) -> list[Command]:
+        """Cancel the run: everything in flight is cancelled, nothing more is dispatched."""
+        if self._finished:
+            return []
+        out: list[Command] = []
+        for tid, node in self.nodes.items():
+            if node.phase == "running" or node.phase in _WAITING:
+                out.extend(self._cancel_task(tid, reason))
+        self._finish_reason = f"cancelled: {reason}"
+        return out + self._pump(now)
+
+    # -- building the graph ---------------------------------------------------------------
+
+    def _add(self, tasks: list[PlanTask], existing: set[str]) -> list[str]:
+        """Add tasks, in a topological order that keeps plan order where it can."""
+        new = {t.id: t for t in tasks}
+        index = {t.id: i for i, t in enumerate(tasks)}
+        indeg: dict[str, int] = {}
+        children: dict[str, list[str]] = {t: [] for t in new}
+        for t in tasks:
+            local = [d for d in dependencies(t) if d in new]
+            indeg[t.id] = len(local)
+            for d in local:
+                children[d].append(t.id)
+        heap = [(index[t], t) for t, n in indeg.items() if n == 0]
+        heapq.heapify(heap)
+        ordered: list[str] = []
+        while heap:
+            _, tid = heapq.heappop(heap)
+            ordered.append(tid)
+            for c in children[tid]:
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    heapq.heappush(heap, (index[c], c))
+        base = len(self.nodes)
+        for i, tid in enumerate(ordered):
+            task = new[tid]
+            deps = dependencies(task)
+            node = _Node(task=task, order=base + i, deps=deps, remaining=len(deps), skill=task.skill)
+            self.nodes[tid] = node
+            self.queued += 1
+            for dep in deps:
+                target = self.groups.get(dep)
+                (target.dependents if target else self.nodes[dep].dependents).append(tid)
+            if self.stateful(task):
+                assert task.resource is not None
+                self._resource_queue.setdefault(task.resource, []).append(tid)
+                self._resource_head.setdefault(task.resource, 0)
+        self._prioritise(ordered)
+        return ordered
+
+    def _est_s(self, task: PlanTask) -> float:
+        return task.est_s if task.est_s is not None else self.policy.est_s.get(task.skill, 1.0)
+
+    def _prioritise(self, ordered: list[str]) -> None:
+        """Priority = the longest expected path from a task to the end of the plan."""
+        group_priority: dict[str, float] = {}
+        for tid in reversed(ordered):
+            node = self.nodes[tid]
+            best = 0.0
+            for d in node.dependents:
+                best = max(best, self.nodes[d].priority)
+            if node.task.group is not None:
+                group = self.groups[node.task.group]
+                if group.name not in group_priority:
+                    group_priority[group.name] = max(
+                        (self.nodes[d].priority for d in group.dependents if d in self.nodes),
+                        default=0.0,
+                    )
+                best = max(best, group_priority[group.name])
+            node.priority = self._est_s(node.task) + best
+
+    # -- state changes --------------------------------------------------------------------
+
+    def _current(self, task_id: str, attempt: int | None) -> _Node | None:
         node = self.nodes.get(task_id)
-        if node is None or node.phase != "running":
-            phase = node.phase if node else "unknown"
-            raise ValueError(f"task '{task_id}' is {phase}, not running")
-        return node
+        if node is None:
+            raise ValueError(f"task '{task_id}' is not in the plan")
+        if node.phase == "running" and (attempt is None or attempt == node.attempt):
+            return node
+        if attempt is None:
+            raise ValueError(f"task '{task_id}' is {node.phase}, not running")
+        return None
 
-    def _release(self, node: _Node) -> None:
+    def _stale(self, task_id: str, attempt: int | None) -> Decision:
+        node = self.nodes[task_id]
+        return Decision(
+            task_id,
+            "stale",
+            f"result of attempt {attempt} ignored: the task is {node.phase}"
+            + (f" (attempt {node.attempt})" if node.phase == "running" else ""),
+        )
+
+    def _release(self, node: _Node, *, used_tokens: float, used_cost: float | None) -> None:
+        self.in_flight -= 1
         if node.worker is not None:
             self.load[node.worker] -= 1
+        self.running_by_skill[node.skill] -= 1
+        price = self.policy.usd_per_mtok / 1e6
+        self.tokens.settle(node.reserved, used_tokens)
+        self.cost.settle(node.reserved * price, used_cost if used_cost is not None else used_tokens * price)
+        self.limiter.settle(node.reserved, used_tokens)
+        node.reserved = 0.0
 
     def _make_ready(self, task_id: str) -> None:
         node = self.nodes[task_id]
         node.phase = "ready"
-        heapq.heappush(self._ready, (node.index, task_id))
+        node.held = ""
+        heapq.heappush(self._ready, (-node.priority, node.order, task_id))
+        self._fresh.append(task_id)
+
+    def _satisfy(self, dependents: list[str], out: list[Command]) -> None:
+        for dep_id in dependents:
+            dependent = self.nodes[dep_id]
+            dependent.remaining -= 1
+            if dependent.remaining == 0 and dependent.phase == "pending":
+                self._make_ready(dep_id)
+
+    def _settled_ok(self, name: str) -> bool:
+        if name in self.groups:
+            return self.groups[name].phase == "completed"
+        return self.nodes[name].phase == "completed"
+
+    def _settled_bad(self, name: str) -> bool:
+        if name in self.groups:
+            return self.groups[name].phase == "failed"
+        return self.nodes[name].phase in ("failed", "skipped", "cancelled")
+
+    def _attempt_failed(
+        self, node: _Node, error: str, now: float, retryable: bool, retry_after_s: float | None
+    ) -> list[Command]:
+        tid = node.task.id
+        max_attempts = node.task.max_attempts or self.policy.max_attempts
+        if retryable and not node.on_fallback and node.attempt < max_attempts:
+            base = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (node.attempt - 1))
+            delay = base * (1 - self.policy.jitter * self._rng.random())
+            delay = max(delay, retry_after_s or 0.0)
+            node.phase = "backoff"
+            self.queued += 1
+            return [
+                Decision(
+                    tid,
+                    "retried",
+                    f"attempt {node.attempt} of {max_attempts} failed ({error}); "
+                    f"attempt {node.attempt + 1} in {delay:.3g}s",
+                ),
+                SetTimer(now + delay, ("retry", tid)),
+            ]
+        if node.task.fallback is not None and not node.on_fallback:
+            node.on_fallback = True
+            node.skill = node.task.fallback
+            self.queued += 1
+            self._make_ready(tid)
+            return [
+                Decision(
+                    tid,
+                    "fallback",
+                    f"attempt {node.attempt} failed ({error}); falling back to skill "
+                    f"'{node.task.fallback}'",
+                )
+            ]
+        return self._fail(tid, error)
 
     def _fail(self, task_id: str, error: str) -> list[Command]:
-        self.nodes[task_id].phase = "failed"
+        node = self.nodes[task_id]
+        if node.phase in _WAITING:
+            self.queued -= 1
+        node.phase = "failed"
         self.failed[task_id] = error
         out: list[Command] = [Decision(task_id, "failed", error)]
-        stack = [(d, task_id) for d in self.nodes[task_id].dependents]
-        while stack:
-            tid, cause = stack.pop()
-            node = self.nodes[tid]
-            if node.phase in ("pending", "ready"):
-                node.phase = "skipped"
-                reason = f"dependency '{cause}' did not complete"
-                self.skipped[tid] = reason
-                out.append(Decision(tid, "skipped", reason))
-                stack.extend((d, tid) for d in node.dependents)
+        self._ended(node, out)
+        self._skip_dependents(node.dependents, task_id, out)
         return out
 
-    def _pick_worker(self, skill: str) -> str | None:
-        offering = [w for w, skills in self.workers.items() if skill in skills]
-        if not offering:
-            return None
-        return min(offering, key=lambda w: (self.load[w], w))
+    def _skip(self, task_id: str, reason: str) -> list[Command]:
+        node = self.nodes[task_id]
+        if node.phase in _WAITING:
+            self.queued -= 1
+        node.phase = "skipped"
+        self.skipped[task_id] = reason
+        out: list[Command] = [Decision(task_id, "skipped", reason)]
+        self._ended(node, out)
+        self._skip_dependents(node.dependents, task_id, out)
+        return out
 
-    def _pump(self) -> list[Command]:
+    def _skip_dependents(self, dependents: list[str], cause: str, out: list[Command]) -> None:
+        for tid in dependents:
+            if self.nodes[tid].phase in _WAITING:
+                out.extend(self._skip(tid, f"dependency '{cause}' did not complete"))
+
+    def _cancel_task(self, task_id: str, reason: str) -> list[Command]:
+        node = self.nodes[task_id]
         out: list[Command] = []
+        if node.phase == "running":
+            out.append(Cancel(task_id, node.worker or "", node.attempt, reason))
+            self._release(node, used_tokens=node.reserved, used_cost=None)
+        elif node.phase in _WAITING:
+            self.queued -= 1
+        else:
+            return out
+        node.phase = "cancelled"
+        self.cancelled[task_id] = reason
+        out.append(Decision(task_id, "cancelled", reason))
+        self._ended(node, out)
+        self._skip_dependents(node.dependents, task_id, out)
+        return out
+
+    def _ended(self, node: _Node, out: list[Command]) -> None:
+        """A task reached a terminal phase: move its resource queue on, settle its group."""
+        task = node.task
+        if task.resource is not None and task.resource in self._resource_queue:
+            queue = self._resource_queue[task.resource]
+            head = self._resource_head[task.resource]
+            while head < len(queue) and self.nodes[queue[head]].phase in TERMINAL:
+                head += 1
+            self._resource_head[task.resource] = head
+        if task.group is not None:
+            self._member_ended(self.groups[task.group], node, out)
+
+    def _member_ended(self, group: _Group, node: _Node, out: list[Command]) -> None:
+        if group.phase != "pending":
+            return
+        group.ended += 1
+        if node.phase == "completed":
+            group.done.append(node.task.id)
+        elif node.phase == "failed":
+            group.failures += 1
+        n = len(group.members)
+        if group.policy == "all-settled":
+            if group.ended == n:
+                self._group_completed(group, f"all {n} settled, {len(group.done)} completed", out)
+        elif group.policy == "fail-fast":
+            if node.phase != "completed":
+                self._group_failed(group, f"'{node.task.id}' {node.phase}: fail-fast", out)
+            elif len(group.done) == n:
+                self._group_completed(group, f"all {n} completed", out)
+        else:
+            missing = n - group.ended
+            if len(group.done) >= group.quorum:
+                self._group_completed(group, f"quorum {group.quorum} of {n} reached", out)
+            elif len(group.done) + missing < group.quorum:
+                self._group_failed(
+                    group,
+                    f"quorum {group.quorum} of {n} out of reach ({group.ended - len(group.done)} did not complete)",
+                    out,
+                )
+
+    def _group_completed(self, group: _Group, reason: str, out: list[Command]) -> None:
+        group.phase = "completed"
+        done = set(group.done)
+        self.results[group.name] = {t: self.results[t] for t in group.members if t in done}
+        out.append(Decision(group.name, "group-completed", reason))
+        self._cancel_rest(group, f"group '{group.name}' settled: {reason}", out)
+        self._satisfy(group.dependents, out)
+
+    def _group_failed(self, group: _Group, reason: str, out: list[Command]) -> None:
+        group.phase = "failed"
+        self.failed[group.name] = reason
+        out.append(Decision(group.name, "group-failed", reason))
+        self._cancel_rest(group, f"group '{group.name}' failed: {reason}", out)
+        self._skip_dependents(group.dependents, group.name, out)
+
+    def _cancel_rest(self, group: _Group, reason: str, out: list[Command]) -> None:
+        for tid in group.members:
+            if self.nodes[tid].phase not in TERMINAL:
+                out.extend(self._cancel_task(tid, reason))
+
+    # -- dispatching -----------------------------------------------------------------------
+
+    def _timeout(self, node: _Node) -> float | None:
+        if node.task.timeout_s is not None and not node.on_fallback:
+            return node.task.timeout_s
+        info = self.skills.get(node.skill)
+        if info is not None and info.timeout_s is not None:
+            return info.timeout_s
+        return self.policy.timeout_s
+
+    def _hold(self, node: _Node, kind: DecisionKind, reason: str, out: list[Command]) -> None:
+        if node.held != reason:
+            node.held = reason
+            out.append(Decision(node.task.id, kind, reason))
+
+    def _blocker(self, node: _Node) -> tuple[DecisionKind, str] | None:
+        """Why this ready task cannot go now, apart from the global bound and rate limits."""
+        task = node.task
+        bound = self.policy.per_skill.get(node.skill)
+        if bound is not None and self.running_by_skill[node.skill] >= bound:
+            return "held-by-skill-bound", f"{bound} '{node.skill}' tasks in flight = per_skill bound"
+        if self.stateful(task):
+            assert task.resource is not None
+            queue = self._resource_queue[task.resource]
+            head = queue[self._resource_head[task.resource]]
+            if head != task.id:
+                return "serialised", f"serialised behind '{head}' on resource '{task.resource}'"
+        return None
+
+    def _pick_worker(self, skill: str) -> tuple[str | None, bool]:
+        """(least-loaded worker with room, whether any worker offers the skill at all)."""
+        offering = [w for w, s in self.workers.items() if skill in s]
+        cap = self.policy.per_worker
+        room = [w for w in offering if cap is None or self.load[w] < cap]
+        if not room:
+            return None, bool(offering)
+        return min(room, key=lambda w: (self.load[w], w)), True
+
+    def _pump(self, now: float) -> list[Command]:
+        out: list[Command] = []
+        if self._finished:
+            return out
+        deferred: list[tuple[float, int, str]] = []
+        budget_held = False
         while self._ready and self.in_flight < self.max_in_flight:
-            _, tid = heapq.heappop(self._ready)
+            entry = heapq.heappop(self._ready)
+            tid = entry[2]
             node = self.nodes[tid]
             if node.phase != "ready":
                 continue
-            task = self.tasks[tid]
-            worker = self._pick_worker(task.skill)
-            if worker is None:
-                out.extend(self._fail(tid, f"no worker offers skill '{task.skill}'"))
+            blocker = self._blocker(node)
+            if blocker is not None:
+                self._hold(node, blocker[0], blocker[1], out)
+                deferred.append(entry)
                 continue
+            worker, offered = self._pick_worker(node.skill)
+            if not offered:
+                out.extend(self._fail(tid, f"no worker offers skill '{node.skill}'"))
+                continue
+            if worker is None:
+                self._hold(
+                    node,
+                    "held-by-worker-bound",
+                    f"every worker of '{node.skill}' has {self.policy.per_worker} in flight",
+                    out,
+                )
+                deferred.append(entry)
+                continue
+            est = self._est_tokens(node)
+            price = self.policy.usd_per_mtok / 1e6
+            if not self.tokens.fits(est) or not self.cost.fits(est * price):
+                which = "token" if not self.tokens.fits(est) else "cost"
+                budget = self.tokens if which == "token" else self.cost
+                self._hold(
+                    node,
+                    "held-by-budget",
+                    f"{which} budget {budget.cap:g}: {budget.spent:g} spent, "
+                    f"{budget.reserved:g} reserved, this task needs {est * (1 if which == 'token' else price):g}",
+                    out,
+                )
+                deferred.append(entry)
+                budget_held = True
+                continue
+            wait = self.limiter.wait_s(est, now) if self.limiter.active else 0.0
+            if wait > 0:
+                self._hold(node, "held-by-rate-limit", "rate limit: waiting for quota", out)
+                deferred.append(entry)
+                at = now + wait
+                if self._wake_at is None or at < self._wake_at - 1e-12:
+                    self._wake_at = at
+                    out.append(SetTimer(at, ("wake",)))
+                break
+            self.limiter.take(est, now)
+            self.tokens.reserve(est)
+            self.cost.reserve(est * price)
+            node.reserved = est
             node.phase = "running"
             node.worker = worker
+            node.attempt += 1
+            node.held = ""
+            self.queued -= 1
+            self.in_flight += 1
             self.load[worker] += 1
-            out.append(Dispatch(tid, task.skill, worker, resolve(task.args, self.results)))
-        for _, tid in self._ready:
-            node = self.nodes[tid]
-            if node.phase == "ready" and not node.held:
-                node.held = True
-                out.append(
-                    Decision(tid, "held-by-bound", f"{self.in_flight} in flight = max_in_flight")
+            self.running_by_skill[node.skill] += 1
+            timeout = self._timeout(node)
+            out.append(
+                Dispatch(
+                    tid,
+                    node.skill,
+                    worker,
+                    resolve(node.task.args, self.results),
+                    attempt=node.attempt,
+                    idempotency_key=tid,
+                    timeout_s=timeout,
                 )
-        if not self._finished and not self._ready and self.in_flight == 0:
-            self._finished = True
-            final = self.plan.final_task()
-            state: Literal["completed", "failed"] = (
-                "completed" if final in self.results else "failed"
             )
-            out.append(Finish(state, dict(self.results), dict(self.failed), dict(self.skipped)))
+            if timeout is not None:
+                out.append(SetTimer(now + timeout, ("timeout", tid, node.attempt)))
+        for entry in deferred:
+            heapq.heappush(self._ready, entry)
+        if self.in_flight >= self.max_in_flight:
+            for tid in self._fresh:
+                node = self.nodes[tid]
+                if node.phase == "ready" and not node.held:
+                    self._hold(
+                        node, "held-by-bound", f"{self.in_flight} in flight = max_in_flight", out
+                    )
+        self._fresh.clear()
+        if budget_held and self.in_flight == 0 and not self._pending_timers():
+            self._exhaust_budget(out)
+        if self.queued == 0 and self.in_flight == 0:
+            self._finish(out)
         return out
+
+    def _pending_timers(self) -> bool:
+        return self._wake_at is not None or any(n.phase == "backoff" for n in self.nodes.values())
+
+    def _est_tokens(self, node: _Node) -> float:
+        est = node.task.est_tokens
+        return float(est if est is not None else self.policy.est_tokens)
+
+    def _exhaust_budget(self, out: list[Command]) -> None:
+        ready = [n for n in self.nodes.values() if n.phase == "ready"]
+        over = any(not self.tokens.fits(self._est_tokens(n)) for n in ready)
+        budget, which = (self.tokens, "token") if over else (self.cost, "cost")
+        reason = f"{which} budget of {budget.cap:g} reached ({budget.spent:g} spent)"
+        self._finish_reason = reason
+        for tid, node in self.nodes.items():
+            if node.phase in _WAITING:
+                out.extend(self._skip(tid, reason))
+
+    def _finish(self, out: list[Command]) -> None:
+        self._finished = True
+        final = self.plan.final_task()
+        if final in self.results:
+            state: Literal["completed", "failed", "cancelled"] = "completed"
+        elif self._finish_reason.startswith("cancelled"):
+            state = "cancelled"
+        else:
+            state = "failed"
+        reason = self._finish_reason
+        if state == "failed" and not reason:
+            why = self.failed.get(final) or self.skipped.get(final) or self.cancelled.get(final)
+            reason = f"final task '{final}' did not complete" + (f": {why}" if why else "")
+        out.append(
+            Finish(
+                state,
+                dict(self.results),
+                dict(self.failed),
+                dict(self.skipped),
+                dict(self.cancelled),
+                reason,
+            )
+        )
+
+
+# -- the critic/judge loop ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from ._errors import (
     MalformedFrame,
     OwnershipError,
     PlanError,
+    QueueFull,
     RoutingError,
     RunError,
     SchemaError,
@@ -42,7 +43,17 @@ from ._model import (
     TextPart,
     Verdict,
 )
-from ._plan import Plan, PlanTask, dependencies, find_cycle, references, resolve, validate_plan
+from ._plan import (
+    Group,
+    Plan,
+    PlanTask,
+    dependencies,
+    dependency_graph,
+    find_cycle,
+    references,
+    resolve,
+    validate_plan,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -65,6 +76,7 @@ __all__ = [
     "FrameError",
     "FrameTooDeep",
     "FrameTooLarge",
+    "Group",
     "Heartbeat",
     "Limits",
     "MalformedFrame",
@@ -74,6 +86,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "PlanTask",
+    "QueueFull",
     "RoutingError",
     "RunError",
     "SchemaError",
@@ -87,6 +100,7 @@ __all__ = [
     "Verdict",
     "decode",
     "dependencies",
+    "dependency_graph",
     "encode",
     "find_cycle",
     "new_id",

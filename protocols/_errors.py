@@ -47,6 +47,10 @@ class PlanError(AgentRuntimeError):
     """A plan cannot run: duplicate ids, unknown dependencies, or a cycle."""
 
 
+class QueueFull(AgentRuntimeError):
+    """Submitting these tasks would put more than the run's `queue_limit` in the queue."""
+
+
 class SpecError(AgentRuntimeError):
     """A launch spec is invalid; the message names the file, the field and the rule."""
 

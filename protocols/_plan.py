@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -15,14 +15,30 @@ _REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 
 
 class PlanTask(Wire):
-    """One node of the DAG. Arguments may hold `${id}` references to earlier tasks' results."""
+    """One node of the DAG. Arguments may hold `${id}` references to earlier tasks' results
+    (or to a group's: the dict of its completed members' results)."""
 
     id: str
     skill: str
     args: dict[str, Any] = {}
-    deps: list[str] = []
+    deps: list[str] = []  # task ids or group names
     resource: str | None = None  # stateful tasks on the same resource never overlap
-    timeout_s: float | None = None
+    group: str | None = None  # the fan-out group this task belongs to
+    timeout_s: float | None = None  # overrides the skill's and the run's default
+    max_attempts: int | None = None  # overrides the run's retry policy
+    fallback: str | None = None  # a skill to try once after the last attempt failed
+    est_tokens: int | None = None  # for rate limits and budgets; the run's default otherwise
+    est_s: float | None = None  # expected duration: tasks on the longest path go first
+
+
+class Group(Wire):
+    """How a fan-out group settles. all-settled: when every member has ended (failures
+    reported, partial results kept); fail-fast: the first failure cancels the rest and
+    fails the group; quorum: done once `quorum` members completed (the rest cancelled),
+    failed once that is out of reach."""
+
+    policy: Literal["all-settled", "fail-fast", "quorum"] = "all-settled"
+    quorum: int | None = None
 
 
 class Plan(Wire):
@@ -30,7 +46,8 @@ class Plan(Wire):
 
     goal: str
     tasks: list[PlanTask]
-    final: str | None = None  # defaults to the last task
+    groups: dict[str, Group] = {}
+    final: str | None = None  # a task or group; defaults to the last task
 
     def final_task(self) -> str:
         return self.final if self.final is not None else self.tasks[-1].id
@@ -94,6 +111,35 @@ def validate_plan(plan: Plan) -> None:
             raise PlanError(f"task id '{task.id}' appears twice in the plan; ids must be unique")
         seen.add(task.id)
         ids.append(task.id)
+        for name, value, low in (("max_attempts", task.max_attempts, 1), ("est_tokens", task.est_tokens, 0)):
+            if value is not None and value < low:
+                raise PlanError(f"task '{task.id}': {name} must be >= {low}, got {value}")
+        for name, value in (("timeout_s", task.timeout_s), ("est_s", task.est_s)):
+            if value is not None and not value > 0:
+                raise PlanError(f"task '{task.id}': {name} must be > 0, got {value}")
+    members: dict[str, int] = {}
+    for task in plan.tasks:
+        if task.group is not None:
+            if task.group not in plan.groups:
+                raise PlanError(
+                    f"task '{task.id}' is in group '{task.group}', which the plan does not declare"
+                    + _did_you_mean(task.group, list(plan.groups))
+                )
+            members[task.group] = members.get(task.group, 0) + 1
+    for name, group in plan.groups.items():
+        if name in seen:
+            raise PlanError(f"group '{name}' has the same name as a task; names must be unique")
+        n = members.get(name, 0)
+        if n == 0:
+            raise PlanError(f"group '{name}' has no tasks")
+        if group.policy == "quorum" and (group.quorum is None or not 1 <= group.quorum <= n):
+            raise PlanError(
+                f"group '{name}': quorum must be between 1 and its {n} tasks, got {group.quorum}"
+            )
+        if group.policy != "quorum" and group.quorum is not None:
+            raise PlanError(f"group '{name}': quorum is only for policy 'quorum'")
+    ids = ids + list(plan.groups)
+    seen |= set(plan.groups)
     for task in plan.tasks:
         for dep in sorted(set(task.deps)):
             if dep not in seen:
@@ -109,18 +155,29 @@ def validate_plan(plan: Plan) -> None:
                 )
         if task.id in dependencies(task):
             raise PlanError(f"task '{task.id}' depends on itself")
+        if task.group is not None and task.group in dependencies(task):
+            raise PlanError(f"task '{task.id}' depends on its own group '{task.group}'")
     if plan.final is not None and plan.final not in seen:
         raise PlanError(
-            f"final task '{plan.final}' is not in the plan" + _did_you_mean(plan.final, ids)
+            f"final task '{plan.final}' is not a task or group of the plan"
+            + _did_you_mean(plan.final, ids)
         )
     cycle = find_cycle(plan)
     if cycle:
         raise PlanError("the plan has a cycle: " + " -> ".join(cycle))
 
 
-def find_cycle(plan: Plan) -> list[str] | None:
-    """A dependency cycle as a list of task ids (first repeated at the end), or None."""
+def dependency_graph(plan: Plan) -> dict[str, list[str]]:
+    """What each task and group waits for: a task its dependencies, a group its members."""
     deps = {t.id: sorted(dependencies(t)) for t in plan.tasks}
+    for name in plan.groups:
+        deps[name] = [t.id for t in plan.tasks if t.group == name]
+    return deps
+
+
+def find_cycle(plan: Plan) -> list[str] | None:
+    """A dependency cycle as a list of task/group ids (first repeated at the end), or None."""
+    deps = dependency_graph(plan)
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(deps, white)
     for root in deps:
