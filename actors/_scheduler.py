@@ -869,9 +869,10 @@ class Redo:
 
 @dataclass(frozen=True)
 class Conclude:
-    """End the loop: `state` is completed (accepted) or stopped (judge said stop, or cap)."""
+    """End the run: `state` is completed (accepted), stopped (judge said stop, or the cap),
+    or failed (the plan did not complete)."""
 
-    state: Literal["completed", "stopped"]
+    state: Literal["completed", "stopped", "failed"]
     reason: str
 
 

@@ -8,20 +8,27 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Critique, Plan, PlanError, Verdict
+from agentrt.protocols import AgentRuntimeError, CancelTask, Critique, Plan, Verdict
 from agentrt.runtime import Actor, Request, TaskResult, skill
 from agentrt.schemas import load
 
 from ._scheduler import (
+    Cancel,
     Command,
     Conclude,
     Decision,
     Dispatch,
     Finish,
     JudgeLoop,
+    Policy,
     Redo,
     Scheduler,
+    SetTimer,
+    SkillInfo,
 )
+
+# Config keys that are the coordinator's own; every other key is a scheduling Policy field.
+_OWN_KEYS = frozenset({"producer", "critic", "judge", "max_iterations"})
 
 
 @dataclass
@@ -42,6 +49,8 @@ class _Job:
     verdict: dict[str, Any] | None = None
     outcome: Conclude | None = None
     want_judge: bool = False
+    core_cpu_s: float = 0.0
+    core_events: int = 0
 
 
 def _answer_of(result: Any) -> str:
@@ -57,14 +66,19 @@ class Coordinator(Actor):
     and loops the final result through the judge (capped at `max_iterations`).
 
     Config: `producer`, `critic`, `judge` (actor names; default: the first actor offering
-    plan / critique / judge, and no critic or judge if none does), `max_in_flight` (16),
-    `max_iterations` (3).
+    plan / critique / judge, and no critic or judge if none does), `max_iterations` (3),
+    and any field of the scheduling `Policy` (`max_in_flight`, `per_worker`, `per_skill`,
+    `max_attempts`, `timeout_s`, `rpm`, `tpm`, `token_budget`, `queue_limit`, ...).
+    A job's input may carry a ready `plan`; then no producer is asked.
     """
 
     description = "Owns a run: plans, schedules the DAG, critiques, judges."
 
     def on_start(self) -> None:
         self.jobs: dict[str, _Job] = {}
+        self.policy = Policy.from_config(
+            {k: v for k, v in self.config.items() if k not in _OWN_KEYS}
+        )
 
     def _role(self, key: str, skill_id: str) -> str | None:
         if key in self.config:
@@ -77,6 +91,9 @@ class Coordinator(Actor):
         """Run one job: plan the goal, schedule the plan, critique and judge the result."""
         job = _Job(req=req, goal=req.data["goal"], started=time.time())
         self.jobs[req.task_id] = job
+        if "plan" in req.data:
+            self._start_plan(job, req.data["plan"])
+            return req.defer()
         producer = self._role("producer", "plan")
         if producer is None:
             req.fail("no actor offers skill 'plan'; add a producer to the spec")
@@ -90,24 +107,42 @@ class Coordinator(Actor):
         if not result.ok:
             self._end(job, error=f"planning failed: {result.error}")
             return
+        self._start_plan(job, result.data)
+
+    def _start_plan(self, job: _Job, data: Any) -> None:
         try:
-            plan = msgspec.convert(result.data, Plan)
-            workers = {
-                name: [s.id for s in self.ctx.card(name).skills]
-                for name in {a for t in plan.tasks for a in self.ctx.actors_with_skill(t.skill)}
-            }
+            plan = msgspec.convert(data, Plan)
+            wanted = {t.skill for t in plan.tasks} | {t.fallback for t in plan.tasks if t.fallback}
+            names = {a for s in wanted for a in self.ctx.actors_with_skill(s)}
+            workers: dict[str, list[str]] = {}
+            skills: dict[str, SkillInfo] = {}
+            for name in sorted(names):
+                card = self.ctx.card(name)
+                workers[name] = [s.id for s in card.skills]
+                for s in card.skills:
+                    skills.setdefault(s.id, SkillInfo(read_only=s.read_only, timeout_s=s.timeout_s))
             job.plan = plan
-            job.scheduler = Scheduler(
-                plan, workers, max_in_flight=int(self.config.get("max_in_flight", 16))
-            )
-        except (msgspec.ValidationError, PlanError, ValueError) as exc:
+            job.scheduler = Scheduler(plan, workers, policy=self.policy, skills=skills)
+        except (msgspec.ValidationError, AgentRuntimeError, ValueError) as exc:
             self._end(job, error=f"the plan cannot run: {exc}")
             return
         job.loop = JudgeLoop(int(self.config.get("max_iterations", 3)))
         self.ctx.event("plan.accepted", tasks=len(plan.tasks), final=plan.final_task())
-        self._apply(job, job.scheduler.start())
+        self._core(job, job.scheduler.start, now=time.monotonic())
 
     # -- scheduling --------------------------------------------------------------------
+
+    def _core(self, job: _Job, event: Any, *args: Any, **kwargs: Any) -> None:
+        """Hand one event to the scheduler core (timing its CPU), then act on its commands."""
+        t = time.thread_time()
+        commands = event(*args, **kwargs)
+        job.core_cpu_s += time.thread_time() - t
+        job.core_events += 1
+        self._apply(job, commands)
+
+    def _on_timer(self, job: _Job, key: tuple[Any, ...]) -> None:
+        if job.scheduler is not None and job.finish is None and job.req.task_id in self.jobs:
+            self._core(job, job.scheduler.on_timer, key, time.monotonic())
 
     def _apply(self, job: _Job, commands: list[Command]) -> None:
         for cmd in commands:
@@ -115,6 +150,19 @@ class Coordinator(Actor):
                 self._dispatch(
                     job, cmd.task_id, cmd.skill, cmd.worker, cmd.args, attempt=cmd.attempt
                 )
+            elif isinstance(cmd, Cancel):
+                self.ctx.event(
+                    "schedule.cancel", plan_task=cmd.task_id, worker=cmd.worker, reason=cmd.reason
+                )
+                self.ctx.send(
+                    cmd.worker,
+                    CancelTask(task_id=f"{job.req.task_id}/{cmd.task_id}", reason=cmd.reason),
+                )
+                job.tasks.setdefault(cmd.task_id, {"id": cmd.task_id, "skill": self._skill_of(job, cmd.task_id)})
+                job.tasks[cmd.task_id].update(state="canceled", error=cmd.reason)
+            elif isinstance(cmd, SetTimer):
+                delay = max(0.0, cmd.at - time.monotonic())
+                self.ctx.call_later(delay, self._on_timer, job, cmd.key)
             elif isinstance(cmd, Decision):
                 self.ctx.event(
                     "schedule.decision",
@@ -122,11 +170,11 @@ class Coordinator(Actor):
                     decision=cmd.decision,
                     reason=cmd.reason,
                 )
-                if cmd.decision == "skipped":
+                if cmd.decision in ("skipped", "cancelled") and cmd.task_id in job.scheduler.nodes:  # type: ignore[union-attr]
                     job.tasks[cmd.task_id] = {
                         "id": cmd.task_id,
                         "skill": self._skill_of(job, cmd.task_id),
-                        "state": "skipped",
+                        "state": cmd.decision,
                         "error": cmd.reason,
                     }
             elif isinstance(cmd, Finish):
@@ -134,8 +182,8 @@ class Coordinator(Actor):
                 self._after_plan(job)
 
     def _skill_of(self, job: _Job, task_id: str) -> str:
-        assert job.plan is not None
-        return next(t.skill for t in job.plan.tasks if t.id == task_id)
+        assert job.scheduler is not None
+        return job.scheduler.nodes[task_id].skill
 
     def _dispatch(
         self,
@@ -159,10 +207,14 @@ class Coordinator(Actor):
             task_id=f"{job.req.task_id}/{task_id}",
             attempt=attempt,
             idempotency_key=f"{job.req.task_id}/{task_id}",
-            then=lambda r: self._on_task(job, task_id, worker, r),
+            then=lambda r: self._on_task(job, task_id, worker, attempt, r),
         )
 
-    def _on_task(self, job: _Job, task_id: str, worker: str, result: TaskResult) -> None:
+    def _on_task(
+        self, job: _Job, task_id: str, worker: str, attempt: int, result: TaskResult
+    ) -> None:
+        if job.req.task_id not in self.jobs:
+            return
         meta = result.metadata
         usage = meta.get("usage", {})
         record = {
@@ -170,7 +222,7 @@ class Coordinator(Actor):
             "skill": meta.get("skill") or self._skill_of(job, task_id),
             "worker": worker,
             "state": result.state,
-            "attempt": job.tasks.get(task_id, {}).get("attempt", 0) + 1,
+            "attempt": attempt,
             "startedAt": meta.get("startedAt", 0.0),
             "finishedAt": meta.get("finishedAt", 0.0),
             "durationS": meta.get("durationS", 0.0),
@@ -187,10 +239,31 @@ class Coordinator(Actor):
             self._on_redo(job, result)
             return
         assert job.scheduler is not None
+        tokens = record["inputTokens"] + record["outputTokens"]
+        now = time.monotonic()
         if result.ok:
-            self._apply(job, job.scheduler.task_succeeded(task_id, output))
+            self._core(
+                job,
+                job.scheduler.task_succeeded,
+                task_id,
+                output,
+                attempt=attempt,
+                now=now,
+                tokens=tokens,
+            )
         else:
-            self._apply(job, job.scheduler.task_failed(task_id, result.error))
+            retry_after = meta.get("retryAfterS")
+            self._core(
+                job,
+                job.scheduler.task_failed,
+                task_id,
+                result.error or result.state,
+                attempt=attempt,
+                now=now,
+                retryable=result.state != "rejected",
+                retry_after_s=float(retry_after) if retry_after is not None else None,
+                tokens=tokens,
+            )
 
     # -- critic and judge ----------------------------------------------------------------
 
@@ -223,9 +296,8 @@ class Coordinator(Actor):
         finish = job.finish
         assert finish is not None and job.plan is not None
         if finish.state != "completed":
-            self._end(
-                job, error="; ".join(f"{k}: {v}" for k, v in finish.failed.items()) or "plan failed"
-            )
+            job.outcome = Conclude("failed", finish.reason)
+            self._maybe_done(job)
             return
         job.answer = _answer_of(finish.results[job.plan.final_task()])
         job.want_judge = True
@@ -307,10 +379,21 @@ class Coordinator(Actor):
             job.req.fail(error)
             return
         assert job.outcome is not None and job.plan is not None and job.loop is not None
+        finish = job.finish
         job.req.complete(
             {
                 "answer": job.answer,
                 "state": job.outcome.state,
+                "reason": job.outcome.reason,
+                # Partial results too, when the plan failed or a budget stopped it.
+                "results": finish.results if finish else {},
+                "schedule": {
+                    "coreCpuS": round(job.core_cpu_s, 6),
+                    "coreEvents": job.core_events,
+                    "failed": finish.failed if finish else {},
+                    "skipped": finish.skipped if finish else {},
+                    "cancelled": finish.cancelled if finish else {},
+                },
                 "iterations": job.loop.iteration,
                 "verdict": job.verdict,
                 "critiques": job.critiques,

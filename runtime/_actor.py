@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -128,6 +129,7 @@ class Request:
         self._done = threading.Lock()
         self._finished = False
         self.cancelled = threading.Event()
+        self.key: tuple[str, str] | None = None  # (skill, idempotency key)
 
     def defer(self) -> _Deferred:
         """Return this from a handler that will call `complete` or `fail` later."""
@@ -150,6 +152,7 @@ class Request:
 
 
 _current = threading.local()
+_IDEMPOTENCY_CACHE = 10_000  # completed results kept per actor, oldest dropped first
 
 
 def current_request() -> Request | None:
@@ -422,6 +425,10 @@ class _Host(pykka.ThreadingActor):
         )
         self.running: dict[str, Request] = {}
         self._running_lock = threading.Lock()
+        # Idempotency: a request whose (skill, key) already completed gets the first result
+        # again; one that arrives while the first still runs waits for it.
+        self.completed_by_key: OrderedDict[tuple[str, str], Task] = OrderedDict()
+        self.waiting_by_key: dict[tuple[str, str], list[Envelope]] = {}
         self.log = get_logger(actor=ctx.name)
         ctx._host = self
 
@@ -512,6 +519,10 @@ class _Host(pykka.ThreadingActor):
         except SchemaError as exc:
             self._reject(envelope, str(exc))
             return
+        key = (decl.id, envelope.idempotency_key) if envelope.idempotency_key else None
+        if key is not None and self._deduplicate(key, envelope):
+            return
+        req.key = key
         with self._running_lock:
             self.running[req.task_id] = req
         self.log.info(
@@ -528,6 +539,30 @@ class _Host(pykka.ThreadingActor):
             self.pool.submit(self._run, req)
         else:
             self._run(req)
+
+    def _deduplicate(self, key: tuple[str, str], envelope: Envelope) -> bool:
+        """True if this request was answered from, or joined, an earlier one with its key."""
+        with self._running_lock:
+            cached = self.completed_by_key.get(key)
+            joined = cached is None and key in self.waiting_by_key
+            if joined:
+                self.waiting_by_key[key].append(envelope)
+            elif cached is None:
+                self.waiting_by_key[key] = []
+                return False
+        self.log.info(
+            "task.duplicate",
+            trace_id=envelope.trace_id,
+            span_id=envelope.span_id,
+            task_id=envelope.task_id,
+            skill=key[0],
+            attempt=envelope.attempt,
+            idempotency_key=key[1],
+            answer="joined the running attempt" if joined else "first result returned",
+        )
+        if cached is not None:
+            self._reply(envelope, _as_answer_to(envelope, cached))
+        return True
 
     def _run(self, req: Request) -> None:
         _current.request = req
@@ -601,7 +636,17 @@ class _Host(pykka.ThreadingActor):
             output_tokens=req.usage.output_tokens,
             error=error,
         )
+        waiters: list[Envelope] = []
+        if req.key is not None:
+            with self._running_lock:
+                waiters = self.waiting_by_key.pop(req.key, [])
+                if state == "completed":
+                    self.completed_by_key[req.key] = task
+                    while len(self.completed_by_key) > _IDEMPOTENCY_CACHE:
+                        self.completed_by_key.popitem(last=False)
         self._reply(req.envelope, task)
+        for envelope in waiters:
+            self._reply(envelope, _as_answer_to(envelope, task))
 
     def _reply(self, request: Envelope, task: Task) -> None:
         try:
@@ -622,6 +667,12 @@ class _Host(pykka.ThreadingActor):
             self.log.error(
                 "task.reply-failed", task_id=task.id, error=f"{type(exc).__name__}: {exc}"
             )
+
+
+def _as_answer_to(envelope: Envelope, task: Task) -> Task:
+    """`task` (another request's result) as the answer to `envelope`: same result, its ids."""
+    task_id = envelope.task_id or envelope.message_id
+    return msgspec.structs.replace(task, id=task_id, context_id=envelope.context_id or task_id)
 
 
 def host(actor: Actor, ctx: Context, messenger: Messenger, node: str) -> pykka.ActorRef[Any]:

@@ -276,8 +276,10 @@ class Runtime:
         text: str | None = None,
         timeout_s: float | None = None,
         validate: bool = True,
+        idempotency_key: str | None = None,
     ) -> Future[TaskResult]:
-        """Ask an actor of the run to run a skill; the future resolves with its reply."""
+        """Ask an actor of the run to run a skill; the future resolves with its reply.
+        Asks with the same `idempotency_key` run the skill once and share its result."""
         return self.messenger.ask(
             sender=SUPERVISOR,
             recipient=actor,
@@ -286,6 +288,7 @@ class Runtime:
             text=text,
             timeout_s=timeout_s,
             validate_input=validate,
+            idempotency_key=idempotency_key,
         )
 
     def ask(
@@ -297,10 +300,17 @@ class Runtime:
         text: str | None = None,
         timeout_s: float | None = None,
         validate: bool = True,
+        idempotency_key: str | None = None,
     ) -> TaskResult:
         """`ask_async` and wait; fails with RunError if a node dies meanwhile."""
         future = self.ask_async(
-            actor, skill, data, text=text, timeout_s=timeout_s, validate=validate
+            actor,
+            skill,
+            data,
+            text=text,
+            timeout_s=timeout_s,
+            validate=validate,
+            idempotency_key=idempotency_key,
         )
         return self.wait(future)
 
@@ -399,13 +409,17 @@ def run(
             spec.run.entry, spec.run.skill, spec.run.job_input(goal), timeout_s=spec.run.timeout_s
         )
         wall = time.time() - t0
+        state, error = result.state, result.error
+        output = result.data or {}
+        if result.ok and output.get("state") == "failed":  # a job that reports its own failure
+            state, error = "failed", str(output.get("reason") or "the job failed")
         time.sleep(0.1)  # the last task events may trail the reply by a few milliseconds
         summary = RunSummary(
             run_id=rt.run_id,
             run_dir=str(rt.run_dir),
-            state=result.state,
-            error=result.error,
-            output=result.data,
+            state=state,
+            error=error,
+            output=output,
             wall_s=wall,
             task_time_s=tally.task_time,
             tasks=tally.tasks,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from agentrt.runtime import Actor, Request, skill
@@ -68,3 +69,39 @@ class Sleeper(Actor):
     def sleep(self, req: Request) -> dict[str, Any]:
         time.sleep(float(req.data.get("s", 60)))
         return {"slept": True}
+
+
+class Chaos(Actor):
+    """Misbehaves on purpose, and leaves evidence in files under `args.dir`."""
+
+    @skill(input={"type": "object", "required": ["dir", "fail_first"]}, read_only=True)
+    def flaky(self, req: Request) -> dict[str, Any]:
+        """Fail the first `fail_first` calls (counted in a file), then succeed."""
+        path = Path(req.data["dir"]) / f"flaky-{req.data.get('name', 'x')}"
+        calls = int(path.read_text()) + 1 if path.exists() else 1
+        path.write_text(str(calls))
+        if calls <= req.data["fail_first"]:
+            raise RuntimeError(f"flaky failure {calls}")
+        return {"calls": calls}
+
+    @skill(input={"type": "object", "required": ["dir", "name", "s"]}, read_only=True)
+    def slow(self, req: Request) -> dict[str, Any]:
+        """Work for `s` seconds unless cancelled; a cancel leaves a `cancelled-NAME` file."""
+        deadline = time.monotonic() + float(req.data["s"])
+        while time.monotonic() < deadline:
+            if req.cancelled.wait(0.02):
+                (Path(req.data["dir"]) / f"cancelled-{req.data['name']}").write_text(str(req.attempt))
+                return {"cancelled": True}
+        return {"name": req.data["name"]}
+
+    @skill(input={"type": "object", "required": ["why"]}, read_only=True)
+    def fail(self, req: Request) -> dict[str, Any]:
+        raise RuntimeError(req.data["why"])
+
+    @skill(input={"type": "object", "required": ["dir", "line"]})
+    def append(self, req: Request) -> dict[str, Any]:
+        """Stateful: append a line to the ledger file (the side effect), slowly."""
+        time.sleep(float(req.data.get("s", 0.3)))
+        with open(Path(req.data["dir"]) / "ledger", "a") as f:
+            f.write(req.data["line"] + "\n")
+        return {"appended": req.data["line"]}
