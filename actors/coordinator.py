@@ -49,6 +49,7 @@ class _Job:
     verdict: dict[str, Any] | None = None
     outcome: Conclude | None = None
     want_judge: bool = False
+    dispatched_at: list[float] = field(default_factory=list)
     core_cpu_s: float = 0.0
     core_events: int = 0
 
@@ -200,6 +201,7 @@ class Coordinator(Actor):
         self.ctx.event(
             "schedule.dispatch", plan_task=task_id, skill=skill_id, worker=worker, attempt=attempt
         )
+        job.dispatched_at.append(time.monotonic())
         self.ctx.ask(
             worker,
             skill_id,
@@ -390,6 +392,12 @@ class Coordinator(Actor):
                 "schedule": {
                     "coreCpuS": round(job.core_cpu_s, 6),
                     "coreEvents": job.core_events,
+                    "dispatches": len(job.dispatched_at),
+                    "dispatchSpanS": round(job.dispatched_at[-1] - job.dispatched_at[0], 6)
+                    if job.dispatched_at
+                    else 0.0,
+                    "rpmLimit": self.policy.rpm,
+                    "maxInFlight": self.policy.max_in_flight,
                     "failed": finish.failed if finish else {},
                     "skipped": finish.skipped if finish else {},
                     "cancelled": finish.cancelled if finish else {},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -9,6 +10,11 @@ import msgspec
 from agentrt.protocols import Plan, PlanTask, validate_plan
 from agentrt.runtime import Actor, Request, SpecError, skill
 from agentrt.schemas import load
+
+
+def _task_id(source: str, i: int) -> str:
+    """The source's name when it can be a task id (`${id}` characters), else `s<i>`."""
+    return source if re.fullmatch(r"[A-Za-z0-9_.-]+", source) and source != "synthesis" else f"s{i}"
 
 
 class Producer(Actor):
@@ -48,7 +54,7 @@ class Producer(Actor):
         map_skill = self.config.get("map_skill", "lookup")
         reduce_skill = self.config.get("reduce_skill", "synthesize")
         tasks = [
-            PlanTask(id=f"s{i}", skill=map_skill, args={"source": src, "query": goal})
+            PlanTask(id=_task_id(src, i), skill=map_skill, args={"source": src, "query": goal})
             for i, src in enumerate(sources, 1)
         ]
         tasks.append(

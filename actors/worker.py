@@ -11,7 +11,7 @@ from agentrt.schemas import load
 def _finding_text(finding: Any) -> str:
     if isinstance(finding, dict):
         source = finding.get("source")
-        text = finding.get("finding") or finding.get("answer") or str(finding)
+        text = finding.get("finding") or finding.get("answer") or finding.get("text") or str(finding)
         return f"[{source}] {text}" if source else str(text)
     return str(finding)
 
@@ -32,6 +32,22 @@ class Worker(Actor):
             max_tokens=self.config.get("max_tokens", 300),
         )
         return {"source": source, "finding": response.text}
+
+    @skill(input=load("skills/write.input"), output=load("skills/write.output"), read_only=True)
+    def write(self, req: Request) -> dict[str, Any]:
+        """Write one piece of text (an outline, a draft, examples, a review, ...)."""
+        task = req.data["task"]
+        context = req.data.get("context")
+        prompt = f"Task: {task}"
+        if context is not None:
+            items = context if isinstance(context, list) else [context]
+            prompt += "\nBuild on:\n" + "\n".join(f"- {_finding_text(c)}" for c in items)
+        response = self.ctx.model.complete(
+            [{"role": "user", "content": prompt}],
+            system="You are a careful technical writer.",
+            max_tokens=self.config.get("max_tokens", 400),
+        )
+        return {"task": task, "text": response.text}
 
     @skill(
         input=load("skills/synthesize.input"),

@@ -30,6 +30,28 @@ def _progress(event: dict[str, Any]) -> None:
         print(line, flush=True)
 
 
+def _print_plan(out: dict[str, Any]) -> None:
+    """For a job that ran a plan: when each task started and ended, on which worker."""
+    tasks = [t for t in out.get("tasks") or [] if t.get("startedAt")]
+    if not tasks:
+        return
+    t0 = min(t["startedAt"] for t in tasks)
+    print("timeline (s from the first task):")
+    for t in sorted(tasks, key=lambda t: t["startedAt"]):
+        start, end = t["startedAt"] - t0, t.get("finishedAt", t["startedAt"]) - t0
+        line = f"  {t['id']:<16} {t.get('skill', ''):<11} {t.get('worker', ''):<10} {start:6.2f} -> {end:6.2f}  {t['state']}"
+        if t.get("attempt", 1) > 1:
+            line += f" (attempt {t['attempt']})"
+        print(line)
+    sched = out.get("schedule") or {}
+    if sched.get("rpmLimit") and sched.get("dispatches", 0) > 1 and sched.get("dispatchSpanS"):
+        rate = (sched["dispatches"] - 1) / sched["dispatchSpanS"] * 60
+        print(f"dispatch rate: {rate:.1f}/min against a limit of {sched['rpmLimit']:g}/min")
+    skipped = {**sched.get("skipped", {}), **sched.get("cancelled", {})}
+    for task_id, why in skipped.items():
+        print(f"  {task_id}: {why}")
+
+
 def print_summary(s: RunSummary) -> None:
     out = s.output
     print()
@@ -37,12 +59,18 @@ def print_summary(s: RunSummary) -> None:
     if out.get("answer"):
         print(f"answer: {out['answer']}")
     elif out:
-        print(f"output: {json.dumps(out, ensure_ascii=False)[:2000]}")
+        report = out.get("report")
+        rest = {k: v for k, v in out.items() if k != "report"}
+        print(f"output: {json.dumps(rest, ensure_ascii=False)[:2000]}")
+        if isinstance(report, list):
+            for line in report:
+                print(f"  {line}")
     if out.get("verdict"):
         v = out["verdict"]
         print(
             f"verdict: {v.get('decision')} after {v.get('iteration')} iteration(s): {v.get('reason')}"
         )
+    _print_plan(out)
     print(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
     print(f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs")
     print(f"wall time: {s.wall_s:.2f}s")

@@ -107,3 +107,54 @@ def test_hello_demo_runs_the_readme_custom_actors(tmp_path: Path) -> None:
     assert 'output: {"greeting": "HELLO ADA!", "greeted": 1}' in proc.stdout
     pids = {e["actor"]: e["pid"] for e in read_trace(tmp_path / "hello" / "trace.jsonl") if e["event"] == "task.state"}
     assert pids["greeter"] != pids["shouter"]
+
+
+def plan_output(runs: Path, run_id: str) -> dict:
+    return json.loads((runs / run_id / "summary.json").read_text())["output"]
+
+
+def test_pipeline_demo_starts_each_step_when_its_own_inputs_are_done(tmp_path: Path) -> None:
+    proc = agentrt_run("demos/pipeline", tmp_path, "p")
+    assert proc.returncode == 0, proc.stderr
+    assert "timeline (s from the first task):" in proc.stdout
+    t = {task["id"]: task for task in plan_output(tmp_path, "p")["tasks"]}
+    assert t["examples"]["startedAt"] >= t["research"]["finishedAt"]
+    # examples overlaps the outline -> draft branch instead of waiting for its level.
+    assert t["examples"]["startedAt"] < t["outline"]["finishedAt"]
+    assert t["review"]["startedAt"] >= max(t["draft"]["finishedAt"], t["examples"]["finishedAt"])
+
+
+def test_batch_demo_keeps_the_pool_and_the_rate_limit(tmp_path: Path) -> None:
+    proc = agentrt_run("demos/batch", tmp_path, "b")
+    assert proc.returncode == 0, proc.stderr
+    assert "against a limit of 120/min" in proc.stdout
+    docs = [t for t in plan_output(tmp_path, "b")["tasks"] if t["id"].startswith("doc")]
+    assert len(docs) == 20 and all(t["state"] == "completed" for t in docs)
+    edges = sorted([(t["startedAt"], 1) for t in docs] + [(t["finishedAt"], -1) for t in docs])
+    running = peak = 0
+    for _, d in edges:
+        running += d
+        peak = max(peak, running)
+    assert peak <= 5
+    # 120/min with a one-second bucket (capacity 2, refilled at 2/s): over any window of
+    # w seconds, at most 2 + 2w dispatches, counted where the coordinator dispatched them.
+    starts = sorted(
+        e["ts"]
+        for e in read_trace(tmp_path / "b" / "trace.jsonl")
+        if e["event"] == "schedule.dispatch" and e["plan_task"].startswith("doc")
+    )
+    assert len(starts) == 20
+    for i, s in enumerate(starts):
+        for j in range(i, len(starts)):
+            assert j - i + 1 <= 2 + 2 * (starts[j] - s) + 0.01
+
+
+def test_quicksort_demo_delegates_a_tree_across_processes(tmp_path: Path) -> None:
+    proc = agentrt_run("demos/quicksort", tmp_path, "q")
+    assert proc.returncode == 0, proc.stderr
+    out = plan_output(tmp_path, "q")
+    assert out["sorted_ok"] is True and out["n"] == 8000
+    leaves = [line for line in out["report"] if "(leaf)" in line]
+    assert len(leaves) == 8  # depth bound 3: 2^3 leaves
+    pids = {e["pid"] for e in read_trace(tmp_path / "q" / "trace.jsonl") if e["event"] == "task.state"}
+    assert len(pids) == 3
