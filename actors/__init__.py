@@ -4,6 +4,7 @@ from .coordinator import Coordinator
 from .critic import Critic
 from .judge import Judge
 from .producer import Producer
+from .quota import Quota
 from .worker import Worker
 
-__all__ = ["Coordinator", "Critic", "Judge", "Producer", "Worker"]
+__all__ = ["Coordinator", "Critic", "Judge", "Producer", "Quota", "Worker"]

@@ -36,7 +36,7 @@ from agentrt.protocols import (
 )
 
 from ._messenger import Messenger, TaskResult, failed_task
-from ._models import Model, ModelResponse, Usage
+from ._models import Model, ModelResponse, RateLimited, Usage
 from ._store import Namespace, Store
 from ._tracing import get_logger
 from ._validation import validate
@@ -163,10 +163,23 @@ def current_request() -> Request | None:
 class _MeteredModel:
     """The actor's model, with each call's usage added to the current request and traced."""
 
-    def __init__(self, model: Model, ctx: Context) -> None:
+    def __init__(self, model: Model, ctx: Context, quota: str | None = None) -> None:
         self._model = model
         self._ctx = ctx
+        self._quota = quota
         self.name = model.name
+
+    def _draw(self, messages: list[dict[str, Any]], system: str | None, max_tokens: int) -> float:
+        """Count the call against the shared quota and wait our turn; the estimate drawn."""
+        if self._quota is None:
+            return 0.0
+        chars = len(system or "") + sum(len(str(m.get("content", ""))) for m in messages)
+        estimate = float(chars // 4 + max_tokens)
+        wait = self._ctx.ask(self._quota, "acquire", {"tokens": estimate}).result(60).unwrap()["waitS"]
+        if wait > 0:
+            self._ctx.event("model.quota-wait", quota=self._quota, wait_s=wait)
+            time.sleep(wait)
+        return estimate
 
     def complete(
         self,
@@ -176,8 +189,19 @@ class _MeteredModel:
         max_tokens: int = 1024,
         tools: list[dict[str, Any]] | None = None,
     ) -> ModelResponse:
+        estimate = self._draw(messages, system, max_tokens)
         t0 = time.time()
-        response = self._model.complete(messages, system=system, max_tokens=max_tokens, tools=tools)
+        try:
+            response = self._model.complete(
+                messages, system=system, max_tokens=max_tokens, tools=tools
+            )
+        except RateLimited as exc:
+            if self._quota is not None:
+                self._ctx.ask(self._quota, "pause", {"retryAfterS": exc.retry_after_s})
+            raise
+        if self._quota is not None:
+            used = response.usage.input_tokens + response.usage.output_tokens
+            self._ctx.ask(self._quota, "settle", {"estimated": estimate, "actual": used})
         req = current_request()
         if req is not None:
             req.usage = req.usage + response.usage
@@ -205,12 +229,13 @@ class Context:
         model: Model,
         store: Store,
         config: dict[str, Any],
+        quota: str | None = None,
     ) -> None:
         self.name = name
         self.node = node
         self.run_id = run_id
         self.config = config
-        self.model = _MeteredModel(model, self)
+        self.model = _MeteredModel(model, self, quota)
         self.log = get_logger(actor=name)
         self._messenger = messenger
         self._store = store

@@ -155,6 +155,15 @@ class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     latency_s: tuple[float, float] = (0.05, 0.2)
     time_scale: float = 1.0
     name: str | None = None
+    quota: str | None = None  # a Quota actor every call draws from (shared rate limits)
+
+
+class RateLimited(Exception):
+    """The provider answered 429; `retry_after_s` is its Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def model_from_config(config: ModelConfig) -> Model:

@@ -109,12 +109,14 @@ class Node:
         cls = load_class(spec.cls)
         card = cls.card(spec.name, url=self.boot.endpoint)
         self.messenger.cards[spec.name] = card
+        model_config = spec.model or self.boot.default_model
         ctx = Context(
             name=spec.name,
             node=self.name,
             run_id=self.boot.run_id,
             messenger=self.messenger,
-            model=model_from_config(spec.model or self.boot.default_model),
+            model=model_from_config(model_config),
+            quota=model_config.quota,
             store=self.store,
             config=dict(spec.config),
         )

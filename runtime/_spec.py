@@ -107,6 +107,17 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
                 raise SpecError(
                     f"{aw}.class '{actor.cls}' must be 'module:Class', e.g. 'agentrt.actors:Worker'"
                 )
+    quotas = [("model.quota", spec.model.quota if spec.model else None)] + [
+        (f"nodes[{i}].actors[{j}].model.quota", a.model.quota if a.model else None)
+        for i, n in enumerate(spec.nodes)
+        for j, a in enumerate(n.actors)
+    ]
+    for where, quota in quotas:
+        if quota is not None and quota not in seen_actors:
+            raise SpecError(
+                f"{origin}: {where} '{quota}' is not an actor of the spec; add a Quota actor "
+                "(class 'agentrt.actors:Quota') with that name"
+            )
     if spec.run.entry not in seen_actors:
         raise SpecError(
             f"{origin}: run.entry '{spec.run.entry}' is not an actor of the spec "

@@ -1,0 +1,48 @@
+"""One Quota actor meters the model calls of every worker process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentrt.runtime import Runtime, SpecError, read_trace
+
+from .conftest import make_spec
+
+pytestmark = pytest.mark.integration
+
+
+def test_workers_in_two_processes_share_one_rate_limit(runs_dir: Path) -> None:
+    model = {"kind": "offline", "latency_s": [0.05, 0.1], "quota": "quota"}
+    spec = make_spec(
+        {
+            "limits": [{"name": "quota", "class": "agentrt.actors:Quota", "config": {"rpm": 120, "burst_s": 1}}],
+            "w1": [{"name": "worker-1", "class": "agentrt.actors:Worker", "model": model}],
+            "w2": [{"name": "worker-2", "class": "agentrt.actors:Worker", "model": model}],
+        },
+        run={"entry": "worker-1"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        futures = [
+            rt.ask_async(f"worker-{1 + i % 2}", "lookup", {"source": f"src{i}", "query": "q"}) for i in range(10)
+        ]
+        for f in futures:
+            assert rt.wait(f, 60).ok
+        trace = rt.trace_path
+    events = list(read_trace(trace))
+    calls = [e for e in events if e["event"] == "model.call"]
+    acquired = [e for e in events if e["event"] == "task.state" and e.get("skill") == "acquire" and e["state"] == "completed"]
+    assert len(calls) == len(acquired) == 10
+    assert len({e["pid"] for e in calls}) == 2
+    # 120/min, one second's burst: capacity 2, refilled at 2/s, across both processes.
+    starts = sorted(e["ts"] - e["duration_s"] for e in calls)
+    for i, s in enumerate(starts):
+        for j in range(i, len(starts)):
+            assert j - i + 1 <= 2 + 2 * (starts[j] - s + 0.05), f"calls {i}..{j} too close together"
+    assert any(e["event"] == "model.quota-wait" for e in events)
+
+
+def test_a_quota_that_is_not_an_actor_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match=r"nodes\[0\]\.actors\[0\]\.model\.quota 'nope' is not an actor"):
+        make_spec({"n": [{"name": "w", "class": "agentrt.actors:Worker", "model": {"quota": "nope"}}]}, run={"entry": "w"})
