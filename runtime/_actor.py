@@ -593,6 +593,8 @@ class _Host(pykka.ThreadingActor):
         _current.request = req
         try:
             result = getattr(self.actor, req._decl.method)(req)
+        except RateLimited as exc:
+            self.finish(req, error=f"rate limited: {exc}", retry_after_s=exc.retry_after_s)
         except Exception as exc:
             self.finish(req, error=f"{type(exc).__name__}: {exc}")
         else:
@@ -601,7 +603,14 @@ class _Host(pykka.ThreadingActor):
         finally:
             _current.request = None
 
-    def finish(self, req: Request, *, result: Any = None, error: str | None = None) -> None:
+    def finish(
+        self,
+        req: Request,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         """Reply to `req` exactly once: completed with `result`, or failed with `error`."""
         if not req._claim():
             return
@@ -636,6 +645,8 @@ class _Host(pykka.ThreadingActor):
                 "outputTokens": req.usage.output_tokens,
             },
         }
+        if retry_after_s is not None:  # a 429 upstream: the caller should pause, then retry
+            metadata["retryAfterS"] = retry_after_s
         status_msg = None
         if error is not None:
             status_msg = Message(message_id=new_id(), role="agent", parts=[TextPart(text=error)])

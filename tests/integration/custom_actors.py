@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentrt.runtime import Actor, Request, skill
+from agentrt.runtime import Actor, RateLimited, Request, skill
 
 NAME_IN = {
     "type": "object",
@@ -105,3 +105,12 @@ class Chaos(Actor):
         with open(Path(req.data["dir"]) / "ledger", "a") as f:
             f.write(req.data["line"] + "\n")
         return {"appended": req.data["line"]}
+
+    @skill(input={"type": "object", "required": ["dir"]}, read_only=True)
+    def limited(self, req: Request) -> dict[str, Any]:
+        """Answer like a provider's 429 the first time, then succeed."""
+        path = Path(req.data["dir"]) / "limited"
+        if not path.exists():
+            path.write_text("1")
+            raise RateLimited("429 Too Many Requests", retry_after_s=0.3)
+        return {"ok": True}

@@ -136,3 +136,14 @@ def test_quorum_finishes_without_waiting_for_the_laggard(rt: Runtime, tmp_path: 
     assert out["results"]["g"] == {"f1": {"name": "f1"}, "f2": {"name": "f2"}}
     assert out["schedule"]["cancelled"] == {"lag": "group 'g' settled: quorum 2 of 3 reached"}
     assert wait_for_file(tmp_path / "cancelled-lag") == "1"
+
+
+def test_a_429_pauses_the_quota_then_the_task_is_retried(rt: Runtime, tmp_path: Path) -> None:
+    out = run_plan(rt, [{"id": "a", "skill": "limited", "args": {"dir": str(tmp_path)}, "maxAttempts": 2}])
+    assert out["state"] == "completed" and out["results"]["a"] == {"ok": True}
+    decisions = [
+        e["reason"]
+        for e in read_trace(rt.trace_path)
+        if e["event"] == "schedule.decision" and e.get("decision") == "rate-limited"
+    ]
+    assert "429: quota paused for 0.3s" in decisions
