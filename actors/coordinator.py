@@ -102,6 +102,16 @@ class Coordinator(Actor):
         self.ctx.ask(producer, "plan", req.data, then=lambda r: self._on_plan(job, r))
         return req.defer()
 
+    def on_cancel(self, req: Request, reason: str) -> None:
+        """Cancelling the run cancels everything in flight and dispatches nothing more."""
+        job = self.jobs.get(req.task_id)
+        if job is None:
+            return
+        if job.scheduler is not None and job.finish is None:
+            self._core(job, job.scheduler.cancel, reason, time.monotonic())
+        else:
+            self._end(job, error=f"cancelled: {reason}")
+
     # -- planning ----------------------------------------------------------------------
 
     def _on_plan(self, job: _Job, result: TaskResult) -> None:

@@ -364,6 +364,10 @@ class Actor:
     def on_message(self, envelope: Envelope) -> None:
         """Bodies other than task requests (messages, critiques, verdicts, ...) arrive here."""
 
+    def on_cancel(self, req: Request, reason: str) -> None:
+        """A running request was cancelled (`req.cancelled` is set already). Override to stop
+        deferred work; handlers running on the pool should watch `req.cancelled`."""
+
     @classmethod
     def skills(cls) -> list[_SkillDecl]:
         found: dict[str, _SkillDecl] = {}
@@ -502,6 +506,7 @@ class _Host(pykka.ThreadingActor):
                 req = self.running.get(body.task_id)
             if req is not None:
                 req.cancelled.set()
+                self.actor.on_cancel(req, body.reason or "cancelled")
                 self.log.info(
                     "task.cancel-requested",
                     task_id=body.task_id,

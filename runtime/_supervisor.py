@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Control, Envelope, RunError, new_id
+from agentrt.protocols import CancelTask, Control, Envelope, RunError, new_id
 
 from ._messenger import Messenger, TaskResult, card_from_dict
 from ._spec import NodeBoot, Spec
@@ -277,11 +277,14 @@ class Runtime:
         timeout_s: float | None = None,
         validate: bool = True,
         idempotency_key: str | None = None,
+        task_id: str | None = None,
     ) -> Future[TaskResult]:
         """Ask an actor of the run to run a skill; the future resolves with its reply.
-        Asks with the same `idempotency_key` run the skill once and share its result."""
+        Asks with the same `idempotency_key` run the skill once and share its result;
+        `task_id` names the task, so that `cancel` can reach it."""
         return self.messenger.ask(
             sender=SUPERVISOR,
+            task_id=task_id,
             recipient=actor,
             skill=skill,
             data=data,
@@ -289,6 +292,17 @@ class Runtime:
             timeout_s=timeout_s,
             validate_input=validate,
             idempotency_key=idempotency_key,
+        )
+
+    def cancel(self, actor: str, task_id: str, reason: str = "cancelled by the user") -> None:
+        """Ask `actor` to cancel its running task `task_id` (the reply still arrives)."""
+        self.messenger.send(
+            self.messenger.envelope(
+                sender=SUPERVISOR,
+                recipient=actor,
+                body=CancelTask(task_id=task_id, reason=reason),
+                task_id=task_id,
+            )
         )
 
     def ask(

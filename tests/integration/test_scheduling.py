@@ -147,3 +147,27 @@ def test_a_429_pauses_the_quota_then_the_task_is_retried(rt: Runtime, tmp_path: 
         if e["event"] == "schedule.decision" and e.get("decision") == "rate-limited"
     ]
     assert "429: quota paused for 0.3s" in decisions
+
+
+def test_cancelling_the_run_cancels_everything_in_flight(rt: Runtime, tmp_path: Path) -> None:
+    d = str(tmp_path)
+    plan = {
+        "goal": "test",
+        "tasks": [
+            {"id": "x", "skill": "slow", "args": {"dir": d, "name": "x", "s": 60}},
+            {"id": "y", "skill": "slow", "args": {"dir": d, "name": "y", "s": 60}},
+            {"id": "z", "skill": "slow", "args": {"dir": d, "name": "z", "s": 0}, "deps": ["x", "y"]},
+        ],
+    }
+    future = rt.ask_async("coordinator", "run", {"goal": "test", "plan": plan}, task_id="run-to-cancel")
+    wait_for_dispatch = time.monotonic() + 15
+    while time.monotonic() < wait_for_dispatch and not any(
+        e["event"] == "task.state" and e.get("task_id") == "run-to-cancel/y" for e in read_trace(rt.trace_path)
+    ):
+        time.sleep(0.05)
+    rt.cancel("coordinator", "run-to-cancel", "user pressed stop")
+    result = rt.wait(future, 30)
+    assert result.state == "canceled"
+    assert result.data["schedule"]["cancelled"] == {"x": "user pressed stop", "y": "user pressed stop"}
+    assert result.data["schedule"]["skipped"] == {"z": "dependency 'x' did not complete"}
+    assert wait_for_file(tmp_path / "cancelled-x") == wait_for_file(tmp_path / "cancelled-y") == "1"
