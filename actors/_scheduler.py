@@ -285,6 +285,11 @@ class Scheduler:
     def phase(self, task_id: str) -> TaskPhase:
         return self.nodes[task_id].phase
 
+    def is_current(self, task_id: str, attempt: int) -> bool:
+        """True if `attempt` of `task_id` is the one running: its result counts."""
+        node = self.nodes[task_id]
+        return node.phase == "running" and node.attempt == attempt
+
     @property
     def finished(self) -> bool:
         return self._finished

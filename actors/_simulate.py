@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentrt.protocols import Plan, dependencies
@@ -50,7 +50,6 @@ class SimResult:
     core_cpu_s: float  # CPU time spent inside the scheduler's event handlers
     events: int  # events handed to the scheduler
     unfinished: bool = False
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, in flight)
 
 
 Behaviour = Callable[[Dispatch], Outcome]
@@ -72,7 +71,6 @@ def simulate(scheduler: Scheduler, behaviour: Behaviour, *, horizon: float = 1e9
     finish: Finish | None = None
     cpu = 0.0
     events = 0
-    samples: list[tuple[float, int]] = []
 
     def push(at: float, kind: str, payload: Any) -> None:
         nonlocal seq
@@ -114,7 +112,6 @@ def simulate(scheduler: Scheduler, behaviour: Behaviour, *, horizon: float = 1e9
         cpu += time.process_time() - t
         events += 1
         apply(commands)
-        samples.append((now, scheduler.in_flight))
 
     call(scheduler.start, now)
     while queue and finish is None:
@@ -154,7 +151,7 @@ def simulate(scheduler: Scheduler, behaviour: Behaviour, *, horizon: float = 1e9
     unfinished = finish is None
     if finish is None:
         finish = Finish("failed", dict(scheduler.results), {}, {}, {}, "simulation horizon reached")
-    return SimResult(now, finish, attempts, decisions, cpu, events, unfinished, samples)
+    return SimResult(now, finish, attempts, decisions, cpu, events, unfinished)
 
 
 # -- yardsticks ------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from ._scheduler import (
 
 # Config keys that are the coordinator's own; every other key is a scheduling Policy field.
 _OWN_KEYS = frozenset({"producer", "critic", "judge", "max_iterations"})
+# Decisions that end a task without a reply of its own (or after its last one).
+_TERMINAL = frozenset({"skipped", "cancelled", "failed"})
 
 
 @dataclass
@@ -169,8 +171,6 @@ class Coordinator(Actor):
                     cmd.worker,
                     CancelTask(task_id=f"{job.req.task_id}/{cmd.task_id}", reason=cmd.reason),
                 )
-                job.tasks.setdefault(cmd.task_id, {"id": cmd.task_id, "skill": self._skill_of(job, cmd.task_id)})
-                job.tasks[cmd.task_id].update(state="canceled", error=cmd.reason)
             elif isinstance(cmd, SetTimer):
                 delay = max(0.0, cmd.at - time.monotonic())
                 self.ctx.call_later(delay, self._on_timer, job, cmd.key)
@@ -181,13 +181,12 @@ class Coordinator(Actor):
                     decision=cmd.decision,
                     reason=cmd.reason,
                 )
-                if cmd.decision in ("skipped", "cancelled") and cmd.task_id in job.scheduler.nodes:  # type: ignore[union-attr]
-                    job.tasks[cmd.task_id] = {
-                        "id": cmd.task_id,
-                        "skill": self._skill_of(job, cmd.task_id),
-                        "state": cmd.decision,
-                        "error": cmd.reason,
-                    }
+                if cmd.decision in _TERMINAL and cmd.task_id in job.scheduler.nodes:  # type: ignore[union-attr]
+                    # The task's record says how it ended, keeping what its last reply told.
+                    record = job.tasks.setdefault(
+                        cmd.task_id, {"id": cmd.task_id, "skill": self._skill_of(job, cmd.task_id)}
+                    )
+                    record.update(state=cmd.decision, error=cmd.reason)
             elif isinstance(cmd, Finish):
                 job.finish = cmd
                 self._after_plan(job)
@@ -226,6 +225,12 @@ class Coordinator(Actor):
         self, job: _Job, task_id: str, worker: str, attempt: int, result: TaskResult
     ) -> None:
         if job.req.task_id not in self.jobs:
+            return
+        scheduler = job.scheduler
+        if job.finish is None and scheduler is not None and not scheduler.is_current(task_id, attempt):
+            # A late reply (a timed-out or cancelled attempt): the core traces it as stale;
+            # it must not overwrite the record of the attempt that counts.
+            self._core(job, scheduler.task_failed, task_id, result.error or result.state, attempt=attempt, now=time.monotonic())
             return
         meta = result.metadata
         usage = meta.get("usage", {})

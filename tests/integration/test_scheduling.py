@@ -43,6 +43,11 @@ def run_plan(rt: Runtime, tasks: list[dict[str, Any]], **plan: Any) -> dict[str,
     return result.data
 
 
+def slow(task_id: str, d: str, s: float, **extra: Any) -> dict[str, Any]:
+    """A plan task that works `s` seconds, leaving `cancelled-<task_id>` in `d` if cancelled."""
+    return {"id": task_id, "skill": "slow", "args": {"dir": d, "name": task_id, "s": s}, **extra}
+
+
 def wait_for_file(path: Path, timeout_s: float = 15) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -107,10 +112,10 @@ def test_fail_fast_cancels_the_siblings(rt: Runtime, tmp_path: Path) -> None:
     out = run_plan(
         rt,
         [
-            {"id": "s1", "skill": "slow", "args": {"dir": d, "name": "s1", "s": 60}, "group": "g"},
-            {"id": "s2", "skill": "slow", "args": {"dir": d, "name": "s2", "s": 60}, "group": "g"},
+            slow("s1", d, 60, group="g"),
+            slow("s2", d, 60, group="g"),
             {"id": "bad", "skill": "fail", "args": {"why": "source down"}, "group": "g"},
-            {"id": "after", "skill": "slow", "args": {"dir": d, "name": "after", "s": 0}, "deps": ["g"]},
+            slow("after", d, 0, deps=["g"]),
         ],
         groups={"g": {"policy": "fail-fast"}},
     )
@@ -125,9 +130,9 @@ def test_quorum_finishes_without_waiting_for_the_laggard(rt: Runtime, tmp_path: 
     out = run_plan(
         rt,
         [
-            {"id": "f1", "skill": "slow", "args": {"dir": d, "name": "f1", "s": 0.1}, "group": "g"},
-            {"id": "f2", "skill": "slow", "args": {"dir": d, "name": "f2", "s": 0.2}, "group": "g"},
-            {"id": "lag", "skill": "slow", "args": {"dir": d, "name": "lag", "s": 60}, "group": "g"},
+            slow("f1", d, 0.1, group="g"),
+            slow("f2", d, 0.2, group="g"),
+            slow("lag", d, 60, group="g"),
             {"id": "after", "skill": "slow", "args": {"dir": d, "name": "after", "s": 0, "seen": "${g}"}, "deps": ["g"]},
         ],
         groups={"g": {"policy": "quorum", "quorum": 2}},
@@ -154,9 +159,9 @@ def test_cancelling_the_run_cancels_everything_in_flight(rt: Runtime, tmp_path: 
     plan = {
         "goal": "test",
         "tasks": [
-            {"id": "x", "skill": "slow", "args": {"dir": d, "name": "x", "s": 60}},
-            {"id": "y", "skill": "slow", "args": {"dir": d, "name": "y", "s": 60}},
-            {"id": "z", "skill": "slow", "args": {"dir": d, "name": "z", "s": 0}, "deps": ["x", "y"]},
+            slow("x", d, 60),
+            slow("y", d, 60),
+            slow("z", d, 0, deps=["x", "y"]),
         ],
     }
     future = rt.ask_async("coordinator", "run", {"goal": "test", "plan": plan}, task_id="run-to-cancel")
