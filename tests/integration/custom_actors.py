@@ -90,7 +90,11 @@ class Chaos(Actor):
         deadline = time.monotonic() + float(req.data["s"])
         while time.monotonic() < deadline:
             if req.cancelled.wait(0.02):
-                (Path(req.data["dir"]) / f"cancelled-{req.data['name']}").write_text(str(req.attempt))
+                # Written whole, then renamed into place: a reader never sees it half-written.
+                final = Path(req.data["dir"]) / f"cancelled-{req.data['name']}"
+                tmp = final.with_suffix(".tmp")
+                tmp.write_text(str(req.attempt))
+                tmp.replace(final)
                 return {"cancelled": True}
         return {"name": req.data["name"]}
 
