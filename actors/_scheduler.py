@@ -17,7 +17,7 @@ least-loaded worker offering its skill, within every bound of the `Policy`:
 
 Time comes in with each event (`now`, seconds on any monotonic clock); waiting is a
 `SetTimer` command whose key comes back through `on_timer`. Every decision is a
-`Decision` command, so the shell can trace it. `JudgeLoop` caps critic/judge iterations.
+`Decision` command, so the shell can trace it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from agentrt.protocols import (
     PlanError,
     PlanTask,
     QueueFull,
-    Verdict,
     dependencies,
     resolve,
     validate_plan,
@@ -45,6 +44,10 @@ from agentrt.protocols import (
 from ._limits import Budget, RateLimiter
 
 # -- configuration ---------------------------------------------------------------------
+
+
+# Tokens a run may spend unless its policy says otherwise: a run always has a hard cap.
+DEFAULT_TOKEN_BUDGET = 1_000_000
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,7 +66,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     burst_s: float = 1.0  # the rate buckets hold this many seconds' worth
     est_tokens: int = 1000  # per task, when the task gives no estimate
     est_s: dict[str, float] = {}  # expected duration per skill (default 1.0)
-    token_budget: int | None = None
+    token_budget: int | None = DEFAULT_TOKEN_BUDGET  # every run has one; None lifts it
     cost_budget: float | None = None  # in USD
     usd_per_mtok: float = 0.0  # to price tokens for the cost budget
     queue_limit: int | None = None  # most tasks waiting to be dispatched
@@ -859,46 +862,3 @@ class Scheduler:
                 reason,
             )
         )
-
-
-# -- the critic/judge loop ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Redo:
-    """Run the final task again, with the judge's feedback."""
-
-    feedback: str
-    iteration: int
-
-
-@dataclass(frozen=True)
-class Conclude:
-    """End the run: `state` is completed (accepted), stopped (judge said stop, or the cap),
-    or failed (the plan did not complete)."""
-
-    state: Literal["completed", "stopped", "failed"]
-    reason: str
-
-
-class JudgeLoop:
-    """Caps the judge's retry loop over the final result at `max_iterations`."""
-
-    def __init__(self, max_iterations: int = 3) -> None:
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
-        self.max_iterations = max_iterations
-        self.iteration = 1
-
-    def on_verdict(self, verdict: Verdict) -> Redo | Conclude:
-        if verdict.decision == "accept":
-            return Conclude("completed", verdict.reason)
-        if verdict.decision == "stop":
-            return Conclude("stopped", verdict.reason)
-        if self.iteration >= self.max_iterations:
-            return Conclude(
-                "stopped",
-                f"iteration cap reached ({self.max_iterations}); last verdict: {verdict.reason}",
-            )
-        self.iteration += 1
-        return Redo(verdict.feedback or verdict.reason, self.iteration)

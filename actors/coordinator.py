@@ -8,27 +8,34 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import AgentRuntimeError, CancelTask, Critique, Plan, Verdict
+from agentrt.protocols import (
+    AgentRuntimeError,
+    CancelTask,
+    Critique,
+    Escalation,
+    EscalationAnswer,
+    Plan,
+    Verdict,
+)
 from agentrt.runtime import Actor, Request, TaskResult, skill
 from agentrt.schemas import load
 
+from ._loops import Conclude, Escalate, Governor, Loop, LoopLimits, Redo
 from ._scheduler import (
+    DEFAULT_TOKEN_BUDGET,
     Cancel,
     Command,
-    Conclude,
     Decision,
     Dispatch,
     Finish,
-    JudgeLoop,
     Policy,
-    Redo,
     Scheduler,
     SetTimer,
     SkillInfo,
 )
 
 # Config keys that are the coordinator's own; every other key is a scheduling Policy field.
-_OWN_KEYS = frozenset({"producer", "critic", "judge", "max_iterations"})
+_OWN_KEYS = frozenset({"producer", "critic", "judge", "human", "loops"})
 # Decisions that end a task without a reply of its own (or after its last one).
 _TERMINAL = frozenset({"skipped", "cancelled", "failed"})
 
@@ -40,7 +47,9 @@ class _Job:
     started: float
     plan: Plan | None = None
     scheduler: Scheduler | None = None
-    loop: JudgeLoop | None = None
+    governor: Governor | None = None
+    loop: Loop | None = None
+    escalations: list[dict[str, Any]] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     critiques: list[dict[str, Any]] = field(default_factory=list)
     critiques_pending: int = 0
@@ -66,11 +75,13 @@ def _answer_of(result: Any) -> str:
 
 class Coordinator(Actor):
     """Schedules a plan as a DAG on the run's workers, has each result critiqued as it arrives,
-    and loops the final result through the judge (capped at `max_iterations`).
+    and loops the final result through the judge, governed by the loop governor (caps per
+    loop, task and run; ping-pong and stall detection; escalation to a human).
 
-    Config: `producer`, `critic`, `judge` (actor names; default: the first actor offering
-    plan / critique / judge, and no critic or judge if none does), `max_iterations` (3),
-    and any field of the scheduling `Policy` (`max_in_flight`, `per_worker`, `per_skill`,
+    Config: `producer`, `critic`, `judge`, `human` (actor names; default: the first actor
+    offering plan / critique / judge / escalate, and none if none does), `loops` (the
+    `LoopLimits` table: `max_iterations`, `run_max_iterations`, `escalate_on`, ...), and any
+    field of the scheduling `Policy` (`max_in_flight`, `per_worker`, `per_skill`,
     `max_attempts`, `timeout_s`, `rpm`, `tpm`, `token_budget`, `queue_limit`, ...).
     A job's input may carry a ready `plan`; then no producer is asked.
     """
@@ -82,6 +93,7 @@ class Coordinator(Actor):
         self.policy = Policy.from_config(
             {k: v for k, v in self.config.items() if k not in _OWN_KEYS}
         )
+        self.limits = LoopLimits.from_config(dict(self.config.get("loops", {})))
 
     def _role(self, key: str, skill_id: str) -> str | None:
         if key in self.config:
@@ -139,7 +151,14 @@ class Coordinator(Actor):
         except (msgspec.ValidationError, AgentRuntimeError, ValueError) as exc:
             self._end(job, error=f"the plan cannot run: {exc}")
             return
-        job.loop = JudgeLoop(int(self.config.get("max_iterations", 3)))
+        job.governor = Governor(
+            self.limits,
+            token_budget=self.policy.token_budget
+            if self.policy.token_budget is not None
+            else DEFAULT_TOKEN_BUDGET,
+            usd_per_mtok=self.policy.usd_per_mtok,
+        )
+        job.loop = job.governor.open("judge")
         self.ctx.event("plan.accepted", tasks=len(plan.tasks), final=plan.final_task())
         self._core(job, job.scheduler.start, now=time.monotonic())
 
@@ -203,7 +222,10 @@ class Coordinator(Actor):
         worker: str,
         args: dict[str, Any],
         attempt: int,
+        round_: int = 1,
     ) -> None:
+        """Ask `worker` to run one plan task. Retries of one round share its idempotency key;
+        a loop's next round is new work, with a key of its own."""
         assert job.plan is not None
         if task_id == job.plan.final_task():
             job.final_args, job.final_worker = args, worker
@@ -217,7 +239,8 @@ class Coordinator(Actor):
             args,
             task_id=f"{job.req.task_id}/{task_id}",
             attempt=attempt,
-            idempotency_key=f"{job.req.task_id}/{task_id}",
+            idempotency_key=f"{job.req.task_id}/{task_id}"
+            + (f"@round{round_}" if round_ > 1 else ""),
             then=lambda r: self._on_task(job, task_id, worker, attempt, r),
         )
 
@@ -249,6 +272,8 @@ class Coordinator(Actor):
         if not result.ok:
             record["error"] = result.error
         job.tasks[task_id] = record
+        if job.governor is not None:
+            job.governor.charge(record["inputTokens"] + record["outputTokens"])
         output: Any = result.data or result.text
         if result.ok:
             self._critique(job, task_id, record["skill"], worker, output)
@@ -341,25 +366,44 @@ class Coordinator(Actor):
                 "answer": job.answer,
                 "critiques": list(job.critiques),
                 "iteration": job.loop.iteration,
-                "maxIterations": job.loop.max_iterations,
+                "maxIterations": job.loop.cap,
             },
-            then=lambda r: self._on_verdict(job, r),
+            then=lambda r: self._on_verdict(job, judge, r),
         )
 
-    def _on_verdict(self, job: _Job, result: TaskResult) -> None:
-        assert job.loop is not None and job.plan is not None
+    def _on_verdict(self, job: _Job, judge: str, result: TaskResult) -> None:
+        assert job.loop is not None and job.governor is not None and job.plan is not None
         if not result.ok:
             self._end(job, error=f"judging failed: {result.error}")
             return
         verdict = msgspec.convert(result.data, Verdict)
+        if verdict.score is None:
+            # The judge gave no score: the critics' mean for the final task stands in.
+            final = job.plan.final_task()
+            scores = [c["score"] for c in job.critiques if c.get("taskId") == final]
+            if scores:
+                verdict = msgspec.structs.replace(verdict, score=sum(scores) / len(scores))
         job.verdict = msgspec.to_builtins(verdict)
-        step = job.loop.on_verdict(verdict)
+        step = job.governor.on_verdict(
+            job.loop,
+            verdict,
+            answer=job.answer,
+            sender=job.final_worker,
+            judge=judge,
+            task=job.plan.final_task(),
+        )
         self.ctx.event(
             "loop.verdict",
+            loop=job.loop.name,
             decision=verdict.decision,
             iteration=verdict.iteration,
+            score=verdict.score,
             next=type(step).__name__,
         )
+        self._loop_step(job, step)
+
+    def _loop_step(self, job: _Job, step: Redo | Conclude | Escalate) -> None:
+        assert job.plan is not None
         if isinstance(step, Redo):
             final = job.plan.final_task()
             args = dict(job.final_args, feedback=step.feedback)
@@ -371,10 +415,78 @@ class Coordinator(Actor):
                 job.final_worker,
                 args,
                 attempt=step.iteration,
+                round_=step.iteration,
             )
+        elif isinstance(step, Escalate):
+            self._escalate(job, step.ticket)
         else:
+            self.ctx.event(
+                "loop.end",
+                loop=job.loop.name if job.loop else "",
+                state=step.state,
+                reason=step.reason,
+                iteration=step.iteration,
+                scope=step.scope,
+            )
+            if step.answer is not None:
+                job.answer = step.answer
             job.outcome = step
             self._maybe_done(job)
+
+    def _escalate(self, job: _Job, ticket: Escalation) -> None:
+        """Hand the ticket to the run's human; with none, accept the best answer by policy."""
+        self.ctx.event(
+            "loop.escalated",
+            ticket_id=ticket.ticket_id,
+            loop=ticket.loop,
+            reason=ticket.reason,
+            iteration=ticket.iteration,
+            summary=ticket.summary,
+        )
+        job.escalations.append({"ticket": msgspec.to_builtins(ticket)})
+        human = self._role("human", "escalate")
+        if human is None:
+            self._on_answer(job, ticket, None, "no human actor in the run")
+            return
+        self.ctx.ask(
+            human,
+            "escalate",
+            msgspec.to_builtins(ticket),
+            then=lambda r: self._on_answer(job, ticket, r, None),
+        )
+
+    def _on_answer(
+        self, job: _Job, ticket: Escalation, result: TaskResult | None, why_not: str | None
+    ) -> None:
+        assert job.governor is not None and job.plan is not None
+        answer: EscalationAnswer | None = None
+        if result is not None and not result.ok:
+            why_not = f"the human actor failed: {result.error}"
+        elif result is not None:
+            try:
+                answer = msgspec.convert(result.data, EscalationAnswer)
+            except msgspec.ValidationError as exc:
+                why_not = f"the human's answer is invalid: {exc}"
+        if answer is None:
+            answer = EscalationAnswer(
+                ticket_id=ticket.ticket_id, decision="accept-best", by=f"policy ({why_not})"
+            )
+        try:
+            step: Redo | Conclude = job.governor.resolve(answer, task=job.plan.final_task())
+        except ValueError as exc:
+            fallback = EscalationAnswer(
+                ticket_id=ticket.ticket_id, decision="accept-best", by=f"policy (answer refused: {exc})"
+            )
+            answer, step = fallback, job.governor.resolve(fallback, task=job.plan.final_task())
+        job.escalations[-1]["answer"] = msgspec.to_builtins(answer)
+        self.ctx.event(
+            "loop.answer",
+            ticket_id=ticket.ticket_id,
+            decision=answer.decision,
+            by=answer.by,
+            next=type(step).__name__,
+        )
+        self._loop_step(job, step)
 
     def _on_redo(self, job: _Job, result: TaskResult) -> None:
         if not result.ok:
@@ -418,6 +530,14 @@ class Coordinator(Actor):
                     "cancelled": finish.cancelled if finish else {},
                 },
                 "iterations": job.loop.iteration,
+                "loop": {
+                    "name": job.loop.name,
+                    "cap": job.loop.cap,
+                    "endedBy": job.outcome.scope,
+                    "answerIteration": job.outcome.iteration,
+                    "answerScore": job.outcome.score,
+                },
+                "escalations": job.escalations,
                 "verdict": job.verdict,
                 "critiques": job.critiques,
                 "plan": msgspec.to_builtins(job.plan),

@@ -33,16 +33,19 @@ class Judge(Actor):
                 decision="accept",
                 reason=f"mean critic score {mean:.2f} >= {accept_at:.2f}",
                 iteration=iteration,
+                score=round(mean, 3),
             )
         if iteration >= req.data["maxIterations"]:
             return Verdict(
                 decision="stop",
                 reason=f"mean critic score {mean:.2f} < {accept_at:.2f} at the last iteration",
                 iteration=iteration,
+                score=round(mean, 3),
             )
         return Verdict(
             decision="retry",
             reason=f"mean critic score {mean:.2f} < {accept_at:.2f}",
             iteration=iteration,
             feedback="; ".join(issues[:5]) or "improve depth and cite every source",
+            score=round(mean, 3),
         )

@@ -181,22 +181,59 @@ class Critique(Wire, tag="critique", tag_field="kind"):
 
 
 class Verdict(Wire, tag="verdict", tag_field="kind"):
-    """A judge's decision for one iteration of a loop."""
+    """A judge's decision for one iteration of a loop. `score` (0..1) is how good the
+    iteration's answer is; the coordinator's loop governor uses it to keep the best answer
+    and to see a loop that stalls."""
 
     decision: Literal["accept", "retry", "stop"]
     reason: str
     iteration: int
     feedback: str | None = None
+    score: Score | None = None
+
+
+EscalationReason = Literal["cap", "oscillation", "stall", "in-doubt", "other"]
+EscalationDecision = Literal["accept-best", "abort", "continue"]
+
+
+class LoopOutput(Wire):
+    """One output a loop produced, as an escalation ticket shows it."""
+
+    iteration: int
+    sender: str
+    kind: str  # "answer" (the loop's result) or "feedback" (what was asked of the next round)
+    digest: str  # hash of sender, kind and the normalised text; equal digests = same output
+    text: str
+    score: float | None = None
 
 
 class Escalation(Wire, tag="escalation", tag_field="kind"):
-    """A ticket for a human: what loop, why, what happened, and the options."""
+    """A ticket for a human: what loop, why, what happened, what it cost, and the options."""
 
+    ticket_id: str
     loop: str
-    reason: Literal["cap", "oscillation", "stall", "in-doubt", "other"]
+    reason: EscalationReason
     summary: str
-    options: list[str]
+    iteration: int
+    options: list[EscalationDecision]
+    outputs: list[LoopOutput] = []  # the last outputs of the loop, oldest first
+    changes: str = ""  # a unified diff between the two outputs that alternate (or the last two)
+    best_iteration: int | None = None
+    best_score: float | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
     details: dict[str, Any] = {}
+
+
+class EscalationAnswer(Wire, tag="escalation-answer", tag_field="kind"):
+    """A human's answer to a ticket; it resumes the run. `continue` runs the loop on (its caps
+    still apply), with `feedback` for the next round when given."""
+
+    ticket_id: str
+    decision: EscalationDecision
+    feedback: str | None = None
+    by: str = "human"
+    note: str = ""
 
 
 class Heartbeat(Wire, tag="heartbeat", tag_field="kind"):
@@ -226,6 +263,7 @@ Body = (
     | Critique
     | Verdict
     | Escalation
+    | EscalationAnswer
     | Heartbeat
     | Control
 )

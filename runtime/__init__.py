@@ -38,6 +38,7 @@ from ._models import (
 )
 from ._spec import ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
 from ._supervisor import RunSummary, Runtime, run
+from ._tickets import format_ticket
 from ._tracing import read_trace
 from ._validation import validate
 
@@ -72,6 +73,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "current_request",
+    "format_ticket",
     "load_spec",
     "model_from_config",
     "read_trace",

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -230,11 +231,18 @@ class Context:
         store: Store,
         config: dict[str, Any],
         quota: str | None = None,
+        run_dir: str = "",
+        terminal: str | None = None,
     ) -> None:
         self.name = name
         self.node = node
         self.run_id = run_id
         self.config = config
+        # The run's folder (trace, state, logs); files an actor shares with people go here.
+        self.run_dir = Path(run_dir) if run_dir else None
+        # The user's terminal device when the run was started from one, else None: an actor
+        # that must ask a person opens it (nodes have no terminal of their own).
+        self.terminal = terminal
         self.model = _MeteredModel(model, self, quota)
         self.log = get_logger(actor=name)
         self._messenger = messenger

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,14 +14,17 @@ from agentrt.protocols import AgentRuntimeError
 
 from ._spec import load_spec
 from ._supervisor import RunSummary, default_runs_dir, run
+from ._tickets import format_ticket
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _progress(event: dict[str, Any]) -> None:
-    if event.get("event") == "task.state" and event.get("state") != "working":
+def _progress(event: dict[str, Any], quiet: bool = False) -> None:
+    if event.get("event") == "notice":  # an actor's message for the person at the terminal
+        print(f"  [{event.get('actor', '')}] {event.get('text', '')}", flush=True)
+    elif not quiet and event.get("event") == "task.state" and event.get("state") != "working":
         line = (
             f"  {event.get('state', ''):<9} {event.get('actor', ''):<12} {event.get('skill', ''):<12} "
             f"{event.get('duration_s', 0):6.2f}s"
@@ -52,6 +56,28 @@ def _print_plan(out: dict[str, Any]) -> None:
         print(f"  {task_id}: {why}")
 
 
+def _print_escalations(out: dict[str, Any]) -> None:
+    """Each ticket raised to a human, and the answer that resumed the run."""
+    for e in out.get("escalations") or []:
+        print()
+        for line in format_ticket(e["ticket"]):
+            print(f"  {line}")
+        answer = e.get("answer")
+        if answer:
+            extra = f", feedback: {answer['feedback']}" if answer.get("feedback") else ""
+            print(f"  answer: {answer['decision']} by {answer.get('by', 'human')}{extra}")
+    loop = out.get("loop") or {}
+    if out.get("escalations") or loop.get("endedBy"):
+        ended = f"; ended by the {loop['endedBy']} cap" if loop.get("endedBy") else ""
+        print(
+            f"loop '{loop.get('name')}': {out.get('iterations')} iteration(s) of at most "
+            f"{loop.get('cap')}{ended}; answer from iteration {loop.get('answerIteration')}: "
+            f"{out.get('reason')}"
+        )
+    if out.get("escalations"):
+        print()
+
+
 def print_summary(s: RunSummary) -> None:
     out = s.output
     print()
@@ -71,6 +97,7 @@ def print_summary(s: RunSummary) -> None:
             f"verdict: {v.get('decision')} after {v.get('iteration')} iteration(s): {v.get('reason')}"
         )
     _print_plan(out)
+    _print_escalations(out)
     print(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
     print(f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs")
     print(f"wall time: {s.wall_s:.2f}s")
@@ -96,8 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         goal=args.goal,
         run_id=args.run_id,
         runs_dir=args.runs_dir,
-        on_event=None if args.quiet else _progress,
+        on_event=lambda event: _progress(event, quiet=args.quiet),
         on_started=started,
+        terminal=None if args.non_interactive or not sys.stdin.isatty() else os.ttyname(0),
     )
     print_summary(summary)
     return 0 if summary.state == "completed" else 1
@@ -157,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
         "--runs-dir", default=runs_default, help="where runs/<id>/ go (default: %(default)s)"
     )
     r.add_argument("--quiet", action="store_true", help="no per-task progress lines")
+    r.add_argument(
+        "--non-interactive",
+        action="store_true",
+        help="never ask at the terminal: escalations follow the human actor's fallback policy",
+    )
     r.set_defaults(fn=cmd_run)
 
     t = sub.add_parser("trace", help="inspect traces of past runs")

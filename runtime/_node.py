@@ -119,6 +119,8 @@ class Node:
             quota=model_config.quota,
             store=self.store,
             config=dict(spec.config),
+            run_dir=self.boot.run_dir,
+            terminal=self.boot.terminal,
         )
         actor = cls()
         actor.ctx = ctx

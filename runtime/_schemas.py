@@ -9,7 +9,15 @@ from typing import Any
 import msgspec
 
 import agentrt.schemas
-from agentrt.protocols import AgentCard, Critique, Envelope, Plan, Verdict
+from agentrt.protocols import (
+    AgentCard,
+    Critique,
+    Envelope,
+    Escalation,
+    EscalationAnswer,
+    Plan,
+    Verdict,
+)
 
 GENERATED: dict[str, Any] = {
     "envelope": Envelope,
@@ -17,6 +25,8 @@ GENERATED: dict[str, Any] = {
     "plan": Plan,
     "critique": Critique,
     "verdict": Verdict,
+    "escalation": Escalation,
+    "escalation-answer": EscalationAnswer,
 }
 
 

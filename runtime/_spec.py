@@ -77,7 +77,9 @@ class NodeBoot(_SpecStruct, kw_only=True):
     limits: Limits
     default_model: ModelConfig
     state_path: str
+    run_dir: str = ""
     sys_path: list[str] = []
+    terminal: str | None = None  # the user's terminal device, when the run has one
 
 
 def check_spec(spec: Spec, origin: str = "spec") -> Spec:

@@ -63,8 +63,12 @@ class Runtime:
         run_id: str | None = None,
         runs_dir: Path | str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        terminal: str | None = None,
     ) -> None:
+        """`terminal` is the path of the user's terminal device (e.g. `os.ttyname(0)`), for
+        actors that talk to a person (`Context.terminal`); None when the run has none."""
         self.spec = spec
+        self.terminal = terminal
         self.run_id = run_id or new_run_id()
         self.run_dir = Path(runs_dir or default_runs_dir()) / self.run_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +128,9 @@ class Runtime:
                 limits=self.spec.limits,
                 default_model=self.spec.model,
                 state_path=str(self.run_dir / "state.sqlite"),
+                run_dir=str(self.run_dir),
                 sys_path=sys_path,
+                terminal=self.terminal,
             )
             log_path = self.run_dir / "logs" / f"{node.name}.log"
             with log_path.open("wb") as log:
@@ -402,6 +408,7 @@ def run(
     runs_dir: Path | str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_started: Callable[[Runtime], None] | None = None,
+    terminal: str | None = None,
 ) -> RunSummary:
     """Start the spec's nodes, send the job to its entry actor, wait, stop, and summarise.
 
@@ -415,7 +422,9 @@ def run(
         if on_event is not None:
             on_event(event)
 
-    with Runtime(spec, run_id=run_id, runs_dir=runs_dir, on_event=listen) as rt:
+    with Runtime(
+        spec, run_id=run_id, runs_dir=runs_dir, on_event=listen, terminal=terminal
+    ) as rt:
         if on_started is not None:
             on_started(rt)
         t0 = time.time()

@@ -6,16 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentrt.actors._scheduler import (
-    Conclude,
-    Decision,
-    Dispatch,
-    Finish,
-    JudgeLoop,
-    Redo,
-    Scheduler,
-)
-from agentrt.protocols import Plan, PlanError, PlanTask, Verdict
+from agentrt.actors._scheduler import Decision, Dispatch, Finish, Scheduler
+from agentrt.protocols import Plan, PlanError, PlanTask
 
 
 def dispatched(commands: list) -> list[str]:
@@ -163,16 +155,3 @@ def test_invariants_under_any_completion_order(plan: Plan, bound: int, data: st.
     f = finishes[0]
     assert set(f.results) | set(f.failed) | set(f.skipped) == set(terminal)
     assert not (set(f.results) & set(f.failed)) and not (set(f.failed) & set(f.skipped))
-
-
-def verdict(decision: str, it: int = 1) -> Verdict:
-    return Verdict(decision=decision, reason="r", iteration=it, feedback="fb")  # type: ignore[arg-type]
-
-
-def test_judge_loop_accepts_retries_and_caps() -> None:
-    loop = JudgeLoop(max_iterations=2)
-    assert loop.on_verdict(verdict("retry")) == Redo("fb", 2)
-    capped = loop.on_verdict(verdict("retry", 2))
-    assert isinstance(capped, Conclude) and capped.state == "stopped" and "cap" in capped.reason
-    assert JudgeLoop().on_verdict(verdict("accept")) == Conclude("completed", "r")
-    assert JudgeLoop().on_verdict(verdict("stop")) == Conclude("stopped", "r")
