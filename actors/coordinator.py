@@ -35,9 +35,20 @@ from ._scheduler import (
 )
 
 # Config keys that are the coordinator's own; every other key is a scheduling Policy field.
-_OWN_KEYS = frozenset({"producer", "critic", "judge", "human", "loops"})
+_OWN_KEYS = frozenset({"producer", "critic", "judge", "human", "loops", "gate"})
 # Decisions that end a task without a reply of its own (or after its last one).
 _TERMINAL = frozenset({"skipped", "cancelled", "failed"})
+
+
+@dataclass
+class _Gate:
+    """A task's result held back until the critic passes it (or its critic loop ends)."""
+
+    worker: str
+    output: Any = None
+    attempt: int = 1
+    tokens: int = 0
+    loop: Loop | None = None
 
 
 @dataclass
@@ -50,11 +61,12 @@ class _Job:
     governor: Governor | None = None
     loop: Loop | None = None
     escalations: list[dict[str, Any]] = field(default_factory=list)
+    gates: dict[str, _Gate] = field(default_factory=dict)
+    args: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     critiques: list[dict[str, Any]] = field(default_factory=list)
     critiques_pending: int = 0
     finish: Finish | None = None
-    final_args: dict[str, Any] = field(default_factory=dict)
     final_worker: str = ""
     answer: str = ""
     verdict: dict[str, Any] | None = None
@@ -79,7 +91,8 @@ class Coordinator(Actor):
     loop, task and run; ping-pong and stall detection; escalation to a human).
 
     Config: `producer`, `critic`, `judge`, `human` (actor names; default: the first actor
-    offering plan / critique / judge / escalate, and none if none does), `loops` (the
+    offering plan / critique / judge / escalate, and none if none does), `gate` (true: a
+    result reaches its dependents only once the critic passed it), `loops` (the
     `LoopLimits` table: `max_iterations`, `run_max_iterations`, `escalate_on`, ...), and any
     field of the scheduling `Policy` (`max_in_flight`, `per_worker`, `per_skill`,
     `max_attempts`, `timeout_s`, `rpm`, `tpm`, `token_budget`, `queue_limit`, ...).
@@ -227,8 +240,9 @@ class Coordinator(Actor):
         """Ask `worker` to run one plan task. Retries of one round share its idempotency key;
         a loop's next round is new work, with a key of its own."""
         assert job.plan is not None
+        job.args[task_id] = args
         if task_id == job.plan.final_task():
-            job.final_args, job.final_worker = args, worker
+            job.final_worker = worker
         self.ctx.event(
             "schedule.dispatch", plan_task=task_id, skill=skill_id, worker=worker, attempt=attempt
         )
@@ -275,15 +289,25 @@ class Coordinator(Actor):
         if job.governor is not None:
             job.governor.charge(record["inputTokens"] + record["outputTokens"])
         output: Any = result.data or result.text
-        if result.ok:
-            self._critique(job, task_id, record["skill"], worker, output)
+        tokens = record["inputTokens"] + record["outputTokens"]
         if job.finish is not None:  # a judge-requested redo of the final task
+            if result.ok:
+                self._critique(job, task_id, record["skill"], worker, output)
             self._on_redo(job, result)
             return
         assert job.scheduler is not None
-        tokens = record["inputTokens"] + record["outputTokens"]
         now = time.monotonic()
-        if result.ok:
+        if result.ok and self._gated():
+            # Downstream tasks see this result only once the critic has passed it.
+            gate = job.gates.setdefault(task_id, _Gate(worker))
+            gate.worker, gate.output, gate.attempt = worker, output, attempt
+            gate.tokens += tokens
+            self._critique(
+                job, task_id, record["skill"], worker, output,
+                then=lambda r: self._on_gate(job, task_id, r),
+            )
+        elif result.ok:
+            self._critique(job, task_id, record["skill"], worker, output)
             self._core(
                 job,
                 job.scheduler.task_succeeded,
@@ -309,7 +333,18 @@ class Coordinator(Actor):
 
     # -- critic and judge ----------------------------------------------------------------
 
-    def _critique(self, job: _Job, task_id: str, skill_id: str, worker: str, output: Any) -> None:
+    def _gated(self) -> bool:
+        return bool(self.config.get("gate", True)) and self._role("critic", "critique") is not None
+
+    def _critique(
+        self,
+        job: _Job,
+        task_id: str,
+        skill_id: str,
+        worker: str,
+        output: Any,
+        then: Any = None,
+    ) -> None:
         critic = self._role("critic", "critique")
         if critic is None:
             return
@@ -324,15 +359,84 @@ class Coordinator(Actor):
                 "output": output,
                 "outputSchema": declared.output_schema if declared else None,
             },
-            then=lambda r: self._on_critique(job, r),
+            then=lambda r: self._on_critique(job, r, then),
         )
 
-    def _on_critique(self, job: _Job, result: TaskResult) -> None:
+    def _on_critique(self, job: _Job, result: TaskResult, then: Any = None) -> None:
         job.critiques_pending -= 1
         if result.ok:
             job.critiques.append(msgspec.to_builtins(msgspec.convert(result.data, Critique)))
+        if then is not None:
+            then(result)
         self._maybe_judge(job)
         self._maybe_done(job)
+
+    def _on_gate(self, job: _Job, task_id: str, result: TaskResult) -> None:
+        """The critic reviewed a held result: pass it downstream, or go round the task's
+        critic loop (redo with the critic's issues as feedback) under the loop governor."""
+        gate = job.gates.get(task_id)
+        scheduler, governor = job.scheduler, job.governor
+        if (
+            gate is None
+            or scheduler is None
+            or governor is None
+            or job.finish is not None
+            or job.req.task_id not in self.jobs
+            or not scheduler.is_current(task_id, gate.attempt)
+        ):
+            return  # the run ended, or the attempt timed out meanwhile
+        if not result.ok:
+            # No review is no reason to lose the work: it goes on, and the trace says why.
+            self.ctx.event("critic.gate", plan_task=task_id, decision="passed", reason=f"critic failed: {result.error}")
+            self._release(job, task_id, gate.output)
+            return
+        critique = msgspec.convert(result.data, Critique)
+        if critique.passed:
+            self.ctx.event("critic.gate", plan_task=task_id, decision="passed", score=critique.score)
+            self._release(job, task_id, gate.output)
+            return
+        if gate.loop is None:
+            gate.loop = governor.open(f"critic:{task_id}")
+        reason = f"critic score {critique.score:.2f} below the pass mark"
+        verdict = Verdict(
+            decision="retry",
+            reason=reason,
+            iteration=gate.loop.iteration,
+            feedback="; ".join(critique.issues) or reason,
+            score=critique.score,
+        )
+        self.ctx.event(
+            "critic.gate", plan_task=task_id, decision="held", score=critique.score, issues=critique.issues
+        )
+        step = governor.on_verdict(
+            gate.loop,
+            verdict,
+            answer=gate.output,
+            sender=gate.worker,
+            judge=self._role("critic", "critique") or "critic",
+            task=task_id,
+        )
+        self._loop_step(job, gate.loop, step)
+
+    def _release(self, job: _Job, task_id: str, output: Any) -> None:
+        gate = job.gates.pop(task_id)
+        assert job.scheduler is not None
+        self._core(
+            job,
+            job.scheduler.task_succeeded,
+            task_id,
+            output,
+            attempt=gate.attempt,
+            now=time.monotonic(),
+            tokens=gate.tokens,
+        )
+
+    def _with_feedback(self, worker: str, skill_id: str, args: dict[str, Any], feedback: str) -> dict[str, Any]:
+        """`args` plus the feedback, if the skill's input schema takes a `feedback` field."""
+        declared = self.ctx.card(worker).skill(skill_id)
+        schema = declared.input_schema if declared else {}
+        takes = "feedback" in schema.get("properties", {}) or schema.get("additionalProperties", True) is not False
+        return dict(args, feedback=feedback) if takes else dict(args)
 
     def _after_plan(self, job: _Job) -> None:
         finish = job.finish
@@ -400,40 +504,57 @@ class Coordinator(Actor):
             score=verdict.score,
             next=type(step).__name__,
         )
-        self._loop_step(job, step)
+        self._loop_step(job, job.loop, step)
 
-    def _loop_step(self, job: _Job, step: Redo | Conclude | Escalate) -> None:
+    def _loop_step(self, job: _Job, loop: Loop, step: Redo | Conclude | Escalate) -> None:
+        """Act on the governor's decision for `loop`: the judge loop over the final answer, or
+        a task's critic loop (`critic:<task>`)."""
         assert job.plan is not None
+        gate_task = loop.name.removeprefix("critic:") if loop is not job.loop else None
+        if isinstance(step, Escalate):
+            self._escalate(job, loop, step.ticket)
+            return
         if isinstance(step, Redo):
-            final = job.plan.final_task()
-            args = dict(job.final_args, feedback=step.feedback)
-            job.critiques = [c for c in job.critiques if c.get("taskId") != final]
+            task_id = gate_task or job.plan.final_task()
+            worker = job.gates[task_id].worker if gate_task else job.final_worker
+            skill_id = self._skill_of(job, task_id)
+            job.critiques = [c for c in job.critiques if c.get("taskId") != task_id]
             self._dispatch(
                 job,
-                final,
-                self._skill_of(job, final),
-                job.final_worker,
-                args,
-                attempt=step.iteration,
+                task_id,
+                skill_id,
+                worker,
+                self._with_feedback(worker, skill_id, job.args[task_id], step.feedback),
+                attempt=job.gates[task_id].attempt if gate_task else step.iteration,
                 round_=step.iteration,
             )
-        elif isinstance(step, Escalate):
-            self._escalate(job, step.ticket)
-        else:
-            self.ctx.event(
-                "loop.end",
-                loop=job.loop.name if job.loop else "",
-                state=step.state,
-                reason=step.reason,
-                iteration=step.iteration,
-                scope=step.scope,
-            )
-            if step.answer is not None:
-                job.answer = step.answer
-            job.outcome = step
-            self._maybe_done(job)
+            return
+        self.ctx.event(
+            "loop.end",
+            loop=loop.name,
+            state=step.state,
+            reason=step.reason,
+            iteration=step.iteration,
+            scope=step.scope,
+        )
+        if gate_task is not None:
+            # The task's loop is over; the plan goes on with its best result (or its failure).
+            if step.state == "failed":
+                gate = job.gates.pop(gate_task)
+                assert job.scheduler is not None
+                self._core(
+                    job, job.scheduler.task_failed, gate_task, step.reason,
+                    attempt=gate.attempt, now=time.monotonic(), retryable=False, tokens=gate.tokens,
+                )
+            else:
+                self._release(job, gate_task, step.answer if step.answer is not None else job.gates[gate_task].output)
+            return
+        if step.answer is not None:
+            job.answer = step.answer
+        job.outcome = step
+        self._maybe_done(job)
 
-    def _escalate(self, job: _Job, ticket: Escalation) -> None:
+    def _escalate(self, job: _Job, loop: Loop, ticket: Escalation) -> None:
         """Hand the ticket to the run's human; with none, accept the best answer by policy."""
         self.ctx.event(
             "loop.escalated",
@@ -446,19 +567,27 @@ class Coordinator(Actor):
         job.escalations.append({"ticket": msgspec.to_builtins(ticket)})
         human = self._role("human", "escalate")
         if human is None:
-            self._on_answer(job, ticket, None, "no human actor in the run")
+            self._on_answer(job, loop, ticket, None, "no human actor in the run")
             return
         self.ctx.ask(
             human,
             "escalate",
             msgspec.to_builtins(ticket),
-            then=lambda r: self._on_answer(job, ticket, r, None),
+            then=lambda r: self._on_answer(job, loop, ticket, r, None),
         )
 
     def _on_answer(
-        self, job: _Job, ticket: Escalation, result: TaskResult | None, why_not: str | None
+        self,
+        job: _Job,
+        loop: Loop,
+        ticket: Escalation,
+        result: TaskResult | None,
+        why_not: str | None,
     ) -> None:
         assert job.governor is not None and job.plan is not None
+        if job.req.task_id not in self.jobs:
+            return
+        task = loop.name.removeprefix("critic:") if loop is not job.loop else job.plan.final_task()
         answer: EscalationAnswer | None = None
         if result is not None and not result.ok:
             why_not = f"the human actor failed: {result.error}"
@@ -472,12 +601,12 @@ class Coordinator(Actor):
                 ticket_id=ticket.ticket_id, decision="accept-best", by=f"policy ({why_not})"
             )
         try:
-            step: Redo | Conclude = job.governor.resolve(answer, task=job.plan.final_task())
+            step: Redo | Conclude = job.governor.resolve(answer, task=task)
         except ValueError as exc:
             fallback = EscalationAnswer(
                 ticket_id=ticket.ticket_id, decision="accept-best", by=f"policy (answer refused: {exc})"
             )
-            answer, step = fallback, job.governor.resolve(fallback, task=job.plan.final_task())
+            answer, step = fallback, job.governor.resolve(fallback, task=task)
         job.escalations[-1]["answer"] = msgspec.to_builtins(answer)
         self.ctx.event(
             "loop.answer",
@@ -486,7 +615,7 @@ class Coordinator(Actor):
             by=answer.by,
             next=type(step).__name__,
         )
-        self._loop_step(job, step)
+        self._loop_step(job, loop, step)
 
     def _on_redo(self, job: _Job, result: TaskResult) -> None:
         if not result.ok:

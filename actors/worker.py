@@ -42,6 +42,8 @@ class Worker(Actor):
         if context is not None:
             items = context if isinstance(context, list) else [context]
             prompt += "\nBuild on:\n" + "\n".join(f"- {_finding_text(c)}" for c in items)
+        if req.data.get("feedback"):
+            prompt += f"\nReviewer feedback to address: {req.data['feedback']}"
         response = self.ctx.model.complete(
             [{"role": "user", "content": prompt}],
             system="You are a careful technical writer.",

@@ -118,3 +118,34 @@ class Chaos(Actor):
             path.write_text("1")
             raise RateLimited("429 Too Many Requests", retry_after_s=0.3)
         return {"ok": True}
+
+
+def no_todo(output: Any, request: dict[str, Any]) -> list[str]:
+    """A pluggable critic guardrail: drafts must not contain TODO markers."""
+    return ["remove the TODO markers"] if "TODO" in str(output) else []
+
+
+class Drafter(Actor):
+    """Writes drafts: the first one has a TODO; with feedback, a clean one (unless `stubborn`,
+    when every round is a new draft with a TODO). `use` echoes what it was given."""
+
+    def on_start(self) -> None:
+        self.rounds = 0
+
+    @skill(
+        input={
+            "type": "object",
+            "required": ["topic"],
+            "properties": {"topic": {"type": "string"}, "feedback": {"type": "string"}},
+            "additionalProperties": False,
+        },
+    )
+    def draft(self, req: Request) -> dict[str, Any]:
+        self.rounds += 1
+        fixed = req.data.get("feedback") and not self.config.get("stubborn")
+        body = f"a careful draft about {req.data['topic']}, round {self.rounds}, long enough to pass"
+        return {"text": body if fixed else f"{body}. TODO: finish"}
+
+    @skill(input={"type": "object", "required": ["draft"]}, read_only=True)
+    def use(self, req: Request) -> dict[str, Any]:
+        return {"text": f"published: {req.data['draft']['text']}"}
