@@ -48,6 +48,7 @@ class _Gate:
     output: Any = None
     attempt: int = 1
     tokens: int = 0
+    cost: float = 0.0
     loop: Loop | None = None
 
 
@@ -282,6 +283,7 @@ class Coordinator(Actor):
             "durationS": meta.get("durationS", 0.0),
             "inputTokens": usage.get("inputTokens", 0),
             "outputTokens": usage.get("outputTokens", 0),
+            "costUsd": usage.get("costUsd", 0.0),
         }
         if not result.ok:
             record["error"] = result.error
@@ -302,6 +304,7 @@ class Coordinator(Actor):
             gate = job.gates.setdefault(task_id, _Gate(worker))
             gate.worker, gate.output, gate.attempt = worker, output, attempt
             gate.tokens += tokens
+            gate.cost += record["costUsd"]
             self._critique(
                 job, task_id, record["skill"], worker, output,
                 then=lambda r: self._on_gate(job, task_id, r),
@@ -316,6 +319,7 @@ class Coordinator(Actor):
                 attempt=attempt,
                 now=now,
                 tokens=tokens,
+                cost=record["costUsd"],
             )
         else:
             retry_after = meta.get("retryAfterS")
@@ -326,7 +330,7 @@ class Coordinator(Actor):
                 result.error or result.state,
                 attempt=attempt,
                 now=now,
-                retryable=result.state != "rejected",
+                retryable=result.state != "rejected" and meta.get("retryable", True),
                 retry_after_s=float(retry_after) if retry_after is not None else None,
                 tokens=tokens,
             )
@@ -429,6 +433,7 @@ class Coordinator(Actor):
             attempt=gate.attempt,
             now=time.monotonic(),
             tokens=gate.tokens,
+            cost=gate.cost,
         )
 
     def _with_feedback(self, worker: str, skill_id: str, args: dict[str, Any], feedback: str) -> dict[str, Any]:

@@ -13,6 +13,22 @@ from agentrt.protocols import Critique, SchemaError
 from agentrt.runtime import Actor, Request, skill, validate
 from agentrt.schemas import load
 
+from ._structured import ask_tool
+
+CRITIQUE_TOOL = {
+    "name": "record_critique",
+    "description": "Record your review of one task's output.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "0 useless .. 1 excellent"},
+            "issues": {"type": "array", "items": {"type": "string"}, "description": "what is wrong, each concrete"},
+        },
+        "required": ["score", "issues"],
+        "additionalProperties": False,
+    },
+}
+
 Guardrail = Callable[[Any, dict[str, Any]], list[str]]
 
 
@@ -33,10 +49,16 @@ class Critic(Actor):
 
     Config: `min_chars` (40), `banned` (phrases), `pass_score` (0.6), `guardrails`
     (["module:function", ...]: each is called with the output and the critique request and
-    returns a list of issues; every issue lowers the score).
+    returns a list of issues; every issue lowers the score), `llm` ("auto": on a real model,
+    the model also reviews the output, through a forced `record_critique` tool call, and
+    its score replaces the rules' base score; on the offline model, rules only).
     """
 
     description = "Reviews task outputs: schema, guardrails, score."
+
+    def _use_llm(self) -> bool:
+        mode = self.config.get("llm", "auto")
+        return bool(mode) and (mode != "auto" or self.ctx.model.kind != "offline")
 
     def on_start(self) -> None:
         self.guardrails = [load_guardrail(ref) for ref in self.config.get("guardrails", [])]
@@ -68,11 +90,23 @@ class Critic(Actor):
                 issues += [str(i) for i in guardrail(output, req.data)]
             except Exception as exc:  # a broken guardrail is an issue, not a crash
                 issues.append(f"guardrail {guardrail.__name__} failed: {exc}")
-        # A small deterministic spread, so scores are not all equal for equal-quality outputs.
-        jitter = (
-            int.from_bytes(hashlib.blake2b(text.encode(), digest_size=2).digest(), "big") / 65535
-        )
-        score = max(0.0, min(1.0, 0.8 + 0.2 * jitter - 0.35 * len(issues)))
+        if self._use_llm():
+            review = ask_tool(
+                self.ctx.model,
+                CRITIQUE_TOOL,
+                system="You are a strict reviewer of one step of a multi-agent run.",
+                prompt=f"Task {req.data['taskId']} (skill {req.data.get('skill', '?')}) produced:\n{text[:8000]}",
+            )
+            base = float(review["score"])
+            issues += [str(i) for i in review["issues"]]
+            score = max(0.0, min(1.0, base - 0.35 * (len(issues) - len(review["issues"]))))
+        else:
+            # A small deterministic spread, so scores are not all equal for equal outputs.
+            jitter = (
+                int.from_bytes(hashlib.blake2b(text.encode(), digest_size=2).digest(), "big")
+                / 65535
+            )
+            score = max(0.0, min(1.0, 0.8 + 0.2 * jitter - 0.35 * len(issues)))
         threshold = float(self.config.get("pass_score", 0.6))
         return Critique(
             task_id=req.data["taskId"],

@@ -8,6 +8,24 @@ from agentrt.protocols import Verdict
 from agentrt.runtime import Actor, Request, skill
 from agentrt.schemas import load
 
+from ._structured import ask_tool
+
+VERDICT_TOOL = {
+    "name": "record_verdict",
+    "description": "Record your decision on this iteration's answer.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "decision": {"enum": ["accept", "retry", "stop"]},
+            "reason": {"type": "string"},
+            "feedback": {"type": "string", "description": "for retry: what the next round must change"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["decision", "reason", "score"],
+        "additionalProperties": False,
+    },
+}
+
 
 class Judge(Actor):
     """Accepts when the critiques' mean score reaches `accept_score`; otherwise asks for a
@@ -21,6 +39,9 @@ class Judge(Actor):
         iteration = req.data["iteration"]
         critiques = req.data.get("critiques", [])
         answer = req.data["answer"]
+        mode = self.config.get("llm", "auto")
+        if mode and (mode != "auto" or self.ctx.model.kind != "offline"):
+            return self._llm_verdict(req.data, iteration)
         scores = [float(c.get("score", 0.0)) for c in critiques]
         mean = sum(scores) / len(scores) if scores else (1.0 if answer.strip() else 0.0)
         accept_at = float(self.config.get("accept_score", 0.6))
@@ -48,4 +69,25 @@ class Judge(Actor):
             iteration=iteration,
             feedback="; ".join(issues[:5]) or "improve depth and cite every source",
             score=round(mean, 3),
+        )
+
+    def _llm_verdict(self, data: dict, iteration: int) -> Verdict:
+        notes = "\n".join(
+            f"- {c.get('taskId')}: score {c.get('score')}; issues: {'; '.join(c.get('issues', [])) or 'none'}"
+            for c in data.get("critiques", [])
+        )
+        v = ask_tool(
+            self.ctx.model,
+            VERDICT_TOOL,
+            system="You are the judge of a multi-agent run: accept a good answer, ask for a "
+            "retry with concrete feedback, or stop when more rounds will not help.",
+            prompt=f"Goal: {data.get('goal', '')}\nIteration {iteration} of at most "
+            f"{data['maxIterations']}.\nAnswer:\n{data['answer'][:8000]}\nCritiques:\n{notes or '- none'}",
+        )
+        return Verdict(
+            decision=v["decision"],
+            reason=v["reason"],
+            iteration=iteration,
+            feedback=v.get("feedback"),
+            score=float(v["score"]),
         )

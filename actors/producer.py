@@ -7,9 +7,14 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Plan, PlanTask, validate_plan
+from agentrt.protocols import AgentSkill, Plan, PlanError, PlanTask, validate_plan
 from agentrt.runtime import Actor, Request, SpecError, skill
 from agentrt.schemas import load
+
+from . import _planner
+
+# Skills of the runtime's own roles: never tools for a plan.
+_ROLE_SKILLS = frozenset({"plan", "run", "critique", "judge", "escalate", "acquire", "pause", "settle"})
 
 
 def _task_id(source: str, i: int) -> str:
@@ -18,23 +23,30 @@ def _task_id(source: str, i: int) -> str:
 
 
 class Producer(Actor):
-    """Plans a goal. Offline it uses rules from its config:
+    """Plans a goal, by its config's `strategy`:
 
-    - ``strategy = "fan-out"``: one `map_skill` task per entry of `sources` (independent,
-      so they run in parallel), then one `reduce_skill` task over all their results.
-    - ``strategy = "static"``: the `tasks` list as given; "{goal}" in any string argument
-      is replaced by the goal.
+    - ``"fan-out"``: one `map_skill` task per entry of `sources` (independent, so they run
+      in parallel), then one `reduce_skill` task over all their results.
+    - ``"static"``: the `tasks` list as given; "{goal}" in any string argument is replaced
+      by the goal.
+    - ``"llm"``: the model writes the plan in LLMCompiler's format (numbered tool calls with
+      `$N` references, then `join()`) over the skills the run's other actors offer; a plan
+      that does not parse (unknown tool, bad reference, cycle) is sent back once with the
+      error. ``"auto"``: `llm` on a real model, `fan-out` on the offline one.
     """
 
     description = "Turns a goal into a plan: a DAG of tasks."
 
     def on_start(self) -> None:
         strategy = self.config.get("strategy", "fan-out")
-        if strategy not in ("fan-out", "static"):
+        if strategy not in ("fan-out", "static", "llm", "auto"):
             raise SpecError(
                 f"producer '{self.ctx.name}': config.strategy '{strategy}' is unknown; "
-                "use 'fan-out' or 'static'"
+                "use 'fan-out', 'static', 'llm' or 'auto'"
             )
+        if strategy == "auto":
+            strategy = "fan-out" if self.ctx.model.kind == "offline" else "llm"
+        self.strategy = strategy
         if strategy == "fan-out" and not self.config.get("sources"):
             raise SpecError(f"producer '{self.ctx.name}': fan-out needs config.sources (a list)")
 
@@ -42,12 +54,50 @@ class Producer(Actor):
     def plan(self, req: Request) -> Plan:
         """Plan a goal as a DAG of tasks."""
         goal = req.data["goal"]
-        if self.config.get("strategy", "fan-out") == "static":
+        if self.strategy == "static":
             plan = self._static(goal)
+        elif self.strategy == "llm":
+            plan = self._llm(goal)
         else:
             plan = self._fan_out(goal)
         validate_plan(plan)
         return plan
+
+    def _tools(self) -> dict[str, AgentSkill]:
+        tools: dict[str, AgentSkill] = {}
+        for name, card in sorted(self.ctx.cards().items()):
+            if name == self.ctx.name:
+                continue
+            for s in card.skills:
+                if s.id not in _ROLE_SKILLS:
+                    tools.setdefault(s.id, s)
+        return tools
+
+    def _llm(self, goal: str) -> Plan:
+        tools = self._tools()
+        if not tools:
+            raise PlanError("no actor in the run offers a skill to plan with")
+        messages: list[dict[str, Any]] = [{"role": "user", "content": _planner.prompt(goal, tools)}]
+        max_tokens = int(self.config.get("max_tokens", 1024))
+        for attempt in (1, 2):
+            text = self.ctx.model.complete(messages, system=_planner.SYSTEM, max_tokens=max_tokens).text
+            try:
+                plan = _planner.parse(text, goal, tools)
+            except PlanError as exc:
+                self.ctx.event("plan.rejected", attempt=attempt, error=str(exc))
+                if attempt == 2:
+                    raise PlanError(f"the model's plan was malformed twice; last error: {exc}") from None
+                messages += [
+                    {"role": "assistant", "content": text},
+                    {
+                        "role": "user",
+                        "content": f"That plan cannot run: {exc}. Write the whole plan again, "
+                        "in the same format.",
+                    },
+                ]
+                continue
+            return plan
+        raise AssertionError("unreachable")
 
     def _fan_out(self, goal: str) -> Plan:
         sources: list[str] = list(self.config["sources"])

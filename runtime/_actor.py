@@ -37,7 +37,7 @@ from agentrt.protocols import (
 )
 
 from ._messenger import Messenger, TaskResult, failed_task
-from ._models import Model, ModelResponse, RateLimited, Usage
+from ._models import Model, ModelError, ModelResponse, RateLimited, Usage
 from ._store import Namespace, Store
 from ._tracing import get_logger
 from ._validation import validate
@@ -124,6 +124,7 @@ class Request:
         )
         self.text = "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
         self.usage = Usage()
+        self.cost_usd = 0.0
         self.started_at = time.time()
         self._decl = decl
         self._host = host
@@ -169,6 +170,7 @@ class _MeteredModel:
         self._ctx = ctx
         self._quota = quota
         self.name = model.name
+        self.kind = model.kind
 
     def _draw(self, messages: list[dict[str, Any]], system: str | None, max_tokens: int) -> float:
         """Count the call against the shared quota and wait our turn; the estimate drawn."""
@@ -189,29 +191,42 @@ class _MeteredModel:
         system: str | None = None,
         max_tokens: int = 1024,
         tools: list[dict[str, Any]] | None = None,
+        tool_choice: dict[str, Any] | None = None,
     ) -> ModelResponse:
         estimate = self._draw(messages, system, max_tokens)
         t0 = time.time()
         try:
             response = self._model.complete(
-                messages, system=system, max_tokens=max_tokens, tools=tools
+                messages, system=system, max_tokens=max_tokens, tools=tools, tool_choice=tool_choice
             )
         except RateLimited as exc:
             if self._quota is not None:
-                self._ctx.ask(self._quota, "pause", {"retryAfterS": exc.retry_after_s})
+                # Wait till the quota has it, so no call of any process slips in after the 429.
+                self._ctx.ask(self._quota, "pause", {"retryAfterS": exc.retry_after_s}).result(30)
+            self._ctx.event("model.error", error="rate-limited", retry_after_s=exc.retry_after_s)
+            raise
+        except ModelError as exc:
+            self._ctx.event("model.error", error=type(exc).__name__, message=str(exc))
             raise
         if self._quota is not None:
             used = response.usage.input_tokens + response.usage.output_tokens
             self._ctx.ask(self._quota, "settle", {"estimated": estimate, "actual": used})
+            limits = response.rate_limits
+            if limits.get("requestsRemaining") == 0 and limits.get("requestsResetS"):
+                # The provider says the window is spent: hold every process's calls till reset.
+                self._ctx.ask(self._quota, "pause", {"retryAfterS": limits["requestsResetS"]})
         req = current_request()
         if req is not None:
             req.usage = req.usage + response.usage
+            req.cost_usd += response.cost_usd
         self._ctx.event(
             "model.call",
             model=response.model,
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
+            cost_usd=response.cost_usd,
             stop_reason=response.stop_reason,
+            tool_calls=len(response.tool_calls),
             duration_s=round(time.time() - t0, 6),
         )
         return response
@@ -340,6 +355,10 @@ class Context:
     def card(self, actor: str) -> AgentCard:
         """The agent card of `actor`, from the run's directory."""
         return self._messenger.card(actor)
+
+    def cards(self) -> dict[str, AgentCard]:
+        """Every actor of the run (name -> agent card), from the run's directory."""
+        return dict(self._messenger.cards)
 
     def event(self, event: str, **fields: Any) -> None:
         """Record a trace event in the context of the current request."""
@@ -608,6 +627,13 @@ class _Host(pykka.ThreadingActor):
             result = getattr(self.actor, req._decl.method)(req)
         except RateLimited as exc:
             self.finish(req, error=f"rate limited: {exc}", retry_after_s=exc.retry_after_s)
+        except ModelError as exc:
+            self.finish(
+                req,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_after_s=exc.retry_after_s,
+                retryable=exc.retryable,
+            )
         except Exception as exc:
             self.finish(req, error=f"{type(exc).__name__}: {exc}")
         else:
@@ -623,8 +649,10 @@ class _Host(pykka.ThreadingActor):
         result: Any = None,
         error: str | None = None,
         retry_after_s: float | None = None,
+        retryable: bool = True,
     ) -> None:
-        """Reply to `req` exactly once: completed with `result`, or failed with `error`."""
+        """Reply to `req` exactly once: completed with `result`, or failed with `error`
+        (`retryable=False`: trying again cannot help, e.g. the model refused the request)."""
         if not req._claim():
             return
         with self._running_lock:
@@ -656,8 +684,11 @@ class _Host(pykka.ThreadingActor):
             "usage": {
                 "inputTokens": req.usage.input_tokens,
                 "outputTokens": req.usage.output_tokens,
+                "costUsd": round(req.cost_usd, 8),
             },
         }
+        if not retryable:
+            metadata["retryable"] = False
         if retry_after_s is not None:  # a 429 upstream: the caller should pause, then retry
             metadata["retryAfterS"] = retry_after_s
         status_msg = None
@@ -683,6 +714,7 @@ class _Host(pykka.ThreadingActor):
             duration_s=metadata["durationS"],
             input_tokens=req.usage.input_tokens,
             output_tokens=req.usage.output_tokens,
+            cost_usd=round(req.cost_usd, 8),
             error=error,
         )
         waiters: list[Envelope] = []

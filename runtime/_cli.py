@@ -12,7 +12,7 @@ from typing import Any
 
 from agentrt.protocols import AgentRuntimeError
 
-from ._spec import load_spec
+from ._spec import load_spec, with_model_kind
 from ._supervisor import RunSummary, default_runs_dir, run
 from ._tickets import format_ticket
 
@@ -99,7 +99,10 @@ def print_summary(s: RunSummary) -> None:
     _print_plan(out)
     _print_escalations(out)
     print(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
-    print(f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs")
+    print(
+        f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs; "
+        f"cost: ${s.cost_usd:.4f}"
+    )
     print(f"wall time: {s.wall_s:.2f}s")
     print(f"sum of task times (a sequential agent): {s.task_time_s:.2f}s")
     print(f"speedup: {s.speedup:.2f}x")
@@ -108,6 +111,12 @@ def print_summary(s: RunSummary) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    kind = args.model
+    if kind == "auto":
+        # Claude when a key is set, else the spec's own models (offline in every demo).
+        kind = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else None
+    if kind is not None:
+        spec = with_model_kind(spec, kind)
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"agentrt: running '{spec.run.name}' ({len(spec.nodes)} nodes + supervisor)", flush=True)
 
@@ -185,6 +194,13 @@ def parser() -> argparse.ArgumentParser:
         "--runs-dir", default=runs_default, help="where runs/<id>/ go (default: %(default)s)"
     )
     r.add_argument("--quiet", action="store_true", help="no per-task progress lines")
+    r.add_argument(
+        "--model",
+        choices=["auto", "offline", "anthropic"],
+        default="auto",
+        help="every model of the run on this kind; auto: anthropic if ANTHROPIC_API_KEY is set, "
+        "else the spec's (default: %(default)s)",
+    )
     r.add_argument(
         "--non-interactive",
         action="store_true",

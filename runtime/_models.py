@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
+
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -39,6 +41,8 @@ class ModelResponse(msgspec.Struct, frozen=True, kw_only=True):
     stop_reason: str = "end_turn"
     tool_calls: list[ToolCall] = []
     cost_usd: float = 0.0
+    # The provider's rate-limit state after this call (e.g. requestsRemaining, requestsResetS).
+    rate_limits: dict[str, float] = {}
 
 
 @runtime_checkable
@@ -46,6 +50,7 @@ class Model(Protocol):
     """What actors call. `messages` use the Messages API shape: [{"role", "content"}]."""
 
     name: str
+    kind: str  # "offline" or "anthropic": what roles check to pick rules or prompts
 
     def complete(
         self,
@@ -54,6 +59,7 @@ class Model(Protocol):
         system: str | None = None,
         max_tokens: int = 1024,
         tools: list[dict[str, Any]] | None = None,
+        tool_choice: dict[str, Any] | None = None,
     ) -> ModelResponse: ...
 
 
@@ -82,7 +88,10 @@ class OfflineModel:
 
     Latency is drawn (deterministically, from the prompt's hash) from `latency_s`, then
     multiplied by `time_scale`, and actually slept, so scheduling behaves as with a real model.
+    It makes no tool calls: roles that need structured output use rules when `kind` is offline.
     """
+
+    kind = "offline"
 
     def __init__(
         self,
@@ -118,6 +127,7 @@ class OfflineModel:
         system: str | None = None,
         max_tokens: int = 1024,
         tools: list[dict[str, Any]] | None = None,
+        tool_choice: dict[str, Any] | None = None,
     ) -> ModelResponse:
         prompt = "\n".join(_content_text(m.get("content")) for m in messages)
         digest = self._digest(system, prompt)
@@ -148,26 +158,57 @@ class OfflineModel:
 
 
 class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A model as a launch spec names it."""
+    """A model as a launch spec names it. There is no key field: the Anthropic model reads
+    `ANTHROPIC_API_KEY` from the environment, and only from there."""
 
-    kind: str = "offline"  # "offline" (embedded); "anthropic" comes with the Anthropic model
-    seed: int = 0
-    latency_s: tuple[float, float] = (0.05, 0.2)
-    time_scale: float = 1.0
-    name: str | None = None
+    kind: Literal["offline", "anthropic"] = "offline"
+    seed: int = 0  # offline
+    latency_s: tuple[float, float] = (0.05, 0.2)  # offline
+    time_scale: float = 1.0  # offline
+    name: str | None = None  # the model id for anthropic (default DEFAULT_ANTHROPIC_MODEL)
     quota: str | None = None  # a Quota actor every call draws from (shared rate limits)
+    base_url: str | None = None  # anthropic; default: $ANTHROPIC_BASE_URL, then the SDK's
+    timeout_s: float = 120.0  # anthropic: per HTTP request
 
 
-class RateLimited(Exception):
-    """The provider answered 429; `retry_after_s` is its Retry-After."""
+class ModelError(Exception):
+    """A model call failed. `retryable` says whether trying again may help."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(ModelError):
+    """The provider answered 429; `retry_after_s` is its Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s)
+        self.retry_after_s: float = retry_after_s
+
+
+class ModelUnavailable(ModelError):
+    """Overloaded (529), a 5xx, a timeout or a lost connection: back off and try again."""
+
+
+class ModelRequestError(ModelError):
+    """The provider refused the request itself (a 4xx other than 429): not retried."""
+
+    retryable = False
+
+
 def model_from_config(config: ModelConfig) -> Model:
     """Build the model a spec asks for."""
+    if config.kind == "anthropic":
+        from ._anthropic import AnthropicModel
+
+        return AnthropicModel(
+            model=config.name or DEFAULT_ANTHROPIC_MODEL,
+            base_url=config.base_url,
+            timeout_s=config.timeout_s,
+        )
     if config.kind == "offline":
         return OfflineModel(
             seed=config.seed,

@@ -164,3 +164,24 @@ def load_spec(path: str | Path) -> Spec:
     else:
         raise SpecError(f"{p}: a spec is a .toml or .py file")
     return spec_from_dict(data, str(p), base)
+
+
+def with_model_kind(spec: Spec, kind: str) -> Spec:
+    """The spec with every model (the default and each actor's) switched to `kind`; names and
+    quotas are kept. What `agentrt run --model` does."""
+    if kind not in ("offline", "anthropic"):
+        raise SpecError(f"model kind must be 'offline' or 'anthropic', got '{kind}'")
+
+    def switch(m: ModelConfig | None) -> ModelConfig | None:
+        if m is None or m.kind == kind:
+            return m
+        name = m.name if kind == "anthropic" and (m.name or "").startswith("claude") else None
+        return msgspec.structs.replace(m, kind=kind, name=name)  # type: ignore[arg-type]
+
+    nodes = [
+        msgspec.structs.replace(
+            n, actors=[msgspec.structs.replace(a, model=switch(a.model)) for a in n.actors]
+        )
+        for n in spec.nodes
+    ]
+    return msgspec.structs.replace(spec, model=switch(spec.model), nodes=nodes)

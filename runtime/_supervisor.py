@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import CancelTask, Control, Envelope, RunError, new_id
+from agentrt.protocols import CancelTask, Control, Envelope, RunError, SpecError, new_id
 
 from ._messenger import Messenger, TaskResult, card_from_dict
 from ._spec import NodeBoot, Spec
@@ -67,6 +67,12 @@ class Runtime:
     ) -> None:
         """`terminal` is the path of the user's terminal device (e.g. `os.ttyname(0)`), for
         actors that talk to a person (`Context.terminal`); None when the run has none."""
+        models = [spec.model] + [a.model for n in spec.nodes for a in n.actors if a.model]
+        if any(m.kind == "anthropic" for m in models) and not os.environ.get("ANTHROPIC_API_KEY"):
+            raise SpecError(
+                f"{spec.run.name}: a model of kind 'anthropic' needs ANTHROPIC_API_KEY in "
+                "the environment (keys are never read from a spec); or run with --model offline"
+            )
         self.spec = spec
         self.terminal = terminal
         self.run_id = run_id or new_run_id()
@@ -371,6 +377,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
     input_tokens: int
     output_tokens: int
     pids: dict[str, int]
+    cost_usd: float = 0.0
 
     @property
     def speedup(self) -> float:
@@ -386,6 +393,7 @@ class _Tally:
         self.tasks = 0
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cost_usd = 0.0
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -394,6 +402,7 @@ class _Tally:
         with self._lock:
             self.input_tokens += int(event.get("input_tokens") or 0)
             self.output_tokens += int(event.get("output_tokens") or 0)
+            self.cost_usd += float(event.get("cost_usd") or 0.0)
             if (event.get("actor"), event.get("skill")) == self.entry:
                 return
             self.tasks += 1
@@ -448,6 +457,7 @@ def run(
             tasks=tally.tasks,
             input_tokens=tally.input_tokens,
             output_tokens=tally.output_tokens,
+            cost_usd=round(tally.cost_usd, 8),
             pids=dict(rt.pids, supervisor=os.getpid()),
         )
         rt.log.info(
