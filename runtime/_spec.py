@@ -128,7 +128,30 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
     return spec
 
 
+_SECRET_FIELDS = ("api_key", "apikey", "key", "auth_token", "token", "secret")
+
+
+def _refuse_secrets(data: dict[str, Any], origin: str) -> None:
+    """A model table with a key in it is refused before anything reads it further."""
+    tables = [("model", data.get("model"))] + [
+        (f"nodes[{i}].actors[{j}].model", a.get("model"))
+        for i, n in enumerate(data.get("nodes") or [])
+        if isinstance(n, dict)
+        for j, a in enumerate(n.get("actors") or [])
+        if isinstance(a, dict)
+    ]
+    for where, table in tables:
+        if isinstance(table, dict):
+            for field in table:
+                if field.lower().replace("-", "_") in _SECRET_FIELDS:
+                    raise SpecError(
+                        f"{origin}: {where}.{field}: keys are never read from a spec file; "
+                        "set ANTHROPIC_API_KEY in the environment"
+                    )
+
+
 def spec_from_dict(data: dict[str, Any], origin: str = "spec", base_dir: str = "") -> Spec:
+    _refuse_secrets(data, origin)
     try:
         spec = msgspec.convert({**data, "base_dir": base_dir}, Spec)
     except msgspec.ValidationError as exc:

@@ -42,7 +42,7 @@ def setup() -> None:
 
 def demo(args: list[str]) -> None:
     setup()
-    sh(BIN / "agentrt", "run", "demos/research", *args)
+    sh(BIN / "agentrt", "run", "demos/research", "--model", "offline", *args)
 
 
 def test(args: list[str]) -> None:

@@ -69,3 +69,18 @@ def test_bad_toml_and_missing(tmp_path: Path) -> None:
 def test_python_spec(tmp_path: Path) -> None:
     (tmp_path / "spec.py").write_text(f"SPEC = {base()!r}\n")
     assert load_spec(tmp_path).run.entry == "a"
+
+
+def test_a_key_in_a_spec_is_refused_without_echoing_it() -> None:
+    data = base()
+    data["nodes"][0]["actors"][0]["model"] = {"kind": "anthropic", "api_key": "sk-ant-secret"}
+    with pytest.raises(SpecError, match=r"nodes\[0\].actors\[0\].model.api_key: keys are never read from a spec file") as info:
+        spec_from_dict(data, "s.toml")
+    assert "sk-ant-secret" not in str(info.value)
+
+
+def test_model_kinds_are_checked() -> None:
+    data = base()
+    data["model"] = {"kind": "gpt"}
+    with pytest.raises(SpecError, match="model.kind"):
+        spec_from_dict(data, "s.toml")
