@@ -82,5 +82,5 @@ def test_a_key_in_a_spec_is_refused_without_echoing_it() -> None:
 def test_model_kinds_are_checked() -> None:
     data = base()
     data["model"] = {"kind": "gpt"}
-    with pytest.raises(SpecError, match="model.kind"):
+    with pytest.raises(SpecError, match=r"model\.kind"):
         spec_from_dict(data, "s.toml")
