@@ -130,9 +130,10 @@ def lookups(n: int) -> dict[str, Any]:
 
 
 def test_a_429_pauses_the_shared_quota_for_its_retry_after(api: MessagesAPI, tmp_path: Path) -> None:
-    api.faults.append(Fault(status=429, retry_after_s=1.5))
-    # Two calls at a time from two processes: the one beside the 429 is already on the wire;
-    # every call after it, from either process, must wait out the Retry-After.
+    # Two calls at a time from two processes: the first gets the 429; the one beside it is
+    # already on the wire and is answered after 1 s, so the next task is dispatched then,
+    # inside the 1.5 s pause: it, and every call after it, must wait the pause out.
+    api.faults.extend([Fault(status=429, retry_after_s=1.5), Fault(delay_s=1.0)])
     with Runtime(quota_spec(max_in_flight=2), runs_dir=tmp_path) as rt:
         result = rt.ask("coordinator", "run", lookups(6), timeout_s=60)
     assert result.ok and result.data["state"] == "completed", result.error
