@@ -409,7 +409,10 @@ class Governor:
         if repeat is not None:
             cycle = self._cycle(loop, repeat)
             summary = self._repeat_summary(cycle)
-            distinct = list({o.digest: o for o in cycle}.values())
+            distinct: list[LoopOutput] = []
+            for o in cycle:  # each output as first seen
+                if all(d.digest != o.digest for d in distinct):
+                    distinct.append(o)
             pair = distinct[-2:] if len(distinct) >= 2 else []
         else:
             answers = [o for o in outputs if o.kind == "answer"]
