@@ -16,6 +16,7 @@ from agentrt.protocols import (
     EscalationAnswer,
     Plan,
     Verdict,
+    dependency_graph,
 )
 from agentrt.runtime import Actor, Request, TaskResult, skill
 from agentrt.schemas import load
@@ -173,7 +174,12 @@ class Coordinator(Actor):
             usd_per_mtok=self.policy.usd_per_mtok,
         )
         job.loop = job.governor.open("judge")
-        self.ctx.event("plan.accepted", tasks=len(plan.tasks), final=plan.final_task())
+        self.ctx.event(
+            "plan.accepted",
+            tasks=len(plan.tasks),
+            final=plan.final_task(),
+            deps=dependency_graph(plan),  # tasks and groups: what the trace views draw
+        )
         self._core(job, job.scheduler.start, now=time.monotonic())
 
     # -- scheduling --------------------------------------------------------------------

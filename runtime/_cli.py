@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 
 def _progress(event: dict[str, Any], quiet: bool = False) -> None:
+    """Plain progress lines (stdout is not a terminal, or --quiet): notices always."""
     if event.get("event") == "notice":  # an actor's message for the person at the terminal
         print(f"  [{event.get('actor', '')}] {event.get('text', '')}", flush=True)
     elif not quiet and event.get("event") == "task.state" and event.get("state") != "working":
@@ -32,6 +35,70 @@ def _progress(event: dict[str, Any], quiet: bool = False) -> None:
         if event.get("error"):
             line += f"  {event['error']}"
         print(line, flush=True)
+
+
+class _LiveProgress:
+    """A live status line at a terminal: plan tasks done / in flight / failed / queued,
+    tokens and cost, redrawn as events arrive; notices print above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.total = self.in_flight = self.failed = self.tokens = 0
+        self.cost = 0.0
+        self.done: set[str] = set()
+        self.dispatched: set[str] = set()
+        self.started = time.monotonic()
+        self.paused = False
+        self.console = Console()
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=True)
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        queued = max(0, self.total - len(self.dispatched))
+        return Text(
+            f"tasks {len(self.done)}/{self.total} done · {self.in_flight} in flight · "
+            f"{self.failed} failed · {queued} queued · {self.tokens} tokens · "
+            f"${self.cost:.4f} · {time.monotonic() - self.started:.1f}s",
+            style="bold",
+        )
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if self.paused:
+            return
+        if kind == "loop.escalated":
+            # A person may be asked at this terminal now: stop redrawing over the prompt.
+            self.paused = True
+            self.live.stop()
+            return
+        if kind == "notice":
+            self.console.print(f"  [{event.get('actor', '')}] {event.get('text', '')}")
+        elif kind == "plan.accepted":
+            self.total += int(event.get("tasks") or 0)
+        elif kind == "schedule.dispatch":
+            self.in_flight += 1
+            self.dispatched.add(str(event.get("plan_task")))
+        elif kind == "task.state" and event.get("state") != "working":
+            self.tokens += int(event.get("input_tokens") or 0) + int(event.get("output_tokens") or 0)
+            self.cost += float(event.get("cost_usd") or 0.0)
+            task_id = event.get("task_id") or ""
+            if "/" in task_id and event.get("actor") != "coordinator":
+                self.in_flight = max(0, self.in_flight - 1)
+                if event.get("state") == "completed":
+                    self.done.add(task_id.rpartition("/")[2])
+                else:
+                    self.failed += 1
+        self.live.update(self._render())
+
+    def __enter__(self) -> _LiveProgress:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.stop()
 
 
 def _print_plan(out: dict[str, Any]) -> None:
@@ -127,41 +194,130 @@ def cmd_run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    summary = run(
-        spec,
-        goal=args.goal,
-        run_id=args.run_id,
-        runs_dir=args.runs_dir,
-        on_event=lambda event: _progress(event, quiet=args.quiet),
-        on_started=started,
-        terminal=None if args.non_interactive or not sys.stdin.isatty() else os.ttyname(0),
-    )
+    terminal = None if args.non_interactive or not sys.stdin.isatty() else os.ttyname(0)
+    # A live status line at a terminal; plain lines when stdout is a pipe or a file.
+    live = sys.stdout.isatty() and not args.quiet
+    with _LiveProgress() if live else contextlib.nullcontext() as board:
+        summary = run(
+            spec,
+            goal=args.goal,
+            run_id=args.run_id,
+            runs_dir=args.runs_dir,
+            on_event=board if board is not None else (lambda event: _progress(event, quiet=args.quiet)),
+            on_started=started,
+            terminal=terminal,
+        )
     print_summary(summary)
     return 0 if summary.state == "completed" else 1
 
 
-def cmd_trace_show(args: argparse.Namespace) -> int:
-    from ._trace_view import find_trace, render_tree
+def _events(args: argparse.Namespace, run: str | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    from ._trace_view import find_trace
     from ._tracing import read_trace
 
-    path = find_trace(args.run, Path(args.runs_dir))
+    path = find_trace(run or args.run, Path(args.runs_dir))
+    return path, read_trace(path)
+
+
+def cmd_trace_show(args: argparse.Namespace) -> int:
+    from ._trace_view import render_tree
+
+    path, events = _events(args)
     print(f"trace {path}")
-    for line in render_tree(read_trace(path), include_control=args.control):
+    lines = render_tree(
+        events,
+        include_control=args.control,
+        actor=args.actor,
+        task=args.task,
+        kind=args.kind,
+        errors=args.errors,
+    )
+    for line in lines:
         print(line)
     return 0
 
 
 def cmd_trace_ls(args: argparse.Namespace) -> int:
+    import time
+
     from ._trace_view import list_runs
 
     runs = list_runs(Path(args.runs_dir))
-    print(f"{'run':<28} {'state':<11} {'tasks':>5} {'wall_s':>8} {'events':>7}")
+    print(
+        f"{'run':<28} {'started':<19} {'state':<11} {'tasks':>5} {'failed':>6} "
+        f"{'tokens':>8} {'cost_usd':>9} {'wall_s':>8}"
+    )
     for r in runs:
         wall = f"{r['wall_s']:.2f}" if r["wall_s"] is not None else "-"
+        started = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])) if r["started"] else "-"
+        )
         print(
-            f"{r['run_id']:<28} {r['state']:<11} {r['tasks'] or '-':>5} {wall:>8} {r['events']:>7}"
+            f"{r['run_id']:<28} {started:<19} {r['state']:<11} {r['tasks']:>5} {r['failures']:>6} "
+            f"{r['tokens']:>8} {r['cost_usd']:>9.4f} {wall:>8}"
         )
     return 0
+
+
+def cmd_trace_timeline(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ._trace_view import timeline
+
+    path, events = _events(args)
+    console = Console(width=args.width + 60 if args.width else None)
+    width = args.width or max(20, console.width - 60)
+    console.print(f"trace {path}")
+    console.print(timeline(events, width=width))
+    return 0
+
+
+def cmd_trace_why(args: argparse.Namespace) -> int:
+    from ._trace_view import why
+
+    path, events = _events(args)
+    print(f"trace {path}: plan task '{args.task}'")
+    for line in why(events, args.task):
+        print(f"  {line}")
+    return 0
+
+
+def _write(text: str, out: str | None, what: str) -> None:
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {what} to {out}")
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_trace_export(args: argparse.Namespace) -> int:
+    from ._trace_export import chrome, otel
+
+    _, events = _events(args)
+    data = chrome(events) if args.format == "chrome" else otel(events)
+    _write(json.dumps(data, indent=1) + "\n", args.output, f"{args.format} trace")
+    return 0
+
+
+def cmd_trace_html(args: argparse.Namespace) -> int:
+    from ._trace_export import html_page
+
+    path, events = _events(args)
+    out = args.output or str(path.parent / "trace.html")
+    _write(html_page(events, path.parent.name), out, "the run's page")
+    return 0
+
+
+def cmd_trace_diff(args: argparse.Namespace) -> int:
+    from ._trace_view import diff
+
+    path_a, a = _events(args, args.run_a)
+    path_b, b = _events(args, args.run_b)
+    print(f"A: {path_a}\nB: {path_b}")
+    lines = diff(a, b)
+    for line in lines:
+        print(line)
+    return 0 if lines[0].startswith("no divergence") else 1
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -210,14 +366,45 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="inspect traces of past runs")
     tsub = t.add_subparsers(dest="trace_command", required=True)
+    run_help = "run id (or a unique prefix), 'last', or a trace file"
     show = tsub.add_parser("show", help="a run as an indented causal tree")
-    show.add_argument("run", help="run id (or a unique prefix), 'last', or a trace file")
+    show.add_argument("run", help=run_help)
     show.add_argument("--runs-dir", default=runs_default)
     show.add_argument("--control", action="store_true", help="include control-plane messages")
+    show.add_argument("--actor", help="only messages from or to this actor (and what led to them)")
+    show.add_argument("--task", help="only messages of task ids containing this")
+    show.add_argument("--kind", help="only messages of this kind (task-request, task, ...)")
+    show.add_argument("--errors", action="store_true", help="only failed, rejected or cancelled work")
     show.set_defaults(fn=cmd_trace_show)
     ls = tsub.add_parser("ls", help="list runs")
     ls.add_argument("--runs-dir", default=runs_default)
     ls.set_defaults(fn=cmd_trace_ls)
+    tl = tsub.add_parser("timeline", help="a Gantt chart of the plan's tasks per worker")
+    tl.add_argument("run", help=run_help)
+    tl.add_argument("--runs-dir", default=runs_default)
+    tl.add_argument("--width", type=int, default=0, help="columns for the bars (default: fit)")
+    tl.set_defaults(fn=cmd_trace_timeline)
+    wy = tsub.add_parser("why", help="every scheduling decision about one plan task")
+    wy.add_argument("run", help=run_help)
+    wy.add_argument("task", help="the plan task's id")
+    wy.add_argument("--runs-dir", default=runs_default)
+    wy.set_defaults(fn=cmd_trace_why)
+    ex = tsub.add_parser("export", help="Chrome trace events (Perfetto) or OpenTelemetry JSON")
+    ex.add_argument("run", help=run_help)
+    ex.add_argument("--format", choices=["chrome", "otel"], required=True)
+    ex.add_argument("-o", "--output", help="file to write (default: stdout)")
+    ex.add_argument("--runs-dir", default=runs_default)
+    ex.set_defaults(fn=cmd_trace_export)
+    ht = tsub.add_parser("html", help="one self-contained HTML page: timeline, plan, messages")
+    ht.add_argument("run", help=run_help)
+    ht.add_argument("-o", "--output", help="file to write (default: runs/<id>/trace.html)")
+    ht.add_argument("--runs-dir", default=runs_default)
+    ht.set_defaults(fn=cmd_trace_html)
+    df = tsub.add_parser("diff", help="where two runs of one spec first diverge (exit 1 if they do)")
+    df.add_argument("run_a")
+    df.add_argument("run_b")
+    df.add_argument("--runs-dir", default=runs_default)
+    df.set_defaults(fn=cmd_trace_diff)
 
     s = sub.add_parser("schemas", help="regenerate schemas/ from the protocol Structs")
     s.add_argument("--check", action="store_true", help="fail if the checked-in files drifted")

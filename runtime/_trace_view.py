@@ -6,8 +6,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agentrt.protocols import RunError
 
+from ._trace_model import critical_path, plan_spans
 from ._tracing import read_trace
 
 
@@ -33,17 +36,24 @@ def find_trace(run: str, runs_dir: Path) -> Path:
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Each run: start time, state, tasks, failures, tokens, cost, wall time, events."""
     out = []
     for trace in sorted(runs_dir.glob("*/trace.jsonl")):
         events = read_trace(trace)
         finished = next((e for e in events if e.get("event") == "run.finished"), None)
+        started = next((e["ts"] for e in events if "ts" in e), None)
+        done = [e for e in events if e.get("event") == "task.state" and e.get("state") != "working"]
         out.append(
             {
                 "run_id": trace.parent.name,
+                "started": started,
                 "events": len(events),
                 "state": finished.get("state") if finished else "unfinished",
                 "wall_s": finished.get("wall_s") if finished else None,
-                "tasks": finished.get("tasks") if finished else None,
+                "tasks": len(done),
+                "failures": sum(1 for e in done if e.get("state") in ("failed", "rejected")),
+                "tokens": sum(int(e.get("input_tokens") or 0) + int(e.get("output_tokens") or 0) for e in done),
+                "cost_usd": sum(float(e.get("cost_usd") or 0.0) for e in done),
             }
         )
     return out
@@ -70,11 +80,56 @@ def _label(event: dict[str, Any]) -> str:
     return f"{event.get('sender')} -> {event.get('recipient')}: {what}{task_txt}"
 
 
-def render_tree(events: list[dict[str, Any]], *, include_control: bool = False) -> list[str]:
-    """The run's envelopes as a tree: each message under the one that caused it."""
+def _matches(
+    e: dict[str, Any],
+    failed_spans: set[str],
+    actor: str | None,
+    task: str | None,
+    kind: str | None,
+    errors: bool,
+) -> bool:
+    if actor and actor not in (e.get("sender"), e.get("recipient")):
+        return False
+    if task and task not in (e.get("task_id") or ""):
+        return False
+    if kind and e.get("kind") != kind:
+        return False
+    if errors:
+        body = (e.get("envelope") or {}).get("body") or {}
+        state = (body.get("status") or {}).get("state")
+        return e["span_id"] in failed_spans or state in ("failed", "rejected", "canceled")
+    return True
+
+
+def render_tree(
+    events: list[dict[str, Any]],
+    *,
+    include_control: bool = False,
+    actor: str | None = None,
+    task: str | None = None,
+    kind: str | None = None,
+    errors: bool = False,
+) -> list[str]:
+    """The run's envelopes as a tree: each message under the one that caused it. With a
+    filter, the messages that match and the chain of messages that led to each."""
     sent = [e for e in events if e.get("event") == "envelope.sent"]
     if not include_control:
         sent = [e for e in sent if e.get("kind") != "control"]
+    if actor or task or kind or errors:
+        failed_spans = {
+            e["span_id"]
+            for e in events
+            if e.get("event") == "task.state" and e.get("state") in ("failed", "rejected", "canceled")
+        }
+        by_span = {e["span_id"]: e for e in sent}
+        keep: set[str] = set()
+        for e in sent:
+            if _matches(e, failed_spans, actor, task, kind, errors):
+                cur: dict[str, Any] | None = e
+                while cur is not None and cur["span_id"] not in keep:
+                    keep.add(cur["span_id"])
+                    cur = by_span.get(cur.get("parent_span_id") or "")
+        sent = [e for e in sent if e["span_id"] in keep]
     t0 = min((e["ts"] for e in events if "ts" in e), default=0.0)
     spans = {e["span_id"]: e for e in sent}
     children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
@@ -114,4 +169,194 @@ def render_tree(events: list[dict[str, Any]], *, include_control: bool = False) 
             lines.append(
                 f"  +{e['ts'] - t0:7.3f}s {e.get('event')} on {e.get('node')}: {e.get('error')}"
             )
+    return lines
+
+
+# -- timeline ------------------------------------------------------------------------
+
+
+def timeline(events: list[dict[str, Any]], width: int = 100) -> Any:
+    """A Gantt chart of the plan's tasks per worker (a rich renderable): `.` waiting for its
+    worker, `#` running, `x` failed, `~` an earlier attempt or round; the critical path is
+    starred and bold."""
+    from rich.table import Table
+    from rich.text import Text
+
+    by_task = plan_spans(events)
+    dispatched: dict[tuple[str, int], float] = {}
+    for e in events:
+        if e.get("event") == "schedule.dispatch":
+            dispatched.setdefault((e.get("plan_task", ""), int(e.get("attempt") or 1)), float(e["ts"]))
+    all_spans = [s for ss in by_task.values() for s in ss]
+    if not all_spans:
+        return Text("no plan tasks in this run")
+    t0 = min(dispatched.get((s.plan_task or "", s.attempt), s.sent) for s in all_spans)
+    t1 = max((s.end or s.start or s.sent) for s in all_spans)
+    scale = (t1 - t0) / width if t1 > t0 else 1.0
+    critical = critical_path(events)
+
+    def col(t: float) -> int:
+        return min(width - 1, max(0, int((t - t0) / scale)))
+
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("task", no_wrap=True)
+    table.add_column("worker", no_wrap=True)
+    table.add_column(f"0 .. {t1 - t0:.2f}s", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    rows = sorted(by_task.items(), key=lambda kv: (kv[1][-1].actor, kv[1][0].sent))
+    for task, ss in rows:
+        cells: list[tuple[str, str]] = [(" ", "")] * width
+        for i, s in enumerate(ss):
+            last = i == len(ss) - 1
+            queued = dispatched.get((task, s.attempt), s.sent)
+            start, end = s.start or s.sent, s.end or t1
+            for c in range(col(queued), col(start)):
+                cells[c] = (".", "dim")
+            mark = ("#", "green") if last and not s.failed else ("x", "red") if s.failed else ("~", "yellow")
+            for c in range(col(start), max(col(start) + 1, col(end))):
+                cells[c] = mark
+        bar = Text()
+        for ch, style in cells:
+            bar.append(ch, style=style or None)
+        on_path = task in critical
+        label = Text(("* " if on_path else "  ") + task, style="bold magenta" if on_path else "")
+        state = ss[-1].state + (f" ({len(ss)} runs)" if len(ss) > 1 else "")
+        table.add_row(label, ss[-1].actor, bar, state)
+    from rich.console import Group
+
+    legend = Text("`.` waiting for its worker  `#` running  `x` failed  `~` earlier attempt or round")
+    path = Text(f"* critical path: {' -> '.join(critical)}", style="bold magenta")
+    return Group(table, legend, path)
+
+
+# -- why -----------------------------------------------------------------------------
+
+
+def why(events: list[dict[str, Any]], task: str) -> list[str]:
+    """Every scheduling decision about one plan task, and each of its runs, in order."""
+    t0 = min((e["ts"] for e in events if "ts" in e), default=0.0)
+    lines = []
+    for e in events:
+        ev = e.get("event", "")
+        mine = e.get("plan_task") == task or (
+            ev in ("task.state", "model.call", "task.duplicate")
+            and (e.get("task_id") or "").rpartition("/")[2] == task
+            and "/" in (e.get("task_id") or "")
+        )
+        if not mine or (ev == "task.state" and e.get("actor") == "coordinator"):
+            continue
+        at = f"+{e['ts'] - t0:7.3f}s"
+        if ev == "schedule.dispatch":
+            what = f"dispatched to {e.get('worker')} (attempt {e.get('attempt')})"
+        elif ev == "schedule.decision":
+            what = f"{e.get('decision')}: {e.get('reason')}"
+        elif ev == "schedule.cancel":
+            what = f"cancel sent to {e.get('worker')}: {e.get('reason')}"
+        elif ev == "critic.gate":
+            what = f"critic {e.get('decision')}" + (f" (score {e['score']})" if e.get("score") is not None else "")
+            if e.get("issues"):
+                what += f": {'; '.join(e['issues'])}"
+        elif ev == "task.state":
+            what = f"{e.get('state')} on {e.get('actor')} (attempt {e.get('attempt')})"
+            if e.get("state") != "working":
+                what += f" after {float(e.get('duration_s') or 0):.3f}s"
+            if e.get("error"):
+                what += f": {e['error']}"
+        elif ev == "model.call":
+            what = f"model call {e.get('model')}: {e.get('input_tokens')} in / {e.get('output_tokens')} out tokens"
+        else:
+            what = ev
+        lines.append(f"{at}  {what}")
+    if not lines:
+        known = sorted(plan_spans(events))
+        raise RunError(f"no plan task '{task}' in this run; its tasks: {', '.join(known) or 'none'}")
+    return lines
+
+
+# -- diff ----------------------------------------------------------------------------
+
+_VOLATILE = frozenset(
+    {"messageId", "traceId", "spanId", "parentSpanId", "sentAt", "deadline", "contextId", "taskId",
+     "id", "artifactId", "startedAt", "finishedAt", "durationS", "usage", "idempotencyKey", "ts",
+     "coreCpuS", "dispatchSpanS", "retryAfterS"}
+)
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first place two JSON values differ: (path, value in a, value in b)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}.{k}", a.get(k, "(absent)"), b.get(k, "(absent)")
+            d = _first_difference(a[k], b[k], f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            d = _first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        if len(a) != len(b):
+            return f"{path} (length)", len(a), len(b)
+        return None
+    return None if a == b else (path or "(value)", a, b)
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in sorted(value.items()) if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def _steps(events: list[dict[str, Any]]) -> dict[str, list[tuple[float, str, Any]]]:
+    """Per actor, what it did in order: the messages it sent and the decisions it made,
+    without ids, clocks or timings (which differ in every run)."""
+    out: dict[str, list[tuple[float, str, Any]]] = defaultdict(list)
+    for e in events:
+        ev = e.get("event")
+        if ev == "envelope.sent" and e.get("kind") != "control":
+            env = _stable(e.get("envelope") or {})
+            out[e.get("sender", "?")].append((e["ts"], f"message to {e.get('recipient')}", env))
+        elif ev in ("schedule.decision", "schedule.dispatch", "loop.verdict", "loop.escalated", "critic.gate"):
+            fields = {k: v for k, v in e.items() if k in ("plan_task", "decision", "reason", "worker", "attempt", "next", "iteration")}
+            out[e.get("actor", "?")].append((e["ts"], ev, fields))
+    return out
+
+
+def diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[str]:
+    """Where two runs of one spec first diverge: for each actor, the first message or
+    decision that differs; the earliest of those (in run A's time) first."""
+    sa, sb = _steps(a), _steps(b)
+    t0a = min((e["ts"] for e in a if "ts" in e), default=0.0)
+    t0b = min((e["ts"] for e in b if "ts" in e), default=0.0)
+    found = []
+    for actor in sorted(set(sa) | set(sb)):
+        xa, xb = sa.get(actor, []), sb.get(actor, [])
+        for i in range(max(len(xa), len(xb))):
+            ea = xa[i] if i < len(xa) else None
+            eb = xb[i] if i < len(xb) else None
+            if ea is None or eb is None or ea[1:] != eb[1:]:
+                found.append((ea[0] - t0a if ea else float("inf"), actor, i, ea, eb, t0b))
+                break
+    if not found:
+        return ["no divergence: every actor sent the same messages and made the same decisions in the same order"]
+    found.sort(key=lambda f: f[0])
+    lines = []
+    for n, (_, actor, i, ea, eb, _t) in enumerate(found):
+        head = "first divergence" if n == 0 else "also diverges"
+        lines.append(f"{head}: {actor}, step {i + 1}")
+        for side, step, t0 in (("A", ea, t0a), ("B", eb, t0b)):
+            if step is None:
+                lines.append(f"  {side}: (nothing: the run ended here for {actor})")
+            else:
+                lines.append(f"  {side}: +{step[0] - t0:.3f}s {step[1]}")
+        if ea is not None and eb is not None:
+            where = _first_difference([ea[1], ea[2]], [eb[1], eb[2]])
+            if where:
+                path, va, vb = where
+                show = lambda v: msgspec.json.encode(v).decode()[:300]  # noqa: E731
+                lines.append(f"  differs at {path}:\n    A: {show(va)}\n    B: {show(vb)}")
     return lines

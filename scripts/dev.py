@@ -45,8 +45,26 @@ def demo(args: list[str]) -> None:
     sh(BIN / "agentrt", "run", "demos/research", "--model", "offline", *args)
 
 
+def browser() -> None:
+    """Headless Chromium for the trace page's browser test: Debian's package, installed when
+    missing and this machine can (root with apt-get). Otherwise that one test is skipped and
+    says why."""
+    if Path("/usr/bin/chromium").exists():
+        return
+    if os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        print("chromium: not installed, and no root apt-get to install it", flush=True)
+        return
+    print("+ apt-get install chromium (for the trace page's browser test)", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        if subprocess.call(cmd, stdout=subprocess.DEVNULL, env=env) != 0:
+            print(f"chromium: `{' '.join(cmd)}` failed; the browser test will be skipped", flush=True)
+            return
+
+
 def test(args: list[str]) -> None:
     setup()
+    browser()
     sh(
         BIN / "ruff",
         "check",

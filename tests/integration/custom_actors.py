@@ -149,3 +149,16 @@ class Drafter(Actor):
     @skill(input={"type": "object", "required": ["draft"]}, read_only=True)
     def use(self, req: Request) -> dict[str, Any]:
         return {"text": f"published: {req.data['draft']['text']}"}
+
+
+class Leaky(Actor):
+    """Tries every way to put the API key into the trace: an event field, a header-shaped
+    field, free text, and its own output."""
+
+    @skill(input={"type": "object"}, read_only=True)
+    def leak(self, req: Request) -> dict[str, Any]:
+        import os
+
+        key = os.environ["ANTHROPIC_API_KEY"]
+        self.ctx.event("leak.attempt", api_key=key, headers={"Authorization": f"Bearer {key}"}, note=f"key is {key}")
+        return {"text": f"the key is {key}", "headers": {"x-api-key": key}}

@@ -1,0 +1,337 @@
+"""A run's trace in the formats other tools open: Chrome trace events (Perfetto,
+chrome://tracing), OpenTelemetry (OTLP JSON), and one self-contained HTML page."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import zlib
+from typing import Any
+
+from ._trace_model import Span, critical_path, plan_deps, plan_spans, spans
+
+# -- Chrome trace event format ---------------------------------------------------------
+
+
+def _tid(actor: str) -> int:
+    return zlib.crc32(actor.encode()) % 100_000 + 1
+
+
+def _us(t: float) -> float:
+    return round(t * 1e6, 3)
+
+
+def chrome(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Trace events (JSON object format): one process track per node, one thread per actor,
+    a complete ("X") event per skill run, flow arrows ("s"/"f") from each message's sender to
+    its receiver, and instant ("i") events for scheduling and loop decisions."""
+    out: list[dict[str, Any]] = []
+    named: set[tuple[int, int]] = set()
+
+    def track(pid: int, node: str, actor: str) -> int:
+        tid = _tid(actor)
+        if (pid, 0) not in named:
+            named.add((pid, 0))
+            out.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"{node} (pid {pid})"}})
+        if (pid, tid) not in named:
+            named.add((pid, tid))
+            out.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": actor}})
+        return tid
+
+    for s in spans(events):
+        if s.pid is None or s.start is None or s.end is None:
+            continue
+        tid = track(s.pid, s.node or "?", s.actor)
+        out.append(
+            {
+                "name": s.skill + (f" {s.plan_task}" if s.plan_task else ""),
+                "cat": "task",
+                "ph": "X",
+                "ts": _us(s.start),
+                "dur": max(0.0, _us(s.end) - _us(s.start)),
+                "pid": s.pid,
+                "tid": tid,
+                "args": {
+                    "state": s.state,
+                    "attempt": s.attempt,
+                    "sender": s.sender,
+                    "taskId": s.task_id,
+                    "inputTokens": s.input_tokens,
+                    "outputTokens": s.output_tokens,
+                    **({"error": s.error} if s.error else {}),
+                },
+            }
+        )
+    received = {
+        e.get("message_id"): e for e in events if e.get("event") == "envelope.received" and e.get("message_id")
+    }
+    flow = 0
+    for e in events:
+        if e.get("event") != "envelope.sent" or e.get("kind") == "control":
+            continue
+        r = received.get(e.get("message_id"))
+        if r is None or not e.get("pid") or not r.get("pid"):
+            continue
+        flow += 1
+        src = track(e["pid"], e.get("node", "?"), e.get("sender", "?"))
+        dst = track(r["pid"], r.get("node", "?"), e.get("recipient", "?"))
+        name = f"{e.get('kind')} {e.get('sender')} -> {e.get('recipient')}"
+        out.append({"name": name, "cat": "message", "ph": "s", "id": flow, "ts": _us(e["ts"]), "pid": e["pid"], "tid": src})
+        out.append(
+            {"name": name, "cat": "message", "ph": "f", "bp": "e", "id": flow, "ts": _us(max(r["ts"], e["ts"])), "pid": r["pid"], "tid": dst}
+        )
+    for e in events:
+        if e.get("event") in ("schedule.decision", "schedule.dispatch", "loop.escalated", "loop.end", "critic.gate") and e.get("pid"):
+            tid = track(e["pid"], e.get("node", "?"), e.get("actor", "?"))
+            args = {k: v for k, v in e.items() if k in ("plan_task", "decision", "reason", "worker", "attempt", "summary", "state")}
+            out.append({"name": e["event"], "cat": "decision", "ph": "i", "s": "t", "ts": _us(e["ts"]), "pid": e["pid"], "tid": tid, "args": args})
+    return {"traceEvents": out, "displayTimeUnit": "ms", "otherData": {"producer": "agentrt"}}
+
+
+# -- OpenTelemetry (OTLP JSON) ----------------------------------------------------------
+
+
+def _hex_id(value: str, size: int) -> str:
+    """An OTel id of `size` bytes in lower hex, from ours (kept as-is when already that shape)."""
+    if len(value) == size * 2 and all(c in "0123456789abcdef" for c in value):
+        return value
+    return hashlib.blake2b(value.encode(), digest_size=size).hexdigest()
+
+
+def _attr(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        v: dict[str, Any] = {"boolValue": value}
+    elif isinstance(value, int):
+        v = {"intValue": str(value)}
+    elif isinstance(value, float):
+        v = {"doubleValue": value}
+    elif isinstance(value, list):
+        v = {"arrayValue": {"values": [{"stringValue": str(x)} for x in value]}}
+    else:
+        v = {"stringValue": str(value)}
+    return {"key": key, "value": v}
+
+
+def _nanos(t: float) -> str:
+    return str(int(t * 1e9))
+
+
+def otel(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """OTLP JSON (`ExportTraceServiceRequest`): one resource per node process, a span per
+    skill run (parented by the span that asked for it), and a child span per model call with
+    the GenAI semantic conventions (`gen_ai.*`)."""
+    run_id = next((e.get("run_id") for e in events if e.get("run_id")), "run")
+    by_node: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    all_spans = spans(events)
+    known = {s.span_id for s in all_spans}
+    by_id = {s.span_id: s for s in all_spans}
+
+    def add(node: str | None, pid: int | None, span: dict[str, Any]) -> None:
+        by_node.setdefault((node or "?", pid), []).append(span)
+
+    for s in all_spans:
+        if s.start is None:
+            continue
+        end = s.end or s.start
+        parent = s.parent_span_id if s.parent_span_id in known else None
+        attrs = [
+            _attr("agentrt.skill", s.skill),
+            _attr("agentrt.actor", s.actor),
+            _attr("agentrt.sender", s.sender),
+            _attr("agentrt.attempt", s.attempt),
+            _attr("agentrt.state", s.state),
+        ]
+        if s.plan_task:
+            attrs.append(_attr("agentrt.plan_task", s.plan_task))
+        if s.input_tokens or s.output_tokens:
+            attrs += [_attr("gen_ai.usage.input_tokens", s.input_tokens), _attr("gen_ai.usage.output_tokens", s.output_tokens)]
+        span: dict[str, Any] = {
+            "traceId": _hex_id(s.trace_id, 16),
+            "spanId": _hex_id(s.span_id, 8),
+            "name": f"{s.skill} {s.actor}",
+            "kind": 2,  # SPAN_KIND_SERVER: the actor serving a request
+            "startTimeUnixNano": _nanos(s.start),
+            "endTimeUnixNano": _nanos(end),
+            "attributes": attrs,
+            "status": {"code": 2, "message": s.error or s.state} if s.failed else {"code": 1},
+        }
+        if parent:
+            span["parentSpanId"] = _hex_id(parent, 8)
+        add(s.node, s.pid, span)
+    for i, e in enumerate(events):
+        if e.get("event") != "model.call" or e.get("span_id") not in by_id:
+            continue
+        owner = by_id[e["span_id"]]
+        end = float(e["ts"])
+        start = end - float(e.get("duration_s") or 0.0)
+        model = str(e.get("model", "?"))
+        provider = "anthropic" if model.startswith("claude") else "agentrt.offline"
+        attrs = [
+            _attr("gen_ai.operation.name", "chat"),
+            _attr("gen_ai.provider.name", provider),
+            _attr("gen_ai.request.model", model),
+            _attr("gen_ai.response.model", model),
+            _attr("gen_ai.usage.input_tokens", int(e.get("input_tokens") or 0)),
+            _attr("gen_ai.usage.output_tokens", int(e.get("output_tokens") or 0)),
+            _attr("gen_ai.response.finish_reasons", [e.get("stop_reason", "end_turn")]),
+        ]
+        add(
+            e.get("node"),
+            e.get("pid"),
+            {
+                "traceId": _hex_id(owner.trace_id, 16),
+                "spanId": hashlib.blake2b(f"{e['span_id']}/{i}".encode(), digest_size=8).hexdigest(),
+                "parentSpanId": _hex_id(owner.span_id, 8),
+                "name": f"chat {model}",
+                "kind": 3,  # SPAN_KIND_CLIENT
+                "startTimeUnixNano": _nanos(start),
+                "endTimeUnixNano": _nanos(end),
+                "attributes": attrs,
+                "status": {"code": 1},
+            },
+        )
+    return {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [
+                        _attr("service.name", "agentrt"),
+                        _attr("service.instance.id", f"{run_id}/{node}"),
+                        _attr("agentrt.run_id", run_id),
+                        _attr("agentrt.node", node),
+                        _attr("process.pid", pid or 0),
+                    ]
+                },
+                "scopeSpans": [{"scope": {"name": "agentrt", "version": "0.1.0"}, "spans": ss}],
+            }
+            for (node, pid), ss in sorted(by_node.items(), key=lambda kv: kv[0][0])
+        ]
+    }
+
+
+# -- one HTML page -----------------------------------------------------------------------
+
+
+def _span_json(s: Span) -> dict[str, Any]:
+    return {
+        "task": s.plan_task,
+        "skill": s.skill,
+        "actor": s.actor,
+        "sender": s.sender,
+        "attempt": s.attempt,
+        "sent": s.sent,
+        "start": s.start,
+        "end": s.end,
+        "state": s.state,
+        "error": s.error,
+        "tokens": [s.input_tokens, s.output_tokens],
+        "message": s.message,
+        "reply": s.reply,
+    }
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>agentrt run __TITLE__</title>
+<style>
+body{font:13px system-ui,sans-serif;margin:16px;color:#222}
+h1{font-size:18px} h2{font-size:15px;margin-top:20px}
+#timeline{position:relative;border-left:1px solid #999}
+.row{position:relative;height:22px;border-bottom:1px solid #eee}
+.label{position:absolute;left:-230px;width:220px;text-align:right;white-space:nowrap;overflow:hidden}
+.bar{position:absolute;top:3px;height:16px;border-radius:3px;cursor:pointer;font-size:11px;color:#fff;padding-left:3px;overflow:hidden;white-space:nowrap}
+.wait{position:absolute;top:9px;height:4px;background:#ccc}
+.ok{background:#2e7d32}.bad{background:#c62828}.old{background:#f9a825}
+.crit .label{font-weight:bold;color:#8e24aa}
+#wrap{margin-left:240px}
+#dag svg{border:1px solid #eee}
+.node{cursor:pointer} .node text{font-size:11px}
+#detail{white-space:pre-wrap;background:#f6f6f6;padding:8px;border:1px solid #ddd;max-height:420px;overflow:auto}
+</style></head><body>
+<h1>agentrt run __TITLE__</h1>
+<div id="summary"></div>
+<h2>Timeline (per worker; grey: waiting, green: ran, orange: earlier attempt or round, red: failed; purple: critical path)</h2>
+<div id="wrap"><div id="timeline"></div></div>
+<h2>Plan (click a task)</h2>
+<div id="dag"></div>
+<h2>Messages of the selected task</h2>
+<div id="detail">Click a bar or a task.</div>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+const D = JSON.parse(document.getElementById('data').textContent);
+const spans = D.spans.filter(s => s.task);
+const t0 = Math.min(...spans.map(s => s.sent)), t1 = Math.max(...spans.map(s => s.end || s.start || s.sent));
+const W = 900, px = t => ((t - t0) / Math.max(t1 - t0, 1e-6)) * W;
+document.getElementById('summary').textContent =
+  `${Object.keys(D.deps).length} plan tasks, ${spans.length} runs, ${(t1 - t0).toFixed(2)} s; critical path: ${D.critical.join(' -> ')}`;
+const byTask = {};
+spans.forEach(s => (byTask[s.task] = byTask[s.task] || []).push(s));
+function show(task) {
+  document.getElementById('detail').textContent =
+    (byTask[task] || []).map(s => `${s.task} attempt ${s.attempt} on ${s.actor}: ${s.state}` + (s.error ? ` (${s.error})` : '') +
+      `\\nrequest:\\n${JSON.stringify(s.message, null, 2)}\\nreply:\\n${JSON.stringify(s.reply, null, 2)}`).join('\\n\\n');
+}
+const tl = document.getElementById('timeline');
+tl.style.width = W + 'px';
+Object.entries(byTask).sort((a, b) => (a[1].at(-1).actor + a[1][0].sent).localeCompare(b[1].at(-1).actor + b[1][0].sent))
+  .forEach(([task, ss]) => {
+    const row = document.createElement('div');
+    row.className = 'row' + (D.critical.includes(task) ? ' crit' : '');
+    const label = document.createElement('div');
+    label.className = 'label';
+    label.textContent = `${task} (${ss.at(-1).actor})`;
+    row.appendChild(label);
+    ss.forEach((s, i) => {
+      const start = s.start || s.sent, end = s.end || t1, q = D.queued[`${task}/${s.attempt}`] || s.sent;
+      const w = document.createElement('div');
+      w.className = 'wait'; w.style.left = px(q) + 'px'; w.style.width = Math.max(0, px(start) - px(q)) + 'px';
+      row.appendChild(w);
+      const b = document.createElement('div');
+      const failed = ['failed', 'rejected', 'canceled'].includes(s.state);
+      b.className = 'bar ' + (failed ? 'bad' : i === ss.length - 1 ? 'ok' : 'old');
+      b.dataset.task = task;
+      b.style.left = px(start) + 'px'; b.style.width = Math.max(2, px(end) - px(start)) + 'px';
+      b.title = `${task}: ${s.state}, ${(end - start).toFixed(3)} s`;
+      b.textContent = task;
+      b.onclick = () => show(task);
+      row.appendChild(b);
+    });
+    tl.appendChild(row);
+  });
+// The plan as layers: each task one column right of its deepest dependency.
+const deps = D.deps, depth = {};
+const level = t => depth[t] !== undefined ? depth[t] : (depth[t] = 1 + Math.max(-1, ...(deps[t] || []).map(level)));
+Object.keys(deps).forEach(level);
+const cols = {};
+Object.keys(deps).forEach(t => (cols[depth[t]] = cols[depth[t]] || []).push(t));
+const pos = {};
+Object.entries(cols).forEach(([d, ts]) => ts.forEach((t, i) => (pos[t] = [40 + d * 150, 30 + i * 36])));
+const H = 60 + 36 * Math.max(...Object.values(cols).map(c => c.length)), SW = 80 + 150 * Object.keys(cols).length;
+let svg = `<svg width="${SW}" height="${H}">`;
+Object.entries(deps).forEach(([t, ds]) => ds.forEach(d => { if (pos[d]) svg +=
+  `<line x1="${pos[d][0]}" y1="${pos[d][1]}" x2="${pos[t][0]}" y2="${pos[t][1]}" stroke="#999"/>`; }));
+Object.entries(pos).forEach(([t, [x, y]]) => { svg +=
+  `<g class="node" data-node="${t}"><circle cx="${x}" cy="${y}" r="7" fill="${D.critical.includes(t) ? '#8e24aa' : '#1565c0'}"/>` +
+  `<text x="${x + 10}" y="${y + 4}">${t}</text></g>`; });
+document.getElementById('dag').innerHTML = svg + '</svg>';
+document.querySelectorAll('.node').forEach(n => (n.onclick = () => show(n.dataset.node)));
+</script></body></html>
+"""
+
+
+def html_page(events: list[dict[str, Any]], title: str) -> str:
+    """One HTML file with everything inline (no network): the timeline, the plan as a graph,
+    and the request and reply of any task, on click."""
+    queued: dict[str, float] = {}
+    for e in events:
+        if e.get("event") == "schedule.dispatch":
+            queued.setdefault(f"{e.get('plan_task')}/{e.get('attempt') or 1}", float(e["ts"]))
+    deps = plan_deps(events) or {t: [] for t in plan_spans(events)}
+    data = {
+        "spans": [_span_json(s) for ss in plan_spans(events).values() for s in ss],
+        "deps": deps,
+        "critical": critical_path(events),
+        "queued": queued,
+    }
+    blob = json.dumps(data).replace("</", "<\\/")  # safe inside <script>
+    return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
