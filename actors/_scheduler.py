@@ -156,6 +156,7 @@ DecisionKind = Literal[
     "serialised",
     "dispatched",
     "retried",
+    "redispatched",
     "fallback",
     "timed-out",
     "rate-limited",
@@ -210,6 +211,7 @@ class _Node:
     phase: TaskPhase = "pending"
     skill: str = ""
     attempt: int = 0
+    lost: int = 0  # attempts lost with their worker's process: they do not count
     on_fallback: bool = False
     worker: str | None = None
     reserved: float = 0.0  # estimated tokens drawn at dispatch
@@ -262,6 +264,7 @@ class Scheduler:
         self.skipped: dict[str, str] = {}
         self.cancelled: dict[str, str] = {}
         self.load: dict[str, int] = dict.fromkeys(self.workers, 0)
+        self.down: set[str] = set()  # workers whose process died
         self.running_by_skill: Counter[str] = Counter()
         self.limiter = RateLimiter(rpm=policy.rpm, tpm=policy.tpm, burst_s=policy.burst_s)
         self.tokens = Budget(policy.token_budget)
@@ -421,6 +424,32 @@ class Scheduler:
             self._wake_at = None
         return out + self._pump(now)
 
+    def worker_lost(self, worker: str, reason: str, now: float = 0.0) -> list[Command]:
+        """`worker` is gone (its process died): nothing more goes to it until `worker_back`,
+        and each task running there is dispatched again, to a live worker, as a new attempt
+        with the same idempotency key; the lost attempt does not count against max_attempts."""
+        if self._finished or worker not in self.workers:
+            return []
+        self.down.add(worker)
+        out: list[Command] = []
+        for tid, node in self.nodes.items():
+            if node.phase == "running" and node.worker == worker:
+                self._release(node, used_tokens=node.reserved, used_cost=None)
+                node.lost += 1
+                self.queued += 1
+                self._make_ready(tid)
+                out.append(
+                    Decision(tid, "redispatched", f"attempt {node.attempt} lost with {worker} ({reason})")
+                )
+        return out + self._pump(now)
+
+    def worker_back(self, worker: str, now: float = 0.0) -> list[Command]:
+        """`worker` is alive again (its node restarted): it may be given work."""
+        if worker not in self.down:
+            return []
+        self.down.discard(worker)
+        return self._pump(now)
+
     def cancel(self, reason: str, now: float = 0.0) -> list[Command]:
         """Cancel the run: everything in flight is cancelled, nothing more is dispatched."""
         if self._finished:
@@ -554,7 +583,7 @@ class Scheduler:
     ) -> list[Command]:
         tid = node.task.id
         max_attempts = node.task.max_attempts or self.policy.max_attempts
-        if retryable and not node.on_fallback and node.attempt < max_attempts:
+        if retryable and not node.on_fallback and node.attempt - node.lost < max_attempts:
             base = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (node.attempt - 1))
             delay = base * (1 - self.policy.jitter * self._rng.random())
             delay = max(delay, retry_after_s or 0.0)
@@ -719,7 +748,9 @@ class Scheduler:
 
     def _pick_worker(self, skill: str) -> tuple[str | None, bool]:
         """(least-loaded worker with room, whether any worker offers the skill at all)."""
-        offering = [w for w, s in self.workers.items() if skill in s]
+        offering = [w for w, s in self.workers.items() if skill in s and w not in self.down]
+        if not offering and any(skill in s for s in self.workers.values()):
+            return None, True  # every worker of the skill is down: wait for a restart
         cap = self.policy.per_worker
         room = [w for w in offering if cap is None or self.load[w] < cap]
         if not room:

@@ -11,7 +11,9 @@ import msgspec
 from agentrt.protocols import (
     AgentRuntimeError,
     CancelTask,
+    Control,
     Critique,
+    Envelope,
     Escalation,
     EscalationAnswer,
     Plan,
@@ -130,6 +132,23 @@ class Coordinator(Actor):
             return req.defer()
         self.ctx.ask(producer, "plan", req.data, then=lambda r: self._on_plan(job, r))
         return req.defer()
+
+    def on_message(self, envelope: Envelope) -> None:
+        """Death watch: a worker's node died (its in-flight tasks go to live workers, with the
+        same idempotency keys) or is back (it may be given work again)."""
+        body = envelope.body
+        if not isinstance(body, Control) or body.op not in ("node-down", "node-up"):
+            return
+        now = time.monotonic()
+        for actor in body.args.get("actors", []):
+            for job in list(self.jobs.values()):
+                if job.scheduler is None or job.finish is not None:
+                    continue
+                if body.op == "node-down":
+                    why = f"node {body.args.get('node')} (pid {body.args.get('pid')}) died"
+                    self._core(job, job.scheduler.worker_lost, actor, why, now)
+                else:
+                    self._core(job, job.scheduler.worker_back, actor, now)
 
     def on_cancel(self, req: Request, reason: str) -> None:
         """Cancelling the run cancels everything in flight and dispatches nothing more."""

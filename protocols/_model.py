@@ -245,7 +245,9 @@ class Heartbeat(Wire, tag="heartbeat", tag_field="kind"):
     in_flight: int = 0
 
 
-ControlOp = Literal["register", "directory", "ready", "stats", "stop", "stopped"]
+ControlOp = Literal[
+    "register", "directory", "ready", "stats", "stop", "stopped", "node-down", "node-up"
+]
 
 
 class Control(Wire, tag="control", tag_field="kind"):

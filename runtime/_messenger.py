@@ -375,8 +375,8 @@ class Messenger:
             and self._resolve((body.id, envelope.attempt), body)
         ):
             return
-        if isinstance(body, Control) and self.on_control is not None:
-            self.on_control(envelope)
+        if isinstance(body, Control) and self.on_control is not None and envelope.recipient not in self.local:
+            self.on_control(envelope)  # for the node (or the supervisor); an actor's goes on
             return
         deliver = self.local.get(envelope.recipient)
         if deliver is None:

@@ -6,7 +6,7 @@ import re
 import runpy
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -31,10 +31,29 @@ class ActorSpec(_SpecStruct, kw_only=True):
 
 
 class NodeSpec(_SpecStruct, kw_only=True):
-    """One OS process and the actors it hosts."""
+    """One OS process and the actors it hosts. `restart` (OTP's child restart types):
+    permanent, restarted whenever it dies; transient, only when it dies abnormally (a
+    non-zero exit or a signal); temporary, never."""
 
     name: str
     actors: list[ActorSpec]
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+
+
+class SupervisionSpec(_SpecStruct, kw_only=True):
+    """How the supervisor restarts nodes that die (OTP's strategies and intensity): restart
+    the one that died, all of them, or it and every node after it in the spec; more than
+    `max_restarts` restarts within `period_s` fail the run instead of restarting forever."""
+
+    strategy: Literal["one-for-one", "one-for-all", "rest-for-one"] = "one-for-one"
+    max_restarts: int = msgspec.field(default=3)
+    period_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise ValueError(f"supervision.max_restarts must be >= 0, got {self.max_restarts}")
+        if self.period_s <= 0:
+            raise ValueError(f"supervision.period_s must be > 0, got {self.period_s}")
 
 
 class RunSpec(_SpecStruct, kw_only=True):
@@ -59,6 +78,7 @@ class Spec(_SpecStruct, kw_only=True):
     run: RunSpec = RunSpec()
     model: ModelConfig = ModelConfig()
     limits: Limits = Limits()
+    supervision: SupervisionSpec = SupervisionSpec()
     nodes: list[NodeSpec]
     base_dir: str = ""  # where the spec lives; custom actor modules are imported from there
 

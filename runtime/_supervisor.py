@@ -40,9 +40,12 @@ class NodeProcess(msgspec.Struct, kw_only=True):
     proc: Any  # subprocess.Popen
     log_path: Path
     endpoint: str
+    spec: Any = None  # its NodeSpec
     registered: bool = False
     ready: bool = False
     pid: int = 0
+    restarting: bool = False  # respawned, not yet registered and ready again
+    handled: bool = False  # its death has been dealt with
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -88,6 +91,9 @@ class Runtime:
         self._controls: queue.Queue[Envelope] = queue.Queue()
         self._stats_waiters: dict[str, Future[dict[str, Any]]] = {}
         self._stopped = False
+        self._failure: RunError | None = None
+        self._started = False
+        self._restarts: list[float] = []  # when nodes were restarted (for the intensity)
         self.started_at = time.time()
         configure(self.writer.write, run_id=self.run_id, node=SUPERVISOR)
         self.log = get_logger(actor=SUPERVISOR)
@@ -120,49 +126,13 @@ class Runtime:
         self.messenger.start()
         self.log.info("run.starting", spec=self.spec.run.name, nodes=len(self.spec.nodes))
         (self.run_dir / "logs").mkdir(exist_ok=True)
-        sys_path = [p for p in [self.spec.base_dir, os.getcwd()] if p]
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
         for node in self.spec.nodes:
-            endpoint = self._ipc(f"node-{node.name}")
-            boot = NodeBoot(
-                run_id=self.run_id,
-                node=node,
-                endpoint=endpoint,
-                supervisor_endpoint=self.messenger.endpoint,
-                trace_endpoint=self._ipc("trace"),
-                limits=self.spec.limits,
-                default_model=self.spec.model,
-                state_path=str(self.run_dir / "state.sqlite"),
-                run_dir=str(self.run_dir),
-                sys_path=sys_path,
-                terminal=self.terminal,
-            )
-            log_path = self.run_dir / "logs" / f"{node.name}.log"
-            with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "agentrt.runtime._node"],
-                    stdin=subprocess.PIPE,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches the supervisor, which stops nodes
-                    env=env,
-                )
-            assert proc.stdin is not None
-            proc.stdin.write(msgspec.json.encode(boot))
-            proc.stdin.close()
-            self.nodes[node.name] = NodeProcess(
-                name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid
-            )
-            self.messenger.routes[f"node:{node.name}"] = endpoint
-            self.log.info("node.spawned", node_name=node.name, node_pid=proc.pid)
+            self._spawn(node)
         deadline = time.time() + self.spec.run.start_timeout_s
         self._await(lambda: all(n.registered for n in self.nodes.values()), deadline, "register")
-        routes = {f"node:{n}": p.endpoint for n, p in self.nodes.items()}
-        routes.update({c.name: c.url or "" for c in self.messenger.cards.values()})
-        routes[SUPERVISOR] = self.messenger.endpoint
+        routes = self._routes()
         self.messenger.routes.update(routes)
-        cards = [msgspec.to_builtins(c) for c in self.messenger.cards.values()]
+        cards = self._cards()
         for name in self.nodes:
             self._control(f"node:{name}", "directory", routes=routes, cards=cards)
         self._await(lambda: all(n.ready for n in self.nodes.values()), deadline, "ready")
@@ -179,7 +149,46 @@ class Runtime:
             )
         )
         self.log.info("run.started", nodes={n: p.pid for n, p in self.nodes.items()})
+        self._started = True
         return self
+
+    def _spawn(self, node: Any) -> NodeProcess:
+        """Start one node's process (again, on a restart: same endpoint, new pid)."""
+        endpoint = self._ipc(f"node-{node.name}")
+        boot = NodeBoot(
+            run_id=self.run_id,
+            node=node,
+            endpoint=endpoint,
+            supervisor_endpoint=self.messenger.endpoint,
+            trace_endpoint=self._ipc("trace"),
+            limits=self.spec.limits,
+            default_model=self.spec.model,
+            state_path=str(self.run_dir / "state.sqlite"),
+            run_dir=str(self.run_dir),
+            sys_path=[p for p in [self.spec.base_dir, os.getcwd()] if p],
+            terminal=self.terminal,
+        )
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log_path = self.run_dir / "logs" / f"{node.name}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agentrt.runtime._node"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops nodes
+                env=env,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(msgspec.json.encode(boot))
+        proc.stdin.close()
+        entry = NodeProcess(
+            name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid, spec=node
+        )
+        self.nodes[node.name] = entry
+        self.messenger.routes[f"node:{node.name}"] = endpoint
+        self.log.info("node.spawned", node_name=node.name, node_pid=proc.pid)
+        return entry
 
     def _await(self, done: Callable[[], bool], deadline: float, what: str) -> None:
         while not done():
@@ -216,8 +225,14 @@ class Runtime:
                 c = card_from_dict(card)
                 self.messenger.cards[c.name] = c
             node.registered = True
+            if node.restarting:  # it rejoins the run: the same directory as everyone's
+                self._control(f"node:{node.name}", "directory", routes=self._routes(), cards=self._cards())
         elif body.op == "ready":
             node.ready = True
+            if node.restarting:
+                node.restarting = False
+                self.log.info("node.restarted", node_name=node.name, node_pid=node.pid)
+                self._tell_actors("node-up", node)
 
     def _on_control(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -236,16 +251,85 @@ class Runtime:
             )  # type: ignore[arg-type]
         )
 
+    def _routes(self) -> dict[str, str]:
+        routes = {f"node:{n}": p.endpoint for n, p in self.nodes.items()}
+        routes.update({c.name: c.url or "" for c in self.messenger.cards.values()})
+        routes[SUPERVISOR] = self.messenger.endpoint
+        return routes
+
+    def _cards(self) -> list[Any]:
+        return [msgspec.to_builtins(c) for c in self.messenger.cards.values()]
+
+    def _tell_actors(self, op: str, node: NodeProcess) -> None:
+        """Death watch: every actor on the other live nodes hears of `node` going or coming."""
+        gone = [a.name for a in node.spec.actors]
+        for other in self.nodes.values():
+            if other is node or other.proc.poll() is not None or not other.ready:
+                continue
+            for actor in other.spec.actors:
+                with contextlib.suppress(Exception):
+                    self._control(actor.name, op, node=node.name, actors=gone, pid=node.pid)
+
     def _check_nodes(self) -> None:
+        """Deal with nodes that died: restart them under the supervision strategy, or, past
+        the restart intensity (or for the node running the job, which cannot resume yet),
+        fail the run with the reason."""
         if self._stopped:
             return
-        for node in self.nodes.values():
+        if self._failure is not None:
+            raise self._failure
+        for node in list(self.nodes.values()):
             code = node.proc.poll()
-            if code is not None:
-                raise RunError(
-                    f"node '{node.name}' (pid {node.pid}) exited with code {code}; "
-                    f"last lines of {node.log_path}:\n{node.tail()}"
-                )
+            if code is None or node.handled:
+                continue
+            node.handled = True
+            self._on_death(node, code)
+
+    def _on_death(self, node: NodeProcess, code: int) -> None:
+        sup = self.spec.supervision
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        self.log.warning("node.died", node_name=node.name, node_pid=node.pid, code=code)
+        self._tell_actors("node-down", node)
+        tail = f"last lines of {node.log_path}:\n{node.tail()}"
+        if self.spec.run.entry in {a.name for a in node.spec.actors}:
+            self._failure = RunError(
+                f"node '{node.name}' (pid {node.pid}) {how}; it runs the job's entry actor "
+                f"'{self.spec.run.entry}', whose work cannot be resumed yet; {tail}"
+            )
+            raise self._failure
+        restart = node.spec.restart
+        if restart == "temporary" or (restart == "transient" and code == 0):
+            self.log.info("node.not-restarted", node_name=node.name, restart=restart)
+            return
+        now = time.time()
+        self._restarts = [t for t in self._restarts if now - t < sup.period_s]
+        if len(self._restarts) >= sup.max_restarts:
+            self._failure = RunError(
+                f"node '{node.name}' (pid {node.pid}) {how}; {len(self._restarts)} restarts in the "
+                f"last {sup.period_s:g}s already (supervision.max_restarts = {sup.max_restarts}): "
+                f"giving up instead of restarting again; {tail}"
+            )
+            self.log.error("supervisor.gave-up", node_name=node.name, restarts=len(self._restarts))
+            raise self._failure
+        self._restarts.append(now)
+        order = [n.name for n in self.spec.nodes]
+        if sup.strategy == "one-for-one":
+            again = [node.name]
+        elif sup.strategy == "one-for-all":
+            again = order
+        else:  # rest-for-one: it and every node started after it
+            again = order[order.index(node.name) :]
+        for name in again:
+            old = self.nodes[name]
+            if old is not node and old.proc.poll() is None:
+                old.handled = True  # stopped on purpose, not a death to deal with
+                old.proc.kill()
+                old.proc.wait(5)
+                self._tell_actors("node-down", old)
+            fresh = self._spawn(old.spec)
+            # Once the run is up, a restarted node rejoins on its own; before, with the rest.
+            fresh.restarting = self._started
+        self.log.info("node.restarting", node_name=node.name, strategy=sup.strategy, nodes=again)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every node in order (ask, then SIGTERM, then SIGKILL) and remove the sockets."""
@@ -341,11 +425,19 @@ class Runtime:
         return self.wait(future)
 
     def wait(self, future: Future[Any], timeout_s: float | None = None) -> Any:
+        """Wait for `future`, supervising meanwhile: a node that dies is seen within 0.1 s
+        (the OS reports the exit of a child; no heartbeat needed on one host) and restarted,
+        and the other actors are told."""
         deadline = None if timeout_s is None else time.time() + timeout_s
         while True:
             self._check_nodes()
+            while True:
+                try:
+                    self._apply_control(self._controls.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                return future.result(timeout=0.2)
+                return future.result(timeout=0.1)
             except TimeoutError:
                 if deadline is not None and time.time() > deadline:
                     raise

@@ -162,3 +162,42 @@ class Leaky(Actor):
         key = os.environ["ANTHROPIC_API_KEY"]
         self.ctx.event("leak.attempt", api_key=key, headers={"Authorization": f"Bearer {key}"}, note=f"key is {key}")
         return {"text": f"the key is {key}", "headers": {"x-api-key": key}}
+
+
+class Effect(Actor):
+    """A task with a side effect that must happen once: it records its idempotency key with
+    O_EXCL (a second run of the same key finds it and does not repeat the effect), counts
+    every run in `runs.log`, and returns n squared."""
+
+    @skill(
+        input={"type": "object", "required": ["dir", "n"], "properties": {"s": {"type": "number"}}},
+        read_only=True,
+    )
+    def effect(self, req: Request) -> dict[str, Any]:
+        import os
+
+        d = Path(req.data["dir"])
+        time.sleep(float(req.data.get("s", 0.02)))
+        with open(d / "runs.log", "a") as f:
+            f.write(f"{req.data['n']} {self.ctx.name} {os.getpid()}\n")
+        key = (req.envelope.idempotency_key or req.task_id).replace("/", "_")
+        try:
+            fd = os.open(d / f"effect-{key}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, f"{req.data['n']}\n".encode())
+            os.close(fd)
+        except FileExistsError:
+            pass  # done before, by an earlier attempt: the effect stays single
+        return {"n": req.data["n"], "value": req.data["n"] ** 2}
+
+
+class CrashOnStart(Actor):
+    """A node that dies while starting, every time."""
+
+    def on_start(self) -> None:
+        import os
+
+        os._exit(3)
+
+    @skill(input={"type": "object"})
+    def noop(self, req: Request) -> dict[str, Any]:
+        return {}

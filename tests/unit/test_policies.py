@@ -279,3 +279,34 @@ def test_token_bucket_and_budget_arithmetic() -> None:
     assert not budget.fits(50) and budget.fits(40)
     budget.settle(60, 20)
     assert budget.fits(80) and not budget.exhausted
+
+
+def test_a_lost_worker_has_its_tasks_redispatched_to_a_live_one_without_using_an_attempt() -> None:
+    from agentrt.actors._scheduler import Decision, Dispatch, Policy, Scheduler
+    from agentrt.protocols import Plan, PlanTask
+
+    plan = Plan(goal="g", tasks=[PlanTask(id=f"t{i}", skill="s") for i in range(4)])
+    s = Scheduler(plan, {"w1": ["s"], "w2": ["s"]}, policy=Policy(max_attempts=1, max_in_flight=4))
+    first = [c for c in s.start(0.0) if isinstance(c, Dispatch)]
+    on_w1 = sorted(c.task_id for c in first if c.worker == "w1")
+    assert len(first) == 4 and on_w1
+    out = s.worker_lost("w1", "process died", 1.0)
+    again = [c for c in out if isinstance(c, Dispatch)]
+    assert sorted(c.task_id for c in again) == on_w1
+    assert all(c.worker == "w2" and c.attempt == 2 for c in again)
+    assert all(c.idempotency_key == next(f.idempotency_key for f in first if f.task_id == c.task_id) for c in again)
+    assert {c.task_id for c in out if isinstance(c, Decision) and c.decision == "redispatched"} == set(on_w1)
+    # max_attempts=1 counts only attempts that were not lost: a real failure now fails it.
+    tid = on_w1[0]
+    failed = s.task_failed(tid, "boom", attempt=2, now=2.0)
+    assert any(isinstance(c, Decision) and c.decision == "failed" for c in failed)
+    # New work goes to w1 again only once it is back.
+    s.submit([PlanTask(id="late", skill="s")], now=2.5)
+    assert s.phase("late") == "running"
+    assert s.nodes["late"].worker == "w2"
+    s.worker_back("w1", 3.0)
+    for c in list(s.nodes.values()):
+        if c.phase == "running" and c.worker == "w2" and c.task.id != "late":
+            s.task_succeeded(c.task.id, "ok", attempt=c.attempt, now=3.2)
+    s.submit([PlanTask(id="later", skill="s")], now=3.5)
+    assert s.nodes["later"].worker == "w1"  # the least loaded, now that it is back

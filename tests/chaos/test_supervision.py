@@ -1,0 +1,99 @@
+"""Chaos with real processes: kill -9 a worker node mid-run, and a node that crashes on every
+start. The supervisor restarts what dies, the coordinator re-dispatches what was lost, and
+every side effect happens exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentrt.runtime import RunError, Runtime, read_trace
+
+from ..integration.conftest import make_spec
+
+pytestmark = pytest.mark.integration
+
+N = 300
+
+
+def fan_out_spec(**supervision: Any) -> Any:
+    return make_spec(
+        {
+            "coord": [
+                {
+                    "name": "coordinator",
+                    "class": "agentrt.actors:Coordinator",
+                    "config": {"max_in_flight": 12, "max_attempts": 3, "backoff_s": 0.05, "gate": False},
+                }
+            ],
+            **{f"w{i}": [{"name": f"worker-{i}", "class": "custom_actors:Effect"}] for i in (1, 2, 3)},
+        },
+        run={"entry": "coordinator", "skill": "run"},
+        supervision=supervision or {"max_restarts": 3, "period_s": 30},
+    )
+
+
+def plan(d: Path) -> dict[str, Any]:
+    tasks = [{"id": f"e{i}", "skill": "effect", "args": {"dir": str(d), "n": i}} for i in range(N)]
+    return {"goal": "g", "plan": {"goal": "g", "tasks": tasks}}
+
+
+def effects(d: Path) -> int:
+    return len(list(d.glob("effect-*")))
+
+
+def values(out: dict[str, Any]) -> dict[str, int]:
+    return {k: v["value"] for k, v in out["results"].items()}
+
+
+def test_kill_9_of_a_worker_node_mid_fan_out_loses_nothing_and_repeats_no_effect(tmp_path: Path) -> None:
+    clean, chaos = tmp_path / "clean", tmp_path / "chaos"
+    clean.mkdir()
+    chaos.mkdir()
+    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+        baseline = rt.ask("coordinator", "run", plan(clean), timeout_s=300).unwrap()
+    assert effects(clean) == N
+    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+        future = rt.ask_async("coordinator", "run", plan(chaos), timeout_s=300)
+        while effects(chaos) < N // 3:
+            time.sleep(0.01)
+        victim = rt.nodes["w2"].pid
+        os.kill(victim, signal.SIGKILL)
+        out = rt.wait(future).unwrap()
+        assert rt.nodes["w2"].pid != victim  # restarted
+        trace = rt.trace_path
+    assert out["state"] == "completed"
+    assert values(out) == values(baseline)  # the same result as without the fault
+    assert effects(chaos) == N  # every effect exactly once
+    runs = (chaos / "runs.log").read_text().splitlines()
+    assert len(runs) >= N
+    events = list(read_trace(trace))
+    died = [e for e in events if e["event"] == "node.died"]
+    assert [e["node_pid"] for e in died] == [victim]
+    assert any(e["event"] == "node.restarting" and e["nodes"] == ["w2"] for e in events)  # one-for-one
+    redispatched = [e for e in events if e["event"] == "schedule.decision" and e["decision"] == "redispatched"]
+    assert redispatched and all("worker-2" in e["reason"] for e in redispatched)
+
+
+def test_a_node_that_crashes_on_every_start_is_given_up_on_with_a_clear_reason(tmp_path: Path) -> None:
+    spec = make_spec(
+        {
+            "ok": [{"name": "fine", "class": "custom_actors:Effect"}],
+            "bad": [{"name": "bad", "class": "custom_actors:CrashOnStart"}],
+        },
+        run={"entry": "fine", "skill": "effect"},
+        supervision={"max_restarts": 2, "period_s": 60},
+    )
+    rt = Runtime(spec, runs_dir=tmp_path)
+    with pytest.raises(RunError) as info, rt:
+        pass
+    msg = str(info.value)
+    assert "node 'bad'" in msg and "exited with code 3" in msg
+    assert "2 restarts in the last 60s already (supervision.max_restarts = 2): giving up" in msg
+    spawned = [e for e in read_trace(rt.trace_path) if e["event"] == "node.spawned" and e["node_name"] == "bad"]
+    assert len(spawned) == 3  # the first start and two restarts: no storm
