@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,9 @@ class Store:
         blob = msgspec.json.encode(value)
         with self._lock:
             db = self._db()
+            # BEGIN IMMEDIATE takes the write lock before the version is read, so the check
+            # and the write are one step for every process sharing the file.
+            db.execute("BEGIN IMMEDIATE")
             with db:
                 row = db.execute(
                     "SELECT version FROM state WHERE namespace=? AND key=?", (namespace, key)
@@ -118,6 +124,20 @@ class Namespace:
 
     def put(self, key: str, value: Any, *, expect_version: int | None = None) -> int:
         return self._store.put(self.owner, self.owner, key, value, expect_version=expect_version)
+
+    def update(self, key: str, change: Callable[[Any], Any], *, default: Any = None, attempts: int = 100) -> Any:
+        """Optimistic read-modify-write: `change(current)` gives the new value, written only if
+        nobody wrote `key` meanwhile; on a conflict, wait a little (random, growing), read
+        again and retry, up to `attempts` times. Returns the value written."""
+        for i in range(attempts):
+            value, version = self._store.get(self.owner, key)
+            new = change(default if version == 0 else value)
+            try:
+                self._store.put(self.owner, self.owner, key, new, expect_version=version)
+                return new
+            except ConflictError:
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**i)))
+        raise ConflictError(f"'{self.owner}/{key}' kept changing: {attempts} attempts conflicted")
 
     def write(self, namespace: str, key: str, value: Any) -> int:
         """Write into `namespace`; raises OwnershipError unless it is this actor's own."""

@@ -38,3 +38,34 @@ def test_compare_and_set(tmp_path: Path) -> None:
     with pytest.raises(ConflictError, match="at version 2, not 1"):
         ns.put("k", 3, expect_version=1)
     assert ns.get("k") == 2
+
+
+def test_update_retries_on_conflict_so_no_increment_is_lost(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "state.sqlite"
+    # Separate Store objects, as separate processes would have: only SQLite arbitrates.
+    counters = [Namespace(Store(path), "counter") for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def bump(ns: Namespace) -> None:
+        try:
+            for _ in range(50):
+                ns.update("n", lambda v: v + 1, default=0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(ns,)) for ns in counters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and counters[0].get("n") == 200
+    with pytest.raises(ConflictError, match="kept changing: 1 attempts conflicted"):
+        ns = counters[0]
+
+        def meddle(v: int) -> int:
+            counters[1].put("n", v + 100)  # someone else writes between our read and write
+            return v + 1
+
+        ns.update("n", meddle, attempts=1)
