@@ -212,6 +212,7 @@ class _Node:
     skill: str = ""
     attempt: int = 0
     lost: int = 0  # attempts lost with their worker's process: they do not count
+    prefer: str | None = None  # the worker to give it to if it has room (its key cache)
     on_fallback: bool = False
     worker: str | None = None
     reserved: float = 0.0  # estimated tokens drawn at dispatch
@@ -312,6 +313,47 @@ class Scheduler:
             if node.remaining == 0:
                 self._make_ready(tid)
             else:
+                out.append(Decision(tid, "waiting", "waiting on " + ", ".join(sorted(node.deps))))
+        return out + self._pump(now)
+
+    def resume(
+        self,
+        done: Mapping[str, Any],
+        now: float = 0.0,
+        *,
+        failed: Mapping[str, str] | None = None,
+        prefer: Mapping[str, str] | None = None,
+    ) -> list[Command]:
+        """Start a schedule whose tasks in `done` (id -> result, from a journal) completed in
+        an earlier life of the run: they are not run again, and their dependents see their
+        results. Tasks in `failed` (id -> reason) are failed without running. A task in
+        `prefer` (id -> worker; where it was running) goes back to that worker if it can, so
+        the worker's idempotency cache answers instead of running it again. Everything else
+        runs as after `start`."""
+        failed = dict(failed or {})
+        for tid, worker in (prefer or {}).items():
+            if tid in self.nodes:
+                self.nodes[tid].prefer = worker
+        unknown = sorted((set(done) | set(failed)) - set(self.nodes))
+        if unknown:
+            raise PlanError(f"the journal has results for tasks not in the plan: {', '.join(unknown)}")
+        self._started = True
+        out: list[Command] = []
+        for tid in sorted(done, key=lambda t: self.nodes[t].order):
+            node = self.nodes[tid]
+            node.phase = "completed"
+            self.queued -= 1
+            self.results[tid] = done[tid]
+            out.append(Decision(tid, "completed", "completed before the restart (from the journal)"))
+            self._ended(node, out)
+            self._satisfy(node.dependents, out)
+        for tid, reason in failed.items():
+            if self.nodes[tid].phase in ("pending", "ready"):
+                out.extend(self._fail(tid, reason))
+        for tid, node in self.nodes.items():
+            if node.phase == "pending" and node.remaining == 0:
+                self._make_ready(tid)
+            elif node.phase == "pending":
                 out.append(Decision(tid, "waiting", "waiting on " + ", ".join(sorted(node.deps))))
         return out + self._pump(now)
 
@@ -746,8 +788,9 @@ class Scheduler:
                 return "serialised", f"serialised behind '{head}' on resource '{task.resource}'"
         return None
 
-    def _pick_worker(self, skill: str) -> tuple[str | None, bool]:
-        """(least-loaded worker with room, whether any worker offers the skill at all)."""
+    def _pick_worker(self, skill: str, prefer: str | None = None) -> tuple[str | None, bool]:
+        """(the preferred worker if it has room, else the least-loaded one with room; whether
+        any worker offers the skill at all)."""
         offering = [w for w, s in self.workers.items() if skill in s and w not in self.down]
         if not offering and any(skill in s for s in self.workers.values()):
             return None, True  # every worker of the skill is down: wait for a restart
@@ -755,6 +798,8 @@ class Scheduler:
         room = [w for w in offering if cap is None or self.load[w] < cap]
         if not room:
             return None, bool(offering)
+        if prefer in room:
+            return prefer, True
         return min(room, key=lambda w: (self.load[w], w)), True
 
     def _pump(self, now: float) -> list[Command]:
@@ -774,7 +819,7 @@ class Scheduler:
                 self._hold(node, blocker[0], blocker[1], out)
                 deferred.append(entry)
                 continue
-            worker, offered = self._pick_worker(node.skill)
+            worker, offered = self._pick_worker(node.skill, node.prefer)
             if not offered:
                 out.extend(self._fail(tid, f"no worker offers skill '{node.skill}'"))
                 continue

@@ -10,6 +10,7 @@ import msgspec
 
 from agentrt.protocols import (
     AgentRuntimeError,
+    AgentSkill,
     CancelTask,
     Control,
     Critique,
@@ -38,7 +39,8 @@ from ._scheduler import (
 )
 
 # Config keys that are the coordinator's own; every other key is a scheduling Policy field.
-_OWN_KEYS = frozenset({"producer", "critic", "judge", "human", "loops", "gate"})
+_OWN_KEYS = frozenset({"producer", "critic", "judge", "human", "loops", "gate", "journal"})
+_READ_ONLY = AgentSkill(id="?", name="?", read_only=True)
 # Decisions that end a task without a reply of its own (or after its last one).
 _TERMINAL = frozenset({"skipped", "cancelled", "failed"})
 
@@ -60,6 +62,7 @@ class _Job:
     req: Request
     goal: str
     started: float
+    key: str = ""  # the job's journal key: its idempotency key, stable across restarts
     plan: Plan | None = None
     scheduler: Scheduler | None = None
     governor: Governor | None = None
@@ -121,8 +124,18 @@ class Coordinator(Actor):
     @skill(input=load("skills/run.input"), output=load("skills/run.output"))
     def run(self, req: Request) -> Any:
         """Run one job: plan the goal, schedule the plan, critique and judge the result."""
-        job = _Job(req=req, goal=req.data["goal"], started=time.time())
+        job = _Job(
+            req=req,
+            goal=req.data["goal"],
+            started=time.time(),
+            key=req.envelope.idempotency_key or req.task_id,
+        )
         self.jobs[req.task_id] = job
+        journal = self._journal_of(job)
+        if journal is not None:  # this job ran before, in an earlier life of this node
+            self.ctx.event("journal.resume", job=job.key, done=len(journal[1]), in_doubt=len(journal[2]))
+            self._start_plan(job, journal[0], done=journal[1], in_doubt=journal[2], prefer=journal[3])
+            return req.defer()
         if "plan" in req.data:
             self._start_plan(job, req.data["plan"])
             return req.defer()
@@ -168,7 +181,61 @@ class Coordinator(Actor):
             return
         self._start_plan(job, result.data)
 
-    def _start_plan(self, job: _Job, data: Any) -> None:
+    # -- the journal ---------------------------------------------------------------------
+    #
+    # Every task transition goes to this actor's namespace in the run's SQLite store, keyed
+    # by the job's idempotency key: the plan once, then per task "running" (dispatched, with
+    # whether it is stateful) and "completed" (with its result). A job asked again with the
+    # same key (the supervisor re-asks after restarting this node; `agentrt run --resume`)
+    # resumes: completed tasks are not run again; read-only ones that were running are
+    # dispatched again with the same idempotency key; stateful ones that were running are in
+    # doubt (their effect may or may not have happened) and are not re-run blindly.
+
+    def _journaling(self) -> bool:
+        return bool(self.config.get("journal", True))
+
+    def _journal(self, job: _Job, suffix: str, value: Any) -> None:
+        if self._journaling():
+            self.ctx.state.put(f"journal/{job.key}/{suffix}", value)
+
+    def _journal_of(
+        self, job: _Job
+    ) -> tuple[Any, dict[str, Any], dict[str, str], dict[str, str]] | None:
+        if not self._journaling():
+            return None
+        plan = self.ctx.state.get(f"journal/{job.key}/plan")
+        if plan is None:
+            return None
+        prefix = f"journal/{job.key}/task/"
+        done: dict[str, Any] = {}
+        in_doubt: dict[str, str] = {}
+        running: dict[str, str] = {}  # read-only ones: back to the same worker
+        keys = self.ctx.state.keys()
+        for key in keys:
+            if not key.startswith(prefix):
+                continue
+            entry = self.ctx.state.get(key)
+            tid = key[len(prefix) :]
+            if entry.get("state") == "completed":
+                done[tid] = entry.get("result")
+            elif entry.get("state") == "running" and not entry.get("stateful"):
+                running[tid] = entry.get("worker", "")
+            elif entry.get("state") == "running":
+                in_doubt[tid] = (
+                    f"in doubt: attempt {entry.get('attempt')} on {entry.get('worker')} was running "
+                    "when the coordinator stopped; its effect may or may not have happened, so it "
+                    "is not run again blindly"
+                )
+        return plan, done, in_doubt, running
+
+    def _start_plan(
+        self,
+        job: _Job,
+        data: Any,
+        done: dict[str, Any] | None = None,
+        in_doubt: dict[str, str] | None = None,
+        prefer: dict[str, str] | None = None,
+    ) -> None:
         try:
             plan = msgspec.convert(data, Plan)
             wanted = {t.skill for t in plan.tasks} | {t.fallback for t in plan.tasks if t.fallback}
@@ -193,13 +260,24 @@ class Coordinator(Actor):
             usd_per_mtok=self.policy.usd_per_mtok,
         )
         job.loop = job.governor.open("judge")
+        if done is None:
+            self._journal(job, "plan", msgspec.to_builtins(plan))
         self.ctx.event(
             "plan.accepted",
             tasks=len(plan.tasks),
             final=plan.final_task(),
             deps=dependency_graph(plan),  # tasks and groups: what the trace views draw
         )
-        self._core(job, job.scheduler.start, now=time.monotonic())
+        if done is None:
+            self._core(job, job.scheduler.start, now=time.monotonic())
+            return
+        # In-doubt tasks must not be dispatched: they count as failed (their dependents are
+        # skipped), and the reason says why.
+        for tid, why in (in_doubt or {}).items():
+            self.ctx.event("journal.in-doubt", plan_task=tid, reason=why)
+        self._core(
+            job, job.scheduler.resume, done, time.monotonic(), failed=in_doubt or {}, prefer=prefer or {}
+        )
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -239,6 +317,10 @@ class Coordinator(Actor):
                     decision=cmd.decision,
                     reason=cmd.reason,
                 )
+                if cmd.decision == "completed" and cmd.task_id in job.scheduler.results:  # type: ignore[union-attr]
+                    self._journal(
+                        job, f"task/{cmd.task_id}", {"state": "completed", "result": job.scheduler.results[cmd.task_id]}  # type: ignore[union-attr]
+                    )
                 if cmd.decision in _TERMINAL and cmd.task_id in job.scheduler.nodes:  # type: ignore[union-attr]
                     # The task's record says how it ended, keeping what its last reply told.
                     record = job.tasks.setdefault(
@@ -269,6 +351,9 @@ class Coordinator(Actor):
         job.args[task_id] = args
         if task_id == job.plan.final_task():
             job.final_worker = worker
+        if job.finish is None and job.scheduler is not None:
+            stateful = not (self.ctx.card(worker).skill(skill_id) or _READ_ONLY).read_only
+            self._journal(job, f"task/{task_id}", {"state": "running", "attempt": attempt, "worker": worker, "stateful": stateful})
         self.ctx.event(
             "schedule.dispatch", plan_task=task_id, skill=skill_id, worker=worker, attempt=attempt
         )
@@ -279,8 +364,7 @@ class Coordinator(Actor):
             args,
             task_id=f"{job.req.task_id}/{task_id}",
             attempt=attempt,
-            idempotency_key=f"{job.req.task_id}/{task_id}"
-            + (f"@round{round_}" if round_ > 1 else ""),
+            idempotency_key=f"{job.key}/{task_id}" + (f"@round{round_}" if round_ > 1 else ""),
             then=lambda r: self._on_task(job, task_id, worker, attempt, r),
         )
 

@@ -178,6 +178,9 @@ def print_summary(s: RunSummary) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    if args.resume and not (Path(args.runs_dir) / args.resume / "state.sqlite").is_file():
+        print(f"agentrt: no run '{args.resume}' to resume in {args.runs_dir}", file=sys.stderr)
+        return 2
     kind = args.model
     if kind == "auto":
         # Claude when a key is set, else the spec's own models (offline in every demo).
@@ -201,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run(
             spec,
             goal=args.goal,
-            run_id=args.run_id,
+            run_id=args.resume or args.run_id,
             runs_dir=args.runs_dir,
             on_event=board if board is not None else (lambda event: _progress(event, quiet=args.quiet)),
             on_started=started,
@@ -350,6 +353,11 @@ def parser() -> argparse.ArgumentParser:
         "--runs-dir", default=runs_default, help="where runs/<id>/ go (default: %(default)s)"
     )
     r.add_argument("--quiet", action="store_true", help="no per-task progress lines")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="carry on a run that stopped: tasks it completed are not run again",
+    )
     r.add_argument(
         "--model",
         choices=["auto", "offline", "anthropic"],

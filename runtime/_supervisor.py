@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ class NodeProcess(msgspec.Struct, kw_only=True):
         return "\n".join(text[-lines:]) or "(empty log)"
 
 
+@dataclass(eq=False)
+class _PendingAsk:
+    future: Future[Any]
+    actor: str
+    skill: str
+    data: dict[str, Any] | None
+    text: str | None
+    timeout_s: float | None
+    key: str
+    task_id: str
+    attempt: int = 1
+
+
 class Runtime:
     """A running set of nodes for one run. Use as a context manager; `stop()` always cleans up:
     nodes stopped (then terminated, then killed), sockets and their folder removed."""
@@ -94,6 +108,7 @@ class Runtime:
         self._failure: RunError | None = None
         self._started = False
         self._restarts: list[float] = []  # when nodes were restarted (for the intensity)
+        self._asks: list[_PendingAsk] = []  # our asks still waiting for a reply
         self.started_at = time.time()
         configure(self.writer.write, run_id=self.run_id, node=SUPERVISOR)
         self.log = get_logger(actor=SUPERVISOR)
@@ -233,6 +248,7 @@ class Runtime:
                 node.restarting = False
                 self.log.info("node.restarted", node_name=node.name, node_pid=node.pid)
                 self._tell_actors("node-up", node)
+                self._ask_again(node)
 
     def _on_control(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -259,6 +275,32 @@ class Runtime:
 
     def _cards(self) -> list[Any]:
         return [msgspec.to_builtins(c) for c in self.messenger.cards.values()]
+
+    def _ask_again(self, node: NodeProcess) -> None:
+        """Asks of ours that were waiting on an actor of a node that died go to its restarted
+        actor again, with the same idempotency key (a journaling actor resumes the work)."""
+        here = {a.name for a in node.spec.actors}
+        for pending in list(self._asks):
+            if pending.actor not in here or pending.future.done():
+                continue
+            self.log.info("ask.again", actor=pending.actor, skill=pending.skill, idempotency_key=pending.key)
+            again = self.messenger.ask(
+                sender=SUPERVISOR,
+                task_id=pending.task_id,
+                recipient=pending.actor,
+                skill=pending.skill,
+                data=pending.data,
+                text=pending.text,
+                timeout_s=pending.timeout_s,
+                validate_input=False,
+                idempotency_key=pending.key,
+                attempt=pending.attempt + 1,
+            )
+            pending.attempt += 1
+            original = pending.future
+            again.add_done_callback(
+                lambda f, original=original: None if original.done() else original.set_result(f.result())
+            )
 
     def _tell_actors(self, op: str, node: NodeProcess) -> None:
         """Death watch: every actor on the other live nodes hears of `node` going or coming."""
@@ -291,15 +333,16 @@ class Runtime:
         self.log.warning("node.died", node_name=node.name, node_pid=node.pid, code=code)
         self._tell_actors("node-down", node)
         tail = f"last lines of {node.log_path}:\n{node.tail()}"
-        if self.spec.run.entry in {a.name for a in node.spec.actors}:
-            self._failure = RunError(
-                f"node '{node.name}' (pid {node.pid}) {how}; it runs the job's entry actor "
-                f"'{self.spec.run.entry}', whose work cannot be resumed yet; {tail}"
-            )
-            raise self._failure
         restart = node.spec.restart
         if restart == "temporary" or (restart == "transient" and code == 0):
             self.log.info("node.not-restarted", node_name=node.name, restart=restart)
+            waiting = sorted({a.actor for a in self._asks if a.actor in {x.name for x in node.spec.actors}})
+            if waiting:
+                self._failure = RunError(
+                    f"node '{node.name}' (pid {node.pid}) {how}; it is not restarted (restart = "
+                    f"{restart}) and runs '{', '.join(waiting)}', which the run is waiting on; {tail}"
+                )
+                raise self._failure
             return
         now = time.time()
         self._restarts = [t for t in self._restarts if now - t < sup.period_s]
@@ -376,9 +419,12 @@ class Runtime:
         task_id: str | None = None,
     ) -> Future[TaskResult]:
         """Ask an actor of the run to run a skill; the future resolves with its reply.
-        Asks with the same `idempotency_key` run the skill once and share its result;
-        `task_id` names the task, so that `cancel` can reach it."""
-        return self.messenger.ask(
+        Asks with the same `idempotency_key` run the skill once and share its result (one is
+        made up when none is given); `task_id` names the task, so that `cancel` can reach it.
+        If the actor's node dies and is restarted meanwhile, the ask is sent again."""
+        key = idempotency_key or f"ask-{new_id()}"
+        task_id = task_id or new_id()
+        future = self.messenger.ask(
             sender=SUPERVISOR,
             task_id=task_id,
             recipient=actor,
@@ -387,8 +433,12 @@ class Runtime:
             text=text,
             timeout_s=timeout_s,
             validate_input=validate,
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
         )
+        pending = _PendingAsk(future, actor, skill, data, text, timeout_s, key, task_id)
+        self._asks.append(pending)
+        future.add_done_callback(lambda _f: self._asks.remove(pending) if pending in self._asks else None)
+        return future
 
     def cancel(self, actor: str, task_id: str, reason: str = "cancelled by the user") -> None:
         """Ask `actor` to cancel its running task `task_id` (the reply still arrives)."""
@@ -529,8 +579,14 @@ def run(
         if on_started is not None:
             on_started(rt)
         t0 = time.time()
+        # The job's key is the run's: `--resume` asks again with it, and a journaling entry
+        # actor (the coordinator) carries on where the run stopped.
         result = rt.ask(
-            spec.run.entry, spec.run.skill, spec.run.job_input(goal), timeout_s=spec.run.timeout_s
+            spec.run.entry,
+            spec.run.skill,
+            spec.run.job_input(goal),
+            timeout_s=spec.run.timeout_s,
+            idempotency_key=f"run-{rt.run_id}",
         )
         wall = time.time() - t0
         state, error = result.state, result.error

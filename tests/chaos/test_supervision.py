@@ -97,3 +97,61 @@ def test_a_node_that_crashes_on_every_start_is_given_up_on_with_a_clear_reason(t
     assert "2 restarts in the last 60s already (supervision.max_restarts = 2): giving up" in msg
     spawned = [e for e in read_trace(rt.trace_path) if e["event"] == "node.spawned" and e["node_name"] == "bad"]
     assert len(spawned) == 3  # the first start and two restarts: no storm
+
+
+def test_kill_9_of_the_coordinator_node_resumes_from_its_journal(tmp_path: Path) -> None:
+    clean, chaos = tmp_path / "clean", tmp_path / "chaos"
+    clean.mkdir()
+    chaos.mkdir()
+    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+        baseline = rt.ask("coordinator", "run", plan(clean), timeout_s=300).unwrap()
+    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+        future = rt.ask_async("coordinator", "run", plan(chaos), timeout_s=300)
+        while effects(chaos) < N // 3:
+            time.sleep(0.01)
+        victim = rt.nodes["coord"].pid
+        os.kill(victim, signal.SIGKILL)
+        out = rt.wait(future).unwrap()
+        trace = rt.trace_path
+    assert out["state"] == "completed"
+    assert values(out) == values(baseline)
+    assert effects(chaos) == N
+    # No task that had completed ran again: one run per task in all.
+    runs = (chaos / "runs.log").read_text().splitlines()
+    assert len(runs) == N, f"{len(runs) - N} tasks ran twice"
+    events = list(read_trace(trace))
+    resumed = [e for e in events if e["event"] == "journal.resume"]
+    assert len(resumed) == 1 and resumed[0]["done"] >= N // 3
+    assert any(e["event"] == "ask.again" and e["actor"] == "coordinator" for e in events)
+
+
+def test_a_run_stopped_by_sigterm_finishes_with_resume(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from ..integration.conftest import ROOT
+
+    cli = [sys.executable, "-m", "agentrt.runtime._cli", "run", "demos/pipeline", "--runs-dir", str(tmp_path)]
+    proc = subprocess.Popen([*cli, "--run-id", "stopped"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    trace = tmp_path / "stopped" / "trace.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # stop it once research has completed (and passed review)
+        text = trace.read_text() if trace.exists() else ""
+        if any('"plan_task":"research"' in line and '"decision":"completed"' in line for line in text.splitlines()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
+    again = subprocess.run([*cli, "--resume", "stopped"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "run stopped: completed" in again.stdout
+    events = list(read_trace(tmp_path / "stopped" / "trace.jsonl"))
+    resumed = [e for e in events if e["event"] == "journal.resume"]
+    assert len(resumed) == 1 and resumed[0]["done"] >= 1
+    research_runs = [
+        e for e in events
+        if e["event"] == "task.state" and e["state"] == "completed" and (e.get("task_id") or "").endswith("/research")
+    ]
+    assert len(research_runs) == 1  # done before the stop, not run again
+    missing = subprocess.run([*cli, "--resume", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no run 'nope' to resume" in missing.stderr

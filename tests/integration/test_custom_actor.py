@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agentrt.runtime import RunError, Runtime, read_trace, run
@@ -50,11 +51,17 @@ def test_a_class_that_cannot_load_fails_the_start_clearly(runs_dir: Path) -> Non
 
 
 def test_a_node_dying_mid_run_is_reported(runs_dir: Path) -> None:
-    spec = make_spec({"n1": [{"name": "sleeper", "class": "custom_actors:Sleeper"}]}, run={"entry": "sleeper"})
+    spec = make_spec(
+        {"n1": [{"name": "sleeper", "class": "custom_actors:Sleeper"}]}, run={"entry": "sleeper"}
+    )
+    spec = msgspec.structs.replace(
+        spec, nodes=[msgspec.structs.replace(spec.nodes[0], restart="temporary")]
+    )
     with Runtime(spec, runs_dir=runs_dir) as rt:
         future = rt.ask_async("sleeper", "sleep", {"s": 60})
         rt.nodes["n1"].proc.kill()
         with pytest.raises(
-            RunError, match=r"node 'n1' \(pid \d+\) killed by signal 9; it runs the job's entry actor 'sleeper'"
+            RunError,
+            match=r"node 'n1' \(pid \d+\) killed by signal 9; it is not restarted \(restart = temporary\) and runs 'sleeper'",
         ):
             rt.wait(future, timeout_s=30)

@@ -310,3 +310,27 @@ def test_a_lost_worker_has_its_tasks_redispatched_to_a_live_one_without_using_an
             s.task_succeeded(c.task.id, "ok", attempt=c.attempt, now=3.2)
     s.submit([PlanTask(id="later", skill="s")], now=3.5)
     assert s.nodes["later"].worker == "w1"  # the least loaded, now that it is back
+
+
+def test_resume_skips_journaled_tasks_fails_in_doubt_ones_and_prefers_the_old_worker() -> None:
+    from agentrt.actors._scheduler import Decision, Dispatch, Policy, Scheduler
+    from agentrt.protocols import Plan, PlanTask
+
+    plan = Plan(
+        goal="g",
+        tasks=[
+            PlanTask(id="a", skill="s"),
+            PlanTask(id="b", skill="s", args={"x": "${a}"}),
+            PlanTask(id="c", skill="s"),
+            PlanTask(id="d", skill="s", deps=["c"]),
+            PlanTask(id="e", skill="s"),
+        ],
+    )
+    s = Scheduler(plan, {"w1": ["s"], "w2": ["s"]}, policy=Policy(max_in_flight=8))
+    out = s.resume({"a": 41}, 0.0, failed={"c": "in doubt: it was running"}, prefer={"e": "w2"})
+    sent = {c.task_id: c for c in out if isinstance(c, Dispatch)}
+    assert set(sent) == {"b", "e"}  # a is done, c failed, d skipped with it
+    assert sent["b"].args == {"x": 41}  # the journaled result reaches the dependent
+    assert sent["e"].worker == "w2"
+    decisions = {(c.task_id, c.decision) for c in out if isinstance(c, Decision)}
+    assert ("a", "completed") in decisions and ("c", "failed") in decisions and ("d", "skipped") in decisions
