@@ -127,7 +127,8 @@ def run_workload(w: Workload) -> dict[str, float]:
     # The core knows only each skill's typical duration, not any task's actual one.
     est = {s: sum(w.durations[t.id] for t in w.plan.tasks if t.skill == s) for s in skills}
     count = {s: sum(1 for t in w.plan.tasks if t.skill == s) for s in skills}
-    policy = Policy(max_in_flight=w.k, est_s={s: est[s] / count[s] for s in skills})
+    # No token budget: this measures scheduling, not budgets (runs have one by default).
+    policy = Policy(max_in_flight=w.k, est_s={s: est[s] / count[s] for s in skills}, token_budget=None)
     scheduler = Scheduler(w.plan, workers, policy=policy)
     t = time.perf_counter()
     result = simulate(scheduler, durations_behaviour(w.durations))
