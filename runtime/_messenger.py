@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -15,6 +17,7 @@ from agentrt.protocols import (
     TERMINAL_STATES,
     AgentCard,
     Body,
+    CancelTask,
     Control,
     DataPart,
     Envelope,
@@ -115,6 +118,56 @@ def failed_task(task_id: str, context_id: str, state: str, text: str) -> Task:
 Deliver = Callable[[Envelope], None]
 
 
+_RELIABLE = (TaskRequest, Task, CancelTask)
+_ACK_WAIT_S = 0.25  # first resend if no ack by then; then doubling, up to 2 s
+_MAX_SENDS = 10
+_SEEN = 200_000  # message ids remembered for deduplication
+
+
+class _Outgoing:
+    __slots__ = ("endpoint", "frame", "sends")
+
+    def __init__(self, endpoint: str, frame: bytes) -> None:
+        self.endpoint, self.frame, self.sends = endpoint, frame, 1
+
+
+class Faults:
+    """Fault injection for tests, off unless `AGENTRT_FAULTS` is set, e.g.
+    `drop=0.05,duplicate=0.05,delay=0.05,delay_s=0.2,seed=1`: each work-carrying envelope
+    (and each ack) is dropped, sent twice or sent late with those chances."""
+
+    def __init__(self, drop: float, duplicate: float, delay: float, delay_s: float, seed: int) -> None:
+        if drop + duplicate + delay > 1:
+            raise ValueError("AGENTRT_FAULTS: drop + duplicate + delay must be <= 1")
+        self.drop, self.duplicate, self.delay, self.delay_s = drop, duplicate, delay, delay_s
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> Faults | None:
+        text = os.environ.get("AGENTRT_FAULTS", "").strip()
+        if not text:
+            return None
+        known = {"drop": 0.0, "duplicate": 0.0, "delay": 0.0, "delay_s": 0.1, "seed": 0.0}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            if name.strip() not in known:
+                raise ValueError(f"AGENTRT_FAULTS: unknown fault '{name.strip()}'; known: {', '.join(known)}")
+            known[name.strip()] = float(value)
+        return cls(known["drop"], known["duplicate"], known["delay"], known["delay_s"], int(known["seed"]) + os.getpid())
+
+    def fate(self) -> str:
+        with self._lock:
+            r = self._rng.random()
+        if r < self.drop:
+            return "drop"
+        if r < self.drop + self.duplicate:
+            return "duplicate"
+        if r < self.drop + self.duplicate + self.delay:
+            return "delay"
+        return "sent"
+
+
 class Messenger:
     """One process's envelope path. Local actors register a delivery callback by name."""
 
@@ -139,6 +192,10 @@ class Messenger:
         self.timers = timers or Timers()
         self._pending: dict[tuple[str, int], Future[TaskResult]] = {}
         self._pending_lock = threading.Lock()
+        self._unacked: dict[str, _Outgoing] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._unacked_lock = threading.Lock()
+        self.faults = Faults.from_env()
         self._log = get_logger()
         self.transport = Transport(
             bind=endpoint,
@@ -184,6 +241,11 @@ class Messenger:
             )
         frame = encode(envelope)
         self.stats["sent"] += 1
+        reliable = isinstance(envelope.body, _RELIABLE)
+        if reliable:
+            with self._unacked_lock:
+                self._unacked[envelope.message_id] = _Outgoing(endpoint, frame)
+            self.timers.schedule(_ACK_WAIT_S, lambda mid=envelope.message_id: self._resend(mid))
         self._log.info(
             "envelope.sent",
             trace_id=envelope.trace_id,
@@ -198,7 +260,65 @@ class Messenger:
             bytes=len(frame),
             envelope=to_json_dict(envelope),
         )
+        self._emit(endpoint, frame, faulty=reliable)
+
+    # -- at-least-once delivery, exactly-once processing ------------------------------------
+    #
+    # Work-carrying envelopes (task requests, task replies, cancels) are kept until the
+    # receiver acknowledges them, and sent again with growing waits until it does (or up to
+    # _MAX_SENDS times; past that the task-level timeouts and retries take over). A receiver
+    # acknowledges every copy and hands on only the first of each message id.
+
+    def _emit(self, endpoint: str, frame: bytes, *, faulty: bool) -> None:
+        faults = self.faults
+        if not faulty or faults is None:
+            self.transport.send(endpoint, frame)
+            return
+        fate = faults.fate()
+        self.stats[f"faults.{fate}"] += 1
+        if fate == "drop":
+            return
+        if fate == "delay":
+            self.timers.schedule(faults.delay_s, lambda: self.transport.send(endpoint, frame))
+            return
         self.transport.send(endpoint, frame)
+        if fate == "duplicate":
+            self.transport.send(endpoint, frame)
+
+    def _resend(self, message_id: str) -> None:
+        with self._unacked_lock:
+            out = self._unacked.get(message_id)
+            if out is None:
+                return
+            out.sends += 1
+            if out.sends > _MAX_SENDS:
+                del self._unacked[message_id]
+        if out.sends > _MAX_SENDS:
+            self.stats["undelivered"] += 1
+            self._log.warning("envelope.undelivered", message_id=message_id, sends=_MAX_SENDS)
+            return
+        self.stats["resent"] += 1
+        self._log.info("envelope.resent", message_id=message_id, send=out.sends)
+        self._emit(out.endpoint, out.frame, faulty=True)
+        self.timers.schedule(
+            min(_ACK_WAIT_S * 2 ** (out.sends - 1), 2.0), lambda: self._resend(message_id)
+        )
+
+    def _ack(self, envelope: Envelope) -> bool:
+        """Acknowledge a work-carrying envelope; False if it is a copy already handed on."""
+        endpoint = self.routes.get(envelope.sender)
+        if endpoint is not None:
+            ack = self.envelope(
+                sender=self.name, recipient=envelope.sender, body=Control(op="ack", args={"id": envelope.message_id})
+            )
+            self._emit(endpoint, encode(ack), faulty=True)
+        with self._unacked_lock:
+            if envelope.message_id in self._seen:
+                return False
+            self._seen[envelope.message_id] = None
+            while len(self._seen) > _SEEN:
+                self._seen.popitem(last=False)
+        return True
 
     def envelope(
         self,
@@ -353,6 +473,15 @@ class Messenger:
                 bytes=size,
                 peer=peer.hex(),
             )
+            return
+        body = envelope.body
+        if isinstance(body, Control) and body.op == "ack":
+            with self._unacked_lock:
+                self._unacked.pop(str(body.args.get("id")), None)
+            return
+        if isinstance(body, _RELIABLE) and not self._ack(envelope):
+            self.stats["duplicates"] += 1
+            self._log.info("envelope.duplicate", message_id=envelope.message_id, kind=envelope.kind)
             return
         self.stats["received"] += 1
         self._log.info(

@@ -152,3 +152,24 @@ def test_a_run_stopped_by_sigterm_finishes_with_resume(tmp_path: Path) -> None:
     assert len(research_runs) == 1  # done before the stop, not run again
     missing = subprocess.run([*cli, "--resume", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no run 'nope' to resume" in missing.stderr
+
+
+def test_dropped_duplicated_and_delayed_envelopes_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean, chaos = tmp_path / "clean", tmp_path / "chaos"
+    clean.mkdir()
+    chaos.mkdir()
+    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+        baseline = rt.ask("coordinator", "run", plan(clean), timeout_s=300).unwrap()
+    # Every process of the next run (the supervisor included) loses, repeats or delays
+    # a tenth each of the envelopes that carry work, and of their acks.
+    monkeypatch.setenv("AGENTRT_FAULTS", "drop=0.1,duplicate=0.1,delay=0.1,delay_s=0.05,seed=7")
+    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+        out = rt.ask("coordinator", "run", plan(chaos), timeout_s=300).unwrap()
+        trace = rt.trace_path
+    assert out["state"] == "completed"
+    assert values(out) == values(baseline)
+    assert effects(chaos) == N
+    runs = (chaos / "runs.log").read_text().splitlines()
+    assert len(runs) == N, f"{len(runs) - N} tasks ran twice"
+    events = [e["event"] for e in read_trace(trace)]
+    assert events.count("envelope.resent") > 0 and events.count("envelope.duplicate") > 0
