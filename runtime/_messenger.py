@@ -22,6 +22,7 @@ from agentrt.protocols import (
     DataPart,
     Envelope,
     FrameError,
+    Heartbeat,
     Limits,
     MalformedFrame,
     Message,
@@ -188,6 +189,7 @@ class Messenger:
         self.cards: dict[str, AgentCard] = {}
         self.local: dict[str, Deliver] = {}
         self.on_control: Callable[[Envelope], None] | None = None
+        self.on_heartbeat: Callable[[Heartbeat], None] | None = None
         self.stats: Counter[str] = Counter()
         self.timers = timers or Timers()
         self._pending: dict[tuple[str, int], Future[TaskResult]] = {}
@@ -268,6 +270,12 @@ class Messenger:
     # receiver acknowledges them, and sent again with growing waits until it does (or up to
     # _MAX_SENDS times; past that the task-level timeouts and retries take over). A receiver
     # acknowledges every copy and hands on only the first of each message id.
+
+    def send_quiet(self, recipient: str, body: Body) -> None:
+        """Send without tracing it (heartbeats: they would drown the trace)."""
+        endpoint = self.routes.get(recipient)
+        if endpoint is not None:
+            self.transport.send(endpoint, encode(self.envelope(sender=self.name, recipient=recipient, body=body)))
 
     def _emit(self, endpoint: str, frame: bytes, *, faulty: bool) -> None:
         faults = self.faults
@@ -475,6 +483,10 @@ class Messenger:
             )
             return
         body = envelope.body
+        if isinstance(body, Heartbeat):
+            if self.on_heartbeat is not None:
+                self.on_heartbeat(body)
+            return
         if isinstance(body, Control) and body.op == "ack":
             with self._unacked_lock:
                 self._unacked.pop(str(body.args.get("id")), None)

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Control, Envelope
+from agentrt.protocols import Control, Envelope, Heartbeat
 
 from ._actor import Actor, Context, host
 from ._messenger import Messenger, card_from_dict, card_to_dict
@@ -144,10 +144,15 @@ class Node:
         )
         self.log.info("node.started", actors=[c["name"] for c in cards])
         parent = os.getppid()
-        while not self.stopping.wait(0.5):
+        beat = 0
+        while not self.stopping.wait(self.boot.heartbeat_s):
             if os.getppid() != parent:  # supervisor gone: stop rather than linger as an orphan
                 self.log.warning("node.orphaned", parent=parent)
                 break
+            beat += 1  # through the I/O thread, like everything else: a stuck node stops beating
+            self.messenger.send_quiet(
+                "supervisor", Heartbeat(node=self.name, pid=os.getpid(), seq=beat)
+            )
         self._shutdown()
         return 0
 

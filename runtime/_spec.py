@@ -48,12 +48,21 @@ class SupervisionSpec(_SpecStruct, kw_only=True):
     strategy: Literal["one-for-one", "one-for-all", "rest-for-one"] = "one-for-one"
     max_restarts: int = msgspec.field(default=3)
     period_s: float = 30.0
+    # A node that sends no heartbeat for heartbeat_timeout_s (hung, stopped) is killed and
+    # dealt with as dead. A death itself is seen at once: the OS reports a child's exit.
+    heartbeat_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0:
             raise ValueError(f"supervision.max_restarts must be >= 0, got {self.max_restarts}")
         if self.period_s <= 0:
             raise ValueError(f"supervision.period_s must be > 0, got {self.period_s}")
+        if not 0 < self.heartbeat_s < self.heartbeat_timeout_s:
+            raise ValueError(
+                "supervision: 0 < heartbeat_s < heartbeat_timeout_s is required, got "
+                f"{self.heartbeat_s} and {self.heartbeat_timeout_s}"
+            )
 
 
 class RunSpec(_SpecStruct, kw_only=True):
@@ -98,6 +107,7 @@ class NodeBoot(_SpecStruct, kw_only=True):
     default_model: ModelConfig
     state_path: str
     run_dir: str = ""
+    heartbeat_s: float = 1.0
     sys_path: list[str] = []
     terminal: str | None = None  # the user's terminal device, when the run has one
 

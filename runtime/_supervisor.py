@@ -19,7 +19,15 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import CancelTask, Control, Envelope, RunError, SpecError, new_id
+from agentrt.protocols import (
+    CancelTask,
+    Control,
+    Envelope,
+    Heartbeat,
+    RunError,
+    SpecError,
+    new_id,
+)
 
 from ._messenger import Messenger, TaskResult, card_from_dict
 from ._spec import NodeBoot, Spec
@@ -46,6 +54,7 @@ class NodeProcess(msgspec.Struct, kw_only=True):
     ready: bool = False
     pid: int = 0
     restarting: bool = False  # respawned, not yet registered and ready again
+    last_beat: float = 0.0  # time.monotonic() of its last heartbeat (or its start)
     handled: bool = False  # its death has been dealt with
 
     def tail(self, lines: int = 15) -> str:
@@ -120,6 +129,7 @@ class Runtime:
             on_trace=self.writer.write_packed,
         )
         self.messenger.on_control = self._on_control
+        self.messenger.on_heartbeat = self._on_heartbeat
 
     def _ipc(self, name: str) -> str:
         return f"ipc://{self.sock_dir}/{name}.sock"
@@ -180,6 +190,7 @@ class Runtime:
             default_model=self.spec.model,
             state_path=str(self.run_dir / "state.sqlite"),
             run_dir=str(self.run_dir),
+            heartbeat_s=self.spec.supervision.heartbeat_s,
             sys_path=[p for p in [self.spec.base_dir, os.getcwd()] if p],
             terminal=self.terminal,
         )
@@ -244,11 +255,17 @@ class Runtime:
                 self._control(f"node:{node.name}", "directory", routes=self._routes(), cards=self._cards())
         elif body.op == "ready":
             node.ready = True
+            node.last_beat = time.monotonic()
             if node.restarting:
                 node.restarting = False
                 self.log.info("node.restarted", node_name=node.name, node_pid=node.pid)
                 self._tell_actors("node-up", node)
                 self._ask_again(node)
+
+    def _on_heartbeat(self, beat: Heartbeat) -> None:
+        node = self.nodes.get(beat.node)
+        if node is not None and node.pid == beat.pid:
+            node.last_beat = time.monotonic()
 
     def _on_control(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -320,6 +337,17 @@ class Runtime:
             return
         if self._failure is not None:
             raise self._failure
+        silent_after = time.monotonic() - self.spec.supervision.heartbeat_timeout_s
+        for node in list(self.nodes.values()):
+            if node.ready and not node.handled and node.last_beat < silent_after and node.proc.poll() is None:
+                self.log.warning(
+                    "node.unresponsive",
+                    node_name=node.name,
+                    node_pid=node.pid,
+                    silent_s=round(time.monotonic() - node.last_beat, 3),
+                )
+                node.proc.kill()  # hung or stopped: dealt with as dead (and restarted)
+                node.proc.wait(5)
         for node in list(self.nodes.values()):
             code = node.proc.poll()
             if code is None or node.handled:

@@ -173,3 +173,22 @@ def test_dropped_duplicated_and_delayed_envelopes_change_nothing(tmp_path: Path,
     assert len(runs) == N, f"{len(runs) - N} tasks ran twice"
     events = [e["event"] for e in read_trace(trace)]
     assert events.count("envelope.resent") > 0 and events.count("envelope.duplicate") > 0
+
+
+def test_a_node_that_stops_answering_is_killed_and_replaced(tmp_path: Path) -> None:
+    d = tmp_path / "fx"
+    d.mkdir()
+    spec = fan_out_spec(max_restarts=3, period_s=30, heartbeat_s=0.2, heartbeat_timeout_s=1.0)
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        future = rt.ask_async("coordinator", "run", plan(d), timeout_s=300)
+        while effects(d) < N // 3:
+            time.sleep(0.01)
+        frozen = rt.nodes["w3"].pid
+        os.kill(frozen, signal.SIGSTOP)  # alive, but silent: no exit for the OS to report
+        out = rt.wait(future).unwrap()
+        trace = rt.trace_path
+    assert out["state"] == "completed" and effects(d) == N
+    events = list(read_trace(trace))
+    silent = [e for e in events if e["event"] == "node.unresponsive"]
+    assert [e["node_pid"] for e in silent] == [frozen] and silent[0]["silent_s"] >= 1.0
+    assert any(e["event"] == "node.died" and e["node_pid"] == frozen for e in events)
