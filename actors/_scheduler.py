@@ -281,6 +281,7 @@ class Scheduler:
         self._started = False
         self._finished = False
         self._finish_reason = ""
+        self.draining = False  # dispatch nothing more; what runs may finish
         for name, group in plan.groups.items():
             self.groups[name] = _Group(
                 name, group.policy, group.quorum or 0, [t.id for t in plan.tasks if t.group == name]
@@ -465,6 +466,12 @@ class Scheduler:
         elif kind == "wake":
             self._wake_at = None
         return out + self._pump(now)
+
+    def drain(self, reason: str) -> list[Command]:
+        """Dispatch nothing more (tasks in flight finish; retries wait): the run is stopping,
+        to be resumed later."""
+        self.draining = True
+        return [Decision(t, "waiting", f"draining: {reason}") for t, n in self.nodes.items() if n.phase == "ready"]
 
     def worker_lost(self, worker: str, reason: str, now: float = 0.0) -> list[Command]:
         """`worker` is gone (its process died): nothing more goes to it until `worker_back`,
@@ -808,7 +815,7 @@ class Scheduler:
             return out
         deferred: list[tuple[float, int, str]] = []
         budget_held = False
-        while self._ready and self.in_flight < self.max_in_flight:
+        while self._ready and self.in_flight < self.max_in_flight and not self.draining:
             entry = heapq.heappop(self._ready)
             tid = entry[2]
             node = self.nodes[tid]

@@ -63,6 +63,7 @@ class _Job:
     goal: str
     started: float
     key: str = ""  # the job's journal key: its idempotency key, stable across restarts
+    draining: bool = False
     plan: Plan | None = None
     scheduler: Scheduler | None = None
     governor: Governor | None = None
@@ -150,6 +151,13 @@ class Coordinator(Actor):
         """Death watch: a worker's node died (its in-flight tasks go to live workers, with the
         same idempotency keys) or is back (it may be given work again)."""
         body = envelope.body
+        if isinstance(body, Control) and body.op == "drain":
+            for job in list(self.jobs.values()):
+                job.draining = True
+                if job.scheduler is not None and job.finish is None:
+                    self._core(job, job.scheduler.drain, str(body.args.get("reason", "stopping")))
+            self._drained()
+            return
         if not isinstance(body, Control) or body.op not in ("node-down", "node-up"):
             return
         now = time.monotonic()
@@ -288,6 +296,16 @@ class Coordinator(Actor):
         job.core_cpu_s += time.thread_time() - t
         job.core_events += 1
         self._apply(job, commands)
+        if job.draining:
+            self._drained()
+
+    def _drained(self) -> None:
+        """Once nothing of a draining job is in flight, say so (its journal is complete)."""
+        if any(j.draining and j.scheduler is not None and j.scheduler.in_flight > 0 for j in self.jobs.values()):
+            return
+        if not getattr(self, "_said_drained", False):
+            self._said_drained = True
+            self.ctx.event("coordinator.drained", jobs=len(self.jobs))
 
     def _on_timer(self, job: _Job, key: tuple[Any, ...]) -> None:
         if job.scheduler is not None and job.finish is None and job.req.task_id in self.jobs:

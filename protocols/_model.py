@@ -246,7 +246,7 @@ class Heartbeat(Wire, tag="heartbeat", tag_field="kind"):
 
 
 ControlOp = Literal[
-    "register", "directory", "ready", "stats", "stop", "stopped", "node-down", "node-up", "ack"
+    "register", "directory", "ready", "stats", "stop", "stopped", "node-down", "node-up", "ack", "drain"
 ]
 
 

@@ -75,6 +75,7 @@ class RunSpec(_SpecStruct, kw_only=True):
     input: dict[str, Any] = {}
     timeout_s: float = 600.0
     start_timeout_s: float = 60.0
+    drain_s: float = 10.0  # on Ctrl-C / SIGTERM: how long work in flight may take to finish
 
     def job_input(self, goal: str | None = None) -> dict[str, Any]:
         data = dict(self.input)

@@ -520,6 +520,23 @@ class Runtime:
                 if deadline is not None and time.time() > deadline:
                     raise
 
+    def drain(self, actor: str, timeout_s: float = 10.0) -> bool:
+        """Ask `actor` (the coordinator) to dispatch nothing more and wait, at most
+        `timeout_s`, until what it has in flight has finished (and is journaled). True if it
+        drained in time. A later `--resume` carries on."""
+        drained = threading.Event()
+
+        def watch(event: dict[str, Any]) -> None:
+            if event.get("event") == "coordinator.drained" and event.get("actor") == actor:
+                drained.set()
+
+        self.writer.listeners.append(watch)
+        self.log.info("run.draining", actor=actor, timeout_s=timeout_s)
+        self._control(actor, "drain", reason="the run was asked to stop")
+        ok = drained.wait(timeout_s)
+        self.log.info("run.drained" if ok else "run.drain-timed-out", actor=actor)
+        return ok
+
     def node_stats(self, node: str, timeout_s: float = 5.0) -> dict[str, Any]:
         """A node's message counters (sent, received, rejected, rejected.<reason>, ...)."""
         reply_id = new_id()
@@ -609,13 +626,17 @@ def run(
         t0 = time.time()
         # The job's key is the run's: `--resume` asks again with it, and a journaling entry
         # actor (the coordinator) carries on where the run stopped.
-        result = rt.ask(
-            spec.run.entry,
-            spec.run.skill,
-            spec.run.job_input(goal),
-            timeout_s=spec.run.timeout_s,
-            idempotency_key=f"run-{rt.run_id}",
-        )
+        try:
+            result = rt.ask(
+                spec.run.entry,
+                spec.run.skill,
+                spec.run.job_input(goal),
+                timeout_s=spec.run.timeout_s,
+                idempotency_key=f"run-{rt.run_id}",
+            )
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: let the work in flight finish, then stop
+            rt.drain(spec.run.entry, timeout_s=spec.run.drain_s)
+            raise
         wall = time.time() - t0
         state, error = result.state, result.error
         output = result.data or {}

@@ -139,17 +139,29 @@ def test_a_run_stopped_by_sigterm_finishes_with_resume(tmp_path: Path) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 130
+    first = list(read_trace(trace))
+    # Drained: what was in flight finished (and was journaled) before the nodes stopped.
+    assert any(e["event"] == "coordinator.drained" for e in first)
+    assert any(e["event"] == "run.drained" for e in first)
+    in_flight_at_stop = {
+        e["plan_task"] for e in first if e["event"] == "schedule.dispatch"
+    } - {e["plan_task"] for e in first if e["event"] == "schedule.decision" and e["decision"] == "completed"}
+    assert not in_flight_at_stop, f"left in flight: {in_flight_at_stop}"
     again = subprocess.run([*cli, "--resume", "stopped"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "run stopped: completed" in again.stdout
     events = list(read_trace(tmp_path / "stopped" / "trace.jsonl"))
     resumed = [e for e in events if e["event"] == "journal.resume"]
     assert len(resumed) == 1 and resumed[0]["done"] >= 1
-    research_runs = [
-        e for e in events
-        if e["event"] == "task.state" and e["state"] == "completed" and (e.get("task_id") or "").endswith("/research")
-    ]
-    assert len(research_runs) == 1  # done before the stop, not run again
+    # Every task dispatched before the stop ran exactly once over both lives.
+    dispatched_first = {e["plan_task"] for e in first if e["event"] == "schedule.dispatch"}
+    for task in dispatched_first:
+        runs = [
+            e for e in events
+            if e["event"] == "task.state" and e["state"] == "completed" and (e.get("task_id") or "").endswith(f"/{task}")
+            and e.get("actor", "").startswith("worker")
+        ]
+        assert len(runs) == 1, (task, len(runs))
     missing = subprocess.run([*cli, "--resume", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no run 'nope' to resume" in missing.stderr
 
