@@ -282,6 +282,7 @@ class Scheduler:
         self._finished = False
         self._finish_reason = ""
         self.draining = False  # dispatch nothing more; what runs may finish
+        self.held: set[str] = set()  # not to be dispatched until released (see resume)
         for name, group in plan.groups.items():
             self.groups[name] = _Group(
                 name, group.policy, group.quorum or 0, [t.id for t in plan.tasks if t.group == name]
@@ -324,14 +325,17 @@ class Scheduler:
         *,
         failed: Mapping[str, str] | None = None,
         prefer: Mapping[str, str] | None = None,
+        held: Iterable[str] = (),
     ) -> list[Command]:
         """Start a schedule whose tasks in `done` (id -> result, from a journal) completed in
         an earlier life of the run: they are not run again, and their dependents see their
         results. Tasks in `failed` (id -> reason) are failed without running. A task in
         `prefer` (id -> worker; where it was running) goes back to that worker if it can, so
         the worker's idempotency cache answers instead of running it again. Everything else
-        runs as after `start`."""
+        runs as after `start`, except tasks `held`: not dispatched until `unhold` (or failed
+        with `abandon`), as while a person decides about them."""
         failed = dict(failed or {})
+        self.held.update(held)
         for tid, worker in (prefer or {}).items():
             if tid in self.nodes:
                 self.nodes[tid].prefer = worker
@@ -466,6 +470,19 @@ class Scheduler:
         elif kind == "wake":
             self._wake_at = None
         return out + self._pump(now)
+
+    def unhold(self, task_id: str, now: float = 0.0) -> list[Command]:
+        """A held task may be dispatched now."""
+        self.held.discard(task_id)
+        return self._pump(now)
+
+    def abandon(self, task_id: str, reason: str, now: float = 0.0) -> list[Command]:
+        """Fail a task that has not run (its dependents are skipped)."""
+        self.held.discard(task_id)
+        node = self.nodes[task_id]
+        if node.phase in TERMINAL or node.phase == "running":
+            return []
+        return self._fail(task_id, reason) + self._pump(now)
 
     def drain(self, reason: str) -> list[Command]:
         """Dispatch nothing more (tasks in flight finish; retries wait): the run is stopping,
@@ -820,6 +837,10 @@ class Scheduler:
             tid = entry[2]
             node = self.nodes[tid]
             if node.phase != "ready":
+                continue
+            if tid in self.held:
+                self._hold(node, "waiting", "held: waiting for a decision about it", out)
+                deferred.append(entry)
                 continue
             blocker = self._blocker(node)
             if blocker is not None:

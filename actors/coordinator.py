@@ -279,13 +279,15 @@ class Coordinator(Actor):
         if done is None:
             self._core(job, job.scheduler.start, now=time.monotonic())
             return
-        # In-doubt tasks must not be dispatched: they count as failed (their dependents are
-        # skipped), and the reason says why.
-        for tid, why in (in_doubt or {}).items():
-            self.ctx.event("journal.in-doubt", plan_task=tid, reason=why)
+        # In-doubt tasks are held (not dispatched) and put to the human: run it again (with the
+        # same idempotency key: a worker that still has its result answers with it), or not.
+        in_doubt = in_doubt or {}
         self._core(
-            job, job.scheduler.resume, done, time.monotonic(), failed=in_doubt or {}, prefer=prefer or {}
+            job, job.scheduler.resume, done, time.monotonic(), prefer=prefer or {}, held=in_doubt
         )
+        for tid, why in in_doubt.items():
+            self.ctx.event("journal.in-doubt", plan_task=tid, reason=why)
+            self._ask_in_doubt(job, tid, why)
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -685,6 +687,48 @@ class Coordinator(Actor):
             job.answer = step.answer
         job.outcome = step
         self._maybe_done(job)
+
+    def _ask_in_doubt(self, job: _Job, task_id: str, why: str) -> None:
+        """A stateful task that was running when the coordinator stopped: ask the human
+        whether to run it again; with no human, it is not run again."""
+        ticket = Escalation(
+            ticket_id=f"in-doubt-{task_id}",
+            loop=f"task:{task_id}",
+            reason="in-doubt",
+            summary=f"task '{task_id}' ({self._skill_of(job, task_id)}) is {why}",
+            iteration=1,
+            options=["continue", "abort"],
+            details={"task": task_id, "continue": "run it again", "abort": "fail it; its dependents are skipped"},
+        )
+        self.ctx.event("loop.escalated", ticket_id=ticket.ticket_id, loop=ticket.loop, reason="in-doubt", iteration=1, summary=ticket.summary)
+        job.escalations.append({"ticket": msgspec.to_builtins(ticket)})
+        record = job.escalations[-1]
+
+        def decide(answer: EscalationAnswer) -> None:
+            record["answer"] = msgspec.to_builtins(answer)
+            self.ctx.event("loop.answer", ticket_id=ticket.ticket_id, decision=answer.decision, by=answer.by)
+            if job.scheduler is None or job.finish is not None or job.req.task_id not in self.jobs:
+                return
+            if answer.decision == "continue":
+                self._core(job, job.scheduler.unhold, task_id, time.monotonic())
+            else:
+                reason = f"{why}; {answer.by} chose not to run it again"
+                self._core(job, job.scheduler.abandon, task_id, reason, time.monotonic())
+
+        def answered(result: TaskResult) -> None:
+            try:
+                answer = msgspec.convert(result.data, EscalationAnswer) if result.ok else None
+            except msgspec.ValidationError:
+                answer = None
+            if answer is None or answer.decision not in ticket.options:
+                answer = EscalationAnswer(ticket_id=ticket.ticket_id, decision="abort", by="policy (no valid answer)")
+            decide(answer)
+
+        human = self._role("human", "escalate")
+        if human is None:
+            decide(EscalationAnswer(ticket_id=ticket.ticket_id, decision="abort", by="policy (no human actor in the run)"))
+            return
+        self.ctx.ask(human, "escalate", msgspec.to_builtins(ticket), then=answered)
 
     def _escalate(self, job: _Job, loop: Loop, ticket: Escalation) -> None:
         """Hand the ticket to the run's human; with none, accept the best answer by policy."""

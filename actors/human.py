@@ -70,6 +70,8 @@ class Human(Actor):
         if self.fallback == "wait-file" and folder is not None:
             return self._wait_file(req, ticket, folder)
         decision = "accept-best" if self.fallback == "wait-file" else self.fallback
+        if decision not in ticket.options:  # e.g. an in-doubt task: never re-run by policy
+            decision = "abort"
         return EscalationAnswer(
             ticket_id=ticket.ticket_id,
             decision=decision,  # type: ignore[arg-type]

@@ -204,3 +204,57 @@ def test_a_node_that_stops_answering_is_killed_and_replaced(tmp_path: Path) -> N
     silent = [e for e in events if e["event"] == "node.unresponsive"]
     assert [e["node_pid"] for e in silent] == [frozen] and silent[0]["silent_s"] >= 1.0
     assert any(e["event"] == "node.died" and e["node_pid"] == frozen for e in events)
+
+
+def ledger_run(tmp_path: Path, human: dict[str, Any] | None, answer: str | None) -> tuple[dict[str, Any], int]:
+    """A stateful task running when the coordinator node is killed; after the restart the
+    task is in doubt. Returns the run's output and how many ledger entries were written."""
+    import json
+    import threading
+
+    d = tmp_path / "ledger"
+    d.mkdir()
+    nodes: dict[str, Any] = {
+        "coord": [{"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": {"gate": False}}],
+        "books": [{"name": "ledger", "class": "custom_actors:Ledger"}],
+    }
+    if human is not None:
+        nodes["desk"] = [{"name": "human", "class": "agentrt.actors:Human", "config": human}]
+    spec = make_spec(nodes, run={"entry": "coordinator", "skill": "run"})
+    job = {"goal": "g", "plan": {"goal": "g", "tasks": [{"id": "pay", "skill": "record", "args": {"dir": str(d), "s": 1.0}}]}}
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        future = rt.ask_async("coordinator", "run", job, timeout_s=120)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and '"skill":"record"' not in rt.trace_path.read_text():
+            time.sleep(0.02)
+        os.kill(rt.nodes["coord"].pid, signal.SIGKILL)
+        if answer is not None:
+            folder = rt.run_dir / "escalations"
+
+            def reply() -> None:
+                while not (folder / "in-doubt-pay.json").exists():
+                    time.sleep(0.02)
+                (folder / "tmp").write_text(json.dumps({"ticketId": "in-doubt-pay", "decision": answer, "by": "ops"}))
+                (folder / "tmp").rename(folder / "in-doubt-pay.answer.json")
+
+            threading.Thread(target=reply, daemon=True).start()
+        out = rt.wait(future, timeout_s=60).unwrap()
+    return out, len((d / "ledger.txt").read_text().splitlines())
+
+
+def test_an_in_doubt_stateful_task_is_not_rerun_without_a_person_saying_so(tmp_path: Path) -> None:
+    out, entries = ledger_run(tmp_path, human=None, answer=None)
+    assert entries == 1  # the first attempt did write; nothing wrote again
+    assert out["state"] == "failed"
+    ticket, answer = out["escalations"][0]["ticket"], out["escalations"][0]["answer"]
+    assert ticket["reason"] == "in-doubt" and ticket["options"] == ["continue", "abort"]
+    assert answer["decision"] == "abort" and "no human actor" in answer["by"]
+    task = next(t for t in out["tasks"] if t["id"] == "pay")
+    assert task["state"] == "failed" and "in doubt" in task["error"]
+
+
+def test_a_person_can_have_an_in_doubt_task_run_again_and_the_key_keeps_it_single(tmp_path: Path) -> None:
+    out, entries = ledger_run(tmp_path, human={"fallback": "wait-file", "wait_s": 60}, answer="continue")
+    assert out["state"] == "completed"
+    assert out["escalations"][0]["answer"]["decision"] == "continue"
+    assert entries == 1  # run again with the same key: the worker answered with its result

@@ -201,3 +201,14 @@ class CrashOnStart(Actor):
     @skill(input={"type": "object"})
     def noop(self, req: Request) -> dict[str, Any]:
         return {}
+
+
+class Ledger(Actor):
+    """A stateful skill: writing to the ledger is a side effect that must not happen twice."""
+
+    @skill(input={"type": "object", "required": ["dir"]})
+    def record(self, req: Request) -> dict[str, Any]:
+        time.sleep(float(req.data.get("s", 1.0)))
+        with open(Path(req.data["dir"]) / "ledger.txt", "a") as f:
+            f.write(f"{req.data.get('what', 'entry')}\n")
+        return {"recorded": True}

@@ -334,3 +334,16 @@ def test_resume_skips_journaled_tasks_fails_in_doubt_ones_and_prefers_the_old_wo
     assert sent["e"].worker == "w2"
     decisions = {(c.task_id, c.decision) for c in out if isinstance(c, Decision)}
     assert ("a", "completed") in decisions and ("c", "failed") in decisions and ("d", "skipped") in decisions
+
+
+def test_held_tasks_wait_for_a_decision() -> None:
+    from agentrt.actors._scheduler import Dispatch, Policy, Scheduler
+    from agentrt.protocols import Plan, PlanTask
+
+    plan = Plan(goal="g", tasks=[PlanTask(id="x", skill="s"), PlanTask(id="y", skill="s"), PlanTask(id="z", skill="s", deps=["y"])])
+    s = Scheduler(plan, {"w": ["s"]}, policy=Policy(max_in_flight=4))
+    out = s.resume({}, 0.0, held=["x", "y"])
+    assert not [c for c in out if isinstance(c, Dispatch)]
+    assert [c.task_id for c in s.unhold("x", 1.0) if isinstance(c, Dispatch)] == ["x"]
+    s.abandon("y", "in doubt; not run again", 2.0)
+    assert s.phase("y") == "failed" and s.phase("z") == "skipped"
