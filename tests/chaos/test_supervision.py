@@ -258,3 +258,22 @@ def test_a_person_can_have_an_in_doubt_task_run_again_and_the_key_keeps_it_singl
     assert out["state"] == "completed"
     assert out["escalations"][0]["answer"]["decision"] == "continue"
     assert entries == 1  # run again with the same key: the worker answered with its result
+
+
+@pytest.mark.parametrize(("strategy", "restarted"), [("rest-for-one", ["w2", "w3"]), ("one-for-all", ["coord", "w1", "w2", "w3"])])
+def test_restart_strategies_restart_the_nodes_they_name(tmp_path: Path, strategy: str, restarted: list[str]) -> None:
+    d = tmp_path / "fx"
+    d.mkdir()
+    with Runtime(fan_out_spec(strategy=strategy, max_restarts=3, period_s=30), runs_dir=tmp_path / "runs") as rt:
+        future = rt.ask_async("coordinator", "run", plan(d), timeout_s=300)
+        while effects(d) < N // 3:
+            time.sleep(0.01)
+        before = {n: p.pid for n, p in rt.nodes.items()}
+        os.kill(before["w2"], signal.SIGKILL)
+        out = rt.wait(future, timeout_s=120).unwrap()
+        after = {n: p.pid for n, p in rt.nodes.items()}
+        trace = rt.trace_path
+    assert out["state"] == "completed" and effects(d) == N
+    assert sorted(n for n in before if before[n] != after[n]) == restarted
+    events = list(read_trace(trace))
+    assert [e["nodes"] for e in events if e["event"] == "node.restarting"] == [restarted]
