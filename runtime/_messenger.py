@@ -312,21 +312,25 @@ class Messenger:
             min(_ACK_WAIT_S * 2 ** (out.sends - 1), 2.0), lambda: self._resend(message_id)
         )
 
-    def _ack(self, envelope: Envelope) -> bool:
-        """Acknowledge a work-carrying envelope; False if it is a copy already handed on."""
+    def _ack(self, envelope: Envelope) -> str:
+        """Acknowledge a work-carrying envelope: "new" to hand it on, "duplicate" for a copy
+        already handed on, "later" if it cannot be acknowledged yet (this node does not know
+        the way back to its sender, as while a restarted node waits for the directory): the
+        sender sends it again, and nothing is taken on that could not be answered."""
         endpoint = self.routes.get(envelope.sender)
-        if endpoint is not None:
-            ack = self.envelope(
-                sender=self.name, recipient=envelope.sender, body=Control(op="ack", args={"id": envelope.message_id})
-            )
-            self._emit(endpoint, encode(ack), faulty=True)
+        if endpoint is None:
+            return "later"
+        ack = self.envelope(
+            sender=self.name, recipient=envelope.sender, body=Control(op="ack", args={"id": envelope.message_id})
+        )
+        self._emit(endpoint, encode(ack), faulty=True)
         with self._unacked_lock:
             if envelope.message_id in self._seen:
-                return False
+                return "duplicate"
             self._seen[envelope.message_id] = None
             while len(self._seen) > _SEEN:
                 self._seen.popitem(last=False)
-        return True
+        return "new"
 
     def envelope(
         self,
@@ -491,10 +495,13 @@ class Messenger:
             with self._unacked_lock:
                 self._unacked.pop(str(body.args.get("id")), None)
             return
-        if isinstance(body, _RELIABLE) and not self._ack(envelope):
-            self.stats["duplicates"] += 1
-            self._log.info("envelope.duplicate", message_id=envelope.message_id, kind=envelope.kind)
-            return
+        if isinstance(body, _RELIABLE):
+            status = self._ack(envelope)
+            if status != "new":
+                self.stats[status] += 1
+                if status == "duplicate":
+                    self._log.info("envelope.duplicate", message_id=envelope.message_id, kind=envelope.kind)
+                return
         self.stats["received"] += 1
         self._log.info(
             "envelope.received",
