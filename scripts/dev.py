@@ -57,7 +57,11 @@ def browser() -> None:
     print("+ apt-get install chromium (for the trace page's browser test)", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        if subprocess.call(cmd, stdout=subprocess.DEVNULL, env=env) != 0:
+        try:
+            code = subprocess.call(cmd, stdout=subprocess.DEVNULL, env=env, timeout=900)
+        except subprocess.TimeoutExpired:
+            code = -1
+        if code != 0:
             print(f"chromium: `{' '.join(cmd)}` failed; the browser test will be skipped", flush=True)
             return
 
