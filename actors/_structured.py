@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentrt.runtime import Model, ModelUnavailable, SchemaError, validate
+from agentrt.runtime import Actor, Model, ModelUnavailable, SchemaError, validate
+
+
+def wants_llm(actor: Actor) -> bool:
+    """An actor's config `llm`: true, false, or "auto" (the default): the model when it is a
+    real one, the rules on the offline model."""
+    mode = actor.config.get("llm", "auto")
+    return bool(mode) and (mode != "auto" or actor.ctx.model.kind != "offline")
 
 
 def ask_tool(model: Model, tool: dict[str, Any], *, system: str, prompt: str, max_tokens: int = 1024) -> dict[str, Any]:

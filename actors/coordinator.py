@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,13 +11,13 @@ import msgspec
 
 from agentrt.protocols import (
     AgentRuntimeError,
-    AgentSkill,
     CancelTask,
     Control,
     Critique,
     Envelope,
     Escalation,
     EscalationAnswer,
+    EscalationDecision,
     Plan,
     Verdict,
     dependency_graph,
@@ -40,7 +41,6 @@ from ._scheduler import (
 
 # Config keys that are the coordinator's own; every other key is a scheduling Policy field.
 _OWN_KEYS = frozenset({"producer", "critic", "judge", "human", "loops", "gate", "journal"})
-_READ_ONLY = AgentSkill(id="?", name="?", read_only=True)
 # Decisions that end a task without a reply of its own (or after its last one).
 _TERMINAL = frozenset({"skipped", "cancelled", "failed"})
 
@@ -115,6 +115,7 @@ class Coordinator(Actor):
             {k: v for k, v in self.config.items() if k not in _OWN_KEYS}
         )
         self.limits = LoopLimits.from_config(dict(self.config.get("loops", {})))
+        self.said_drained = False
 
     def _role(self, key: str, skill_id: str) -> str | None:
         if key in self.config:
@@ -305,8 +306,8 @@ class Coordinator(Actor):
         """Once nothing of a draining job is in flight, say so (its journal is complete)."""
         if any(j.draining and j.scheduler is not None and j.scheduler.in_flight > 0 for j in self.jobs.values()):
             return
-        if not getattr(self, "_said_drained", False):
-            self._said_drained = True
+        if not self.said_drained:
+            self.said_drained = True
             self.ctx.event("coordinator.drained", jobs=len(self.jobs))
 
     def _on_timer(self, job: _Job, key: tuple[Any, ...]) -> None:
@@ -372,7 +373,7 @@ class Coordinator(Actor):
         if task_id == job.plan.final_task():
             job.final_worker = worker
         if job.finish is None and job.scheduler is not None:
-            stateful = not (self.ctx.card(worker).skill(skill_id) or _READ_ONLY).read_only
+            stateful = not job.scheduler.skills.get(skill_id, SkillInfo()).read_only
             self._journal(job, f"task/{task_id}", {"state": "running", "attempt": attempt, "worker": worker, "stateful": stateful})
         self.ctx.event(
             "schedule.dispatch", plan_task=task_id, skill=skill_id, worker=worker, attempt=attempt
@@ -644,7 +645,7 @@ class Coordinator(Actor):
         """Act on the governor's decision for `loop`: the judge loop over the final answer, or
         a task's critic loop (`critic:<task>`)."""
         assert job.plan is not None
-        gate_task = loop.name.removeprefix("critic:") if loop is not job.loop else None
+        gate_task = None if loop is job.loop else self._loop_task(job, loop)
         if isinstance(step, Escalate):
             self._escalate(job, loop, step.ticket)
             return
@@ -690,7 +691,7 @@ class Coordinator(Actor):
 
     def _ask_in_doubt(self, job: _Job, task_id: str, why: str) -> None:
         """A stateful task that was running when the coordinator stopped: ask the human
-        whether to run it again; with no human, it is not run again."""
+        whether to run it again; with no human (or no valid answer), it is not run again."""
         ticket = Escalation(
             ticket_id=f"in-doubt-{task_id}",
             loop=f"task:{task_id}",
@@ -700,14 +701,9 @@ class Coordinator(Actor):
             options=["continue", "abort"],
             details={"task": task_id, "continue": "run it again", "abort": "fail it; its dependents are skipped"},
         )
-        self.ctx.event("loop.escalated", ticket_id=ticket.ticket_id, loop=ticket.loop, reason="in-doubt", iteration=1, summary=ticket.summary)
-        job.escalations.append({"ticket": msgspec.to_builtins(ticket)})
-        record = job.escalations[-1]
 
         def decide(answer: EscalationAnswer) -> None:
-            record["answer"] = msgspec.to_builtins(answer)
-            self.ctx.event("loop.answer", ticket_id=ticket.ticket_id, decision=answer.decision, by=answer.by)
-            if job.scheduler is None or job.finish is not None or job.req.task_id not in self.jobs:
+            if job.scheduler is None or job.finish is not None:
                 return
             if answer.decision == "continue":
                 self._core(job, job.scheduler.unhold, task_id, time.monotonic())
@@ -715,23 +711,27 @@ class Coordinator(Actor):
                 reason = f"{why}; {answer.by} chose not to run it again"
                 self._core(job, job.scheduler.abandon, task_id, reason, time.monotonic())
 
-        def answered(result: TaskResult) -> None:
-            try:
-                answer = msgspec.convert(result.data, EscalationAnswer) if result.ok else None
-            except msgspec.ValidationError:
-                answer = None
-            if answer is None or answer.decision not in ticket.options:
-                answer = EscalationAnswer(ticket_id=ticket.ticket_id, decision="abort", by="policy (no valid answer)")
-            decide(answer)
-
-        human = self._role("human", "escalate")
-        if human is None:
-            decide(EscalationAnswer(ticket_id=ticket.ticket_id, decision="abort", by="policy (no human actor in the run)"))
-            return
-        self.ctx.ask(human, "escalate", msgspec.to_builtins(ticket), then=answered)
+        self._put_to_human(job, ticket, "abort", decide)
 
     def _escalate(self, job: _Job, loop: Loop, ticket: Escalation) -> None:
-        """Hand the ticket to the run's human; with none, accept the best answer by policy."""
+        """A loop's ticket: the human's answer (by policy, accept the best) resumes the loop."""
+        assert job.governor is not None
+        governor = job.governor
+        task = self._loop_task(job, loop)
+        self._put_to_human(
+            job, ticket, "accept-best", lambda answer: self._loop_step(job, loop, governor.resolve(answer, task=task))
+        )
+
+    def _put_to_human(
+        self,
+        job: _Job,
+        ticket: Escalation,
+        fallback: EscalationDecision,
+        then: Callable[[EscalationAnswer], None],
+    ) -> None:
+        """Hand `ticket` to the run's human and give `then` the answer; with no human, a
+        failed one, or an answer that is not one of the ticket's options, the `fallback`
+        decision by policy. The ticket and its answer go into the job's output and trace."""
         self.ctx.event(
             "loop.escalated",
             ticket_id=ticket.ticket_id,
@@ -740,58 +740,44 @@ class Coordinator(Actor):
             iteration=ticket.iteration,
             summary=ticket.summary,
         )
-        job.escalations.append({"ticket": msgspec.to_builtins(ticket)})
+        record: dict[str, Any] = {"ticket": msgspec.to_builtins(ticket)}
+        job.escalations.append(record)
+
+        def answered(result: TaskResult | None, why_not: str) -> None:
+            if job.req.task_id not in self.jobs:
+                return
+            answer: EscalationAnswer | None = None
+            if result is not None and not result.ok:
+                why_not = f"the human actor failed: {result.error}"
+            elif result is not None:
+                try:
+                    answer = msgspec.convert(result.data, EscalationAnswer)
+                except msgspec.ValidationError as exc:
+                    why_not = f"the human's answer is invalid: {exc}"
+                if answer is not None and (
+                    answer.ticket_id != ticket.ticket_id or answer.decision not in ticket.options
+                ):
+                    why_not = (
+                        f"answer refused: {answer.ticket_id} / {answer.decision} does not answer "
+                        f"{ticket.ticket_id} with one of {ticket.options}"
+                    )
+                    answer = None
+            if answer is None:
+                answer = EscalationAnswer(ticket_id=ticket.ticket_id, decision=fallback, by=f"policy ({why_not})")
+            record["answer"] = msgspec.to_builtins(answer)
+            self.ctx.event("loop.answer", ticket_id=ticket.ticket_id, decision=answer.decision, by=answer.by)
+            then(answer)
+
         human = self._role("human", "escalate")
         if human is None:
-            self._on_answer(job, loop, ticket, None, "no human actor in the run")
+            answered(None, "no human actor in the run")
             return
-        self.ctx.ask(
-            human,
-            "escalate",
-            msgspec.to_builtins(ticket),
-            then=lambda r: self._on_answer(job, loop, ticket, r, None),
-        )
+        self.ctx.ask(human, "escalate", msgspec.to_builtins(ticket), then=lambda r: answered(r, ""))
 
-    def _on_answer(
-        self,
-        job: _Job,
-        loop: Loop,
-        ticket: Escalation,
-        result: TaskResult | None,
-        why_not: str | None,
-    ) -> None:
-        assert job.governor is not None and job.plan is not None
-        if job.req.task_id not in self.jobs:
-            return
-        task = loop.name.removeprefix("critic:") if loop is not job.loop else job.plan.final_task()
-        answer: EscalationAnswer | None = None
-        if result is not None and not result.ok:
-            why_not = f"the human actor failed: {result.error}"
-        elif result is not None:
-            try:
-                answer = msgspec.convert(result.data, EscalationAnswer)
-            except msgspec.ValidationError as exc:
-                why_not = f"the human's answer is invalid: {exc}"
-        if answer is None:
-            answer = EscalationAnswer(
-                ticket_id=ticket.ticket_id, decision="accept-best", by=f"policy ({why_not})"
-            )
-        try:
-            step: Redo | Conclude = job.governor.resolve(answer, task=task)
-        except ValueError as exc:
-            fallback = EscalationAnswer(
-                ticket_id=ticket.ticket_id, decision="accept-best", by=f"policy (answer refused: {exc})"
-            )
-            answer, step = fallback, job.governor.resolve(fallback, task=task)
-        job.escalations[-1]["answer"] = msgspec.to_builtins(answer)
-        self.ctx.event(
-            "loop.answer",
-            ticket_id=ticket.ticket_id,
-            decision=answer.decision,
-            by=answer.by,
-            next=type(step).__name__,
-        )
-        self._loop_step(job, loop, step)
+    def _loop_task(self, job: _Job, loop: Loop) -> str:
+        """The plan task a loop redoes: the final one for the judge loop, else its critic's."""
+        assert job.plan is not None
+        return job.plan.final_task() if loop is job.loop else loop.name.removeprefix("critic:")
 
     def _on_redo(self, job: _Job, result: TaskResult) -> None:
         if not result.ok:

@@ -13,7 +13,7 @@ from agentrt.protocols import Critique, SchemaError
 from agentrt.runtime import Actor, Request, skill, validate
 from agentrt.schemas import load
 
-from ._structured import ask_tool
+from ._structured import ask_tool, wants_llm
 
 CRITIQUE_TOOL = {
     "name": "record_critique",
@@ -56,10 +56,6 @@ class Critic(Actor):
 
     description = "Reviews task outputs: schema, guardrails, score."
 
-    def _use_llm(self) -> bool:
-        mode = self.config.get("llm", "auto")
-        return bool(mode) and (mode != "auto" or self.ctx.model.kind != "offline")
-
     def on_start(self) -> None:
         self.guardrails = [load_guardrail(ref) for ref in self.config.get("guardrails", [])]
 
@@ -90,7 +86,7 @@ class Critic(Actor):
                 issues += [str(i) for i in guardrail(output, req.data)]
             except Exception as exc:  # a broken guardrail is an issue, not a crash
                 issues.append(f"guardrail {guardrail.__name__} failed: {exc}")
-        if self._use_llm():
+        if wants_llm(self):
             review = ask_tool(
                 self.ctx.model,
                 CRITIQUE_TOOL,

@@ -8,7 +8,7 @@ from agentrt.protocols import Verdict
 from agentrt.runtime import Actor, Request, skill
 from agentrt.schemas import load
 
-from ._structured import ask_tool
+from ._structured import ask_tool, wants_llm
 
 VERDICT_TOOL = {
     "name": "record_verdict",
@@ -39,8 +39,7 @@ class Judge(Actor):
         iteration = req.data["iteration"]
         critiques = req.data.get("critiques", [])
         answer = req.data["answer"]
-        mode = self.config.get("llm", "auto")
-        if mode and (mode != "auto" or self.ctx.model.kind != "offline"):
+        if wants_llm(self):
             return self._llm_verdict(req.data, iteration)
         scores = [float(c.get("score", 0.0)) for c in critiques]
         mean = sum(scores) / len(scores) if scores else (1.0 if answer.strip() else 0.0)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class NodeProcess(msgspec.Struct, kw_only=True):
 
 @dataclass(eq=False)
 class _PendingAsk:
-    future: Future[Any]
     actor: str
     skill: str
     data: dict[str, Any] | None
@@ -76,6 +75,7 @@ class _PendingAsk:
     key: str
     task_id: str
     attempt: int = 1
+    future: Future[Any] = field(default_factory=Future)  # the caller's: kept across re-asks
 
 
 class Runtime:
@@ -301,19 +301,8 @@ class Runtime:
             if pending.actor not in here or pending.future.done():
                 continue
             self.log.info("ask.again", actor=pending.actor, skill=pending.skill, idempotency_key=pending.key)
-            again = self.messenger.ask(
-                sender=SUPERVISOR,
-                task_id=pending.task_id,
-                recipient=pending.actor,
-                skill=pending.skill,
-                data=pending.data,
-                text=pending.text,
-                timeout_s=pending.timeout_s,
-                validate_input=False,
-                idempotency_key=pending.key,
-                attempt=pending.attempt + 1,
-            )
             pending.attempt += 1
+            again = self._send_ask(pending, validate=False)
             original = pending.future
             again.add_done_callback(
                 lambda f, original=original: None if original.done() else original.set_result(f.result())
@@ -450,23 +439,27 @@ class Runtime:
         Asks with the same `idempotency_key` run the skill once and share its result (one is
         made up when none is given); `task_id` names the task, so that `cancel` can reach it.
         If the actor's node dies and is restarted meanwhile, the ask is sent again."""
-        key = idempotency_key or f"ask-{new_id()}"
-        task_id = task_id or new_id()
-        future = self.messenger.ask(
-            sender=SUPERVISOR,
-            task_id=task_id,
-            recipient=actor,
-            skill=skill,
-            data=data,
-            text=text,
-            timeout_s=timeout_s,
-            validate_input=validate,
-            idempotency_key=key,
+        pending = _PendingAsk(
+            actor, skill, data, text, timeout_s, idempotency_key or f"ask-{new_id()}", task_id or new_id()
         )
-        pending = _PendingAsk(future, actor, skill, data, text, timeout_s, key, task_id)
+        pending.future = future = self._send_ask(pending, validate=validate)
         self._asks.append(pending)
         future.add_done_callback(lambda _f: self._asks.remove(pending) if pending in self._asks else None)
         return future
+
+    def _send_ask(self, pending: _PendingAsk, *, validate: bool) -> Future[TaskResult]:
+        return self.messenger.ask(
+            sender=SUPERVISOR,
+            task_id=pending.task_id,
+            recipient=pending.actor,
+            skill=pending.skill,
+            data=pending.data,
+            text=pending.text,
+            timeout_s=pending.timeout_s,
+            validate_input=validate,
+            idempotency_key=pending.key,
+            attempt=pending.attempt,
+        )
 
     def cancel(self, actor: str, task_id: str, reason: str = "cancelled by the user") -> None:
         """Ask `actor` to cancel its running task `task_id` (the reply still arrives)."""

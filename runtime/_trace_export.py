@@ -9,7 +9,7 @@ import json
 import zlib
 from typing import Any
 
-from ._trace_model import Span, critical_path, plan_deps, plan_spans, spans
+from ._trace_model import Span, critical_path, dispatched_at, plan_deps, plan_spans, spans
 
 # -- Chrome trace event format ---------------------------------------------------------
 
@@ -322,10 +322,7 @@ document.querySelectorAll('.node').forEach(n => (n.onclick = () => show(n.datase
 def html_page(events: list[dict[str, Any]], title: str) -> str:
     """One HTML file with everything inline (no network): the timeline, the plan as a graph,
     and the request and reply of any task, on click."""
-    queued: dict[str, float] = {}
-    for e in events:
-        if e.get("event") == "schedule.dispatch":
-            queued.setdefault(f"{e.get('plan_task')}/{e.get('attempt') or 1}", float(e["ts"]))
+    queued = {f"{task}/{attempt}": t for (task, attempt), t in dispatched_at(events).items()}
     deps = plan_deps(events) or {t: [] for t in plan_spans(events)}
     data = {
         "spans": [_span_json(s) for ss in plan_spans(events).values() for s in ss],

@@ -110,6 +110,15 @@ def plan_spans(events: list[dict[str, Any]]) -> dict[str, list[Span]]:
     return out
 
 
+def dispatched_at(events: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """When the coordinator dispatched each (plan task, attempt): where waiting begins."""
+    out: dict[tuple[str, int], float] = {}
+    for e in events:
+        if e.get("event") == "schedule.dispatch":
+            out.setdefault((str(e.get("plan_task", "")), int(e.get("attempt") or 1)), float(e["ts"]))
+    return out
+
+
 def critical_path(events: list[dict[str, Any]]) -> list[str]:
     """The chain of plan tasks that decided the run's length: from the task that finished
     last, back through the dependency that finished last at each step."""

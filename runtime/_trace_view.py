@@ -10,7 +10,7 @@ import msgspec
 
 from agentrt.protocols import RunError
 
-from ._trace_model import critical_path, plan_spans
+from ._trace_model import critical_path, dispatched_at, plan_spans
 from ._tracing import read_trace
 
 
@@ -183,10 +183,7 @@ def timeline(events: list[dict[str, Any]], width: int = 100) -> Any:
     from rich.text import Text
 
     by_task = plan_spans(events)
-    dispatched: dict[tuple[str, int], float] = {}
-    for e in events:
-        if e.get("event") == "schedule.dispatch":
-            dispatched.setdefault((e.get("plan_task", ""), int(e.get("attempt") or 1)), float(e["ts"]))
+    dispatched = dispatched_at(events)
     all_spans = [s for ss in by_task.values() for s in ss]
     if not all_spans:
         return Text("no plan tasks in this run")
