@@ -2,7 +2,10 @@
 
 `Scheduler` runs a plan as a DAG. A task is dispatched the moment its last dependency
 completes (not when its "level" does), tasks on the longest remaining path first, to the
-least-loaded worker offering its skill, within every bound of the `Policy`:
+least-loaded worker offering its skill. When the ready tasks are a wave that gates the rest
+(the plan's last tasks, or a batch before its fan-in) and there are more of them than free
+slots, the order is instead the one that `balance`s when the slots are expected to free, so
+no slot is left with a long task at the end. All of it within every bound of the `Policy`:
 
 - at most `max_in_flight` tasks at once, `per_worker` on one worker, `per_skill[s]` of a skill;
 - stateful tasks (skill not read-only) on the same `resource` one at a time, in plan order;
@@ -218,6 +221,7 @@ class _Node:
     reserved: float = 0.0  # estimated tokens drawn at dispatch
     held: str = ""  # the last hold reported, so each is traced once
     priority: float = 0.0  # longest expected path from here to the end
+    started: float = 0.0  # when the current attempt was dispatched
 
 
 @dataclass
@@ -231,6 +235,50 @@ class _Group:
     ended: int = 0
     failures: int = 0
     phase: Literal["pending", "completed", "failed"] = "pending"
+
+
+# The most tasks a last wave is balanced over; past it, longest-first is as good.
+_BALANCE_MAX = 64
+
+
+def balance(free_at: list[float], est: Mapping[str, float]) -> list[list[str]]:
+    """Share tasks (id -> expected seconds) out over slots free at `free_at`, so that the
+    last slot is expected to free as early as it can: longest task first to the slot that
+    frees soonest (LPT), then tasks moved or swapped off the most loaded slot while that
+    lowers it. Each move lowers the sum of squared loads, so it ends. Slot i's share is
+    `result[i]`."""
+    loads = list(free_at)
+    shares: list[list[str]] = [[] for _ in loads]
+    for tid in sorted(est, key=lambda t: (-est[t], t)):
+        i = min(range(len(loads)), key=loads.__getitem__)
+        loads[i] += est[tid]
+        shares[i].append(tid)
+    eps = 1e-9
+    while True:
+        top = max(range(len(loads)), key=loads.__getitem__)
+        move = next(
+            (
+                (other, a, b)
+                for other in range(len(loads))
+                if other != top
+                for a in shares[top]
+                for b in (None, *shares[other])
+                if est[a] - (est[b] if b else 0.0) > eps
+                and loads[other] + est[a] - (est[b] if b else 0.0) < loads[top] - eps
+            ),
+            None,
+        )
+        if move is None:
+            return shares
+        other, a, b = move
+        delta = est[a] - (est[b] if b else 0.0)
+        shares[top].remove(a)
+        shares[other].append(a)
+        if b is not None:
+            shares[other].remove(b)
+            shares[top].append(b)
+        loads[top] -= delta
+        loads[other] += delta
 
 
 class Scheduler:
@@ -274,6 +322,7 @@ class Scheduler:
         self.in_flight = 0
         self._rng = random.Random(policy.seed)
         self._ready: list[tuple[float, int, str]] = []
+        self._running: set[str] = set()
         self._fresh: list[str] = []  # made ready since the last pump
         self._resource_queue: dict[str, list[str]] = {}
         self._resource_head: dict[str, int] = {}
@@ -611,6 +660,7 @@ class Scheduler:
 
     def _release(self, node: _Node, *, used_tokens: float, used_cost: float | None) -> None:
         self.in_flight -= 1
+        self._running.discard(node.task.id)
         if node.worker is not None:
             self.load[node.worker] -= 1
         self.running_by_skill[node.skill] -= 1
@@ -832,8 +882,9 @@ class Scheduler:
             return out
         deferred: list[tuple[float, int, str]] = []
         budget_held = False
-        while self._ready and self.in_flight < self.max_in_flight and not self.draining:
-            entry = heapq.heappop(self._ready)
+        front = self._last_wave(now)
+        while (front or self._ready) and self.in_flight < self.max_in_flight and not self.draining:
+            entry = front.pop(0) if front else heapq.heappop(self._ready)
             tid = entry[2]
             node = self.nodes[tid]
             if node.phase != "ready":
@@ -889,6 +940,8 @@ class Scheduler:
             self.cost.reserve(est * price)
             node.reserved = est
             node.phase = "running"
+            node.started = now
+            self._running.add(tid)
             node.worker = worker
             node.attempt += 1
             node.held = ""
@@ -910,7 +963,7 @@ class Scheduler:
             )
             if timeout is not None:
                 out.append(SetTimer(now + timeout, ("timeout", tid, node.attempt)))
-        for entry in deferred:
+        for entry in deferred + front:
             heapq.heappush(self._ready, entry)
         if self.in_flight >= self.max_in_flight:
             for tid in self._fresh:
@@ -925,6 +978,71 @@ class Scheduler:
         if self.queued == 0 and self.in_flight == 0:
             self._finish(out)
         return out
+
+    def _last_wave(self, now: float) -> list[tuple[float, int, str]]:
+        """The ready entries to dispatch first, taken off the ready heap, when the ready tasks
+        are a wave that gates the rest of the plan (`_gates_the_rest`: the last tasks, or a
+        batch before its fan-in), none is stateful or held, their estimates differ, and there
+        are more of them than free slots. Then which task starts now decides when the wave
+        ends: the tasks are `balance`d over the slots (free ones now, busy ones when their
+        task is expected to end) and each free slot starts the longest task of its share.
+        Otherwise nothing: the heap's longest-path order holds."""
+        slots = self.max_in_flight
+        if self.policy.per_worker is not None:
+            slots = min(slots, self.policy.per_worker * len(set(self.workers) - self.down))
+        free = slots - self.in_flight
+        if free <= 0 or self.draining or not self.queued or self.queued > _BALANCE_MAX:
+            return []
+        entries = {e[2]: e for e in self._ready if self.nodes[e[2]].phase == "ready"}
+        if len(entries) <= free:
+            return []
+        nodes = [self.nodes[tid] for tid in entries]
+        if any(n.task.id in self.held or self.stateful(n.task) for n in nodes):
+            return []
+        est = {n.task.id: self._est_s(n.task) for n in nodes}
+        if len(set(est.values())) == 1:
+            return []  # alike as far as the core knows: any order balances the same
+        if not self._gates_the_rest(set(entries)):
+            return []
+        busy = [self.nodes[tid] for tid in sorted(self._running)]
+        free_at = [now] * free + [max(now, n.started + self._est_s(n.task)) for n in busy]
+        shares = balance(free_at, est)
+        first = [
+            max(share, key=lambda t: (est[t], -self.nodes[t].order)) for share in shares[:free] if share
+        ]
+        first.sort(key=lambda t: entries[t])
+        chosen = set(first)
+        self._ready = [e for e in self._ready if e[2] not in chosen]
+        heapq.heapify(self._ready)
+        return [entries[t] for t in first]
+
+    def _gates_the_rest(self, ready: set[str]) -> bool:
+        """True if no task still to run can start before every `ready` task has ended: all
+        others wait on a dependency (none in a retry's backoff), and each waiting task that
+        waits on no other waiting task waits on every ready one (a fan-in, such as an index
+        over a batch). Found from the ready and running tasks' dependents, so it costs what
+        is left, not the plan's size; a task waiting on a group makes it False."""
+        waiting: set[str] = set()
+        stack = [d for tid in ready | self._running for d in self.nodes[tid].dependents]
+        while stack:
+            tid = stack.pop()
+            node = self.nodes[tid]
+            if tid in waiting or node.phase != "pending":
+                continue
+            waiting.add(tid)
+            if len(waiting) + len(ready) > self.queued:
+                return False
+            stack.extend(node.dependents)
+        if len(waiting) + len(ready) != self.queued:
+            return False
+        for tid in waiting:
+            deps = self.nodes[tid].deps
+            if any(d in self.groups for d in deps):
+                return False
+            unfinished = {d for d in deps if self.nodes[d].phase not in TERMINAL}
+            if not unfinished & waiting and not ready <= unfinished:
+                return False
+        return True
 
     def _pending_timers(self) -> bool:
         return self._wake_at is not None or any(n.phase == "backoff" for n in self.nodes.values())

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentrt.actors._scheduler import Decision, Dispatch, Finish, Scheduler
+from agentrt.actors._scheduler import Decision, Dispatch, Finish, Policy, Scheduler, balance
+from agentrt.actors._simulate import durations_behaviour, simulate
 from agentrt.protocols import Plan, PlanError, PlanTask
 
 
@@ -57,6 +58,72 @@ def test_max_in_flight_holds_the_rest_and_says_so() -> None:
     held = [c.task_id for c in out if isinstance(c, Decision) and c.decision == "held-by-bound"]
     assert held == ["t2", "t3", "t4"]
     assert dispatched(s.task_succeeded("t1", None)) == ["t2"]
+
+
+def test_balance_shares_tasks_so_the_last_slot_frees_earliest() -> None:
+    # Longest first alone puts 5 and 4 on the two slots and the three 3s after them: 11
+    # and 7. Balanced: {5, 4} and {3, 3, 3}, both 9.
+    est = {"a": 5.0, "b": 4.0, "c": 3.0, "d": 3.0, "e": 3.0}
+    shares = balance([0.0, 0.0], est)
+    assert sorted(sum(est[t] for t in share) for share in shares) == [9.0, 9.0]
+    assert sorted(t for share in shares for t in share) == sorted(est)
+    # A slot busy until 5 takes less: the free one gets 4 + 3 (7), the busy one 5 + 3 (8).
+    shares = balance([0.0, 5.0], {"x": 4.0, "y": 3.0, "z": 3.0})
+    assert [sorted(share) for share in shares] == [["x", "y"], ["z"]] or [
+        sorted(share) for share in shares
+    ] == [["x", "z"], ["y"]]
+
+
+def test_last_wave_starts_what_balances_the_slots() -> None:
+    est = {"a": 5.0, "b": 4.0, "c": 3.0, "d": 3.0, "e": 3.0}
+    plan = Plan(goal="g", tasks=[PlanTask(id=t, skill="s", est_s=e) for t, e in est.items()])
+    s = Scheduler(plan, {"w": ["s"]}, policy=Policy(max_in_flight=2, token_budget=None))
+    first = dispatched(s.start())
+    assert first[0] == "a" and est[first[1]] == 3.0  # not b: 5 and 4 together end late
+    s = Scheduler(plan, {"w": ["s"]}, policy=Policy(max_in_flight=2, token_budget=None))
+    result = simulate(s, durations_behaviour(est))
+    assert result.finish.state == "completed"
+    assert result.makespan == pytest.approx(9.0)  # the lower bound, total 18 on 2 slots
+
+
+def test_a_batch_before_its_fan_in_is_balanced_too() -> None:
+    # The index waits on every document: nothing can start before the batch ends, so the
+    # batch is balanced as a wave (9, the bound), and the index runs after it (9 + 1).
+    est = {"a": 5.0, "b": 4.0, "c": 3.0, "d": 3.0, "e": 3.0}
+    tasks = [PlanTask(id=t, skill="s", est_s=e) for t, e in est.items()]
+    tasks.append(PlanTask(id="index", skill="s", est_s=1.0, deps=list(est)))
+    s = Scheduler(Plan(goal="g", tasks=tasks), {"w": ["s"]}, policy=Policy(max_in_flight=2, token_budget=None))
+    result = simulate(s, durations_behaviour(est | {"index": 1.0}))
+    assert result.finish.state == "completed"
+    assert result.makespan == pytest.approx(10.0)
+
+
+def test_ready_tasks_that_do_not_gate_the_rest_go_longest_path_first() -> None:
+    # f waits on b alone, so b's path (4 + 10) is what to start first, with a: balancing
+    # the five as a wave would start a and a 3 instead.
+    est = {"a": 5.0, "b": 4.0, "c": 3.0, "d": 3.0, "e": 3.0}
+    tasks = [PlanTask(id=t, skill="s", est_s=e) for t, e in est.items()]
+    tasks.append(PlanTask(id="f", skill="s", est_s=10.0, deps=["b"]))
+    s = Scheduler(Plan(goal="g", tasks=tasks), {"w": ["s"]}, policy=Policy(max_in_flight=2, token_budget=None))
+    assert dispatched(s.start()) == ["b", "a"]
+
+
+def test_tasks_still_waiting_keep_the_longest_path_order() -> None:
+    # d still waits on a, so this is not the last wave: the longest path goes first.
+    plan = Plan(
+        goal="g",
+        tasks=[
+            PlanTask(id="a", skill="s", est_s=1.0),
+            PlanTask(id="b", skill="s", est_s=4.0),
+            PlanTask(id="c", skill="s", est_s=3.0),
+            PlanTask(id="d", skill="s", est_s=5.0, deps=["a"]),
+        ],
+    )
+    s = Scheduler(plan, {"w": ["s"]}, policy=Policy(max_in_flight=1, token_budget=None))
+    assert dispatched(s.start()) == ["a"]  # 1 + 5 is the longest path
+    # Once a is done, d is ready too: b, c and d are the last wave, and on one slot its
+    # longest task goes first.
+    assert dispatched(s.task_succeeded("a", None)) == ["d"]
 
 
 def test_failure_skips_dependents_transitively_and_fails_the_plan() -> None:

@@ -29,6 +29,8 @@ def scenarios(draw: st.DrawFn) -> tuple[Plan, Policy, dict]:
                 deps=[f"t{d}" for d in deps],
                 resource=draw(st.sampled_from([None, None, "db", "fs"])),
                 est_tokens=draw(st.integers(0, 500)),
+                # uneven estimates bring the last-wave balancing into play
+                est_s=draw(st.sampled_from([None, 0.5, 1.0, 3.0])),
                 timeout_s=draw(st.sampled_from([None, None, 3.0])),
                 max_attempts=draw(st.sampled_from([None, 1, 2, 3])),
             )
