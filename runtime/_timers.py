@@ -30,8 +30,10 @@ class Timers:
                 )
                 self._thread.start()
             handle = next(self._seq)
-            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay_s), handle, fn))
-            self._cond.notify()
+            entry = (time.monotonic() + max(0.0, delay_s), handle, fn)
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:  # sooner than the thread is waiting for: wake it
+                self._cond.notify()
             return handle
 
     def cancel(self, handle: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -43,6 +44,7 @@ class Transport:
         self._pushes: list[zmq.Socket] = []
         self._pushes_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._io_ident: int | None = None  # the I/O thread's, once it runs
         self.dropped_traces = 0
 
         # Created here, then owned by the I/O thread alone (thread start is a full barrier).
@@ -89,13 +91,20 @@ class Transport:
         return sock
 
     def send(self, endpoint: str, frame: bytes) -> None:
-        """Queue `frame` for the process bound at `endpoint`."""
-        self._push().send_multipart([_OUT, endpoint.encode(), frame], copy=False)
+        """Queue `frame` for the process bound at `endpoint` (sent at once when called on the
+        I/O thread, as acknowledgements are: it owns the sockets)."""
+        if threading.get_ident() == self._io_ident:
+            self._out(endpoint.encode(), frame)
+        else:
+            self._push().send_multipart([_OUT, endpoint.encode(), frame], copy=False)
 
     def ship(self, event: bytes) -> None:
         """Queue one packed trace event for the collector (dropped if there is none)."""
         if self._trace_out is not None:
-            self._push().send_multipart([_TRACE, event], copy=False)
+            if threading.get_ident() == self._io_ident:
+                self._trace(event)
+            else:
+                self._push().send_multipart([_TRACE, event], copy=False)
         elif self._on_trace is not None:
             self._on_trace(event)
 
@@ -122,7 +131,19 @@ class Transport:
             self._dealers[endpoint] = sock
         return sock
 
+    def _out(self, endpoint: bytes, frame: Any) -> None:
+        self._dealer(endpoint).send(frame, zmq.NOBLOCK)
+
+    def _trace(self, event: Any) -> None:
+        if self._trace_out is None:
+            return
+        try:
+            self._trace_out.send(event, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped_traces += 1
+
     def _loop(self) -> None:
+        self._io_ident = threading.get_ident()
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
@@ -155,12 +176,9 @@ class Transport:
                             break
                         tag = msg[0]
                         if tag == _OUT:
-                            self._dealer(msg[1]).send(msg[2], zmq.NOBLOCK)
-                        elif tag == _TRACE and self._trace_out is not None:
-                            try:
-                                self._trace_out.send(msg[1], zmq.NOBLOCK)
-                            except zmq.Again:
-                                self.dropped_traces += 1
+                            self._out(msg[1], msg[2])
+                        elif tag == _TRACE:
+                            self._trace(msg[1])
                         elif tag == _STOP:
                             running = False
                             break
