@@ -243,9 +243,9 @@ _BALANCE_MAX = 64
 
 def balance(free_at: list[float], est: Mapping[str, float]) -> list[list[str]]:
     """Share tasks (id -> expected seconds) out over slots free at `free_at`, so that the
-    last slot is expected to free as early as it can: longest task first to the slot that
-    frees soonest (LPT), then tasks moved or swapped off the most loaded slot while that
-    lowers it. Each move lowers the sum of squared loads, so it ends. Slot i's share is
+    last slot is expected to free early: longest task first to the slot that frees soonest
+    (LPT), then tasks moved or swapped off the most loaded slot while that lowers it (a
+    heuristic, not an exact search; at most 10 moves a task). Slot i's share is
     `result[i]`."""
     loads = list(free_at)
     shares: list[list[str]] = [[] for _ in loads]
@@ -254,7 +254,11 @@ def balance(free_at: list[float], est: Mapping[str, float]) -> list[list[str]]:
         loads[i] += est[tid]
         shares[i].append(tid)
     eps = 1e-9
-    while True:
+
+    def size(b: str | None) -> float:
+        return est[b] if b is not None else 0.0
+
+    for _ in range(10 * len(est)):
         top = max(range(len(loads)), key=loads.__getitem__)
         move = next(
             (
@@ -263,15 +267,14 @@ def balance(free_at: list[float], est: Mapping[str, float]) -> list[list[str]]:
                 if other != top
                 for a in shares[top]
                 for b in (None, *shares[other])
-                if est[a] - (est[b] if b else 0.0) > eps
-                and loads[other] + est[a] - (est[b] if b else 0.0) < loads[top] - eps
+                if est[a] - size(b) > eps and loads[other] + est[a] - size(b) < loads[top] - eps
             ),
             None,
         )
         if move is None:
-            return shares
+            break
         other, a, b = move
-        delta = est[a] - (est[b] if b else 0.0)
+        delta = est[a] - size(b)
         shares[top].remove(a)
         shares[other].append(a)
         if b is not None:
@@ -279,6 +282,7 @@ def balance(free_at: list[float], est: Mapping[str, float]) -> list[list[str]]:
             shares[top].append(b)
         loads[top] -= delta
         loads[other] += delta
+    return shares
 
 
 class Scheduler:
