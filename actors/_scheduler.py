@@ -991,11 +991,13 @@ class Scheduler:
         ends: the tasks are `balance`d over the slots (free ones now, busy ones when their
         task is expected to end) and each free slot starts the longest task of its share.
         Otherwise nothing: the heap's longest-path order holds."""
+        if self.draining or not self.queued or self.queued > _BALANCE_MAX:
+            return []
         slots = self.max_in_flight
         if self.policy.per_worker is not None:
             slots = min(slots, self.policy.per_worker * len(set(self.workers) - self.down))
         free = slots - self.in_flight
-        if free <= 0 or self.draining or not self.queued or self.queued > _BALANCE_MAX:
+        if free <= 0:
             return []
         entries = {e[2]: e for e in self._ready if self.nodes[e[2]].phase == "ready"}
         if len(entries) <= free:

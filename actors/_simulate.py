@@ -180,15 +180,20 @@ def level_by_level(plan: Plan, durations: Mapping[str, float], k: int) -> float:
     for tid in topological(plan):
         deps = dependencies(tasks[tid])
         level[tid] = 1 + max((level[d] for d in deps), default=-1)
-    total = 0.0
-    for lv in range(max(level.values()) + 1):
-        slots = [0.0] * k
-        for t in plan.tasks:
-            if level[t.id] == lv:
-                i = min(range(k), key=slots.__getitem__)
-                slots[i] += durations[t.id]
-        total += max(slots)
-    return total
+    return sum(
+        list_schedule([durations[t.id] for t in plan.tasks if level[t.id] == lv], k)
+        for lv in range(max(level.values()) + 1)
+    )
+
+
+def list_schedule(durations: list[float], k: int) -> float:
+    """Makespan of independent tasks started in the given order, each on the first of k
+    slots to free."""
+    slots = [0.0] * k
+    for d in durations:
+        i = min(range(k), key=slots.__getitem__)
+        slots[i] += d
+    return max(slots)
 
 
 def sequential(durations: Mapping[str, float]) -> float:

@@ -28,6 +28,7 @@ from agentrt.actors._scheduler import Policy, Scheduler
 from agentrt.actors._simulate import (
     durations_behaviour,
     level_by_level,
+    list_schedule,
     lower_bound,
     sequential,
     simulate,
@@ -147,11 +148,8 @@ def run_workload(w: Workload) -> dict[str, float]:
 def longest_estimate_first(w: Workload) -> float:
     """Makespan of independent tasks started longest estimate first as slots free (the
     core's order before it balanced the last wave)."""
-    slots = [0.0] * w.k
-    for t in sorted(w.plan.tasks, key=lambda t: -(t.est_s or 0.0)):
-        i = min(range(w.k), key=slots.__getitem__)
-        slots[i] += w.durations[t.id]
-    return max(slots)
+    ordered = sorted(w.plan.tasks, key=lambda t: -(t.est_s or 0.0))
+    return list_schedule([w.durations[t.id] for t in ordered], w.k)
 
 
 def batch_sweep(seeds: range) -> str:
