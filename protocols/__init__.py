@@ -1,6 +1,7 @@
 """agentrt's message model: pure data, no I/O. Anything may import it."""
 
 from ._codec import DEFAULT_LIMITS, Limits, decode, encode, to_json_dict
+from ._deadletter import DEAD_LETTER_REASONS, DeadLetter, DeadLetterReason
 from ._errors import (
     AgentRuntimeError,
     ConflictError,
@@ -60,6 +61,7 @@ from ._plan import (
 )
 
 __all__ = [
+    "DEAD_LETTER_REASONS",
     "DEFAULT_LIMITS",
     "MAX_PARTS",
     "TERMINAL_STATES",
@@ -73,6 +75,8 @@ __all__ = [
     "Control",
     "Critique",
     "DataPart",
+    "DeadLetter",
+    "DeadLetterReason",
     "Envelope",
     "Escalation",
     "EscalationAnswer",

@@ -42,7 +42,7 @@ from ._models import (
 from ._spec import ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
 from ._supervisor import RunSummary, Runtime, run
 from ._tickets import format_ticket
-from ._tracing import read_trace
+from ._tracing import read_trace, redact
 from ._validation import validate
 
 __all__ = [
@@ -83,6 +83,7 @@ __all__ = [
     "load_spec",
     "model_from_config",
     "read_trace",
+    "redact",
     "run",
     "skill",
     "spec_from_dict",

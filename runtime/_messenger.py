@@ -20,6 +20,8 @@ from agentrt.protocols import (
     CancelTask,
     Control,
     DataPart,
+    DeadLetter,
+    DeadLetterReason,
     Envelope,
     FrameError,
     Heartbeat,
@@ -458,6 +460,36 @@ class Messenger:
             return False
         future.set_result(TaskResult(task))
         return True
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    def dead_letter(
+        self,
+        reason: DeadLetterReason,
+        detail: str,
+        *,
+        envelope: Envelope | None = None,
+        peer: str | None = None,
+        size: int = 0,
+    ) -> DeadLetter:
+        """Record one message that was not delivered: counted, and traced as `message.dead-letter`
+        (the one place every refusal goes, whatever refused it)."""
+        letter = DeadLetter(
+            reason=reason,
+            detail=detail[:500],
+            node=self.name,
+            at=time.time(),
+            peer=peer,
+            message_id=envelope.message_id if envelope is not None else None,
+            sender=envelope.sender if envelope is not None else None,
+            recipient=envelope.recipient if envelope is not None else None,
+            kind=envelope.kind if envelope is not None else None,
+            bytes=size,
+        )
+        self.stats["dead"] += 1
+        self.stats[f"dead.{reason}"] += 1
+        self._log.warning("message.dead-letter", **msgspec.structs.asdict(letter))
+        return letter
 
     # -- receiving (on the I/O thread) -----------------------------------------------------
 

@@ -28,8 +28,11 @@ def _known_secrets() -> list[str]:
     return [value] if len(value) >= 8 else []
 
 
-def redact(value: Any, secrets: list[str]) -> Any:
-    """A copy of `value` with secret keys masked and secret-looking strings replaced."""
+def redact(value: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of `value` with secret keys masked and secret-looking strings replaced
+    (`secrets`: exact values to mask too; default: the secrets this process can see)."""
+    if secrets is None:
+        secrets = _known_secrets()
     if isinstance(value, str):
         for s in secrets:
             if s in value:
