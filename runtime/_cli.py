@@ -178,7 +178,7 @@ def print_summary(s: RunSummary) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    if args.resume and not (Path(args.runs_dir) / args.resume / "state.sqlite").is_file():
+    if args.resume and not (Path(args.runs_dir) / args.resume / "trace.jsonl").is_file():
         print(f"agentrt: no run '{args.resume}' to resume in {args.runs_dir}", file=sys.stderr)
         return 2
     kind = args.model

@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 import traceback
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,7 +20,7 @@ from ._actor import Actor, Context, host
 from ._messenger import Messenger, card_from_dict, card_to_dict
 from ._models import model_from_config
 from ._spec import ActorSpec, NodeBoot
-from ._store import Store
+from ._store import open_store
 from ._tracing import configure, get_logger
 
 _packer = msgspec.msgpack.Encoder()
@@ -73,7 +72,7 @@ class Node:
         self.log = get_logger(actor=self.address)
         self.messenger.routes["supervisor"] = boot.supervisor_endpoint
         self.messenger.on_control = self._on_control
-        self.store = Store(Path(boot.state_path))
+        self.store = open_store(boot.store, run_id=boot.run_id)
 
     def _control(self, op: str, **args: Any) -> None:
         self.messenger.send(

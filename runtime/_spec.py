@@ -76,6 +76,10 @@ class RunSpec(_SpecStruct, kw_only=True):
     timeout_s: float = 600.0
     start_timeout_s: float = 60.0
     drain_s: float = 10.0  # on Ctrl-C / SIGTERM: how long work in flight may take to finish
+    # Where actors' state lives: "" for a SQLite file in the run's folder (one host), or a
+    # `postgresql://` URL (nodes on several hosts). Keep passwords out of the spec: libpq's
+    # PGPASSWORD or ~/.pgpass, or the whole URL in AGENTRT_STORE, which overrides this.
+    store: str = ""
 
     def job_input(self, goal: str | None = None) -> dict[str, Any]:
         data = dict(self.input)
@@ -106,7 +110,7 @@ class NodeBoot(_SpecStruct, kw_only=True):
     trace_endpoint: str
     limits: Limits
     default_model: ModelConfig
-    state_path: str
+    store: str  # a SQLite file's path, or a postgresql:// URL with this node's own role
     run_dir: str = ""
     heartbeat_s: float = 1.0
     sys_path: list[str] = []

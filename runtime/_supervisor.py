@@ -31,6 +31,7 @@ from agentrt.protocols import (
 
 from ._messenger import Messenger, TaskResult, card_from_dict
 from ._spec import NodeBoot, Spec
+from ._store import PostgresAdmin, describe, is_postgres
 from ._tracing import TraceWriter, configure, get_logger
 
 SUPERVISOR = "supervisor"
@@ -130,6 +131,12 @@ class Runtime:
         )
         self.messenger.on_control = self._on_control
         self.messenger.on_heartbeat = self._on_heartbeat
+        # The state store: a SQLite file in the run's folder, or PostgreSQL with a login role
+        # per node (set up in start(), dropped in stop()).
+        location = os.environ.get("AGENTRT_STORE") or spec.run.store
+        self.store = location or str(self.run_dir / "state.sqlite")
+        self._pg = PostgresAdmin(location, self.run_id) if is_postgres(location) else None
+        self._store_urls: dict[str, str] = {}
 
     def _ipc(self, name: str) -> str:
         return f"ipc://{self.sock_dir}/{name}.sock"
@@ -151,6 +158,14 @@ class Runtime:
         self.messenger.start()
         self.log.info("run.starting", spec=self.spec.run.name, nodes=len(self.spec.nodes))
         (self.run_dir / "logs").mkdir(exist_ok=True)
+        if self._pg is not None:
+            try:
+                self._store_urls = self._pg.prepare((n.name, [a.name for a in n.actors]) for n in self.spec.nodes)
+            except Exception as exc:
+                raise RunError(
+                    f"cannot set up the state store at {describe(self.store)}: {type(exc).__name__}: {exc}"
+                ) from None
+            self.log.info("store.ready", backend="postgresql", nodes=len(self._store_urls))
         for node in self.spec.nodes:
             self._spawn(node)
         deadline = time.time() + self.spec.run.start_timeout_s
@@ -188,7 +203,7 @@ class Runtime:
             trace_endpoint=self._ipc("trace"),
             limits=self.spec.limits,
             default_model=self.spec.model,
-            state_path=str(self.run_dir / "state.sqlite"),
+            store=self._store_urls.get(node.name, self.store),
             run_dir=str(self.run_dir),
             heartbeat_s=self.spec.supervision.heartbeat_s,
             sys_path=[p for p in [self.spec.base_dir, os.getcwd()] if p],
@@ -417,6 +432,11 @@ class Runtime:
             "run.stopped", exit_codes=codes, wall_s=round(time.time() - self.started_at, 3)
         )
         time.sleep(0.2)  # let the last trace events from the nodes arrive
+        if self._pg is not None:
+            try:
+                self._pg.release()
+            except Exception as exc:  # the run is over either way; say what was left behind
+                self.log.warning("store.release-failed", error=f"{type(exc).__name__}: {exc}")
         self.messenger.stop()
         self.writer.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)

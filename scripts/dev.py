@@ -45,30 +45,35 @@ def demo(args: list[str]) -> None:
     sh(BIN / "agentrt", "run", "demos/research", "--model", "offline", *args)
 
 
-def browser() -> None:
-    """Headless Chromium for the trace page's browser test: Debian's package, installed when
-    missing and this machine can (root with apt-get). Otherwise that one test is skipped and
-    says why."""
-    if Path("/usr/bin/chromium").exists():
+def debian_packages() -> None:
+    """What some tests need from Debian: headless Chromium (the trace page's browser test) and a
+    PostgreSQL server (the state store's second backend). Installed when missing and this machine
+    can (root with apt-get); otherwise those tests say why they cannot run."""
+    wanted = {
+        "chromium": Path("/usr/bin/chromium").exists(),
+        "postgresql": any(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+    }
+    missing = [name for name, present in wanted.items() if not present]
+    if not missing:
         return
     if os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
-        print("chromium: not installed, and no root apt-get to install it", flush=True)
+        print(f"{', '.join(missing)}: not installed, and no root apt-get to install them", flush=True)
         return
-    print("+ apt-get install chromium (for the trace page's browser test)", flush=True)
+    print(f"+ apt-get install {' '.join(missing)} (for the browser and store tests)", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        try:
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
+        try:  # bounded, so a slow mirror cannot stall the test run
             code = subprocess.call(cmd, stdout=subprocess.DEVNULL, env=env, timeout=900)
         except subprocess.TimeoutExpired:
             code = -1
         if code != 0:
-            print(f"chromium: `{' '.join(cmd)}` failed; the browser test will be skipped", flush=True)
+            print(f"`{' '.join(cmd)}` failed; the tests that need {', '.join(missing)} will say so", flush=True)
             return
 
 
 def test(args: list[str]) -> None:
     setup()
-    browser()
+    debian_packages()
     sh(
         BIN / "ruff",
         "check",

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 N = 300
 
 
-def fan_out_spec(**supervision: Any) -> Any:
+def fan_out_spec(store: str = "", **supervision: Any) -> Any:
     return make_spec(
         {
             "coord": [
@@ -33,7 +33,7 @@ def fan_out_spec(**supervision: Any) -> Any:
             ],
             **{f"w{i}": [{"name": f"worker-{i}", "class": "custom_actors:Effect"}] for i in (1, 2, 3)},
         },
-        run={"entry": "coordinator", "skill": "run"},
+        run={"entry": "coordinator", "skill": "run", "store": store},
         supervision=supervision or {"max_restarts": 3, "period_s": 30},
     )
 
@@ -51,17 +51,17 @@ def values(out: dict[str, Any]) -> dict[str, int]:
     return {k: v["value"] for k, v in out["results"].items()}
 
 
-def fault_free_then_kill(tmp_path: Path, node: str) -> tuple[dict[str, Any], dict[str, Any], Path, int, int]:
+def fault_free_then_kill(tmp_path: Path, node: str, store: str = "") -> tuple[dict[str, Any], dict[str, Any], Path, int, int]:
     """The fan-out without faults, then again with `node` killed (-9) a third of the way in:
     (fault-free output, output with the kill, the chaos run's effect folder, the killed pid,
     the node's pid after), with the chaos run's trace path in the output under "_trace"."""
     clean, chaos = tmp_path / "clean", tmp_path / "chaos"
     clean.mkdir()
     chaos.mkdir()
-    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+    with Runtime(fan_out_spec(store), runs_dir=tmp_path / "runs") as rt:
         baseline = rt.ask("coordinator", "run", plan(clean), timeout_s=300).unwrap()
     assert effects(clean) == N
-    with Runtime(fan_out_spec(), runs_dir=tmp_path / "runs") as rt:
+    with Runtime(fan_out_spec(store), runs_dir=tmp_path / "runs") as rt:
         future = rt.ask_async("coordinator", "run", plan(chaos), timeout_s=300)
         while effects(chaos) < N // 3:
             time.sleep(0.01)
@@ -109,8 +109,12 @@ def test_a_node_that_crashes_on_every_start_is_given_up_on_with_a_clear_reason(t
     assert len(spawned) == 3  # the first start and two restarts: no storm
 
 
-def test_kill_9_of_the_coordinator_node_resumes_from_its_journal(tmp_path: Path) -> None:
-    _, out, chaos, victim, now = fault_free_then_kill(tmp_path, "coord")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_kill_9_of_the_coordinator_node_resumes_from_its_journal(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    store = request.getfixturevalue("postgres_url") if backend == "postgres" else ""
+    _, out, chaos, victim, now = fault_free_then_kill(tmp_path, "coord", store)
     assert now != victim
     trace = out["_trace"]
     # No task that had completed ran again: one run per task in all.
@@ -120,6 +124,10 @@ def test_kill_9_of_the_coordinator_node_resumes_from_its_journal(tmp_path: Path)
     resumed = [e for e in events if e["event"] == "journal.resume"]
     assert len(resumed) == 1 and 0 < resumed[0]["done"] < N  # resumed part-way
     assert any(e["event"] == "ask.again" and e["actor"] == "coordinator" for e in events)
+    # The journal lived where the spec said: PostgreSQL, or the run folder's SQLite file.
+    on_postgres = any(e["event"] == "store.ready" and e.get("backend") == "postgresql" for e in events)
+    assert on_postgres == (backend == "postgres")
+    assert (Path(trace).parent / "state.sqlite").exists() == (backend == "sqlite")
 
 
 def test_a_run_stopped_by_sigterm_finishes_with_resume(tmp_path: Path) -> None:
