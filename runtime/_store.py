@@ -79,11 +79,22 @@ class SQLiteStore:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SQLITE_SCHEMA)
-            conn.commit()
+            # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database
+            # is locked" at once (no busy wait) when another process does the same: retry.
+            deadline = time.monotonic() + 30
+            for attempt in range(1000):
+                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute(_SQLITE_SCHEMA)
+                    conn.commit()
+                    break
+                except sqlite3.OperationalError as exc:
+                    conn.close()
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
             self._conn = conn
         return self._conn
 
