@@ -245,8 +245,22 @@ class Heartbeat(Wire, tag="heartbeat", tag_field="kind"):
     in_flight: int = 0
 
 
+class Drain(Wire, tag="drain", tag_field="kind"):
+    """Ask an actor to stop taking on work and to say when what it has in flight has
+    finished (the run is stopping: Ctrl-C, SIGTERM). Answered with one `Drained`."""
+
+    reason: str = ""
+
+
+class Drained(Wire, tag="drained", tag_field="kind"):
+    """The answer to a `Drain`: nothing the actor started is in flight any more."""
+
+    actor: str
+    detail: str = ""
+
+
 ControlOp = Literal[
-    "register", "directory", "ready", "stats", "stop", "stopped", "node-down", "node-up", "ack", "drain"
+    "register", "directory", "ready", "stats", "stop", "stopped", "node-down", "node-up", "ack"
 ]
 
 
@@ -268,6 +282,8 @@ Body = (
     | EscalationAnswer
     | Heartbeat
     | Control
+    | Drain
+    | Drained
 )
 
 
@@ -284,6 +300,7 @@ class Envelope(Wire):
     parent_span_id: str | None = None
     context_id: str | None = None
     task_id: str | None = None
+    plan_task: str | None = None  # the id, in its plan, of the task a request runs
     attempt: int = 1
     idempotency_key: str | None = None
     deadline: float | None = None  # unix seconds

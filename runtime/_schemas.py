@@ -15,7 +15,9 @@ from agentrt.protocols import (
     Envelope,
     Escalation,
     EscalationAnswer,
+    Event,
     Plan,
+    RunReport,
     Verdict,
 )
 
@@ -27,11 +29,20 @@ GENERATED: dict[str, Any] = {
     "verdict": Verdict,
     "escalation": Escalation,
     "escalation-answer": EscalationAnswer,
+    "trace-event": Event,
+    # An entry actor that runs plans (skill `run`) declares this as its output: generated, so the report
+    # the CLI reads and the schema the skill is checked against cannot drift apart.
+    "skills/run.output": RunReport,
 }
 
 
 def schema_dir() -> Path:
     return Path(agentrt.schemas.__file__).parent
+
+
+def _path(directory: Path, name: str) -> Path:
+    """Where a generated schema lives: skills' payloads keep their plain `.json` names."""
+    return directory / (f"{name}.json" if name.startswith("skills/") else f"{name}.schema.json")
 
 
 def render(name: str) -> str:
@@ -45,7 +56,8 @@ def write(directory: Path | None = None) -> list[Path]:
     out = directory or schema_dir()
     paths = []
     for name in GENERATED:
-        path = out / f"{name}.schema.json"
+        path = _path(out, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(name))
         paths.append(path)
     return paths
@@ -56,7 +68,7 @@ def drift(directory: Path | None = None) -> list[str]:
     out = directory or schema_dir()
     stale = []
     for name in GENERATED:
-        path = out / f"{name}.schema.json"
+        path = _path(out, name)
         if not path.is_file() or path.read_text() != render(name):
             stale.append(name)
     return stale

@@ -9,11 +9,20 @@ from agentrt.protocols import (
     AgentCard,
     AgentSkill,
     Artifact,
+    Critique,
     DataPart,
     Envelope,
+    Event,
+    LoopSummary,
+    Plan,
+    PlanTask,
+    RunReport,
     Task,
+    TaskRecord,
     TaskStatus,
     TextPart,
+    Verdict,
+    report_from,
     to_json_dict,
 )
 from agentrt.runtime import _schemas
@@ -64,3 +73,30 @@ def test_agent_card_schema() -> None:
 def test_skill_schemas_are_valid_json_schema() -> None:
     for path in (_schemas.schema_dir() / "skills").glob("*.json"):
         jsonschema.Draft202012Validator.check_schema(load(f"skills/{path.stem}"))
+
+
+def test_trace_events_and_the_run_report_are_generated_schemas() -> None:
+    assert _schemas.GENERATED["trace-event"] is Event
+    assert _schemas.GENERATED["skills/run.output"] is RunReport
+    assert (_schemas.schema_dir() / "trace-event.schema.json").is_file()
+
+
+def test_a_run_report_validates_against_the_run_skill_output_schema() -> None:
+    plan = Plan(goal="g", tasks=[PlanTask(id="a", skill="lookup")])
+    report = RunReport(
+        answer="42",
+        state="completed",
+        tasks=[TaskRecord(id="a", skill="lookup", state="completed", worker="w", started_at=1.0)],
+        verdict=Verdict(decision="accept", reason="fine", iteration=1, score=0.9),
+        critiques=[Critique(task_id="a", score=0.9, passed=True)],
+        loop=LoopSummary(name="judge", cap=3, answer_iteration=1),
+        plan=plan,
+    )
+    data = msgspec.json.decode(msgspec.json.encode(report))
+    jsonschema.validate(data, load("skills/run.output"))
+    assert data["tasks"][0]["startedAt"] == 1.0 and data["verdict"] == {**data["verdict"], "kind": "verdict"}
+    assert report_from(data) == report
+    bad = dict(data, state="done-ish")
+    assert list(jsonschema.Draft202012Validator(load("skills/run.output")).iter_errors(bad))
+    assert report_from(bad) is None
+    assert report_from({"greeting": "HELLO ADA!"}) is None  # an entry actor may return anything

@@ -1,0 +1,454 @@
+"""Trace events: one tagged Struct per event the runtime and the built-in actors record.
+
+The trace file (`runs/<id>/trace.jsonl`) holds one event per line, tagged by its `event`
+field; the trace tools decode each line into these types, so a writer and a reader that
+disagree fail a type check instead of printing nothing. Field names are snake_case, as
+structlog writes them. Custom actors record their own events as `UserEvent`
+(`ctx.event(name, **fields)`).
+
+Every event carries the common fields of `TraceEvent`; the tracing pipeline stamps `ts`,
+`run_id`, `node` and `pid`, and `Context.emit` fills the span and task of the request it
+runs in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._model import Envelope
+
+
+class TraceEvent(msgspec.Struct, tag_field="event", kw_only=True, frozen=True, omit_defaults=True):
+    """Fields every event has: when, where, who, and the span and task it belongs to."""
+
+    ts: float = 0.0  # unix seconds
+    run_id: str | None = None
+    node: str | None = None  # the process: a node's name, or "supervisor"
+    pid: int | None = None
+    actor: str | None = None  # the actor the event is about
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    task_id: str | None = None  # the A2A task (an ask) the event belongs to
+    plan_task: str | None = None  # the plan task (a task id of the plan) the event belongs to
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+class EnvelopeSent(TraceEvent, tag="envelope.sent", kw_only=True):
+    """An envelope left this process (the whole envelope, secrets redacted)."""
+
+    message_id: str
+    kind: str  # the body's tag
+    sender: str
+    recipient: str
+    bytes: int = 0
+    envelope: Envelope | None = None
+
+
+class EnvelopeReceived(TraceEvent, tag="envelope.received", kw_only=True):
+    message_id: str
+    kind: str
+    sender: str
+    recipient: str
+    bytes: int = 0
+
+
+class EnvelopeResent(TraceEvent, tag="envelope.resent", kw_only=True):
+    message_id: str
+    send: int  # which send this is (2 = the first resend)
+
+
+class EnvelopeUndelivered(TraceEvent, tag="envelope.undelivered", kw_only=True):
+    message_id: str
+    sends: int
+
+
+class EnvelopeDuplicate(TraceEvent, tag="envelope.duplicate", kw_only=True):
+    message_id: str
+    kind: str
+
+
+class EnvelopeUndeliverable(TraceEvent, tag="envelope.undeliverable", kw_only=True):
+    recipient: str
+    reason: str
+
+
+class FrameRejected(TraceEvent, tag="frame.rejected", kw_only=True):
+    reason: str
+    error: str
+    bytes: int = 0
+    peer: str | None = None
+
+
+class MessageDeadLetter(TraceEvent, tag="message.dead-letter", kw_only=True):
+    """A message not delivered (the fields of `DeadLetter`; `node` is the one that refused it)."""
+
+    reason: str
+    detail: str
+    at: float
+    peer: str | None = None
+    message_id: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    kind: str | None = None
+    bytes: int = 0
+
+
+class NodeError(TraceEvent, tag="node.error", kw_only=True):
+    where: str
+    error: str
+
+
+# -- tasks and actors ----------------------------------------------------------------------
+
+
+class TaskStateChanged(TraceEvent, tag="task.state", kw_only=True):
+    """An actor started a task (`working`) or ended it, with what it used."""
+
+    state: str  # an A2A task state
+    skill: str
+    attempt: int = 1
+    sender: str | None = None
+    duration_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+class TaskDuplicate(TraceEvent, tag="task.duplicate", kw_only=True):
+    """A request whose idempotency key was seen: answered with, or joined to, the first."""
+
+    skill: str
+    attempt: int = 1
+    idempotency_key: str
+    answer: str
+
+
+class TaskCancelRequested(TraceEvent, tag="task.cancel-requested", kw_only=True):
+    reason: str = ""
+
+
+class TaskRejected(TraceEvent, tag="task.rejected", kw_only=True):
+    sender: str
+    error: str
+
+
+class TaskReplyFailed(TraceEvent, tag="task.reply-failed", kw_only=True):
+    error: str
+
+
+class ActorError(TraceEvent, tag="actor.error", kw_only=True):
+    error: str
+
+
+class ActorDrained(TraceEvent, tag="actor.drained", kw_only=True):
+    """An actor asked to drain has nothing in flight any more."""
+
+    detail: str = ""
+
+
+class Notice(TraceEvent, tag="notice", kw_only=True):
+    """An actor's message for the person at the terminal (`Context.notice`)."""
+
+    text: str
+
+
+class UserEvent(TraceEvent, tag="user", kw_only=True):
+    """An event of a custom actor: `ctx.event(name, **fields)`."""
+
+    name: str
+    fields: dict[str, Any] = {}
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+class ModelCall(TraceEvent, tag="model.call", kw_only=True):
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    stop_reason: str | None = None
+    tool_calls: int = 0
+    duration_s: float = 0.0
+
+
+class ModelCallFailed(TraceEvent, tag="model.error", kw_only=True):
+    error: str
+    message: str | None = None
+    retry_after_s: float | None = None
+
+
+class ModelQuotaWait(TraceEvent, tag="model.quota-wait", kw_only=True):
+    quota: str
+    wait_s: float
+
+
+# -- nodes and the supervisor --------------------------------------------------------------
+
+
+class NodeStarted(TraceEvent, tag="node.started", kw_only=True):
+    actors: list[str] = []
+
+
+class NodeStartFailed(TraceEvent, tag="node.start-failed", kw_only=True):
+    error: str
+
+
+class NodeOrphaned(TraceEvent, tag="node.orphaned", kw_only=True):
+    parent: int
+
+
+class NodeStopped(TraceEvent, tag="node.stopped", kw_only=True):
+    stats: dict[str, int] = {}
+
+
+class NodeSpawned(TraceEvent, tag="node.spawned", kw_only=True):
+    node_name: str
+    node_pid: int
+
+
+class NodeRestarted(TraceEvent, tag="node.restarted", kw_only=True):
+    node_name: str
+    node_pid: int
+
+
+class NodeUnresponsive(TraceEvent, tag="node.unresponsive", kw_only=True):
+    node_name: str
+    node_pid: int
+    silent_s: float
+
+
+class NodeDied(TraceEvent, tag="node.died", kw_only=True):
+    node_name: str
+    node_pid: int
+    code: int
+
+
+class NodeNotRestarted(TraceEvent, tag="node.not-restarted", kw_only=True):
+    node_name: str
+    restart: str
+
+
+class NodeRestarting(TraceEvent, tag="node.restarting", kw_only=True):
+    node_name: str
+    strategy: str
+    nodes: list[str] = []
+
+
+class SupervisorGaveUp(TraceEvent, tag="supervisor.gave-up", kw_only=True):
+    node_name: str
+    restarts: int
+
+
+class AskAgain(TraceEvent, tag="ask.again", kw_only=True):
+    """The supervisor asked a restarted actor (`actor`) again, with the same key."""
+
+    skill: str
+    idempotency_key: str
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+class RunStarting(TraceEvent, tag="run.starting", kw_only=True):
+    spec: str
+    nodes: int
+
+
+class RunStarted(TraceEvent, tag="run.started", kw_only=True):
+    nodes: dict[str, int] = {}  # node name -> pid
+
+
+class RunDraining(TraceEvent, tag="run.draining", kw_only=True):
+    """The run was asked to stop: its entry actor (`actor`) is asked to drain."""
+
+    timeout_s: float
+
+
+class RunDrained(TraceEvent, tag="run.drained", kw_only=True):
+    """The entry actor (`actor`) answered the drain: nothing is in flight."""
+
+    detail: str = ""
+
+
+class RunDrainTimedOut(TraceEvent, tag="run.drain-timed-out", kw_only=True):
+    timeout_s: float
+
+
+class RunFinished(TraceEvent, tag="run.finished", kw_only=True):
+    state: str
+    wall_s: float
+    task_time_s: float = 0.0
+    tasks: int = 0
+
+
+class RunStopped(TraceEvent, tag="run.stopped", kw_only=True):
+    exit_codes: dict[str, int | None] = {}
+    wall_s: float = 0.0
+
+
+# -- plans, scheduling, loops (an entry actor that runs a plan) ----------------------------
+
+
+class PlanAccepted(TraceEvent, tag="plan.accepted", kw_only=True):
+    """A plan about to run: its size, its final task and its dependency graph (tasks and
+    groups), which the trace views draw."""
+
+    tasks: int
+    final: str
+    deps: dict[str, list[str]] = {}
+
+
+class PlanRejected(TraceEvent, tag="plan.rejected", kw_only=True):
+    attempt: int
+    error: str
+
+
+class ScheduleDispatch(TraceEvent, tag="schedule.dispatch", kw_only=True):
+    """`plan_task` sent to `worker` (attempt `attempt`): where its waiting begins."""
+
+    skill: str
+    worker: str
+    attempt: int = 1
+
+
+class ScheduleDecision(TraceEvent, tag="schedule.decision", kw_only=True):
+    """A scheduling decision about `plan_task` (waiting, held, retried, completed, ...)."""
+
+    decision: str
+    reason: str = ""
+
+
+class ScheduleCancel(TraceEvent, tag="schedule.cancel", kw_only=True):
+    worker: str
+    reason: str = ""
+
+
+class CriticGate(TraceEvent, tag="critic.gate", kw_only=True):
+    """The critic's review of `plan_task`'s result held it back or let it pass."""
+
+    decision: str  # "passed" or "held"
+    score: float | None = None
+    reason: str | None = None
+    issues: list[str] = []
+
+
+class LoopVerdict(TraceEvent, tag="loop.verdict", kw_only=True):
+    loop: str
+    decision: str
+    iteration: int
+    score: float | None = None
+    next: str = ""
+
+
+class LoopEnd(TraceEvent, tag="loop.end", kw_only=True):
+    loop: str
+    state: str
+    reason: str = ""
+    iteration: int = 0
+    scope: str | None = None
+
+
+class LoopEscalated(TraceEvent, tag="loop.escalated", kw_only=True):
+    """A ticket went to a human (a person may be asked at the terminal now)."""
+
+    ticket_id: str
+    loop: str
+    reason: str
+    iteration: int
+    summary: str = ""
+
+
+class LoopAnswer(TraceEvent, tag="loop.answer", kw_only=True):
+    ticket_id: str
+    decision: str
+    by: str = ""
+
+
+class JournalResume(TraceEvent, tag="journal.resume", kw_only=True):
+    job: str
+    done: int = 0
+    in_doubt: int = 0
+
+
+class JournalInDoubt(TraceEvent, tag="journal.in-doubt", kw_only=True):
+    reason: str
+
+
+Event = (
+    EnvelopeSent
+    | EnvelopeReceived
+    | EnvelopeResent
+    | EnvelopeUndelivered
+    | EnvelopeDuplicate
+    | EnvelopeUndeliverable
+    | FrameRejected
+    | MessageDeadLetter
+    | NodeError
+    | TaskStateChanged
+    | TaskDuplicate
+    | TaskCancelRequested
+    | TaskRejected
+    | TaskReplyFailed
+    | ActorError
+    | ActorDrained
+    | Notice
+    | UserEvent
+    | ModelCall
+    | ModelCallFailed
+    | ModelQuotaWait
+    | NodeStarted
+    | NodeStartFailed
+    | NodeOrphaned
+    | NodeStopped
+    | NodeSpawned
+    | NodeRestarted
+    | NodeUnresponsive
+    | NodeDied
+    | NodeNotRestarted
+    | NodeRestarting
+    | SupervisorGaveUp
+    | AskAgain
+    | RunStarting
+    | RunStarted
+    | RunDraining
+    | RunDrained
+    | RunDrainTimedOut
+    | RunFinished
+    | RunStopped
+    | PlanAccepted
+    | PlanRejected
+    | ScheduleDispatch
+    | ScheduleDecision
+    | ScheduleCancel
+    | CriticGate
+    | LoopVerdict
+    | LoopEnd
+    | LoopEscalated
+    | LoopAnswer
+    | JournalResume
+    | JournalInDoubt
+)
+
+_json_decoder = msgspec.json.Decoder(Event)
+
+
+def event_to_dict(event: TraceEvent) -> dict[str, Any]:
+    """The event as JSON-ready builtins, tagged by `event` (unset fields left out)."""
+    return msgspec.to_builtins(event)  # type: ignore[no-any-return]
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """One event from its dict form (msgspec.ValidationError if it is not a known, valid event)."""
+    return msgspec.convert(data, Event)  # type: ignore[return-value]
+
+
+def decode_event(line: bytes | str) -> Event:
+    """One event from one JSON line of a trace file (msgspec.DecodeError / ValidationError)."""
+    return _json_decoder.decode(line)  # type: ignore[no-any-return]
