@@ -13,16 +13,32 @@ from agentrt.protocols import (
     AgentRuntimeError,
     CancelTask,
     Control,
+    CriticGate,
     Critique,
     Envelope,
     Escalation,
     EscalationAnswer,
     EscalationDecision,
+    EscalationRecord,
+    JournalInDoubt,
+    JournalResume,
+    LoopAnswer,
+    LoopEnd,
+    LoopEscalated,
+    LoopSummary,
+    LoopVerdict,
     Plan,
+    PlanAccepted,
+    RunReport,
+    ScheduleCancel,
+    ScheduleDecision,
+    ScheduleDispatch,
+    ScheduleFigures,
+    TaskRecord,
     Verdict,
     dependency_graph,
 )
-from agentrt.runtime import Actor, Request, TaskResult, skill
+from agentrt.runtime import Actor, Draining, Request, TaskResult, skill
 from agentrt.schemas import load
 
 from ._loops import Conclude, Escalate, Governor, Loop, LoopLimits, Redo
@@ -115,7 +131,7 @@ class Coordinator(Actor):
             {k: v for k, v in self.config.items() if k not in _OWN_KEYS}
         )
         self.limits = LoopLimits.from_config(dict(self.config.get("loops", {})))
-        self.said_drained = False
+        self.draining: Draining | None = None
 
     def _role(self, key: str, skill_id: str) -> str | None:
         if key in self.config:
@@ -135,7 +151,7 @@ class Coordinator(Actor):
         self.jobs[req.task_id] = job
         journal = self._journal_of(job)
         if journal is not None:  # this job ran before, in an earlier life of this node
-            self.ctx.event("journal.resume", job=job.key, done=len(journal[1]), in_doubt=len(journal[2]))
+            self.ctx.emit(JournalResume(job=job.key, done=len(journal[1]), in_doubt=len(journal[2])))
             self._start_plan(job, journal[0], done=journal[1], in_doubt=journal[2], prefer=journal[3])
             return req.defer()
         if "plan" in req.data:
@@ -152,13 +168,6 @@ class Coordinator(Actor):
         """Death watch: a worker's node died (its in-flight tasks go to live workers, with the
         same idempotency keys) or is back (it may be given work again)."""
         body = envelope.body
-        if isinstance(body, Control) and body.op == "drain":
-            for job in list(self.jobs.values()):
-                job.draining = True
-                if job.scheduler is not None and job.finish is None:
-                    self._core(job, job.scheduler.drain, str(body.args.get("reason", "stopping")))
-            self._drained()
-            return
         if not isinstance(body, Control) or body.op not in ("node-down", "node-up"):
             return
         now = time.monotonic()
@@ -171,6 +180,15 @@ class Coordinator(Actor):
                     self._core(job, job.scheduler.worker_lost, actor, why, now)
                 else:
                     self._core(job, job.scheduler.worker_back, actor, now)
+
+    def on_drain(self, drain: Draining) -> None:
+        """The run is stopping: dispatch nothing more; answer once nothing is in flight."""
+        self.draining = drain
+        for job in list(self.jobs.values()):
+            job.draining = True
+            if job.scheduler is not None and job.finish is None:
+                self._core(job, job.scheduler.drain, drain.reason or "stopping")
+        self._drained()
 
     def on_cancel(self, req: Request, reason: str) -> None:
         """Cancelling the run cancels everything in flight and dispatches nothing more."""
@@ -271,11 +289,12 @@ class Coordinator(Actor):
         job.loop = job.governor.open("judge")
         if done is None:
             self._journal(job, "plan", msgspec.to_builtins(plan))
-        self.ctx.event(
-            "plan.accepted",
-            tasks=len(plan.tasks),
-            final=plan.final_task(),
-            deps=dependency_graph(plan),  # tasks and groups: what the trace views draw
+        self.ctx.emit(
+            PlanAccepted(
+                tasks=len(plan.tasks),
+                final=plan.final_task(),
+                deps=dependency_graph(plan),  # tasks and groups: what the trace views draw
+            )
         )
         if done is None:
             self._core(job, job.scheduler.start, now=time.monotonic())
@@ -287,7 +306,7 @@ class Coordinator(Actor):
             job, job.scheduler.resume, done, time.monotonic(), prefer=prefer or {}, held=in_doubt
         )
         for tid, why in in_doubt.items():
-            self.ctx.event("journal.in-doubt", plan_task=tid, reason=why)
+            self.ctx.emit(JournalInDoubt(plan_task=tid, reason=why))
             self._ask_in_doubt(job, tid, why)
 
     # -- scheduling --------------------------------------------------------------------
@@ -306,9 +325,8 @@ class Coordinator(Actor):
         """Once nothing of a draining job is in flight, say so (its journal is complete)."""
         if any(j.draining and j.scheduler is not None and j.scheduler.in_flight > 0 for j in self.jobs.values()):
             return
-        if not self.said_drained:
-            self.said_drained = True
-            self.ctx.event("coordinator.drained", jobs=len(self.jobs))
+        if self.draining is not None:
+            self.draining.done(f"{len(self.jobs)} job(s) stopped with nothing in flight")
 
     def _on_timer(self, job: _Job, key: tuple[Any, ...]) -> None:
         if job.scheduler is not None and job.finish is None and job.req.task_id in self.jobs:
@@ -321,9 +339,7 @@ class Coordinator(Actor):
                     job, cmd.task_id, cmd.skill, cmd.worker, cmd.args, attempt=cmd.attempt
                 )
             elif isinstance(cmd, Cancel):
-                self.ctx.event(
-                    "schedule.cancel", plan_task=cmd.task_id, worker=cmd.worker, reason=cmd.reason
-                )
+                self.ctx.emit(ScheduleCancel(plan_task=cmd.task_id, worker=cmd.worker, reason=cmd.reason))
                 self.ctx.send(
                     cmd.worker,
                     CancelTask(task_id=f"{job.req.task_id}/{cmd.task_id}", reason=cmd.reason),
@@ -332,12 +348,7 @@ class Coordinator(Actor):
                 delay = max(0.0, cmd.at - time.monotonic())
                 self.ctx.call_later(delay, self._on_timer, job, cmd.key)
             elif isinstance(cmd, Decision):
-                self.ctx.event(
-                    "schedule.decision",
-                    plan_task=cmd.task_id,
-                    decision=cmd.decision,
-                    reason=cmd.reason,
-                )
+                self.ctx.emit(ScheduleDecision(plan_task=cmd.task_id, decision=cmd.decision, reason=cmd.reason))
                 if cmd.decision == "completed" and cmd.task_id in job.scheduler.results:  # type: ignore[union-attr]
                     self._journal(
                         job, f"task/{cmd.task_id}", {"state": "completed", "result": job.scheduler.results[cmd.task_id]}  # type: ignore[union-attr]
@@ -375,15 +386,14 @@ class Coordinator(Actor):
         if job.finish is None and job.scheduler is not None:
             stateful = not job.scheduler.skills.get(skill_id, SkillInfo()).read_only
             self._journal(job, f"task/{task_id}", {"state": "running", "attempt": attempt, "worker": worker, "stateful": stateful})
-        self.ctx.event(
-            "schedule.dispatch", plan_task=task_id, skill=skill_id, worker=worker, attempt=attempt
-        )
+        self.ctx.emit(ScheduleDispatch(plan_task=task_id, skill=skill_id, worker=worker, attempt=attempt))
         job.dispatched_at.append(time.monotonic())
         self.ctx.ask(
             worker,
             skill_id,
             args,
             task_id=f"{job.req.task_id}/{task_id}",
+            plan_task=task_id,
             attempt=attempt,
             idempotency_key=f"{job.key}/{task_id}" + (f"@round{round_}" if round_ > 1 else ""),
             then=lambda r: self._on_task(job, task_id, worker, attempt, r),
@@ -521,12 +531,12 @@ class Coordinator(Actor):
             return  # the run ended, or the attempt timed out meanwhile
         if not result.ok:
             # No review is no reason to lose the work: it goes on, and the trace says why.
-            self.ctx.event("critic.gate", plan_task=task_id, decision="passed", reason=f"critic failed: {result.error}")
+            self.ctx.emit(CriticGate(plan_task=task_id, decision="passed", reason=f"critic failed: {result.error}"))
             self._release(job, task_id, gate.output)
             return
         critique = msgspec.convert(result.data, Critique)
         if critique.passed:
-            self.ctx.event("critic.gate", plan_task=task_id, decision="passed", score=critique.score)
+            self.ctx.emit(CriticGate(plan_task=task_id, decision="passed", score=critique.score))
             self._release(job, task_id, gate.output)
             return
         if gate.loop is None:
@@ -539,9 +549,7 @@ class Coordinator(Actor):
             feedback="; ".join(critique.issues) or reason,
             score=critique.score,
         )
-        self.ctx.event(
-            "critic.gate", plan_task=task_id, decision="held", score=critique.score, issues=critique.issues
-        )
+        self.ctx.emit(CriticGate(plan_task=task_id, decision="held", score=critique.score, issues=critique.issues))
         step = governor.on_verdict(
             gate.loop,
             verdict,
@@ -631,13 +639,14 @@ class Coordinator(Actor):
             judge=judge,
             task=job.plan.final_task(),
         )
-        self.ctx.event(
-            "loop.verdict",
-            loop=job.loop.name,
-            decision=verdict.decision,
-            iteration=verdict.iteration,
-            score=verdict.score,
-            next=type(step).__name__,
+        self.ctx.emit(
+            LoopVerdict(
+                loop=job.loop.name,
+                decision=verdict.decision,
+                iteration=verdict.iteration,
+                score=verdict.score,
+                next=type(step).__name__,
+            )
         )
         self._loop_step(job, job.loop, step)
 
@@ -664,13 +673,8 @@ class Coordinator(Actor):
                 round_=step.iteration,
             )
             return
-        self.ctx.event(
-            "loop.end",
-            loop=loop.name,
-            state=step.state,
-            reason=step.reason,
-            iteration=step.iteration,
-            scope=step.scope,
+        self.ctx.emit(
+            LoopEnd(loop=loop.name, state=step.state, reason=step.reason, iteration=step.iteration or 0, scope=step.scope)
         )
         if gate_task is not None:
             # The task's loop is over; the plan goes on with its best result (or its failure).
@@ -732,13 +736,14 @@ class Coordinator(Actor):
         """Hand `ticket` to the run's human and give `then` the answer; with no human, a
         failed one, or an answer that is not one of the ticket's options, the `fallback`
         decision by policy. The ticket and its answer go into the job's output and trace."""
-        self.ctx.event(
-            "loop.escalated",
-            ticket_id=ticket.ticket_id,
-            loop=ticket.loop,
-            reason=ticket.reason,
-            iteration=ticket.iteration,
-            summary=ticket.summary,
+        self.ctx.emit(
+            LoopEscalated(
+                ticket_id=ticket.ticket_id,
+                loop=ticket.loop,
+                reason=ticket.reason,
+                iteration=ticket.iteration,
+                summary=ticket.summary,
+            )
         )
         record: dict[str, Any] = {"ticket": msgspec.to_builtins(ticket)}
         job.escalations.append(record)
@@ -765,7 +770,7 @@ class Coordinator(Actor):
             if answer is None:
                 answer = EscalationAnswer(ticket_id=ticket.ticket_id, decision=fallback, by=f"policy ({why_not})")
             record["answer"] = msgspec.to_builtins(answer)
-            self.ctx.event("loop.answer", ticket_id=ticket.ticket_id, decision=answer.decision, by=answer.by)
+            self.ctx.emit(LoopAnswer(ticket_id=ticket.ticket_id, decision=answer.decision, by=answer.by))
             then(answer)
 
         human = self._role("human", "escalate")
@@ -800,38 +805,35 @@ class Coordinator(Actor):
             return
         assert job.outcome is not None and job.plan is not None and job.loop is not None
         finish = job.finish
-        job.req.complete(
-            {
-                "answer": job.answer,
-                "state": job.outcome.state,
-                "reason": job.outcome.reason,
-                # Partial results too, when the plan failed or a budget stopped it.
-                "results": finish.results if finish else {},
-                "schedule": {
-                    "coreCpuS": round(job.core_cpu_s, 6),
-                    "coreEvents": job.core_events,
-                    "dispatches": len(job.dispatched_at),
-                    "dispatchSpanS": round(job.dispatched_at[-1] - job.dispatched_at[0], 6)
-                    if job.dispatched_at
-                    else 0.0,
-                    "rpmLimit": self.policy.rpm,
-                    "maxInFlight": self.policy.max_in_flight,
-                    "failed": finish.failed if finish else {},
-                    "skipped": finish.skipped if finish else {},
-                    "cancelled": finish.cancelled if finish else {},
-                },
-                "iterations": job.loop.iteration,
-                "loop": {
-                    "name": job.loop.name,
-                    "cap": job.loop.cap,
-                    "endedBy": job.outcome.scope,
-                    "answerIteration": job.outcome.iteration,
-                    "answerScore": job.outcome.score,
-                },
-                "escalations": job.escalations,
-                "verdict": job.verdict,
-                "critiques": job.critiques,
-                "plan": msgspec.to_builtins(job.plan),
-                "tasks": [job.tasks[t.id] for t in job.plan.tasks if t.id in job.tasks],
-            }
+        report = RunReport(
+            answer=job.answer,
+            state=job.outcome.state,
+            reason=job.outcome.reason,
+            # Partial results too, when the plan failed or a budget stopped it.
+            results=finish.results if finish else {},
+            schedule=ScheduleFigures(
+                core_cpu_s=round(job.core_cpu_s, 6),
+                core_events=job.core_events,
+                dispatches=len(job.dispatched_at),
+                dispatch_span_s=round(job.dispatched_at[-1] - job.dispatched_at[0], 6) if job.dispatched_at else 0.0,
+                rpm_limit=self.policy.rpm,
+                max_in_flight=self.policy.max_in_flight,
+                failed=finish.failed if finish else {},
+                skipped=finish.skipped if finish else {},
+                cancelled=finish.cancelled if finish else {},
+            ),
+            iterations=job.loop.iteration,
+            loop=LoopSummary(
+                name=job.loop.name,
+                cap=job.loop.cap,
+                ended_by=job.outcome.scope,
+                answer_iteration=job.outcome.iteration,
+                answer_score=job.outcome.score,
+            ),
+            escalations=[msgspec.convert(e, EscalationRecord) for e in job.escalations],
+            verdict=msgspec.convert(job.verdict, Verdict) if job.verdict else None,
+            critiques=[msgspec.convert(c, Critique) for c in job.critiques],
+            plan=job.plan,
+            tasks=[msgspec.convert(job.tasks[t.id], TaskRecord) for t in job.plan.tasks if t.id in job.tasks],
         )
+        job.req.complete(report)

@@ -147,9 +147,8 @@ class Human(Actor):
 
     def _wait_file(self, req: Request, ticket: Escalation, folder: Path) -> EscalationAnswer:
         path = folder / f"{ticket.ticket_id}.answer.json"
-        self.ctx.event(
-            "notice",
-            text=f"escalation {ticket.ticket_id} ({ticket.reason}) waits for an answer in {path}",
+        self.ctx.notice(
+            f"escalation {ticket.ticket_id} ({ticket.reason}) waits for an answer in {path}",
         )
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
@@ -169,7 +168,7 @@ class Human(Actor):
                     # Set the bad answer aside with the reason, and keep waiting for a good one.
                     path.rename(path.with_suffix(".rejected"))
                     path.with_suffix(".error.txt").write_text(f"answer refused: {exc}\n")
-                    self.ctx.event("notice", text=f"answer to {ticket.ticket_id} refused: {exc}")
+                    self.ctx.notice(f"answer to {ticket.ticket_id} refused: {exc}")
             if req.cancelled.wait(0.2):
                 break
         return self._timed_out(ticket, f"in {path}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import AgentSkill, Plan, PlanError, PlanTask, validate_plan
+from agentrt.protocols import AgentSkill, Plan, PlanError, PlanRejected, PlanTask, validate_plan
 from agentrt.runtime import Actor, Request, SpecError, skill
 from agentrt.schemas import load
 
@@ -84,7 +84,7 @@ class Producer(Actor):
             try:
                 plan = _planner.parse(text, goal, tools)
             except PlanError as exc:
-                self.ctx.event("plan.rejected", attempt=attempt, error=str(exc))
+                self.ctx.emit(PlanRejected(attempt=attempt, error=str(exc)))
                 if attempt == 2:
                     raise PlanError(f"the model's plan was malformed twice; last error: {exc}") from None
                 messages += [

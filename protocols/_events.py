@@ -241,6 +241,19 @@ class NodeRestarting(TraceEvent, tag="node.restarting", kw_only=True):
     nodes: list[str] = []
 
 
+class StoreReady(TraceEvent, tag="store.ready", kw_only=True):
+    """The run's state store is set up (a database with a login per node)."""
+
+    backend: str
+    nodes: int = 0
+
+
+class StoreReleaseFailed(TraceEvent, tag="store.release-failed", kw_only=True):
+    """The run's database logins could not be dropped at the stop."""
+
+    error: str
+
+
 class SupervisorGaveUp(TraceEvent, tag="supervisor.gave-up", kw_only=True):
     node_name: str
     restarts: int
@@ -413,6 +426,8 @@ Event = (
     | NodeDied
     | NodeNotRestarted
     | NodeRestarting
+    | StoreReady
+    | StoreReleaseFailed
     | SupervisorGaveUp
     | AskAgain
     | RunStarting

@@ -24,7 +24,7 @@ from agentrt.protocols import (
     TaskFailed,
 )
 
-from ._actor import Actor, Context, Request, current_request, skill
+from ._actor import Actor, Context, Draining, Request, current_request, skill
 from ._messenger import TaskResult
 from ._models import (
     Model,
@@ -42,7 +42,7 @@ from ._models import (
 from ._spec import ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
 from ._supervisor import RunSummary, Runtime, run
 from ._tickets import format_ticket
-from ._tracing import read_trace, redact
+from ._tracing import read_events, read_trace, redact
 from ._validation import validate
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "AgentSkill",
     "ConflictError",
     "Context",
+    "Draining",
     "FrameError",
     "Model",
     "ModelConfig",
@@ -82,6 +83,7 @@ __all__ = [
     "format_ticket",
     "load_spec",
     "model_from_config",
+    "read_events",
     "read_trace",
     "redact",
     "run",

@@ -19,27 +19,42 @@ import msgspec
 import pykka
 
 from agentrt.protocols import (
+    ActorDrained,
+    ActorError,
     AgentCard,
     AgentSkill,
     Artifact,
     Body,
     CancelTask,
     DataPart,
+    Drain,
+    Drained,
     Envelope,
     Message,
+    ModelCall,
+    ModelCallFailed,
+    ModelQuotaWait,
+    Notice,
     Part,
     SchemaError,
     Task,
+    TaskCancelRequested,
+    TaskDuplicate,
+    TaskRejected,
+    TaskReplyFailed,
     TaskRequest,
+    TaskStateChanged,
     TaskStatus,
     TextPart,
+    TraceEvent,
+    UserEvent,
     new_id,
 )
 
 from ._messenger import Messenger, TaskResult, failed_task
 from ._models import Model, ModelError, ModelResponse, RateLimited, Usage
 from ._store import Namespace, Store
-from ._tracing import get_logger
+from ._tracing import emit, get_logger
 from ._validation import validate
 
 _SKILL_ATTR = "__agentrt_skill__"
@@ -113,6 +128,7 @@ class Request:
         self.envelope = envelope
         self.skill = decl.id
         self.task_id = envelope.task_id or envelope.message_id
+        self.plan_task = envelope.plan_task  # the plan task it runs, if it runs one
         self.context_id = envelope.context_id or self.task_id
         self.attempt = envelope.attempt
         self.idempotency_key = envelope.idempotency_key
@@ -180,7 +196,7 @@ class _MeteredModel:
         estimate = float(chars // 4 + max_tokens)
         wait = self._ctx.ask(self._quota, "acquire", {"tokens": estimate}).result(60).unwrap()["waitS"]
         if wait > 0:
-            self._ctx.event("model.quota-wait", quota=self._quota, wait_s=wait)
+            self._ctx.emit(ModelQuotaWait(quota=self._quota, wait_s=wait))
             time.sleep(wait)
         return estimate
 
@@ -203,10 +219,10 @@ class _MeteredModel:
             if self._quota is not None:
                 # Wait till the quota has it, so no call of any process slips in after the 429.
                 self._ctx.ask(self._quota, "pause", {"retryAfterS": exc.retry_after_s}).result(30)
-            self._ctx.event("model.error", error="rate-limited", retry_after_s=exc.retry_after_s)
+            self._ctx.emit(ModelCallFailed(error="rate-limited", retry_after_s=exc.retry_after_s))
             raise
         except ModelError as exc:
-            self._ctx.event("model.error", error=type(exc).__name__, message=str(exc))
+            self._ctx.emit(ModelCallFailed(error=type(exc).__name__, message=str(exc)))
             raise
         if self._quota is not None:
             used = response.usage.input_tokens + response.usage.output_tokens
@@ -219,15 +235,16 @@ class _MeteredModel:
         if req is not None:
             req.usage = req.usage + response.usage
             req.cost_usd += response.cost_usd
-        self._ctx.event(
-            "model.call",
-            model=response.model,
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-            cost_usd=response.cost_usd,
-            stop_reason=response.stop_reason,
-            tool_calls=len(response.tool_calls),
-            duration_s=round(time.time() - t0, 6),
+        self._ctx.emit(
+            ModelCall(
+                model=response.model,
+                input_tokens=response.usage.input_tokens,
+                output_tokens=response.usage.output_tokens,
+                cost_usd=response.cost_usd,
+                stop_reason=response.stop_reason,
+                tool_calls=len(response.tool_calls),
+                duration_s=round(time.time() - t0, 6),
+            )
         )
         return response
 
@@ -289,6 +306,7 @@ class Context:
         then: Callable[[TaskResult], None] | None = None,
         timeout_s: float | None = None,
         task_id: str | None = None,
+        plan_task: str | None = None,
         attempt: int = 1,
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
@@ -296,7 +314,8 @@ class Context:
     ) -> Future[TaskResult]:
         """Ask `recipient` to run `skill` with `data`. Input is checked against the skill's
         schema here (SchemaError) before anything is sent. With `then`, the result is handed
-        to `then` on this actor's thread; otherwise wait on the returned future."""
+        to `then` on this actor's thread; otherwise wait on the returned future. `plan_task`
+        names the plan task the request runs (the trace tools group its runs by it)."""
         trace_id, parent, context_id = self._span()
         future = self._messenger.ask(
             sender=self.name,
@@ -305,6 +324,7 @@ class Context:
             data=data,
             text=text,
             task_id=task_id,
+            plan_task=plan_task,
             context_id=context_id,
             trace_id=trace_id,
             parent_span_id=parent,
@@ -360,17 +380,29 @@ class Context:
         """Every actor of the run (name -> agent card), from the run's directory."""
         return dict(self._messenger.cards)
 
-    def event(self, event: str, **fields: Any) -> None:
-        """Record a trace event in the context of the current request."""
-        trace_id, span_id, _ = self._span()
+    def emit(self, event: TraceEvent) -> None:
+        """Record a typed trace event (a Struct of `agentrt.protocols`); the span, task and
+        plan task it leaves unset are those of the current request."""
         req = current_request()
-        self.log.info(
-            event,
-            trace_id=trace_id,
-            span_id=span_id,
-            task_id=req.task_id if req else None,
-            **fields,
-        )
+        if req is not None:
+            env = req.envelope
+            event = msgspec.structs.replace(
+                event,
+                trace_id=event.trace_id or env.trace_id,
+                span_id=event.span_id or env.span_id,
+                task_id=event.task_id or req.task_id,
+                plan_task=event.plan_task or req.plan_task,
+            )
+        emit(self.log, event)
+
+    def event(self, name: str, **fields: Any) -> None:
+        """Record an event of your own (a `UserEvent` named `name`, with `fields`) in the
+        context of the current request."""
+        self.emit(UserEvent(name=name, fields=fields))
+
+    def notice(self, text: str) -> None:
+        """Tell the person at the terminal `text` (`agentrt run` prints it)."""
+        self.emit(Notice(text=text))
 
 
 class Actor:
@@ -394,6 +426,12 @@ class Actor:
     def on_cancel(self, req: Request, reason: str) -> None:
         """A running request was cancelled (`req.cancelled` is set already). Override to stop
         deferred work; handlers running on the pool should watch `req.cancelled`."""
+
+    def on_drain(self, drain: Draining) -> None:
+        """The run is stopping (Ctrl-C, SIGTERM) and this actor is its entry: take on no more
+        work, and call `drain.done()` once what is in flight has finished (and is recorded).
+        By default, at once."""
+        drain.done()
 
     @classmethod
     def skills(cls) -> list[_SkillDecl]:
@@ -460,6 +498,39 @@ def _to_parts(result: Any) -> list[Part]:
     )
 
 
+class Draining:
+    """A drain request handed to `Actor.on_drain`: `done()` answers it (once) with `Drained`."""
+
+    def __init__(self, host: _Host, envelope: Envelope) -> None:
+        body = envelope.body
+        assert isinstance(body, Drain)
+        self.reason = body.reason
+        self._host = host
+        self._envelope = envelope
+        self._answered = threading.Event()
+
+    @property
+    def answered(self) -> bool:
+        return self._answered.is_set()
+
+    def done(self, detail: str = "") -> None:
+        """Say that nothing is in flight any more; later calls do nothing."""
+        if self._answered.is_set():
+            return
+        self._answered.set()
+        name = self._host.ctx.name
+        emit(self._host.log, ActorDrained(detail=detail))
+        self._host.messenger.send(
+            self._host.messenger.envelope(
+                sender=name,
+                recipient=self._envelope.sender,
+                body=Drained(actor=name, detail=detail),
+                trace_id=self._envelope.trace_id,
+                parent_span_id=self._envelope.span_id,
+            )
+        )
+
+
 class _Post(msgspec.Struct, frozen=True):
     fn: Callable[..., None]
     args: tuple[Any, ...]
@@ -521,7 +592,7 @@ class _Host(pykka.ThreadingActor):
                 finally:
                     _current.request = None
         except Exception as exc:
-            self.log.error("actor.error", error=f"{type(exc).__name__}: {exc}")
+            emit(self.log, ActorError(error=f"{type(exc).__name__}: {exc}"))
         return None
 
     def _on_envelope(self, envelope: Envelope) -> None:
@@ -534,26 +605,34 @@ class _Host(pykka.ThreadingActor):
             if req is not None:
                 req.cancelled.set()
                 self.actor.on_cancel(req, body.reason or "cancelled")
-                self.log.info(
-                    "task.cancel-requested",
-                    task_id=body.task_id,
-                    reason=body.reason,
-                    trace_id=envelope.trace_id,
-                    span_id=envelope.span_id,
+                emit(
+                    self.log,
+                    TaskCancelRequested(
+                        task_id=body.task_id,
+                        plan_task=req.plan_task,
+                        reason=body.reason,
+                        trace_id=envelope.trace_id,
+                        span_id=envelope.span_id,
+                    ),
                 )
+        elif isinstance(body, Drain):
+            self.actor.on_drain(Draining(self, envelope))
         else:
             self.actor.on_message(envelope)
 
     def _reject(self, envelope: Envelope, text: str) -> None:
         task_id = envelope.task_id or envelope.message_id
         self.messenger.stats["rejected.schema"] += 1
-        self.log.warning(
-            "task.rejected",
-            trace_id=envelope.trace_id,
-            span_id=envelope.span_id,
-            task_id=task_id,
-            sender=envelope.sender,
-            error=text,
+        emit(
+            self.log,
+            TaskRejected(
+                trace_id=envelope.trace_id,
+                span_id=envelope.span_id,
+                task_id=task_id,
+                plan_task=envelope.plan_task,
+                sender=envelope.sender,
+                error=text,
+            ),
         )
         self._reply(
             envelope, failed_task(task_id, envelope.context_id or task_id, "rejected", text)
@@ -582,15 +661,18 @@ class _Host(pykka.ThreadingActor):
         req.key = key
         with self._running_lock:
             self.running[req.task_id] = req
-        self.log.info(
-            "task.state",
-            state="working",
-            trace_id=envelope.trace_id,
-            span_id=envelope.span_id,
-            task_id=req.task_id,
-            skill=decl.id,
-            attempt=req.attempt,
-            sender=envelope.sender,
+        emit(
+            self.log,
+            TaskStateChanged(
+                state="working",
+                trace_id=envelope.trace_id,
+                span_id=envelope.span_id,
+                task_id=req.task_id,
+                plan_task=req.plan_task,
+                skill=decl.id,
+                attempt=req.attempt,
+                sender=envelope.sender,
+            ),
         )
         if decl.read_only:
             self.pool.submit(self._run, req)
@@ -607,15 +689,18 @@ class _Host(pykka.ThreadingActor):
             elif cached is None:
                 self.waiting_by_key[key] = []
                 return False
-        self.log.info(
-            "task.duplicate",
-            trace_id=envelope.trace_id,
-            span_id=envelope.span_id,
-            task_id=envelope.task_id,
-            skill=key[0],
-            attempt=envelope.attempt,
-            idempotency_key=key[1],
-            answer="joined the running attempt" if joined else "first result returned",
+        emit(
+            self.log,
+            TaskDuplicate(
+                trace_id=envelope.trace_id,
+                span_id=envelope.span_id,
+                task_id=envelope.task_id,
+                plan_task=envelope.plan_task,
+                skill=key[0],
+                attempt=envelope.attempt,
+                idempotency_key=key[1],
+                answer="joined the running attempt" if joined else "first result returned",
+            ),
         )
         if cached is not None:
             self._reply(envelope, _as_answer_to(envelope, cached))
@@ -703,19 +788,22 @@ class _Host(pykka.ThreadingActor):
             else [],
             metadata=metadata,
         )
-        self.log.info(
-            "task.state",
-            state=state,
-            trace_id=req.envelope.trace_id,
-            span_id=req.envelope.span_id,
-            task_id=req.task_id,
-            skill=req.skill,
-            attempt=req.attempt,
-            duration_s=metadata["durationS"],
-            input_tokens=req.usage.input_tokens,
-            output_tokens=req.usage.output_tokens,
-            cost_usd=round(req.cost_usd, 8),
-            error=error,
+        emit(
+            self.log,
+            TaskStateChanged(
+                state=state,
+                trace_id=req.envelope.trace_id,
+                span_id=req.envelope.span_id,
+                task_id=req.task_id,
+                plan_task=req.plan_task,
+                skill=req.skill,
+                attempt=req.attempt,
+                duration_s=metadata["durationS"],
+                input_tokens=req.usage.input_tokens,
+                output_tokens=req.usage.output_tokens,
+                cost_usd=round(req.cost_usd, 8),
+                error=error,
+            ),
         )
         waiters: list[Envelope] = []
         if req.key is not None:
@@ -740,14 +828,13 @@ class _Host(pykka.ThreadingActor):
                     parent_span_id=request.span_id,
                     context_id=task.context_id,
                     task_id=task.id,
+                    plan_task=request.plan_task,
                     attempt=request.attempt,
                     idempotency_key=request.idempotency_key,
                 )
             )
         except Exception as exc:
-            self.log.error(
-                "task.reply-failed", task_id=task.id, error=f"{type(exc).__name__}: {exc}"
-            )
+            emit(self.log, TaskReplyFailed(task_id=task.id, error=f"{type(exc).__name__}: {exc}"))
 
 
 def _as_answer_to(envelope: Envelope, task: Task) -> Task:

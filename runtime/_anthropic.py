@@ -1,7 +1,7 @@
 """Claude through the `anthropic` SDK.
 
 Retries are the runtime's, not the SDK's (`max_retries=0`): every attempt goes through the
-shared quota and the coordinator's backoff, so the limits see each one. Errors map to the
+shared quota and the caller's retry policy (its backoff), so the limits see each one. Errors map to the
 runtime's model errors: 429 -> `RateLimited` (with Retry-After), 529 / 5xx / timeouts / lost
 connections -> `ModelUnavailable` (back off, retry), any other 4xx -> `ModelRequestError`
 (not retried; the API's message kept). The key comes from `ANTHROPIC_API_KEY` only.

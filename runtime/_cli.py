@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentrt.protocols import AgentRuntimeError
+from agentrt.protocols import (
+    AgentRuntimeError,
+    Event,
+    LoopEscalated,
+    Notice,
+    PlanAccepted,
+    RunReport,
+    ScheduleDispatch,
+    TaskStateChanged,
+)
 
 from ._spec import load_spec, with_model_kind
 from ._supervisor import RunSummary, default_runs_dir, run
@@ -23,17 +32,14 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _progress(event: dict[str, Any], quiet: bool = False) -> None:
+def _progress(event: Event, quiet: bool = False) -> None:
     """Plain progress lines (stdout is not a terminal, or --quiet): notices always."""
-    if event.get("event") == "notice":  # an actor's message for the person at the terminal
-        print(f"  [{event.get('actor', '')}] {event.get('text', '')}", flush=True)
-    elif not quiet and event.get("event") == "task.state" and event.get("state") != "working":
-        line = (
-            f"  {event.get('state', ''):<9} {event.get('actor', ''):<12} {event.get('skill', ''):<12} "
-            f"{event.get('duration_s', 0):6.2f}s"
-        )
-        if event.get("error"):
-            line += f"  {event['error']}"
+    if isinstance(event, Notice):  # an actor's message for the person at the terminal
+        print(f"  [{event.actor or ''}] {event.text}", flush=True)
+    elif not quiet and isinstance(event, TaskStateChanged) and event.state != "working":
+        line = f"  {event.state:<9} {event.actor or '':<12} {event.skill:<12} {event.duration_s:6.2f}s"
+        if event.error:
+            line += f"  {event.error}"
         print(line, flush=True)
 
 
@@ -65,30 +71,28 @@ class _LiveProgress:
             style="bold",
         )
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+    def __call__(self, event: Event) -> None:
         if self.paused:
             return
-        if kind == "loop.escalated":
+        if isinstance(event, LoopEscalated):
             # A person may be asked at this terminal now: stop redrawing over the prompt.
             self.paused = True
             self.live.stop()
             return
-        if kind == "notice":
-            self.console.print(f"  [{event.get('actor', '')}] {event.get('text', '')}")
-        elif kind == "plan.accepted":
-            self.total += int(event.get("tasks") or 0)
-        elif kind == "schedule.dispatch":
+        if isinstance(event, Notice):
+            self.console.print(f"  [{event.actor or ''}] {event.text}")
+        elif isinstance(event, PlanAccepted):
+            self.total += event.tasks
+        elif isinstance(event, ScheduleDispatch):
             self.in_flight += 1
-            self.dispatched.add(str(event.get("plan_task")))
-        elif kind == "task.state" and event.get("state") != "working":
-            self.tokens += int(event.get("input_tokens") or 0) + int(event.get("output_tokens") or 0)
-            self.cost += float(event.get("cost_usd") or 0.0)
-            task_id = event.get("task_id") or ""
-            if "/" in task_id and event.get("actor") != "coordinator":
+            self.dispatched.add(str(event.plan_task))
+        elif isinstance(event, TaskStateChanged) and event.state != "working":
+            self.tokens += event.input_tokens + event.output_tokens
+            self.cost += event.cost_usd
+            if event.plan_task is not None:  # a run of a plan task (not the job, a critique, ...)
                 self.in_flight = max(0, self.in_flight - 1)
-                if event.get("state") == "completed":
-                    self.done.add(task_id.rpartition("/")[2])
+                if event.state == "completed":
+                    self.done.add(event.plan_task)
                 else:
                     self.failed += 1
         self.live.update(self._render())
@@ -101,70 +105,68 @@ class _LiveProgress:
         self.live.stop()
 
 
-def _print_plan(out: dict[str, Any]) -> None:
+def _print_plan(report: RunReport) -> None:
     """For a job that ran a plan: when each task started and ended, on which worker."""
-    tasks = [t for t in out.get("tasks") or [] if t.get("startedAt")]
+    tasks = [t for t in report.tasks if t.started_at]
     if not tasks:
         return
-    t0 = min(t["startedAt"] for t in tasks)
+    t0 = min(t.started_at for t in tasks)
     print("timeline (s from the first task):")
-    for t in sorted(tasks, key=lambda t: t["startedAt"]):
-        start, end = t["startedAt"] - t0, t.get("finishedAt", t["startedAt"]) - t0
-        line = f"  {t['id']:<16} {t.get('skill', ''):<11} {t.get('worker', ''):<10} {start:6.2f} -> {end:6.2f}  {t['state']}"
-        if t.get("attempt", 1) > 1:
-            line += f" (attempt {t['attempt']})"
+    for t in sorted(tasks, key=lambda t: t.started_at):
+        start, end = t.started_at - t0, (t.finished_at or t.started_at) - t0
+        line = f"  {t.id:<16} {t.skill:<11} {t.worker:<10} {start:6.2f} -> {end:6.2f}  {t.state}"
+        if t.attempt > 1:
+            line += f" (attempt {t.attempt})"
         print(line)
-    sched = out.get("schedule") or {}
-    if sched.get("rpmLimit") and sched.get("dispatches", 0) > 1 and sched.get("dispatchSpanS"):
-        rate = (sched["dispatches"] - 1) / sched["dispatchSpanS"] * 60
-        print(f"dispatch rate: {rate:.1f}/min against a limit of {sched['rpmLimit']:g}/min")
-    skipped = {**sched.get("skipped", {}), **sched.get("cancelled", {})}
-    for task_id, why in skipped.items():
+    sched = report.schedule
+    if sched.rpm_limit and sched.dispatches > 1 and sched.dispatch_span_s:
+        rate = (sched.dispatches - 1) / sched.dispatch_span_s * 60
+        print(f"dispatch rate: {rate:.1f}/min against a limit of {sched.rpm_limit:g}/min")
+    for task_id, why in {**sched.skipped, **sched.cancelled}.items():
         print(f"  {task_id}: {why}")
 
 
-def _print_escalations(out: dict[str, Any]) -> None:
+def _print_escalations(report: RunReport) -> None:
     """Each ticket raised to a human, and the answer that resumed the run."""
-    for e in out.get("escalations") or []:
+    for e in report.escalations:
         print()
-        for line in format_ticket(e["ticket"]):
+        for line in format_ticket(e.ticket):
             print(f"  {line}")
-        answer = e.get("answer")
-        if answer:
-            extra = f", feedback: {answer['feedback']}" if answer.get("feedback") else ""
-            print(f"  answer: {answer['decision']} by {answer.get('by', 'human')}{extra}")
-    loop = out.get("loop") or {}
-    if out.get("escalations") or loop.get("endedBy"):
-        ended = f"; ended by the {loop['endedBy']} cap" if loop.get("endedBy") else ""
+        if e.answer is not None:
+            extra = f", feedback: {e.answer.feedback}" if e.answer.feedback else ""
+            print(f"  answer: {e.answer.decision} by {e.answer.by}{extra}")
+    loop = report.loop
+    if loop is not None and (report.escalations or loop.ended_by):
+        ended = f"; ended by the {loop.ended_by} cap" if loop.ended_by else ""
         print(
-            f"loop '{loop.get('name')}': {out.get('iterations')} iteration(s) of at most "
-            f"{loop.get('cap')}{ended}; answer from iteration {loop.get('answerIteration')}: "
-            f"{out.get('reason')}"
+            f"loop '{loop.name}': {report.iterations} iteration(s) of at most "
+            f"{loop.cap}{ended}; answer from iteration {loop.answer_iteration}: "
+            f"{report.reason}"
         )
-    if out.get("escalations"):
+    if report.escalations:
         print()
 
 
 def print_summary(s: RunSummary) -> None:
     out = s.output
+    report = s.report
     print()
     print(f"run {s.run_id}: {s.state}" + (f" ({s.error})" if s.error else ""))
-    if out.get("answer"):
-        print(f"answer: {out['answer']}")
+    if report is not None and report.answer:
+        print(f"answer: {report.answer}")
     elif out:
-        report = out.get("report")
+        lines = out.get("report")  # an entry actor's own printable lines, if it returns some
         rest = {k: v for k, v in out.items() if k != "report"}
         print(f"output: {json.dumps(rest, ensure_ascii=False)[:2000]}")
-        if isinstance(report, list):
-            for line in report:
+        if isinstance(lines, list):
+            for line in lines:
                 print(f"  {line}")
-    if out.get("verdict"):
-        v = out["verdict"]
-        print(
-            f"verdict: {v.get('decision')} after {v.get('iteration')} iteration(s): {v.get('reason')}"
-        )
-    _print_plan(out)
-    _print_escalations(out)
+    if report is not None:
+        if report.verdict is not None:
+            v = report.verdict
+            print(f"verdict: {v.decision} after {v.iteration} iteration(s): {v.reason}")
+        _print_plan(report)
+        _print_escalations(report)
     print(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
     print(
         f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs; "
@@ -214,12 +216,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.state == "completed" else 1
 
 
-def _events(args: argparse.Namespace, run: str | None = None) -> tuple[Path, list[dict[str, Any]]]:
+def _events(args: argparse.Namespace, run: str | None = None) -> tuple[Path, list[Event]]:
     from ._trace_view import find_trace
-    from ._tracing import read_trace
+    from ._tracing import read_events
 
     path = find_trace(run or args.run, Path(args.runs_dir))
-    return path, read_trace(path)
+    return path, read_events(path)
 
 
 def cmd_trace_show(args: argparse.Namespace) -> int:

@@ -22,12 +22,23 @@ from agentrt.protocols import (
     DataPart,
     DeadLetter,
     DeadLetterReason,
+    Drain,
+    Drained,
     Envelope,
+    EnvelopeDuplicate,
+    EnvelopeReceived,
+    EnvelopeResent,
+    EnvelopeSent,
+    EnvelopeUndeliverable,
+    EnvelopeUndelivered,
     FrameError,
+    FrameRejected,
     Heartbeat,
     Limits,
     MalformedFrame,
     Message,
+    MessageDeadLetter,
+    NodeError,
     RoutingError,
     Task,
     TaskFailed,
@@ -39,11 +50,10 @@ from agentrt.protocols import (
     new_id,
     new_span_id,
     new_trace_id,
-    to_json_dict,
 )
 
 from ._timers import Timers
-from ._tracing import get_logger
+from ._tracing import emit, get_logger
 from ._transport import Transport
 from ._validation import validate
 
@@ -121,7 +131,7 @@ def failed_task(task_id: str, context_id: str, state: str, text: str) -> Task:
 Deliver = Callable[[Envelope], None]
 
 
-_RELIABLE = (TaskRequest, Task, CancelTask)
+_RELIABLE = (TaskRequest, Task, CancelTask, Drain, Drained)
 _ACK_WAIT_S = 0.25  # first resend if no ack by then; then doubling, up to 2 s
 _MAX_SENDS = 10
 _SEEN = 200_000  # message ids remembered for deduplication
@@ -250,19 +260,22 @@ class Messenger:
             with self._unacked_lock:
                 self._unacked[envelope.message_id] = _Outgoing(endpoint, frame)
             self.timers.schedule(_ACK_WAIT_S, lambda mid=envelope.message_id: self._resend(mid))
-        self._log.info(
-            "envelope.sent",
-            trace_id=envelope.trace_id,
-            span_id=envelope.span_id,
-            parent_span_id=envelope.parent_span_id,
-            actor=envelope.sender,
-            message_id=envelope.message_id,
-            kind=envelope.kind,
-            sender=envelope.sender,
-            recipient=envelope.recipient,
-            task_id=envelope.task_id,
-            bytes=len(frame),
-            envelope=to_json_dict(envelope),
+        emit(
+            self._log,
+            EnvelopeSent(
+                trace_id=envelope.trace_id,
+                span_id=envelope.span_id,
+                parent_span_id=envelope.parent_span_id,
+                actor=envelope.sender,
+                message_id=envelope.message_id,
+                kind=envelope.kind,
+                sender=envelope.sender,
+                recipient=envelope.recipient,
+                task_id=envelope.task_id,
+                plan_task=envelope.plan_task,
+                bytes=len(frame),
+                envelope=envelope,
+            ),
         )
         self._emit(endpoint, frame, faulty=reliable)
 
@@ -305,10 +318,10 @@ class Messenger:
                 del self._unacked[message_id]
         if out.sends > _MAX_SENDS:
             self.stats["undelivered"] += 1
-            self._log.warning("envelope.undelivered", message_id=message_id, sends=_MAX_SENDS)
+            emit(self._log, EnvelopeUndelivered(message_id=message_id, sends=_MAX_SENDS))
             return
         self.stats["resent"] += 1
-        self._log.info("envelope.resent", message_id=message_id, send=out.sends)
+        emit(self._log, EnvelopeResent(message_id=message_id, send=out.sends))
         self._emit(out.endpoint, out.frame, faulty=True)
         self.timers.schedule(
             min(_ACK_WAIT_S * 2 ** (out.sends - 1), 2.0), lambda: self._resend(message_id)
@@ -344,6 +357,7 @@ class Messenger:
         parent_span_id: str | None = None,
         context_id: str | None = None,
         task_id: str | None = None,
+        plan_task: str | None = None,
         attempt: int = 1,
         idempotency_key: str | None = None,
         deadline: float | None = None,
@@ -357,6 +371,7 @@ class Messenger:
             recipient=recipient,
             context_id=context_id,
             task_id=task_id,
+            plan_task=plan_task,
             attempt=attempt,
             idempotency_key=idempotency_key,
             sent_at=time.time(),
@@ -373,6 +388,7 @@ class Messenger:
         data: dict[str, Any] | None = None,
         text: str | None = None,
         task_id: str | None = None,
+        plan_task: str | None = None,
         context_id: str | None = None,
         trace_id: str | None = None,
         parent_span_id: str | None = None,
@@ -383,7 +399,8 @@ class Messenger:
         validate_input: bool = True,
     ) -> Future[TaskResult]:
         """Ask `recipient` to run `skill`; the future resolves with its reply (never raises:
-        a timeout resolves as a failed TaskResult). Bad input raises here, before sending."""
+        a timeout resolves as a failed TaskResult). Bad input raises here, before sending.
+        `plan_task`: the plan task this request runs, when it runs one."""
         card = self.card(recipient)
         declared = card.skill(skill)
         if declared is None:
@@ -411,6 +428,7 @@ class Messenger:
             parent_span_id=parent_span_id,
             context_id=context_id,
             task_id=task_id,
+            plan_task=plan_task,
             attempt=attempt,
             idempotency_key=idempotency_key,
             deadline=deadline,
@@ -488,7 +506,7 @@ class Messenger:
         )
         self.stats["dead"] += 1
         self.stats[f"dead.{reason}"] += 1
-        self._log.warning("message.dead-letter", **msgspec.structs.asdict(letter))
+        emit(self._log, MessageDeadLetter(**msgspec.structs.asdict(letter)))
         return letter
 
     # -- receiving (on the I/O thread) -----------------------------------------------------
@@ -498,7 +516,7 @@ class Messenger:
             self._receive(peer, frames)
         except Exception as exc:  # nothing a peer sends may kill the I/O thread
             self.stats["errors"] += 1
-            self._log.error("node.error", where="receive", error=f"{type(exc).__name__}: {exc}")
+            emit(self._log, NodeError(where="receive", error=f"{type(exc).__name__}: {exc}"))
 
     def _receive(self, peer: bytes, frames: list[bytes]) -> None:
         size = sum(len(f) for f in frames)
@@ -509,13 +527,9 @@ class Messenger:
         except FrameError as exc:
             self.stats["rejected"] += 1
             self.stats[f"rejected.{exc.reason}"] += 1
-            self._log.warning(
-                "frame.rejected",
-                actor=self.name,
-                reason=exc.reason,
-                error=str(exc),
-                bytes=size,
-                peer=peer.hex(),
+            emit(
+                self._log,
+                FrameRejected(actor=self.name, reason=exc.reason, error=str(exc), bytes=size, peer=peer.hex()),
             )
             return
         body = envelope.body
@@ -532,21 +546,24 @@ class Messenger:
             if status != "new":
                 self.stats[status] += 1
                 if status == "duplicate":
-                    self._log.info("envelope.duplicate", message_id=envelope.message_id, kind=envelope.kind)
+                    emit(self._log, EnvelopeDuplicate(message_id=envelope.message_id, kind=envelope.kind))
                 return
         self.stats["received"] += 1
-        self._log.info(
-            "envelope.received",
-            trace_id=envelope.trace_id,
-            span_id=envelope.span_id,
-            parent_span_id=envelope.parent_span_id,
-            actor=envelope.recipient,
-            message_id=envelope.message_id,
-            kind=envelope.kind,
-            sender=envelope.sender,
-            recipient=envelope.recipient,
-            task_id=envelope.task_id,
-            bytes=size,
+        emit(
+            self._log,
+            EnvelopeReceived(
+                trace_id=envelope.trace_id,
+                span_id=envelope.span_id,
+                parent_span_id=envelope.parent_span_id,
+                actor=envelope.recipient,
+                message_id=envelope.message_id,
+                kind=envelope.kind,
+                sender=envelope.sender,
+                recipient=envelope.recipient,
+                task_id=envelope.task_id,
+                plan_task=envelope.plan_task,
+                bytes=size,
+            ),
         )
         body = envelope.body
         if (
@@ -555,19 +572,21 @@ class Messenger:
             and self._resolve((body.id, envelope.attempt), body)
         ):
             return
-        if isinstance(body, Control) and self.on_control is not None and envelope.recipient not in self.local:
+        if isinstance(body, Control | Drained) and self.on_control is not None and envelope.recipient not in self.local:
             self.on_control(envelope)  # for the node (or the supervisor); an actor's goes on
             return
         deliver = self.local.get(envelope.recipient)
         if deliver is None:
             self.stats["undeliverable"] += 1
-            self._log.warning(
-                "envelope.undeliverable",
-                trace_id=envelope.trace_id,
-                span_id=envelope.span_id,
-                actor=self.name,
-                recipient=envelope.recipient,
-                reason="no such actor on this node",
+            emit(
+                self._log,
+                EnvelopeUndeliverable(
+                    trace_id=envelope.trace_id,
+                    span_id=envelope.span_id,
+                    actor=self.name,
+                    recipient=envelope.recipient,
+                    reason="no such actor on this node",
+                ),
             )
             return
         deliver(envelope)

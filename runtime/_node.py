@@ -14,14 +14,22 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Control, Envelope, Heartbeat
+from agentrt.protocols import (
+    Control,
+    Envelope,
+    Heartbeat,
+    NodeOrphaned,
+    NodeStarted,
+    NodeStartFailed,
+    NodeStopped,
+)
 
 from ._actor import Actor, Context, host
 from ._messenger import Messenger, card_from_dict, card_to_dict
 from ._models import model_from_config
 from ._spec import ActorSpec, NodeBoot
 from ._store import open_store
-from ._tracing import configure, get_logger
+from ._tracing import configure, emit, get_logger
 
 _packer = msgspec.msgpack.Encoder()
 
@@ -133,7 +141,7 @@ class Node:
             cards = self._start_actors()
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self.log.error("node.start-failed", error=error)
+            emit(self.log, NodeStartFailed(error=error))
             self._control("register", node=self.name, pid=os.getpid(), error=error)
             self._shutdown()
             print(traceback.format_exc(), file=sys.stderr)
@@ -141,12 +149,12 @@ class Node:
         self._control(
             "register", node=self.name, pid=os.getpid(), endpoint=self.boot.endpoint, cards=cards
         )
-        self.log.info("node.started", actors=[c["name"] for c in cards])
+        emit(self.log, NodeStarted(actors=[c["name"] for c in cards]))
         parent = os.getppid()
         beat = 0
         while not self.stopping.wait(self.boot.heartbeat_s):
             if os.getppid() != parent:  # supervisor gone: stop rather than linger as an orphan
-                self.log.warning("node.orphaned", parent=parent)
+                emit(self.log, NodeOrphaned(parent=parent))
                 break
             beat += 1  # through the I/O thread, like everything else: a stuck node stops beating
             self.messenger.send_quiet(
@@ -159,7 +167,7 @@ class Node:
         for ref in self.refs:
             with contextlib.suppress(Exception):
                 ref.stop(timeout=5)
-        self.log.info("node.stopped", stats=dict(self.messenger.stats))
+        emit(self.log, NodeStopped(stats=dict(self.messenger.stats)))
         with contextlib.suppress(Exception):
             self._control("stopped", node=self.name)
         self.messenger.stop()

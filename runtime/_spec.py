@@ -66,10 +66,11 @@ class SupervisionSpec(_SpecStruct, kw_only=True):
 
 
 class RunSpec(_SpecStruct, kw_only=True):
-    """The job: which actor receives it, which skill, and its input."""
+    """The job: which actor receives it, which skill, and its input. With no `entry`, the
+    job goes to the one actor that offers `skill` (known once the nodes have started)."""
 
     name: str = "run"
-    entry: str = "coordinator"
+    entry: str | None = None
     skill: str = "run"
     goal: str = ""
     input: dict[str, Any] = {}
@@ -117,6 +118,20 @@ class NodeBoot(_SpecStruct, kw_only=True):
     terminal: str | None = None  # the user's terminal device, when the run has one
 
 
+def entry_actor(run: RunSpec, offering: list[str]) -> str:
+    """The actor that takes the job: `run.entry`, or else the one actor (of `offering`, those
+    whose cards offer `run.skill`) that offers the run's skill; SpecError if none or several do."""
+    if run.entry is not None:
+        return run.entry
+    if len(offering) == 1:
+        return offering[0]
+    found = f"{len(offering)} actors offer it ({', '.join(sorted(offering))})" if offering else "no actor offers it"
+    raise SpecError(
+        f"{run.name}: run.entry is not set, so the job goes to the one actor offering skill "
+        f"'{run.skill}' (run.skill), but {found}; set run.entry to the actor that takes the job"
+    )
+
+
 def check_spec(spec: Spec, origin: str = "spec") -> Spec:
     """Check what the types cannot: names, uniqueness, the entry actor, class strings."""
     if not spec.nodes:
@@ -155,7 +170,7 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
                 f"{origin}: {where} '{quota}' is not an actor of the spec; add a Quota actor "
                 "(class 'agentrt.actors:Quota') with that name"
             )
-    if spec.run.entry not in seen_actors:
+    if spec.run.entry is not None and spec.run.entry not in seen_actors:
         raise SpecError(
             f"{origin}: run.entry '{spec.run.entry}' is not an actor of the spec "
             f"(actors: {', '.join(sorted(seen_actors))})"

@@ -20,19 +20,42 @@ from typing import Any
 import msgspec
 
 from agentrt.protocols import (
+    AskAgain,
     CancelTask,
     Control,
+    Drain,
+    Drained,
     Envelope,
+    Event,
     Heartbeat,
+    NodeDied,
+    NodeNotRestarted,
+    NodeRestarted,
+    NodeRestarting,
+    NodeSpawned,
+    NodeUnresponsive,
+    RunDrained,
+    RunDraining,
+    RunDrainTimedOut,
     RunError,
+    RunFinished,
+    RunReport,
+    RunStarted,
+    RunStarting,
+    RunStopped,
     SpecError,
+    StoreReady,
+    StoreReleaseFailed,
+    SupervisorGaveUp,
+    TaskStateChanged,
     new_id,
+    report_from,
 )
 
 from ._messenger import Messenger, TaskResult, card_from_dict
-from ._spec import NodeBoot, Spec
+from ._spec import NodeBoot, Spec, entry_actor
 from ._store import PostgresAdmin, describe, is_postgres
-from ._tracing import TraceWriter, configure, get_logger
+from ._tracing import TraceWriter, configure, emit, get_logger
 
 SUPERVISOR = "supervisor"
 
@@ -89,7 +112,7 @@ class Runtime:
         *,
         run_id: str | None = None,
         runs_dir: Path | str | None = None,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         terminal: str | None = None,
     ) -> None:
         """`terminal` is the path of the user's terminal device (e.g. `os.ttyname(0)`), for
@@ -114,6 +137,7 @@ class Runtime:
         self.nodes: dict[str, NodeProcess] = {}
         self._controls: queue.Queue[Envelope] = queue.Queue()
         self._stats_waiters: dict[str, Future[dict[str, Any]]] = {}
+        self._drained: dict[str, Future[Drained]] = {}  # actor -> its answer to our Drain
         self._stopped = False
         self._failure: RunError | None = None
         self._started = False
@@ -156,7 +180,7 @@ class Runtime:
     def start(self) -> Runtime:
         """Spawn every node, wait until all registered, then hand out the directory."""
         self.messenger.start()
-        self.log.info("run.starting", spec=self.spec.run.name, nodes=len(self.spec.nodes))
+        emit(self.log, RunStarting(spec=self.spec.run.name, nodes=len(self.spec.nodes)))
         (self.run_dir / "logs").mkdir(exist_ok=True)
         if self._pg is not None:
             try:
@@ -165,7 +189,7 @@ class Runtime:
                 raise RunError(
                     f"cannot set up the state store at {describe(self.store)}: {type(exc).__name__}: {exc}"
                 ) from None
-            self.log.info("store.ready", backend="postgresql", nodes=len(self._store_urls))
+            emit(self.log, StoreReady(backend="postgresql", nodes=len(self._store_urls)))
         for node in self.spec.nodes:
             self._spawn(node)
         deadline = time.time() + self.spec.run.start_timeout_s
@@ -188,7 +212,7 @@ class Runtime:
                 }
             )
         )
-        self.log.info("run.started", nodes={n: p.pid for n, p in self.nodes.items()})
+        emit(self.log, RunStarted(nodes={n: p.pid for n, p in self.nodes.items()}))
         self._started = True
         return self
 
@@ -228,7 +252,7 @@ class Runtime:
         )
         self.nodes[node.name] = entry
         self.messenger.routes[f"node:{node.name}"] = endpoint
-        self.log.info("node.spawned", node_name=node.name, node_pid=proc.pid)
+        emit(self.log, NodeSpawned(node_name=node.name, node_pid=proc.pid))
         return entry
 
     def _await(self, done: Callable[[], bool], deadline: float, what: str) -> None:
@@ -273,7 +297,7 @@ class Runtime:
             node.last_beat = time.monotonic()
             if node.restarting:
                 node.restarting = False
-                self.log.info("node.restarted", node_name=node.name, node_pid=node.pid)
+                emit(self.log, NodeRestarted(node_name=node.name, node_pid=node.pid))
                 self._tell_actors("node-up", node)
                 self._ask_again(node)
 
@@ -284,6 +308,11 @@ class Runtime:
 
     def _on_control(self, envelope: Envelope) -> None:
         body = envelope.body
+        if isinstance(body, Drained):
+            waiter = self._drained.get(body.actor)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(body)
+            return
         assert isinstance(body, Control)
         if body.op == "stats":
             waiter = self._stats_waiters.pop(str(body.args.get("reply_to")), None)
@@ -315,7 +344,7 @@ class Runtime:
         for pending in list(self._asks):
             if pending.actor not in here or pending.future.done():
                 continue
-            self.log.info("ask.again", actor=pending.actor, skill=pending.skill, idempotency_key=pending.key)
+            emit(self.log, AskAgain(actor=pending.actor, skill=pending.skill, idempotency_key=pending.key))
             pending.attempt += 1
             again = self._send_ask(pending, validate=False)
             original = pending.future
@@ -344,11 +373,13 @@ class Runtime:
         silent_after = time.monotonic() - self.spec.supervision.heartbeat_timeout_s
         for node in list(self.nodes.values()):
             if node.ready and not node.handled and node.last_beat < silent_after and node.proc.poll() is None:
-                self.log.warning(
-                    "node.unresponsive",
-                    node_name=node.name,
-                    node_pid=node.pid,
-                    silent_s=round(time.monotonic() - node.last_beat, 3),
+                emit(
+                    self.log,
+                    NodeUnresponsive(
+                        node_name=node.name,
+                        node_pid=node.pid,
+                        silent_s=round(time.monotonic() - node.last_beat, 3),
+                    ),
                 )
                 node.proc.kill()  # hung or stopped: dealt with as dead (and restarted)
                 node.proc.wait(5)
@@ -362,12 +393,12 @@ class Runtime:
     def _on_death(self, node: NodeProcess, code: int) -> None:
         sup = self.spec.supervision
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        self.log.warning("node.died", node_name=node.name, node_pid=node.pid, code=code)
+        emit(self.log, NodeDied(node_name=node.name, node_pid=node.pid, code=code))
         self._tell_actors("node-down", node)
         tail = f"last lines of {node.log_path}:\n{node.tail()}"
         restart = node.spec.restart
         if restart == "temporary" or (restart == "transient" and code == 0):
-            self.log.info("node.not-restarted", node_name=node.name, restart=restart)
+            emit(self.log, NodeNotRestarted(node_name=node.name, restart=restart))
             waiting = sorted({a.actor for a in self._asks if a.actor in {x.name for x in node.spec.actors}})
             if waiting:
                 self._failure = RunError(
@@ -384,7 +415,7 @@ class Runtime:
                 f"last {sup.period_s:g}s already (supervision.max_restarts = {sup.max_restarts}): "
                 f"giving up instead of restarting again; {tail}"
             )
-            self.log.error("supervisor.gave-up", node_name=node.name, restarts=len(self._restarts))
+            emit(self.log, SupervisorGaveUp(node_name=node.name, restarts=len(self._restarts)))
             raise self._failure
         self._restarts.append(now)
         order = [n.name for n in self.spec.nodes]
@@ -404,7 +435,7 @@ class Runtime:
             fresh = self._spawn(old.spec)
             # Once the run is up, a restarted node rejoins on its own; before, with the rest.
             fresh.restarting = self._started
-        self.log.info("node.restarting", node_name=node.name, strategy=sup.strategy, nodes=again)
+        emit(self.log, NodeRestarting(node_name=node.name, strategy=sup.strategy, nodes=again))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop every node in order (ask, then SIGTERM, then SIGKILL) and remove the sockets."""
@@ -428,15 +459,13 @@ class Runtime:
                     node.proc.kill()
                     node.proc.wait(3)
         codes = {n.name: n.proc.returncode for n in self.nodes.values()}
-        self.log.info(
-            "run.stopped", exit_codes=codes, wall_s=round(time.time() - self.started_at, 3)
-        )
+        emit(self.log, RunStopped(exit_codes=codes, wall_s=round(time.time() - self.started_at, 3)))
         time.sleep(0.2)  # let the last trace events from the nodes arrive
         if self._pg is not None:
             try:
                 self._pg.release()
             except Exception as exc:  # the run is over either way; say what was left behind
-                self.log.warning("store.release-failed", error=f"{type(exc).__name__}: {exc}")
+                emit(self.log, StoreReleaseFailed(error=f"{type(exc).__name__}: {exc}"))
         self.messenger.stop()
         self.writer.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
@@ -534,21 +563,31 @@ class Runtime:
                     raise
 
     def drain(self, actor: str, timeout_s: float = 10.0) -> bool:
-        """Ask `actor` (the coordinator) to dispatch nothing more and wait, at most
-        `timeout_s`, until what it has in flight has finished (and is journaled). True if it
-        drained in time. A later `--resume` carries on."""
-        drained = threading.Event()
+        """Ask `actor` (the run's entry) to take on no more work and wait, at most `timeout_s`,
+        for its `Drained` answer: what it had in flight has finished (and is recorded). True if
+        it drained in time. A later `--resume` carries on."""
+        answer: Future[Drained] = Future()
+        self._drained[actor] = answer
+        emit(self.log, RunDraining(actor=actor, timeout_s=timeout_s))
+        self.messenger.send(
+            self.messenger.envelope(
+                sender=SUPERVISOR, recipient=actor, body=Drain(reason="the run was asked to stop")
+            )
+        )
+        try:
+            drained = answer.result(timeout_s)
+        except TimeoutError:
+            emit(self.log, RunDrainTimedOut(actor=actor, timeout_s=timeout_s))
+            return False
+        finally:
+            self._drained.pop(actor, None)
+        emit(self.log, RunDrained(actor=actor, detail=drained.detail))
+        return True
 
-        def watch(event: dict[str, Any]) -> None:
-            if event.get("event") == "coordinator.drained" and event.get("actor") == actor:
-                drained.set()
-
-        self.writer.listeners.append(watch)
-        self.log.info("run.draining", actor=actor, timeout_s=timeout_s)
-        self._control(actor, "drain", reason="the run was asked to stop")
-        ok = drained.wait(timeout_s)
-        self.log.info("run.drained" if ok else "run.drain-timed-out", actor=actor)
-        return ok
+    def entry(self) -> str:
+        """The actor that receives the job: the spec's `run.entry`, or else the one actor of
+        the run whose card offers the run's skill (SpecError if none or several do)."""
+        return entry_actor(self.spec.run, self.messenger.actors_with_skill(self.spec.run.skill))
 
     def node_stats(self, node: str, timeout_s: float = 5.0) -> dict[str, Any]:
         """A node's message counters (sent, received, rejected, rejected.<reason>, ...)."""
@@ -564,7 +603,8 @@ class Runtime:
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
-    """What `run` returns and `agentrt run` prints."""
+    """What `run` returns and `agentrt run` prints. `output` is what the entry actor
+    returned; `report` is the same read as a `RunReport`, when it is one."""
 
     run_id: str
     run_dir: str
@@ -583,12 +623,16 @@ class RunSummary(msgspec.Struct, kw_only=True):
     def speedup(self) -> float:
         return self.task_time_s / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def report(self) -> RunReport | None:
+        return report_from(self.output)
+
 
 class _Tally:
     """Sums the skill runs of a run from its trace events, as they arrive."""
 
-    def __init__(self, entry: str, skill: str) -> None:
-        self.entry = (entry, skill)
+    def __init__(self, skill: str) -> None:
+        self.entry: tuple[str | None, str] = (None, skill)  # the job's own task: not counted
         self.task_time = 0.0
         self.tasks = 0
         self.input_tokens = 0
@@ -596,17 +640,17 @@ class _Tally:
         self.cost_usd = 0.0
         self._lock = threading.Lock()
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("event") != "task.state" or event.get("state") == "working":
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, TaskStateChanged) or event.state == "working":
             return
         with self._lock:
-            self.input_tokens += int(event.get("input_tokens") or 0)
-            self.output_tokens += int(event.get("output_tokens") or 0)
-            self.cost_usd += float(event.get("cost_usd") or 0.0)
-            if (event.get("actor"), event.get("skill")) == self.entry:
+            self.input_tokens += event.input_tokens
+            self.output_tokens += event.output_tokens
+            self.cost_usd += event.cost_usd
+            if (event.actor, event.skill) == self.entry:
                 return
             self.tasks += 1
-            self.task_time += float(event.get("duration_s") or 0.0)
+            self.task_time += event.duration_s
 
 
 def run(
@@ -615,7 +659,7 @@ def run(
     goal: str | None = None,
     run_id: str | None = None,
     runs_dir: Path | str | None = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     on_started: Callable[[Runtime], None] | None = None,
     terminal: str | None = None,
 ) -> RunSummary:
@@ -624,9 +668,9 @@ def run(
     The wall time is the job's (from sending it to the reply); the task time is the sum of
     every skill run the job caused, which is what one sequential agent would have spent.
     """
-    tally = _Tally(spec.run.entry, spec.run.skill)
+    tally = _Tally(spec.run.skill)
 
-    def listen(event: dict[str, Any]) -> None:
+    def listen(event: Event) -> None:
         tally(event)
         if on_event is not None:
             on_event(event)
@@ -634,27 +678,30 @@ def run(
     with Runtime(
         spec, run_id=run_id, runs_dir=runs_dir, on_event=listen, terminal=terminal
     ) as rt:
+        entry = rt.entry()
+        tally.entry = (entry, spec.run.skill)
         if on_started is not None:
             on_started(rt)
         t0 = time.time()
         # The job's key is the run's: `--resume` asks again with it, and a journaling entry
-        # actor (the coordinator) carries on where the run stopped.
+        # actor carries on where the run stopped.
         try:
             result = rt.ask(
-                spec.run.entry,
+                entry,
                 spec.run.skill,
                 spec.run.job_input(goal),
                 timeout_s=spec.run.timeout_s,
                 idempotency_key=f"run-{rt.run_id}",
             )
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: let the work in flight finish, then stop
-            rt.drain(spec.run.entry, timeout_s=spec.run.drain_s)
+            rt.drain(entry, timeout_s=spec.run.drain_s)
             raise
         wall = time.time() - t0
         state, error = result.state, result.error
         output = result.data or {}
-        if result.ok and output.get("state") == "failed":  # a job that reports its own failure
-            state, error = "failed", str(output.get("reason") or "the job failed")
+        report = report_from(output) if result.ok else None
+        if report is not None and report.state == "failed":  # a job that reports its own failure
+            state, error = "failed", report.reason or "the job failed"
         time.sleep(0.1)  # the last task events may trail the reply by a few milliseconds
         summary = RunSummary(
             run_id=rt.run_id,
@@ -670,12 +717,14 @@ def run(
             cost_usd=round(tally.cost_usd, 8),
             pids=dict(rt.pids, supervisor=os.getpid()),
         )
-        rt.log.info(
-            "run.finished",
-            state=summary.state,
-            wall_s=round(wall, 3),
-            task_time_s=round(tally.task_time, 3),
-            tasks=tally.tasks,
+        emit(
+            rt.log,
+            RunFinished(
+                state=summary.state,
+                wall_s=round(wall, 3),
+                task_time_s=round(tally.task_time, 3),
+                tasks=tally.tasks,
+            ),
         )
     (Path(summary.run_dir) / "summary.json").write_bytes(msgspec.json.encode(summary))
     return summary

@@ -9,7 +9,24 @@ import json
 import zlib
 from typing import Any
 
-from ._trace_model import Span, critical_path, dispatched_at, plan_deps, plan_spans, spans
+import msgspec
+
+from agentrt.protocols import (
+    CriticGate,
+    EnvelopeReceived,
+    EnvelopeSent,
+    LoopEnd,
+    LoopEscalated,
+    ModelCall,
+    ScheduleDecision,
+    ScheduleDispatch,
+    event_to_dict,
+)
+
+from ._trace_model import Events, Span, critical_path, dispatched_at, plan_deps, plan_spans, spans
+
+_DECISIONS = (ScheduleDecision, ScheduleDispatch, LoopEscalated, LoopEnd, CriticGate)
+_DECISION_ARGS = ("plan_task", "decision", "reason", "worker", "attempt", "summary", "state")
 
 # -- Chrome trace event format ---------------------------------------------------------
 
@@ -22,7 +39,7 @@ def _us(t: float) -> float:
     return round(t * 1e6, 3)
 
 
-def chrome(events: list[dict[str, Any]]) -> dict[str, Any]:
+def chrome(events: Events) -> dict[str, Any]:
     """Trace events (JSON object format): one process track per node, one thread per actor,
     a complete ("X") event per skill run, flow arrows ("s"/"f") from each message's sender to
     its receiver, and instant ("i") events for scheduling and loop decisions."""
@@ -63,29 +80,28 @@ def chrome(events: list[dict[str, Any]]) -> dict[str, Any]:
                 },
             }
         )
-    received = {
-        e.get("message_id"): e for e in events if e.get("event") == "envelope.received" and e.get("message_id")
-    }
+    received = {e.message_id: e for e in events if isinstance(e, EnvelopeReceived)}
     flow = 0
     for e in events:
-        if e.get("event") != "envelope.sent" or e.get("kind") == "control":
+        if not isinstance(e, EnvelopeSent) or e.kind == "control":
             continue
-        r = received.get(e.get("message_id"))
-        if r is None or not e.get("pid") or not r.get("pid"):
+        r = received.get(e.message_id)
+        if r is None or not e.pid or not r.pid:
             continue
         flow += 1
-        src = track(e["pid"], e.get("node", "?"), e.get("sender", "?"))
-        dst = track(r["pid"], r.get("node", "?"), e.get("recipient", "?"))
-        name = f"{e.get('kind')} {e.get('sender')} -> {e.get('recipient')}"
-        out.append({"name": name, "cat": "message", "ph": "s", "id": flow, "ts": _us(e["ts"]), "pid": e["pid"], "tid": src})
+        src = track(e.pid, e.node or "?", e.sender)
+        dst = track(r.pid, r.node or "?", e.recipient)
+        name = f"{e.kind} {e.sender} -> {e.recipient}"
+        out.append({"name": name, "cat": "message", "ph": "s", "id": flow, "ts": _us(e.ts), "pid": e.pid, "tid": src})
         out.append(
-            {"name": name, "cat": "message", "ph": "f", "bp": "e", "id": flow, "ts": _us(max(r["ts"], e["ts"])), "pid": r["pid"], "tid": dst}
+            {"name": name, "cat": "message", "ph": "f", "bp": "e", "id": flow, "ts": _us(max(r.ts, e.ts)), "pid": r.pid, "tid": dst}
         )
-    for e in events:
-        if e.get("event") in ("schedule.decision", "schedule.dispatch", "loop.escalated", "loop.end", "critic.gate") and e.get("pid"):
-            tid = track(e["pid"], e.get("node", "?"), e.get("actor", "?"))
-            args = {k: v for k, v in e.items() if k in ("plan_task", "decision", "reason", "worker", "attempt", "summary", "state")}
-            out.append({"name": e["event"], "cat": "decision", "ph": "i", "s": "t", "ts": _us(e["ts"]), "pid": e["pid"], "tid": tid, "args": args})
+    for d in events:
+        if isinstance(d, _DECISIONS) and d.pid:
+            tid = track(d.pid, d.node or "?", d.actor or "?")
+            data = event_to_dict(d)
+            args = {k: data[k] for k in _DECISION_ARGS if k in data}
+            out.append({"name": data["event"], "cat": "decision", "ph": "i", "s": "t", "ts": _us(d.ts), "pid": d.pid, "tid": tid, "args": args})
     return {"traceEvents": out, "displayTimeUnit": "ms", "otherData": {"producer": "agentrt"}}
 
 
@@ -117,11 +133,11 @@ def _nanos(t: float) -> str:
     return str(int(t * 1e9))
 
 
-def otel(events: list[dict[str, Any]]) -> dict[str, Any]:
+def otel(events: Events) -> dict[str, Any]:
     """OTLP JSON (`ExportTraceServiceRequest`): one resource per node process, a span per
     skill run (parented by the span that asked for it), and a child span per model call with
     the GenAI semantic conventions (`gen_ai.*`)."""
-    run_id = next((e.get("run_id") for e in events if e.get("run_id")), "run")
+    run_id = next((e.run_id for e in events if e.run_id), "run")
     by_node: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
     all_spans = spans(events)
     known = {s.span_id for s in all_spans}
@@ -160,28 +176,28 @@ def otel(events: list[dict[str, Any]]) -> dict[str, Any]:
             span["parentSpanId"] = _hex_id(parent, 8)
         add(s.node, s.pid, span)
     for i, e in enumerate(events):
-        if e.get("event") != "model.call" or e.get("span_id") not in by_id:
+        if not isinstance(e, ModelCall) or e.span_id not in by_id:
             continue
-        owner = by_id[e["span_id"]]
-        end = float(e["ts"])
-        start = end - float(e.get("duration_s") or 0.0)
-        model = str(e.get("model", "?"))
+        owner = by_id[e.span_id]
+        end = e.ts
+        start = end - e.duration_s
+        model = e.model
         provider = "anthropic" if model.startswith("claude") else "agentrt.offline"
         attrs = [
             _attr("gen_ai.operation.name", "chat"),
             _attr("gen_ai.provider.name", provider),
             _attr("gen_ai.request.model", model),
             _attr("gen_ai.response.model", model),
-            _attr("gen_ai.usage.input_tokens", int(e.get("input_tokens") or 0)),
-            _attr("gen_ai.usage.output_tokens", int(e.get("output_tokens") or 0)),
-            _attr("gen_ai.response.finish_reasons", [e.get("stop_reason", "end_turn")]),
+            _attr("gen_ai.usage.input_tokens", e.input_tokens),
+            _attr("gen_ai.usage.output_tokens", e.output_tokens),
+            _attr("gen_ai.response.finish_reasons", [e.stop_reason or "end_turn"]),
         ]
         add(
-            e.get("node"),
-            e.get("pid"),
+            e.node,
+            e.pid,
             {
                 "traceId": _hex_id(owner.trace_id, 16),
-                "spanId": hashlib.blake2b(f"{e['span_id']}/{i}".encode(), digest_size=8).hexdigest(),
+                "spanId": hashlib.blake2b(f"{e.span_id}/{i}".encode(), digest_size=8).hexdigest(),
                 "parentSpanId": _hex_id(owner.span_id, 8),
                 "name": f"chat {model}",
                 "kind": 3,  # SPAN_KIND_CLIENT
@@ -226,8 +242,8 @@ def _span_json(s: Span) -> dict[str, Any]:
         "state": s.state,
         "error": s.error,
         "tokens": [s.input_tokens, s.output_tokens],
-        "message": s.message,
-        "reply": s.reply,
+        "message": msgspec.to_builtins(s.message),
+        "reply": msgspec.to_builtins(s.reply),
     }
 
 
@@ -319,7 +335,7 @@ document.querySelectorAll('.node').forEach(n => (n.onclick = () => show(n.datase
 """
 
 
-def html_page(events: list[dict[str, Any]], title: str) -> str:
+def html_page(events: Events, title: str) -> str:
     """One HTML file with everything inline (no network): the timeline, the plan as a graph,
     and the request and reply of any task, on click."""
     queued = {f"{task}/{attempt}": t for (task, attempt), t in dispatched_at(events).items()}

@@ -3,8 +3,22 @@ with where it ran, how it ended and what it used. What every trace view is built
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agentrt.protocols import (
+    Envelope,
+    EnvelopeSent,
+    Event,
+    PlanAccepted,
+    ScheduleDispatch,
+    Task,
+    TaskDuplicate,
+    TaskRequest,
+    TaskStateChanged,
+)
+
+Events = Sequence[Event]
 
 
 @dataclass
@@ -15,11 +29,13 @@ class Span:
     parent_span_id: str | None
     trace_id: str
     task_id: str | None
+    plan_task: str | None  # the plan task it runs, when a plan's dispatch asked for it
     skill: str
     sender: str
     actor: str
     attempt: int
     sent: float
+    message: Envelope | None = None
     pid: int | None = None
     node: str | None = None
     start: float | None = None
@@ -29,79 +45,70 @@ class Span:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    message: dict[str, Any] = field(default_factory=dict)
-    reply: dict[str, Any] | None = None
-
-    @property
-    def plan_task(self) -> str | None:
-        """The plan task this span runs, for a coordinator's dispatch (`<run task>/<id>`)."""
-        if self.task_id and "/" in self.task_id:
-            return self.task_id.rpartition("/")[2]
-        return None
+    reply: Envelope | None = None
 
     @property
     def failed(self) -> bool:
         return self.state in ("failed", "rejected", "canceled")
 
 
-def spans(events: list[dict[str, Any]]) -> list[Span]:
+def spans(events: Events) -> list[Span]:
     """Every task request of the run as a span, in the order they were sent."""
     out: dict[str, Span] = {}
+    replies: dict[tuple[str | None, int], Envelope] = {}
     for e in events:
-        if e.get("event") != "envelope.sent" or e.get("kind") != "task-request":
+        if not isinstance(e, EnvelopeSent) or e.envelope is None or e.span_id is None:
             continue
-        env = e.get("envelope") or {}
-        body = env.get("body") or {}
-        out[e["span_id"]] = Span(
-            span_id=e["span_id"],
-            parent_span_id=e.get("parent_span_id"),
-            trace_id=e.get("trace_id") or "",
-            task_id=e.get("task_id"),
-            skill=body.get("skill", "?"),
-            sender=e.get("sender", "?"),
-            actor=e.get("recipient", "?"),
-            attempt=int(env.get("attempt", 1)),
-            sent=float(e["ts"]),
-            message=env,
-        )
+        env = e.envelope
+        if isinstance(env.body, TaskRequest):
+            out[e.span_id] = Span(
+                span_id=e.span_id,
+                parent_span_id=e.parent_span_id,
+                trace_id=e.trace_id or "",
+                task_id=e.task_id,
+                plan_task=env.plan_task,
+                skill=env.body.skill,
+                sender=e.sender,
+                actor=e.recipient,
+                attempt=env.attempt,
+                sent=e.ts,
+                message=env,
+            )
+        elif isinstance(env.body, Task):
+            replies[(e.task_id, env.attempt)] = env
     for e in events:
-        span = out.get(e.get("span_id") or "")
+        span = out.get(e.span_id or "")
         if span is None:
             continue
-        if e.get("event") == "task.state":
-            span.pid, span.node = e.get("pid"), e.get("node")
-            if e.get("state") == "working":
-                span.start = float(e["ts"])
+        if isinstance(e, TaskStateChanged):
+            span.pid, span.node = e.pid, e.node
+            if e.state == "working":
+                span.start = e.ts
             else:
-                span.start = span.start or float(e["ts"]) - float(e.get("duration_s") or 0.0)
-                span.end = float(e["ts"])
-                span.state = e.get("state", "?")
-                span.error = e.get("error")
-                span.input_tokens = int(e.get("input_tokens") or 0)
-                span.output_tokens = int(e.get("output_tokens") or 0)
-                span.cost_usd = float(e.get("cost_usd") or 0.0)
-        elif e.get("event") == "task.duplicate":
-            span.state, span.pid, span.node = "duplicate", e.get("pid"), e.get("node")
-    replies = {
-        (e.get("task_id"), (e.get("envelope") or {}).get("attempt", 1)): e.get("envelope")
-        for e in events
-        if e.get("event") == "envelope.sent" and e.get("kind") == "task"
-    }
+                span.start = span.start or e.ts - e.duration_s
+                span.end = e.ts
+                span.state = e.state
+                span.error = e.error
+                span.input_tokens = e.input_tokens
+                span.output_tokens = e.output_tokens
+                span.cost_usd = e.cost_usd
+        elif isinstance(e, TaskDuplicate):
+            span.state, span.pid, span.node = "duplicate", e.pid, e.node
     for span in out.values():
         span.reply = replies.get((span.task_id, span.attempt))
     return sorted(out.values(), key=lambda s: s.sent)
 
 
-def plan_deps(events: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The plan's dependency graph as the coordinator recorded it (tasks and groups)."""
+def plan_deps(events: Events) -> dict[str, list[str]]:
+    """The plan's dependency graph as its runner recorded it (tasks and groups)."""
     merged: dict[str, list[str]] = {}
     for e in events:
-        if e.get("event") == "plan.accepted" and isinstance(e.get("deps"), dict):
-            merged.update(e["deps"])
+        if isinstance(e, PlanAccepted):
+            merged.update(e.deps)
     return merged
 
 
-def plan_spans(events: list[dict[str, Any]]) -> dict[str, list[Span]]:
+def plan_spans(events: Events) -> dict[str, list[Span]]:
     """The spans of each plan task (one per attempt or round), in order."""
     out: dict[str, list[Span]] = {}
     for s in spans(events):
@@ -110,16 +117,16 @@ def plan_spans(events: list[dict[str, Any]]) -> dict[str, list[Span]]:
     return out
 
 
-def dispatched_at(events: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
-    """When the coordinator dispatched each (plan task, attempt): where waiting begins."""
+def dispatched_at(events: Events) -> dict[tuple[str, int], float]:
+    """When each (plan task, attempt) was dispatched: where waiting begins."""
     out: dict[tuple[str, int], float] = {}
     for e in events:
-        if e.get("event") == "schedule.dispatch":
-            out.setdefault((str(e.get("plan_task", "")), int(e.get("attempt") or 1)), float(e["ts"]))
+        if isinstance(e, ScheduleDispatch) and e.plan_task is not None:
+            out.setdefault((e.plan_task, e.attempt), e.ts)
     return out
 
 
-def critical_path(events: list[dict[str, Any]]) -> list[str]:
+def critical_path(events: Events) -> list[str]:
     """The chain of plan tasks that decided the run's length: from the task that finished
     last, back through the dependency that finished last at each step."""
     by_task = plan_spans(events)

@@ -8,10 +8,32 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import RunError
+from agentrt.protocols import (
+    Control,
+    CriticGate,
+    EnvelopeReceived,
+    EnvelopeSent,
+    Event,
+    FrameRejected,
+    LoopEscalated,
+    LoopVerdict,
+    ModelCall,
+    RunError,
+    RunFinished,
+    ScheduleCancel,
+    ScheduleDecision,
+    ScheduleDispatch,
+    Task,
+    TaskCancelRequested,
+    TaskDuplicate,
+    TaskRejected,
+    TaskRequest,
+    TaskStateChanged,
+    event_to_dict,
+)
 
-from ._trace_model import critical_path, dispatched_at, plan_spans
-from ._tracing import read_trace
+from ._trace_model import Events, critical_path, dispatched_at, plan_spans
+from ._tracing import read_events
 
 
 def find_trace(run: str, runs_dir: Path) -> Path:
@@ -39,70 +61,68 @@ def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     """Each run: start time, state, tasks, failures, tokens, cost, wall time, events."""
     out = []
     for trace in sorted(runs_dir.glob("*/trace.jsonl")):
-        events = read_trace(trace)
-        finished = next((e for e in events if e.get("event") == "run.finished"), None)
-        started = next((e["ts"] for e in events if "ts" in e), None)
-        done = [e for e in events if e.get("event") == "task.state" and e.get("state") != "working"]
+        events = read_events(trace)
+        finished = next((e for e in events if isinstance(e, RunFinished)), None)
+        done = [e for e in events if isinstance(e, TaskStateChanged) and e.state != "working"]
         out.append(
             {
                 "run_id": trace.parent.name,
-                "started": started,
+                "started": events[0].ts if events else None,
                 "events": len(events),
-                "state": finished.get("state") if finished else "unfinished",
-                "wall_s": finished.get("wall_s") if finished else None,
+                "state": finished.state if finished else "unfinished",
+                "wall_s": finished.wall_s if finished else None,
                 "tasks": len(done),
-                "failures": sum(1 for e in done if e.get("state") in ("failed", "rejected")),
-                "tokens": sum(int(e.get("input_tokens") or 0) + int(e.get("output_tokens") or 0) for e in done),
-                "cost_usd": sum(float(e.get("cost_usd") or 0.0) for e in done),
+                "failures": sum(1 for e in done if e.state in ("failed", "rejected")),
+                "tokens": sum(e.input_tokens + e.output_tokens for e in done),
+                "cost_usd": sum(e.cost_usd for e in done),
             }
         )
     return out
 
 
-def _short(task_id: str) -> str:
-    head, _, tail = task_id.rpartition("/")
-    return f"{head[:8]}/{tail}" if head else task_id[:12]
+def _label(e: EnvelopeSent) -> str:
+    body = e.envelope.body if e.envelope is not None else None
+    what = e.kind
+    if isinstance(body, TaskRequest):
+        what = f"ask {body.skill}"
+    elif isinstance(body, Task):
+        what = f"task {body.status.state}"
+    elif isinstance(body, Control):
+        what = f"control {body.op}"
+    task = ""
+    if e.plan_task is not None:
+        task = f" [task {(e.task_id or '')[:8]}/{e.plan_task}]"
+    elif e.task_id:
+        task = f" [task {e.task_id[:12]}]"
+    return f"{e.sender} -> {e.recipient}: {what}{task}"
 
 
-def _label(event: dict[str, Any]) -> str:
-    env = event.get("envelope") or {}
-    body = env.get("body") or {}
-    kind = event.get("kind", "?")
-    what = kind
-    if kind == "task-request":
-        what = f"ask {body.get('skill')}"
-    elif kind == "task":
-        what = f"task {body.get('status', {}).get('state')}"
-    elif kind == "control":
-        what = f"control {body.get('op')}"
-    task = event.get("task_id")
-    task_txt = f" [task {_short(task)}]" if task else ""
-    return f"{event.get('sender')} -> {event.get('recipient')}: {what}{task_txt}"
+def _failed_reply(e: EnvelopeSent) -> bool:
+    body = e.envelope.body if e.envelope is not None else None
+    return isinstance(body, Task) and body.status.state in ("failed", "rejected", "canceled")
 
 
 def _matches(
-    e: dict[str, Any],
+    e: EnvelopeSent,
     failed_spans: set[str],
     actor: str | None,
     task: str | None,
     kind: str | None,
     errors: bool,
 ) -> bool:
-    if actor and actor not in (e.get("sender"), e.get("recipient")):
+    if actor and actor not in (e.sender, e.recipient):
         return False
-    if task and task not in (e.get("task_id") or ""):
+    if task and task != e.plan_task and task not in (e.task_id or ""):
         return False
-    if kind and e.get("kind") != kind:
+    if kind and e.kind != kind:
         return False
     if errors:
-        body = (e.get("envelope") or {}).get("body") or {}
-        state = (body.get("status") or {}).get("state")
-        return e["span_id"] in failed_spans or state in ("failed", "rejected", "canceled")
+        return e.span_id in failed_spans or _failed_reply(e)
     return True
 
 
 def render_tree(
-    events: list[dict[str, Any]],
+    events: Events,
     *,
     include_control: bool = False,
     actor: str | None = None,
@@ -112,70 +132,69 @@ def render_tree(
 ) -> list[str]:
     """The run's envelopes as a tree: each message under the one that caused it. With a
     filter, the messages that match and the chain of messages that led to each."""
-    sent = [e for e in events if e.get("event") == "envelope.sent"]
+    sent = [e for e in events if isinstance(e, EnvelopeSent) and e.span_id]
     if not include_control:
-        sent = [e for e in sent if e.get("kind") != "control"]
+        sent = [e for e in sent if e.kind != "control"]
     if actor or task or kind or errors:
         failed_spans = {
-            e["span_id"]
+            e.span_id
             for e in events
-            if e.get("event") == "task.state" and e.get("state") in ("failed", "rejected", "canceled")
+            if isinstance(e, TaskStateChanged) and e.span_id and e.state in ("failed", "rejected", "canceled")
         }
-        by_span = {e["span_id"]: e for e in sent}
+        by_span = {e.span_id: e for e in sent}
         keep: set[str] = set()
         for e in sent:
             if _matches(e, failed_spans, actor, task, kind, errors):
-                cur: dict[str, Any] | None = e
-                while cur is not None and cur["span_id"] not in keep:
-                    keep.add(cur["span_id"])
-                    cur = by_span.get(cur.get("parent_span_id") or "")
-        sent = [e for e in sent if e["span_id"] in keep]
-    t0 = min((e["ts"] for e in events if "ts" in e), default=0.0)
-    spans = {e["span_id"]: e for e in sent}
-    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+                cur: EnvelopeSent | None = e
+                while cur is not None and cur.span_id not in keep:
+                    keep.add(cur.span_id or "")
+                    cur = by_span.get(cur.parent_span_id or "")
+        sent = [e for e in sent if e.span_id in keep]
+    t0 = min((e.ts for e in events), default=0.0)
+    spans = {e.span_id: e for e in sent}
+    children: dict[str | None, list[EnvelopeSent]] = defaultdict(list)
     for e in sent:
-        parent = e.get("parent_span_id")
+        parent = e.parent_span_id
         children[parent if parent in spans else None].append(e)
-    states: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    states: dict[str, list[TaskStateChanged]] = defaultdict(list)
     for e in events:
-        if e.get("event") == "task.state" and e.get("span_id"):
-            states[e["span_id"]].append(e)
-    pids = {e.get("pid") for e in events if e.get("pid")}
+        if isinstance(e, TaskStateChanged) and e.span_id:
+            states[e.span_id].append(e)
+    pids = {e.pid for e in events if e.pid}
     lines = [f"{len(events)} events, {len(sent)} messages, {len(pids)} processes"]
 
-    def walk(e: dict[str, Any], prefix: str, last: bool) -> None:
+    def walk(e: EnvelopeSent, prefix: str, last: bool) -> None:
         branch = "`- " if last else "|- "
         extra = ""
-        done = [s for s in states.get(e["span_id"], []) if s.get("state") != "working"]
+        done = [s for s in states.get(e.span_id or "", []) if s.state != "working"]
         if done:
             s = done[-1]
-            extra = f"  => {s.get('state')} in {s.get('duration_s', 0):.3f}s"
-            if s.get("input_tokens") or s.get("output_tokens"):
-                extra += f" ({s.get('input_tokens')} in / {s.get('output_tokens')} out tokens)"
-            if s.get("error"):
-                extra += f" error: {s['error']}"
-        lines.append(f"{prefix}{branch}+{e['ts'] - t0:7.3f}s {_label(e)}{extra}")
-        kids = sorted(children.get(e["span_id"], []), key=lambda k: k["ts"])
+            extra = f"  => {s.state} in {s.duration_s:.3f}s"
+            if s.input_tokens or s.output_tokens:
+                extra += f" ({s.input_tokens} in / {s.output_tokens} out tokens)"
+            if s.error:
+                extra += f" error: {s.error}"
+        lines.append(f"{prefix}{branch}+{e.ts - t0:7.3f}s {_label(e)}{extra}")
+        kids = sorted(children.get(e.span_id, []), key=lambda k: k.ts)
         for i, kid in enumerate(kids):
             walk(kid, prefix + ("   " if last else "|  "), i == len(kids) - 1)
 
-    roots = sorted(children.get(None, []), key=lambda k: k["ts"])
+    roots = sorted(children.get(None, []), key=lambda k: k.ts)
     for i, root in enumerate(roots):
         walk(root, "", i == len(roots) - 1)
-    rejected = [e for e in events if e.get("event") in ("frame.rejected", "task.rejected")]
+    rejected = [e for e in events if isinstance(e, FrameRejected | TaskRejected)]
     if rejected:
         lines.append(f"rejected: {len(rejected)}")
-        for e in rejected:
-            lines.append(
-                f"  +{e['ts'] - t0:7.3f}s {e.get('event')} on {e.get('node')}: {e.get('error')}"
-            )
+        for r in rejected:
+            name = "frame.rejected" if isinstance(r, FrameRejected) else "task.rejected"
+            lines.append(f"  +{r.ts - t0:7.3f}s {name} on {r.node}: {r.error}")
     return lines
 
 
 # -- timeline ------------------------------------------------------------------------
 
 
-def timeline(events: list[dict[str, Any]], width: int = 100) -> Any:
+def timeline(events: Events, width: int = 100) -> Any:
     """A Gantt chart of the plan's tasks per worker (a rich renderable): `.` waiting for its
     worker, `#` running, `x` failed, `~` an earlier attempt or round; the critical path is
     starred and bold."""
@@ -229,41 +248,39 @@ def timeline(events: list[dict[str, Any]], width: int = 100) -> Any:
 # -- why -----------------------------------------------------------------------------
 
 
-def why(events: list[dict[str, Any]], task: str) -> list[str]:
-    """Every scheduling decision about one plan task, and each of its runs, in order."""
-    t0 = min((e["ts"] for e in events if "ts" in e), default=0.0)
-    lines = []
-    for e in events:
-        ev = e.get("event", "")
-        mine = e.get("plan_task") == task or (
-            ev in ("task.state", "model.call", "task.duplicate")
-            and (e.get("task_id") or "").rpartition("/")[2] == task
-            and "/" in (e.get("task_id") or "")
-        )
-        if not mine or (ev == "task.state" and e.get("actor") == "coordinator"):
-            continue
-        at = f"+{e['ts'] - t0:7.3f}s"
-        if ev == "schedule.dispatch":
-            what = f"dispatched to {e.get('worker')} (attempt {e.get('attempt')})"
-        elif ev == "schedule.decision":
-            what = f"{e.get('decision')}: {e.get('reason')}"
-        elif ev == "schedule.cancel":
-            what = f"cancel sent to {e.get('worker')}: {e.get('reason')}"
-        elif ev == "critic.gate":
-            what = f"critic {e.get('decision')}" + (f" (score {e['score']})" if e.get("score") is not None else "")
-            if e.get("issues"):
-                what += f": {'; '.join(e['issues'])}"
-        elif ev == "task.state":
-            what = f"{e.get('state')} on {e.get('actor')} (attempt {e.get('attempt')})"
-            if e.get("state") != "working":
-                what += f" after {float(e.get('duration_s') or 0):.3f}s"
-            if e.get("error"):
-                what += f": {e['error']}"
-        elif ev == "model.call":
-            what = f"model call {e.get('model')}: {e.get('input_tokens')} in / {e.get('output_tokens')} out tokens"
-        else:
-            what = ev
-        lines.append(f"{at}  {what}")
+def _why_line(e: Event) -> str:
+    match e:
+        case ScheduleDispatch():
+            return f"dispatched to {e.worker} (attempt {e.attempt})"
+        case ScheduleDecision():
+            return f"{e.decision}: {e.reason}"
+        case ScheduleCancel():
+            return f"cancel sent to {e.worker}: {e.reason}"
+        case CriticGate():
+            what = f"critic {e.decision}" + (f" (score {e.score})" if e.score is not None else "")
+            return what + (f": {'; '.join(e.issues)}" if e.issues else "")
+        case TaskStateChanged():
+            what = f"{e.state} on {e.actor} (attempt {e.attempt})"
+            if e.state != "working":
+                what += f" after {e.duration_s:.3f}s"
+            return what + (f": {e.error}" if e.error else "")
+        case ModelCall():
+            return f"model call {e.model}: {e.input_tokens} in / {e.output_tokens} out tokens"
+        case TaskDuplicate():
+            return f"duplicate on {e.actor} (attempt {e.attempt}): {e.answer}"
+        case TaskCancelRequested():
+            return f"cancel received by {e.actor}: {e.reason}"
+        case TaskRejected():
+            return f"rejected by {e.actor}: {e.error}"
+    return str(type(e).__struct_config__.tag)
+
+
+def why(events: Events, task: str) -> list[str]:
+    """Every scheduling decision about one plan task, and each of its runs, in order of
+    time (events of different processes reach the trace file in their own order)."""
+    t0 = min((e.ts for e in events), default=0.0)
+    mine = [e for e in events if e.plan_task == task and not isinstance(e, EnvelopeSent | EnvelopeReceived)]
+    lines = [f"+{e.ts - t0:7.3f}s  {_why_line(e)}" for e in sorted(mine, key=lambda e: e.ts)]
     if not lines:
         known = sorted(plan_spans(events))
         raise RunError(f"no plan task '{task}' in this run; its tasks: {', '.join(known) or 'none'}")
@@ -308,27 +325,31 @@ def _stable(value: Any) -> Any:
     return value
 
 
-def _steps(events: list[dict[str, Any]]) -> dict[str, list[tuple[float, str, Any]]]:
+_DECISIONS = (ScheduleDecision, ScheduleDispatch, LoopVerdict, LoopEscalated, CriticGate)
+_DECISION_FIELDS = ("plan_task", "decision", "reason", "worker", "attempt", "next", "iteration")
+
+
+def _steps(events: Events) -> dict[str, list[tuple[float, str, Any]]]:
     """Per actor, what it did in order: the messages it sent and the decisions it made,
     without ids, clocks or timings (which differ in every run)."""
     out: dict[str, list[tuple[float, str, Any]]] = defaultdict(list)
     for e in events:
-        ev = e.get("event")
-        if ev == "envelope.sent" and e.get("kind") != "control":
-            env = _stable(e.get("envelope") or {})
-            out[e.get("sender", "?")].append((e["ts"], f"message to {e.get('recipient')}", env))
-        elif ev in ("schedule.decision", "schedule.dispatch", "loop.verdict", "loop.escalated", "critic.gate"):
-            fields = {k: v for k, v in e.items() if k in ("plan_task", "decision", "reason", "worker", "attempt", "next", "iteration")}
-            out[e.get("actor", "?")].append((e["ts"], ev, fields))
+        if isinstance(e, EnvelopeSent) and e.kind != "control":
+            env = _stable(msgspec.to_builtins(e.envelope) if e.envelope is not None else {})
+            out[e.sender].append((e.ts, f"message to {e.recipient}", env))
+        elif isinstance(e, _DECISIONS):
+            data = event_to_dict(e)
+            fields = {k: data[k] for k in _DECISION_FIELDS if k in data}
+            out[e.actor or "?"].append((e.ts, data["event"], fields))
     return out
 
 
-def diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[str]:
+def diff(a: Events, b: Events) -> list[str]:
     """Where two runs of one spec first diverge: for each actor, the first message or
     decision that differs; the earliest of those (in run A's time) first."""
     sa, sb = _steps(a), _steps(b)
-    t0a = min((e["ts"] for e in a if "ts" in e), default=0.0)
-    t0b = min((e["ts"] for e in b if "ts" in e), default=0.0)
+    t0a = min((e.ts for e in a), default=0.0)
+    t0b = min((e.ts for e in b), default=0.0)
     found = []
     for actor in sorted(set(sa) | set(sb)):
         xa, xb = sa.get(actor, []), sb.get(actor, [])

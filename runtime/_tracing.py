@@ -13,6 +13,8 @@ from typing import IO, Any
 import msgspec
 import structlog
 
+from agentrt.protocols import Event, TraceEvent, decode_event, event_from_dict, event_to_dict
+
 # Keys whose values are secrets wherever they appear in an event.
 SECRET_KEYS = frozenset(
     {"api_key", "apikey", "x-api-key", "authorization", "anthropic_api_key", "password", "secret"}
@@ -21,6 +23,7 @@ _SECRET_VALUE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}")
 REDACTED = "[redacted]"
 
 Sink = Callable[[dict[str, Any]], None]
+Listener = Callable[[Event], None]
 
 
 def _known_secrets() -> list[str]:
@@ -80,8 +83,17 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger().bind(**bound)
 
 
+def emit(log: Any, event: TraceEvent) -> None:
+    """Record one typed event through `log` (a structlog logger, whose bound fields fill what
+    the event leaves unset): stamped, redacted and shipped like every event."""
+    fields = event_to_dict(event)
+    log.info(fields.pop("event"), **fields)
+
+
 class TraceWriter:
-    """Appends events to one JSONL file; thread-safe; used by the supervisor's collector."""
+    """Appends events to one JSONL file; thread-safe; used by the supervisor's collector.
+    Listeners get each event typed; one that is not a valid event is written (the file keeps
+    everything a process recorded) but not handed on, and counted in `invalid`."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,15 +102,23 @@ class TraceWriter:
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.msgpack.Decoder()
-        self.listeners: list[Sink] = []
+        self.listeners: list[Listener] = []
+        self.invalid = 0
 
     def write(self, event: dict[str, Any]) -> None:
         line = self._encoder.encode(event) + b"\n"
         with self._lock:
             if not self._file.closed:
                 self._file.write(line)
+        if not self.listeners:
+            return
+        try:
+            typed = event_from_dict(event)
+        except msgspec.ValidationError:
+            self.invalid += 1
+            return
         for listener in self.listeners:
-            listener(event)
+            listener(typed)
 
     def write_packed(self, frame: bytes) -> None:
         """Write one msgpack-encoded event shipped by a node."""
@@ -120,7 +140,21 @@ class TraceWriter:
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:
-    """All events of a trace file, in file order."""
+    """All events of a trace file as dicts, in file order."""
     decoder = msgspec.json.Decoder()
     with path.open("rb") as f:
         return [decoder.decode(line) for line in f if line.strip()]
+
+
+def read_events(path: Path) -> list[Event]:
+    """The events of a trace file, typed, in file order; lines that are not a known, valid
+    event (a trace of another version, a torn last line) are left out."""
+    out: list[Event] = []
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    out.append(decode_event(line))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+    return out

@@ -84,3 +84,18 @@ def test_model_kinds_are_checked() -> None:
     data["model"] = {"kind": "gpt"}
     with pytest.raises(SpecError, match=r"model\.kind"):
         spec_from_dict(data, "s.toml")
+
+
+def test_the_entry_defaults_to_the_one_actor_offering_the_run_skill() -> None:
+    from agentrt.runtime._spec import entry_actor
+
+    data = base()
+    del data["run"]["entry"]
+    run = spec_from_dict(data, "s.toml").run
+    assert run.entry is None  # nothing in the runtime assumes an actor's name
+    assert entry_actor(run, ["boss"]) == "boss"
+    with pytest.raises(SpecError, match=r"no actor offers it; set run\.entry"):
+        entry_actor(run, [])
+    with pytest.raises(SpecError, match=r"skill 'run' \(run\.skill\), but 2 actors offer it \(a, boss\)"):
+        entry_actor(run, ["boss", "a"])
+    assert entry_actor(spec_from_dict(base(), "s.toml").run, ["boss"]) == "a"  # a named entry wins
