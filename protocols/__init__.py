@@ -19,6 +19,7 @@ from ._errors import (
     TaskFailed,
 )
 from ._events import (
+    BUILT_IN_EVENTS,
     ActorDrained,
     ActorError,
     AskAgain,
@@ -133,6 +134,7 @@ from ._report import (
 )
 
 __all__ = [
+    "BUILT_IN_EVENTS",
     "DEAD_LETTER_REASONS",
     "DEFAULT_LIMITS",
     "MAX_PARTS",

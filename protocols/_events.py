@@ -453,6 +453,12 @@ Event = (
 
 _json_decoder = msgspec.json.Decoder(Event)
 
+# The names of the built-in events (every tag but `user`'s): `ctx.event(name, ...)` with one
+# of them records that typed event, its fields checked.
+BUILT_IN_EVENTS: frozenset[str] = frozenset(
+    str(cls.__struct_config__.tag) for cls in Event.__args__ if cls is not UserEvent  # type: ignore[attr-defined]
+)
+
 
 def event_to_dict(event: TraceEvent) -> dict[str, Any]:
     """The event as JSON-ready builtins, tagged by `event` (unset fields left out)."""

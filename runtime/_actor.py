@@ -19,6 +19,7 @@ import msgspec
 import pykka
 
 from agentrt.protocols import (
+    BUILT_IN_EVENTS,
     ActorDrained,
     ActorError,
     AgentCard,
@@ -48,6 +49,7 @@ from agentrt.protocols import (
     TextPart,
     TraceEvent,
     UserEvent,
+    event_from_dict,
     new_id,
 )
 
@@ -397,8 +399,19 @@ class Context:
 
     def event(self, name: str, **fields: Any) -> None:
         """Record an event of your own (a `UserEvent` named `name`, with `fields`) in the
-        context of the current request."""
-        self.emit(UserEvent(name=name, fields=fields))
+        context of the current request. The name of a built-in event (`plan.accepted`,
+        `schedule.dispatch`, ...) records that typed event instead: its fields must fit it."""
+        if name not in BUILT_IN_EVENTS:
+            self.emit(UserEvent(name=name, fields=fields))
+            return
+        try:
+            event = event_from_dict({**fields, "event": name})
+        except msgspec.ValidationError as exc:
+            raise ValueError(
+                f"trace event '{name}' is a built-in event and these fields do not fit it: {exc} "
+                "(see schemas/trace-event.schema.json, or pick another name for an event of your own)"
+            ) from None
+        self.emit(event)
 
     def notice(self, text: str) -> None:
         """Tell the person at the terminal `text` (`agentrt run` prints it)."""

@@ -160,3 +160,21 @@ def test_task_state_defaults_keep_the_trace_small() -> None:
     data = event_to_dict(TaskStateChanged(state="working", skill="s"))
     assert data == {"event": "task.state", "state": "working", "skill": "s"}
     assert event_to_dict(PlanAccepted(tasks=2, final="b", deps={"b": ["a"]}))["deps"] == {"b": ["a"]}
+
+
+def test_ctx_event_records_a_user_event_or_the_built_in_event_its_name_names() -> None:
+    from agentrt.runtime import Context, OfflineModel
+
+    seen: list[dict[str, Any]] = []
+    configure(seen.append, run_id="r1", node="n1")
+    try:
+        ctx = Context(name="boss", node="n1", run_id="r1", messenger=None, model=OfflineModel(), store=None, config={})  # type: ignore[arg-type]
+        ctx.event("my.thing", x=1)
+        ctx.event("schedule.dispatch", plan_task="t1", skill="s", worker="w")
+        with pytest.raises(ValueError, match=r"trace event 'schedule.dispatch' is a built-in event .*\$\.attempt"):
+            ctx.event("schedule.dispatch", plan_task="t1", skill="s", worker="w", attempt="two")
+    finally:
+        structlog.reset_defaults()
+    mine, dispatch = (event_from_dict(e) for e in seen)
+    assert mine == UserEvent(name="my.thing", fields={"x": 1}, actor="boss", run_id="r1", node="n1", pid=mine.pid, ts=mine.ts)
+    assert isinstance(dispatch, ScheduleDispatch) and (dispatch.plan_task, dispatch.actor) == ("t1", "boss")
