@@ -520,17 +520,15 @@ class Draining:
         self.reason = body.reason
         self._host = host
         self._envelope = envelope
-        self._answered = threading.Event()
-
-    @property
-    def answered(self) -> bool:
-        return self._answered.is_set()
+        self._lock = threading.Lock()
+        self.answered = False
 
     def done(self, detail: str = "") -> None:
         """Say that nothing is in flight any more; later calls do nothing."""
-        if self._answered.is_set():
-            return
-        self._answered.set()
+        with self._lock:
+            if self.answered:
+                return
+            self.answered = True
         name = self._host.ctx.name
         emit(self._host.log, ActorDrained(detail=detail))
         self._host.messenger.send(

@@ -71,3 +71,7 @@ def test_signal_stops_every_node_and_removes_sockets(tmp_path: Path, sig: signal
     assert not Path(nodes["sock_dir"]).exists()
     events = [json.loads(line) for line in (runs / "r" / "trace.jsonl").read_text().splitlines()]
     assert {e["node"] for e in events if e["event"] == "node.stopped"} == {"a", "b"}
+    # The entry is no coordinator: it answers the typed Drain through the default on_drain
+    # (nothing of its own in flight), so the supervisor does not wait out run.drain_s.
+    assert any(e["event"] == "run.drained" and e["actor"] == "sleeper" for e in events)
+    assert not any(e["event"] == "run.drain-timed-out" for e in events)
