@@ -15,7 +15,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from agentrt.runtime import read_trace
+from agentrt.runtime import read_events, read_trace
 
 from .conftest import ROOT
 
@@ -72,6 +72,9 @@ def test_progress_summary_timeline_and_why_with_a_coordinator_called_boss(spec: 
 
     show = agentrt("trace", "show", "b1", "--task", "draft", "--kind", "task-request", runs=tmp_path)
     assert re.search(r"boss -> worker-\d: ask write \[task \w+/draft\]", show)
+    # Every line every process wrote is one of the typed events the tools read.
+    trace = tmp_path / "b1" / "trace.jsonl"
+    assert len(read_events(trace)) == len(read_trace(trace)) > 100
 
 
 def test_ctrl_c_drains_a_coordinator_called_boss(spec: Path, tmp_path: Path) -> None:
