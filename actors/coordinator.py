@@ -12,7 +12,6 @@ import msgspec
 from agentrt.protocols import (
     AgentRuntimeError,
     CancelTask,
-    Control,
     CriticGate,
     Critique,
     Envelope,
@@ -27,6 +26,8 @@ from agentrt.protocols import (
     LoopEscalated,
     LoopSummary,
     LoopVerdict,
+    NodeDown,
+    NodeUp,
     Plan,
     PlanAccepted,
     RunReport,
@@ -167,19 +168,16 @@ class Coordinator(Actor):
     def on_message(self, envelope: Envelope) -> None:
         """Death watch: a worker's node died (its in-flight tasks go to live workers, with the
         same idempotency keys) or is back (it may be given work again)."""
-        body = envelope.body
-        if not isinstance(body, Control) or body.op not in ("node-down", "node-up"):
-            return
-        now = time.monotonic()
-        for actor in body.args.get("actors", []):
-            for job in list(self.jobs.values()):
-                if job.scheduler is None or job.finish is not None:
-                    continue
-                if body.op == "node-down":
-                    why = f"node {body.args.get('node')} (pid {body.args.get('pid')}) died"
-                    self._core(job, job.scheduler.worker_lost, actor, why, now)
-                else:
-                    self._core(job, job.scheduler.worker_back, actor, now)
+        match envelope.body:
+            case NodeDown(node=node, pid=pid, actors=actors):
+                why = f"node {node} (pid {pid}) died"
+                for actor, job in ((a, j) for a in actors for j in list(self.jobs.values())):
+                    if job.scheduler is not None and job.finish is None:
+                        self._core(job, job.scheduler.worker_lost, actor, why, time.monotonic())
+            case NodeUp(actors=actors):
+                for actor, job in ((a, j) for a in actors for j in list(self.jobs.values())):
+                    if job.scheduler is not None and job.finish is None:
+                        self._core(job, job.scheduler.worker_back, actor, time.monotonic())
 
     def on_drain(self, drain: Draining) -> None:
         """The run is stopping: dispatch nothing more; answer once nothing is in flight."""

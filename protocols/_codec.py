@@ -1,17 +1,25 @@
-"""Envelope <-> bytes (msgpack via msgspec), with limits a receiver enforces before trusting a frame."""
+"""Envelope <-> bytes (msgpack via msgspec), with limits a receiver enforces before trusting a frame.
+
+`decode` raises only FrameError subclasses, whatever the bytes: `malformed` (not msgpack,
+invalid UTF-8, the wrong shape, too many parts), `invalid` (the right shape, but a value breaks
+its rule: an over-long id, attempt < 1, a time that is NaN or infinite), `too-large`,
+`too-deep` (any free-form value, wherever it sits in the envelope). A sender checks the same
+limits before a frame leaves (`check_limits`), so nothing is sent that would be refused.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 
-from ._errors import FrameTooDeep, FrameTooLarge, MalformedFrame
-from ._model import DataPart, Envelope, Message, Task, TaskRequest
+from ._errors import FrameTooDeep, FrameTooLarge, InvalidFrame, MalformedFrame
+from ._model import MAX_ID, MAX_NAME, Envelope
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """Decode limits. Parts per message are bounded by the schema itself (MAX_PARTS)."""
+    """Decode limits. Parts per message and id lengths are bounded by the schema itself."""
 
     max_frame_bytes: int = 4 * 1024 * 1024
     max_depth: int = 32
@@ -21,6 +29,24 @@ DEFAULT_LIMITS = Limits()
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
+
+# A value rule broken by a value of the right type: msgspec says "Expected `str` of length
+# <= 256", "Expected `int` >= 1", "Expected `float` <= 1e11". Too many items in an array is
+# a shape error (malformed), as the schema's part bound always was.
+_VALUE_RULE = re.compile(r"^Expected `(str|int|float)`( of length)? [<>]=? ")
+
+
+_ID_FIELDS = (
+    "message_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "context_id",
+    "task_id",
+    "idempotency_key",
+    "sender",
+    "recipient",
+)
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -38,59 +64,72 @@ def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     try:
         envelope = _decoder.decode(frame)
     except msgspec.ValidationError as exc:
+        if _VALUE_RULE.match(str(exc)):
+            raise InvalidFrame(f"envelope field breaks its rule: {exc}") from None
         raise MalformedFrame(f"envelope does not match the schema: {exc}") from None
     except msgspec.DecodeError as exc:
         raise MalformedFrame(f"frame is not valid msgpack: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MalformedFrame(
+            f"frame holds a string that is not valid UTF-8: {exc.reason}"
+        ) from None
     except RecursionError:
         raise FrameTooDeep("frame nests too deeply to decode") from None
-    _check_depth(envelope, limits.max_depth)
+    except Exception as exc:  # the contract: nothing but a FrameError leaves decode
+        raise MalformedFrame(f"frame could not be decoded: {type(exc).__name__}: {exc}") from None
+    check_depth(envelope, limits.max_depth)
     return envelope
 
 
-def _payloads(envelope: Envelope) -> list[tuple[str, Any]]:
-    """The free-form (dict-typed) values in an envelope, with their paths."""
-    body = envelope.body
-    message: Message | None = None
-    found: list[tuple[str, Any]] = []
-    if isinstance(body, TaskRequest):
-        message = body.message
-        found.append(("$.body.metadata", body.metadata))
-        base = "$.body.message"
-    elif isinstance(body, Message):
-        message = body
-        base = "$.body"
-    elif isinstance(body, Task):
-        found.append(("$.body.metadata", body.metadata))
-        for i, artifact in enumerate(body.artifacts):
-            for j, part in enumerate(artifact.parts):
-                if isinstance(part, DataPart):
-                    found.append((f"$.body.artifacts[{i}].parts[{j}].data", part.data))
-        base = ""
-    else:
-        for field in body.__struct_fields__:
-            value = getattr(body, field)
-            if isinstance(value, dict):
-                found.append((f"$.body.{field}", value))
-        base = ""
-    if message is not None:
-        found.append((f"{base}.metadata", message.metadata))
-        for j, part in enumerate(message.parts):
-            if isinstance(part, DataPart):
-                found.append((f"{base}.parts[{j}].data", part.data))
-    return [(p, v) for p, v in found if v]
+def check_limits(envelope: Envelope, frame: bytes, limits: Limits) -> None:
+    """What a receiver would refuse, checked by the sender: FrameTooLarge, FrameTooDeep, or
+    InvalidFrame for an envelope field over its bound (encoding does not check them)."""
+    for name in _ID_FIELDS:
+        value = getattr(envelope, name)
+        if value is not None and len(value) > (
+            MAX_NAME if name in ("sender", "recipient") else MAX_ID
+        ):
+            limit = MAX_NAME if name in ("sender", "recipient") else MAX_ID
+            raise InvalidFrame(f"{_camel(name)} is {len(value)} characters; the limit is {limit}")
+    if len(frame) > limits.max_frame_bytes:
+        raise FrameTooLarge(
+            f"{envelope.kind} to '{envelope.recipient}' is {len(frame)} bytes encoded; the limit "
+            f"is {limits.max_frame_bytes} (max_frame_bytes): send large content as a file part by uri"
+        )
+    check_depth(envelope, limits.max_depth)
 
 
-def _check_depth(envelope: Envelope, max_depth: int) -> None:
-    for path, value in _payloads(envelope):
-        stack: list[tuple[Any, int]] = [(value, 1)]
-        while stack:
-            item, depth = stack.pop()
-            if depth > max_depth:
-                raise FrameTooDeep(f"{path} nests deeper than {max_depth} levels (max_depth)")
-            if isinstance(item, dict):
-                stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-            elif isinstance(item, list):
-                stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+def check_depth(envelope: Envelope, max_depth: int) -> None:
+    """Every free-form value (dicts and lists that are not Structs), wherever it sits in the
+    envelope, nests at most `max_depth` levels; FrameTooDeep names the first that does not.
+    Structs are walked without counting: their nesting is fixed by the schema."""
+    stack: list[tuple[Any, str, int]] = [(envelope, "$", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, msgspec.Struct):
+            for name in item.__struct_fields__:
+                value = getattr(item, name)
+                if isinstance(value, msgspec.Struct | dict | list | tuple):
+                    stack.append((value, f"{path}.{_camel(name)}", 0))
+            continue
+        if isinstance(item, list) and item and isinstance(item[0], msgspec.Struct) and depth == 0:
+            stack.extend((v, f"{path}[{i}]", 0) for i, v in enumerate(item))
+            continue
+        # A free-form value: count its levels from 1.
+        level = depth + 1
+        if level > max_depth:
+            raise FrameTooDeep(f"{path} nests deeper than {max_depth} levels (max_depth)")
+        if isinstance(item, dict):
+            stack.extend(
+                (v, path, level) for v in item.values() if isinstance(v, dict | list | tuple)
+            )
+        elif isinstance(item, list | tuple):
+            stack.extend((v, path, level) for v in item if isinstance(v, dict | list | tuple))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
 
 
 def to_json_dict(envelope: Envelope) -> dict[str, Any]:

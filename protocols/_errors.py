@@ -25,6 +25,18 @@ class MalformedFrame(FrameError):
     reason = "malformed"
 
 
+class InvalidFrame(FrameError):
+    """The frame decodes, but a field breaks its rule (an over-long id, attempt < 1, a NaN time)."""
+
+    reason = "invalid"
+
+
+class OverLimit(FrameError):
+    """Refused at the sender: the envelope would break the receiver's frame or depth limit."""
+
+    reason = "over-limit"
+
+
 class FrameTooDeep(FrameError):
     """A payload in the frame nests deeper than the receiver's `max_depth`."""
 
@@ -78,3 +90,11 @@ class TaskFailed(AgentRuntimeError):
 
 class RunError(AgentRuntimeError):
     """A run could not start or did not finish (a node died, a timeout, a bad spec)."""
+
+
+class ActorStartError(AgentRuntimeError):
+    """An actor's `on_start` raised: the actor never ran. `actor` names it."""
+
+    def __init__(self, message: str, *, actor: str) -> None:
+        super().__init__(message)
+        self.actor = actor

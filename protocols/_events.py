@@ -62,30 +62,15 @@ class EnvelopeResent(TraceEvent, tag="envelope.resent", kw_only=True):
     send: int  # which send this is (2 = the first resend)
 
 
-class EnvelopeUndelivered(TraceEvent, tag="envelope.undelivered", kw_only=True):
-    message_id: str
-    sends: int
-
-
 class EnvelopeDuplicate(TraceEvent, tag="envelope.duplicate", kw_only=True):
     message_id: str
     kind: str
 
 
-class EnvelopeUndeliverable(TraceEvent, tag="envelope.undeliverable", kw_only=True):
-    recipient: str
-    reason: str
-
-
-class FrameRejected(TraceEvent, tag="frame.rejected", kw_only=True):
-    reason: str
-    error: str
-    bytes: int = 0
-    peer: str | None = None
-
-
 class MessageDeadLetter(TraceEvent, tag="message.dead-letter", kw_only=True):
-    """A message not delivered (the fields of `DeadLetter`; `node` is the one that refused it)."""
+    """A message not delivered (the fields of `DeadLetter`; `node` is the one that refused it).
+    A process traces a few per reason per second: `count` is the running total of its reason
+    there, `suppressed` how many went untraced since the last one traced."""
 
     reason: str
     detail: str
@@ -96,6 +81,14 @@ class MessageDeadLetter(TraceEvent, tag="message.dead-letter", kw_only=True):
     recipient: str | None = None
     kind: str | None = None
     bytes: int = 0
+    count: int = 0
+    suppressed: int = 0
+
+
+class MessageDeadLetterCounts(TraceEvent, tag="message.dead-letter-counts", kw_only=True):
+    """A process's exact dead-letter counts (`dead.<reason>`), recorded when it stops."""
+
+    counts: dict[str, int] = {}
 
 
 class NodeError(TraceEvent, tag="node.error", kw_only=True):
@@ -135,6 +128,12 @@ class TaskCancelRequested(TraceEvent, tag="task.cancel-requested", kw_only=True)
 
 class TaskRejected(TraceEvent, tag="task.rejected", kw_only=True):
     sender: str
+    error: str
+
+
+class TaskOverLimit(TraceEvent, tag="task.over-limit", kw_only=True):
+    """A skill's result over the frame or depth limit: the task failed at its sender instead."""
+
     error: str
 
 
@@ -398,17 +397,16 @@ Event = (
     EnvelopeSent
     | EnvelopeReceived
     | EnvelopeResent
-    | EnvelopeUndelivered
     | EnvelopeDuplicate
-    | EnvelopeUndeliverable
-    | FrameRejected
     | MessageDeadLetter
+    | MessageDeadLetterCounts
     | NodeError
     | TaskStateChanged
     | TaskDuplicate
     | TaskCancelRequested
     | TaskRejected
     | TaskReplyFailed
+    | TaskOverLimit
     | ActorError
     | ActorDrained
     | Notice

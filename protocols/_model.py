@@ -13,6 +13,15 @@ import msgspec
 # Protocol limits that are part of the schema (a receiver rejects more on decode).
 MAX_PARTS = 256
 MAX_ARTIFACTS = 256
+MAX_ID = 256  # message, trace, span, task, context, artifact ids and idempotency keys
+MAX_NAME = 128  # actor, node and skill names, addresses
+MAX_ATTEMPT = 1_000_000
+
+Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
+# Unix seconds: finite and after 1970 (NaN and infinities are refused on decode).
+Timestamp = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
+Attempt = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPT)]
 
 
 class Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True, omit_defaults=True):
@@ -77,12 +86,12 @@ TERMINAL_STATES: frozenset[str] = frozenset({"completed", "canceled", "failed", 
 class Message(Wire, tag="message", tag_field="kind"):
     """One turn of communication: a role and its parts."""
 
-    message_id: str
+    message_id: Id
     role: Role
     parts: Parts
-    context_id: str | None = None
-    task_id: str | None = None
-    reference_task_ids: list[str] | None = None
+    context_id: Id | None = None
+    task_id: Id | None = None
+    reference_task_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_PARTS)] | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -95,7 +104,7 @@ class TaskStatus(Wire):
 class Artifact(Wire):
     """An output of a task."""
 
-    artifact_id: str
+    artifact_id: Id
     parts: Parts
     name: str | None = None
     description: str | None = None
@@ -105,11 +114,11 @@ class Artifact(Wire):
 class Task(Wire, tag="task", tag_field="kind"):
     """A task's state and outputs; the reply to a TaskRequest."""
 
-    id: str
-    context_id: str
+    id: Id
+    context_id: Id
     status: TaskStatus
     artifacts: Annotated[list[Artifact], msgspec.Meta(max_length=MAX_ARTIFACTS)] = []
-    history: list[Message] | None = None
+    history: Annotated[list[Message], msgspec.Meta(max_length=MAX_PARTS)] | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -119,7 +128,7 @@ class Task(Wire, tag="task", tag_field="kind"):
 class AgentSkill(Wire):
     """A capability of an actor. `input_schema`/`output_schema`/`read_only` extend A2A's skill."""
 
-    id: str
+    id: Name
     name: str
     description: str = ""
     tags: list[str] = []
@@ -135,7 +144,7 @@ class AgentSkill(Wire):
 class AgentCard(Wire):
     """What an actor is and which skills it offers."""
 
-    name: str
+    name: Name
     description: str
     version: str = "0.1.0"
     url: str | None = None  # the node endpoint hosting the actor
@@ -156,7 +165,7 @@ class AgentCard(Wire):
 class TaskRequest(Wire, tag="task-request", tag_field="kind"):
     """Ask an actor to run one of its skills (A2A's message/send, with the skill named)."""
 
-    skill: str
+    skill: Name
     message: Message
     metadata: dict[str, Any] | None = None
 
@@ -164,7 +173,7 @@ class TaskRequest(Wire, tag="task-request", tag_field="kind"):
 class CancelTask(Wire, tag="cancel-task", tag_field="kind"):
     """Ask the actor running a task to stop it."""
 
-    task_id: str
+    task_id: Id
     reason: str = ""
 
 
@@ -174,7 +183,7 @@ Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 class Critique(Wire, tag="critique", tag_field="kind"):
     """A critic's review of one task's output."""
 
-    task_id: str
+    task_id: Id
     score: Score
     passed: bool
     issues: list[str] = []
@@ -236,13 +245,92 @@ class EscalationAnswer(Wire, tag="escalation-answer", tag_field="kind"):
     note: str = ""
 
 
+# -- The control plane -----------------------------------------------------------------
+#
+# One tagged Struct per operation (msgspec's asyncio-kv example: Get | Put | Del), decoded as
+# part of the envelope's body union and dispatched with `match`. Control operations come from
+# the supervisor, except what a node reports about itself (register, ready, stats, stopped,
+# heartbeat). `Ack` is the delivery layer's own.
+
+
 class Heartbeat(Wire, tag="heartbeat", tag_field="kind"):
     """A node's liveness signal."""
 
-    node: str
+    node: Name
     pid: int
     seq: int
     in_flight: int = 0
+
+
+class Register(Wire, tag="register", tag_field="kind"):
+    """A node started its actors (each one's `on_start` returned) and offers their cards."""
+
+    node: Name
+    pid: int
+    endpoint: str
+    cards: list[AgentCard] = []
+
+
+class StartFailed(Wire, tag="start-failed", tag_field="kind"):
+    """A node could not start: an actor's class would not load or its `on_start` raised."""
+
+    node: Name
+    pid: int
+    error: str
+    actor: Name | None = None  # None when the failure is the node's, not one actor's
+
+
+class Directory(Wire, tag="directory", tag_field="kind"):
+    """The run's directory: where every address is, and every actor's card."""
+
+    routes: dict[str, str]
+    cards: list[AgentCard] = []
+
+
+class Ready(Wire, tag="ready", tag_field="kind"):
+    """A node has the directory and takes work."""
+
+    node: Name
+
+
+class StatsQuery(Wire, tag="stats-query", tag_field="kind"):
+    """Ask a node for its message counters; it answers with `Stats` naming `query_id`."""
+
+    query_id: Id
+
+
+class Stats(Wire, tag="stats", tag_field="kind"):
+    """A node's message counters (sent, received, dead.<reason>, ...)."""
+
+    node: Name
+    query_id: Id
+    counts: dict[str, int] = {}
+
+
+class Stop(Wire, tag="stop", tag_field="kind"):
+    """Stop the node: its actors' `on_stop` run, then the process exits."""
+
+
+class Stopped(Wire, tag="stopped", tag_field="kind"):
+    """A node is about to exit."""
+
+    node: Name
+
+
+class NodeDown(Wire, tag="node-down", tag_field="kind"):
+    """Death watch: a node died, with the actors it hosted."""
+
+    node: Name
+    pid: int
+    actors: list[Name] = []
+
+
+class NodeUp(Wire, tag="node-up", tag_field="kind"):
+    """Death watch: a node that died is back, with the actors it hosts."""
+
+    node: Name
+    pid: int
+    actors: list[Name] = []
 
 
 class Drain(Wire, tag="drain", tag_field="kind"):
@@ -255,20 +343,35 @@ class Drain(Wire, tag="drain", tag_field="kind"):
 class Drained(Wire, tag="drained", tag_field="kind"):
     """The answer to a `Drain`: nothing the actor started is in flight any more."""
 
-    actor: str
+    actor: Name
     detail: str = ""
 
 
-ControlOp = Literal[
-    "register", "directory", "ready", "stats", "stop", "stopped", "node-down", "node-up", "ack"
-]
+class Ack(Wire, tag="ack", tag_field="kind"):
+    """The receiver has these messages (a list, so one frame can acknowledge many)."""
+
+    ids: Annotated[list[Id], msgspec.Meta(max_length=4096)]
 
 
-class Control(Wire, tag="control", tag_field="kind"):
-    """Control-plane traffic between the supervisor and nodes."""
-
-    op: ControlOp
-    args: dict[str, Any] = {}
+Control = (
+    Register
+    | StartFailed
+    | Directory
+    | Ready
+    | StatsQuery
+    | Stats
+    | Stop
+    | Stopped
+    | NodeDown
+    | NodeUp
+    | Drain
+    | Drained
+)
+CONTROL_BODIES: tuple[type, ...] = Control.__args__  # type: ignore[attr-defined]
+# The `kind` of every control-plane envelope (trace tools leave these out of the data plane).
+CONTROL_KINDS: frozenset[str] = frozenset(
+    t.__struct_config__.tag for t in (*CONTROL_BODIES, Heartbeat, Ack)  # type: ignore[attr-defined]
+)
 
 
 Body = (
@@ -281,7 +384,17 @@ Body = (
     | Escalation
     | EscalationAnswer
     | Heartbeat
-    | Control
+    | Ack
+    | Register
+    | StartFailed
+    | Directory
+    | Ready
+    | StatsQuery
+    | Stats
+    | Stop
+    | Stopped
+    | NodeDown
+    | NodeUp
     | Drain
     | Drained
 )
@@ -290,20 +403,20 @@ Body = (
 class Envelope(Wire):
     """Every message on the wire: addressing, tracing, delivery metadata, and a typed body."""
 
-    message_id: str
-    trace_id: str
-    span_id: str
-    sender: str
-    recipient: str
-    sent_at: float  # unix seconds
+    message_id: Id
+    trace_id: Id
+    span_id: Id
+    sender: Name
+    recipient: Name
+    sent_at: Timestamp  # unix seconds
     body: Body
-    parent_span_id: str | None = None
-    context_id: str | None = None
-    task_id: str | None = None
-    plan_task: str | None = None  # the id, in its plan, of the task a request runs
-    attempt: int = 1
-    idempotency_key: str | None = None
-    deadline: float | None = None  # unix seconds
+    parent_span_id: Id | None = None
+    context_id: Id | None = None
+    task_id: Id | None = None
+    plan_task: Id | None = None  # the id, in its plan, of the task a request runs
+    attempt: Attempt = 1
+    idempotency_key: Id | None = None
+    deadline: Timestamp | None = None  # unix seconds
 
     @property
     def kind(self) -> str:

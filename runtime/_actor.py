@@ -7,6 +7,7 @@ skills, which run concurrently on a bounded pool (they do not touch the actor's 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from agentrt.protocols import (
     BUILT_IN_EVENTS,
     ActorDrained,
     ActorError,
+    ActorStartError,
     AgentCard,
     AgentSkill,
     Artifact,
@@ -36,11 +38,13 @@ from agentrt.protocols import (
     ModelCallFailed,
     ModelQuotaWait,
     Notice,
+    OverLimit,
     Part,
     SchemaError,
     Task,
     TaskCancelRequested,
     TaskDuplicate,
+    TaskOverLimit,
     TaskRejected,
     TaskReplyFailed,
     TaskRequest,
@@ -53,7 +57,7 @@ from agentrt.protocols import (
     new_id,
 )
 
-from ._messenger import Messenger, TaskResult, failed_task
+from ._messenger import ActorGone, Messenger, TaskResult, failed_task, status_message
 from ._models import Model, ModelError, ModelResponse, RateLimited, Usage
 from ._store import Namespace, Store
 from ._tracing import emit, get_logger
@@ -172,7 +176,6 @@ class Request:
 
 
 _current = threading.local()
-_IDEMPOTENCY_CACHE = 10_000  # completed results kept per actor, oldest dropped first
 
 
 def current_request() -> Request | None:
@@ -551,8 +554,11 @@ class _Post(msgspec.Struct, frozen=True):
 class _Host(pykka.ThreadingActor):
     """Hosts one Actor on a pykka thread; turns envelopes into skill calls and replies."""
 
-    def __init__(self, actor: Actor, ctx: Context, messenger: Messenger, node: str) -> None:
+    def __init__(
+        self, actor: Actor, ctx: Context, messenger: Messenger, node: str, started: Future[None]
+    ) -> None:
         super().__init__()
+        self.started = started
         self.actor = actor
         self.ctx = ctx
         self.messenger = messenger
@@ -563,10 +569,14 @@ class _Host(pykka.ThreadingActor):
         )
         self.running: dict[str, Request] = {}
         self._running_lock = threading.Lock()
-        # Idempotency: a request whose (skill, key) already completed gets the first result
-        # again; one that arrives while the first still runs waits for it.
-        self.completed_by_key: OrderedDict[tuple[str, str], Task] = OrderedDict()
-        self.waiting_by_key: dict[tuple[str, str], list[Envelope]] = {}
+        # Idempotency (Stripe's semantics): a request whose (sender, skill, key) already
+        # completed gets the first result again, one that arrives while the first still runs
+        # waits for it, and one with the same key but another payload is refused.
+        self.keys = _KeyCache()
+        self.waiting_by_key: dict[tuple[str, str, str], tuple[_Key, list[Envelope]]] = {}
+        # Task requests handed to this actor and not yet answered: answered `failed` if the
+        # actor dies before it gets to them (pykka drops what is left in a dead actor's inbox).
+        self.accepted: dict[str, Envelope] = {}
         self.log = get_logger(actor=ctx.name)
         ctx._host = self
 
@@ -583,7 +593,44 @@ class _Host(pykka.ThreadingActor):
     # -- the actor thread ----------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.actor.on_start()
+        try:
+            self.actor.on_start()
+        except BaseException as exc:
+            self.started.set_exception(exc)
+            raise
+        self.started.set_result(None)
+
+    # -- any thread: the messenger's delivery callback, and the node's death watch ----------
+
+    def accept(self, envelope: Envelope) -> None:
+        """Hand `envelope` to the actor's thread; ActorGone if the actor is not running."""
+        if isinstance(envelope.body, TaskRequest):
+            with self._running_lock:
+                self.accepted[envelope.message_id] = envelope
+        try:
+            self.actor_ref.tell(envelope)
+        except pykka.ActorDeadError:
+            with self._running_lock:
+                self.accepted.pop(envelope.message_id, None)
+            raise ActorGone(
+                f"actor '{self.ctx.name}' on node '{self.node}' is not running"
+            ) from None
+
+    def reap(self) -> int:
+        """If the actor has died, answer `failed` every request it took and never answered
+        (each also dead-lettered `actor-dead`). Returns how many."""
+        if self.actor_ref.is_alive():
+            return 0
+        with self._running_lock:
+            orphans = list(self.accepted.values())
+            orphans += [r.envelope for r in self.running.values() if r._claim()]
+            self.accepted.clear()
+            self.running.clear()
+        for envelope in orphans:
+            why = f"actor '{self.ctx.name}' on node '{self.node}' died before answering"
+            self.messenger.dead_letter("actor-dead", why, envelope=envelope)
+            self.messenger.answer(envelope, "failed", why)
+        return len(orphans)
 
     def on_stop(self) -> None:
         try:
@@ -650,6 +697,8 @@ class _Host(pykka.ThreadingActor):
         )
 
     def _start(self, envelope: Envelope, body: TaskRequest) -> None:
+        with self._running_lock:
+            self.accepted.pop(envelope.message_id, None)
         decl = self.decls.get(body.skill)
         if decl is None:
             offered = ", ".join(sorted(self.decls)) or "none"
@@ -666,9 +715,11 @@ class _Host(pykka.ThreadingActor):
         except SchemaError as exc:
             self._reject(envelope, str(exc))
             return
-        key = (decl.id, envelope.idempotency_key) if envelope.idempotency_key else None
-        if key is not None and self._deduplicate(key, envelope):
-            return
+        key = None
+        if envelope.idempotency_key:
+            key = _Key(envelope.sender, decl.id, envelope.idempotency_key, _payload_hash(body))
+            if self._deduplicate(key, envelope):
+                return
         req.key = key
         with self._running_lock:
             self.running[req.task_id] = req
@@ -690,16 +741,29 @@ class _Host(pykka.ThreadingActor):
         else:
             self._run(req)
 
-    def _deduplicate(self, key: tuple[str, str], envelope: Envelope) -> bool:
-        """True if this request was answered from, or joined, an earlier one with its key."""
+    def _deduplicate(self, key: _Key, envelope: Envelope) -> bool:
+        """True if this request was answered from, joined, or refused by an earlier one with
+        its (sender, skill, key)."""
         with self._running_lock:
-            cached = self.completed_by_key.get(key)
-            joined = cached is None and key in self.waiting_by_key
-            if joined:
-                self.waiting_by_key[key].append(envelope)
-            elif cached is None:
-                self.waiting_by_key[key] = []
-                return False
+            cached = self.keys.get(key)
+            if cached is None:
+                running = self.waiting_by_key.get(key.scope)
+                if running is None:
+                    self.waiting_by_key[key.scope] = (key, [])
+                    return False
+                first = running[0]
+                if first.payload == key.payload:
+                    running[1].append(envelope)
+            else:
+                first = cached[0]
+        if first.payload != key.payload:
+            self._reject(
+                envelope,
+                f"idempotency key '{key.key}' was already used by '{key.sender}' for skill "
+                f"'{key.skill}' on '{self.ctx.name}' with another payload; a key names one request "
+                "(as Stripe's do): send this one with a new key",
+            )
+            return True
         emit(
             self.log,
             TaskDuplicate(
@@ -707,14 +771,14 @@ class _Host(pykka.ThreadingActor):
                 span_id=envelope.span_id,
                 task_id=envelope.task_id,
                 plan_task=envelope.plan_task,
-                skill=key[0],
+                skill=key.skill,
                 attempt=envelope.attempt,
-                idempotency_key=key[1],
-                answer="joined the running attempt" if joined else "first result returned",
+                idempotency_key=key.key,
+                answer="first result returned" if cached is not None else "joined the running attempt",
             ),
         )
         if cached is not None:
-            self._reply(envelope, _as_answer_to(envelope, cached))
+            self._reply(envelope, _as_answer_to(envelope, cached[1]))
         return True
 
     def _run(self, req: Request) -> None:
@@ -732,6 +796,11 @@ class _Host(pykka.ThreadingActor):
             )
         except Exception as exc:
             self.finish(req, error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # the actor's thread is going down: answer first
+            self.finish(
+                req, error=f"actor '{self.ctx.name}' died running this: {type(exc).__name__}: {exc}"
+            )
+            raise
         else:
             if not isinstance(result, _Deferred):
                 self.finish(req, result=result)
@@ -816,19 +885,40 @@ class _Host(pykka.ThreadingActor):
                 error=error,
             ),
         )
+        task = self._reply(req.envelope, task)
         waiters: list[Envelope] = []
         if req.key is not None:
             with self._running_lock:
-                waiters = self.waiting_by_key.pop(req.key, [])
-                if state == "completed":
-                    self.completed_by_key[req.key] = task
-                    while len(self.completed_by_key) > _IDEMPOTENCY_CACHE:
-                        self.completed_by_key.popitem(last=False)
-        self._reply(req.envelope, task)
+                waiters = self.waiting_by_key.pop(req.key.scope, (req.key, []))[1]
+                if task.status.state == "completed":
+                    self.keys.put(req.key, task)
         for envelope in waiters:
             self._reply(envelope, _as_answer_to(envelope, task))
 
-    def _reply(self, request: Envelope, task: Task) -> None:
+    def _reply(self, request: Envelope, task: Task) -> Task:
+        """Send `task` as the answer to `request`; returns what was sent. A result over the
+        frame or depth limit fails here, at once, with the reason (the messenger refuses it
+        and dead-letters it `over-limit`) instead of being sent, refused and resent until the
+        asker times out."""
+        try:
+            self._send_reply(request, task)
+        except OverLimit as exc:
+            emit(self.log, TaskOverLimit(task_id=task.id, plan_task=request.plan_task, error=str(exc)))
+            skill = (task.metadata or {}).get("skill", "?")
+            task = msgspec.structs.replace(
+                task,
+                status=TaskStatus(
+                    state="failed",
+                    message=status_message(
+                        f"the result of skill '{skill}' on '{self.ctx.name}' was {exc}"
+                    ),
+                ),
+                artifacts=[],
+            )
+            self._send_reply(request, task)
+        return task
+
+    def _send_reply(self, request: Envelope, task: Task) -> None:
         try:
             self.messenger.send(
                 self.messenger.envelope(
@@ -844,8 +934,67 @@ class _Host(pykka.ThreadingActor):
                     idempotency_key=request.idempotency_key,
                 )
             )
+        except OverLimit:
+            raise
         except Exception as exc:
             emit(self.log, TaskReplyFailed(task_id=task.id, error=f"{type(exc).__name__}: {exc}"))
+
+
+class _Key(msgspec.Struct, frozen=True):
+    """An idempotency key in its scope (who sent it, for which skill), with the hash of the
+    payload it was first used with."""
+
+    sender: str
+    skill: str
+    key: str
+    payload: str
+
+    @property
+    def scope(self) -> tuple[str, str, str]:
+        return (self.sender, self.skill, self.key)
+
+
+_payload_encoder = msgspec.msgpack.Encoder(order="sorted")
+
+
+def _payload_hash(body: TaskRequest) -> str:
+    """What the request asks for: its parts (not its ids, metadata or attempt)."""
+    return hashlib.sha256(_payload_encoder.encode(body.message.parts)).hexdigest()
+
+
+class _KeyCache:
+    """Completed results by idempotency scope, oldest dropped first past `max_entries` or
+    `max_bytes` (of encoded results)."""
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._items: OrderedDict[tuple[str, str, str], tuple[_Key, Task, int]] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: _Key) -> tuple[_Key, Task] | None:
+        found = self._items.get(key.scope)
+        return None if found is None else (found[0], found[1])
+
+    def put(self, key: _Key, task: Task) -> None:
+        size = len(encode_task(task)) + len(key.key) + 128
+        old = self._items.pop(key.scope, None)
+        if old is not None:
+            self.bytes -= old[2]
+        self._items[key.scope] = (key, task, size)
+        self.bytes += size
+        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
+            _, (_, _, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_task_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_task(task: Task) -> bytes:
+    return _task_encoder.encode(task)
 
 
 def _as_answer_to(envelope: Envelope, task: Task) -> Task:
@@ -855,7 +1004,19 @@ def _as_answer_to(envelope: Envelope, task: Task) -> Task:
 
 
 def host(actor: Actor, ctx: Context, messenger: Messenger, node: str) -> pykka.ActorRef[Any]:
-    """Start `actor` on its own pykka thread and route its envelopes to it."""
-    ref = _Host.start(actor, ctx, messenger, node)
-    messenger.local[ctx.name] = ref.tell
+    """Start `actor` on its own pykka thread, wait for its `on_start` (ActorStartError if it
+    raises), and route its envelopes to it."""
+    started: Future[None] = Future()
+    ref = _Host.start(actor, ctx, messenger, node, started)
+    try:
+        started.result()
+    except Exception as exc:
+        raise ActorStartError(
+            f"actor '{ctx.name}' ({type(actor).__module__}:{type(actor).__name__}) failed to start: "
+            f"on_start raised {type(exc).__name__}: {exc}",
+            actor=ctx.name,
+        ) from exc
+    host_ = ctx._host
+    assert host_ is not None
+    messenger.local[ctx.name] = host_.accept
     return ref

@@ -287,6 +287,16 @@ def cmd_trace_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace_dead_letters(args: argparse.Namespace) -> int:
+    from ._deadletters import render
+
+    path, events = _events(args)
+    print(f"trace {path}")
+    for line in render(events, per_reason=args.samples):
+        print(line)
+    return 0
+
+
 def _write(text: str, out: str | None, what: str) -> None:
     if out:
         Path(out).write_text(text)
@@ -415,6 +425,12 @@ def parser() -> argparse.ArgumentParser:
     df.add_argument("run_b")
     df.add_argument("--runs-dir", default=runs_default)
     df.set_defaults(fn=cmd_trace_diff)
+
+    dl = tsub.add_parser("dead-letters", help="messages not delivered: counts per reason, and samples")
+    dl.add_argument("run", help=run_help)
+    dl.add_argument("--samples", type=int, default=5, help="samples shown per reason (default 5)")
+    dl.add_argument("--runs-dir", default=runs_default)
+    dl.set_defaults(fn=cmd_trace_dead_letters)
 
     s = sub.add_parser("schemas", help="regenerate schemas/ from the protocol Structs")
     s.add_argument("--check", action="store_true", help="fail if the checked-in files drifted")

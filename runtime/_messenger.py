@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 import msgspec
 
 from agentrt.protocols import (
+    CONTROL_BODIES,
     TERMINAL_STATES,
+    Ack,
     AgentCard,
     Body,
     CancelTask,
-    Control,
     DataPart,
     DeadLetter,
     DeadLetterReason,
@@ -29,22 +31,23 @@ from agentrt.protocols import (
     EnvelopeReceived,
     EnvelopeResent,
     EnvelopeSent,
-    EnvelopeUndeliverable,
-    EnvelopeUndelivered,
     FrameError,
-    FrameRejected,
     Heartbeat,
     Limits,
     MalformedFrame,
     Message,
     MessageDeadLetter,
+    MessageDeadLetterCounts,
     NodeError,
+    OverLimit,
     RoutingError,
     Task,
     TaskFailed,
+    TaskReplyFailed,
     TaskRequest,
     TaskStatus,
     TextPart,
+    check_limits,
     decode,
     encode,
     new_id,
@@ -52,6 +55,8 @@ from agentrt.protocols import (
     new_trace_id,
 )
 
+from ._deadletters import Sampler
+from ._delivery import Acknowledge, Command, Delivery, GiveUp, Policy, Transmit
 from ._timers import Timers
 from ._tracing import emit, get_logger
 from ._transport import Transport
@@ -129,19 +134,18 @@ def failed_task(task_id: str, context_id: str, state: str, text: str) -> Task:
 
 
 Deliver = Callable[[Envelope], None]
+# Decides whether a received envelope's sender may be trusted, given the authenticated peer
+# it came from: a dead-letter reason ("unauthenticated", "forged-sender") or None to accept.
+Authenticate = Callable[[bytes, Envelope], DeadLetterReason | None]
+# Decides whether a task request may be run: the text of the refusal (naming the rule) or None.
+Authorize = Callable[[Envelope], str | None]
 
 
 _RELIABLE = (TaskRequest, Task, CancelTask, Drain, Drained)
-_ACK_WAIT_S = 0.25  # first resend if no ack by then; then doubling, up to 2 s
-_MAX_SENDS = 10
-_SEEN = 200_000  # message ids remembered for deduplication
 
 
-class _Outgoing:
-    __slots__ = ("endpoint", "frame", "sends")
-
-    def __init__(self, endpoint: str, frame: bytes) -> None:
-        self.endpoint, self.frame, self.sends = endpoint, frame, 1
+class ActorGone(Exception):
+    """Raised by a delivery callback whose actor is no longer running."""
 
 
 class Faults:
@@ -181,8 +185,21 @@ class Faults:
         return "sent"
 
 
+class _Reliable(msgspec.Struct, frozen=True):
+    """What the shell remembers of a reliable send, for when the core gives up on it."""
+
+    kind: str
+    sender: str
+    recipient: str
+    task_id: str | None
+    context_id: str | None
+    attempt: int
+
+
 class Messenger:
-    """One process's envelope path. Local actors register a delivery callback by name."""
+    """One process's envelope path, the shell around the delivery core (runtime/_delivery.py):
+    it encodes, checks limits, routes, traces, and carries out the core's commands on the
+    transport and the timer thread. Local actors register a delivery callback by name."""
 
     def __init__(
         self,
@@ -194,6 +211,7 @@ class Messenger:
         collect_at: str | None = None,
         on_trace: Callable[[bytes], None] | None = None,
         timers: Timers | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -202,13 +220,18 @@ class Messenger:
         self.local: dict[str, Deliver] = {}
         self.on_control: Callable[[Envelope], None] | None = None
         self.on_heartbeat: Callable[[Heartbeat], None] | None = None
+        self.authenticate: Authenticate | None = None
+        self.authorize: Authorize | None = None
         self.stats: Counter[str] = Counter()
         self.timers = timers or Timers()
         self._pending: dict[tuple[str, int], Future[TaskResult]] = {}
         self._pending_lock = threading.Lock()
-        self._unacked: dict[str, _Outgoing] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._unacked_lock = threading.Lock()
+        self.delivery = Delivery(policy)
+        self._lock = threading.Lock()  # the delivery core's: it is not thread-safe
+        self._armed = math.inf  # when the one delivery timer fires
+        self._armed_handle: int | None = None
+        self._sampler = Sampler()
+        self._dead_lock = threading.Lock()
         self.faults = Faults.from_env()
         self._log = get_logger()
         self.transport = Transport(
@@ -225,6 +248,10 @@ class Messenger:
         self.transport.start()
 
     def stop(self) -> None:
+        with self._dead_lock:
+            dead = {k: v for k, v in self.stats.items() if k.startswith("dead.")}
+        if dead:  # the exact counts, whatever was sampled
+            emit(self._log, MessageDeadLetterCounts(node=self.name, counts=dead))
         self.timers.stop()
         self.transport.stop()
 
@@ -247,19 +274,26 @@ class Messenger:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, envelope: Envelope) -> None:
-        """Encode, trace and queue one envelope for its recipient."""
+        """Encode, check, trace and queue one envelope for its recipient. An envelope the
+        receiver would refuse (over the frame or depth limit) raises OverLimit here and is
+        dead-lettered `over-limit`: it is never sent, so never resent."""
         endpoint = self.routes.get(envelope.recipient)
         if endpoint is None:
+            self.dead_letter(
+                "unroutable",
+                f"no address '{envelope.recipient}' in the directory",
+                envelope=envelope,
+            )
             raise RoutingError(
                 f"cannot send to '{envelope.recipient}': no such address in the directory"
             )
         frame = encode(envelope)
+        try:
+            check_limits(envelope, frame, self.limits)
+        except FrameError as exc:
+            self.dead_letter("over-limit", str(exc), envelope=envelope, size=len(frame))
+            raise OverLimit(f"not sent: {exc}") from None
         self.stats["sent"] += 1
-        reliable = isinstance(envelope.body, _RELIABLE)
-        if reliable:
-            with self._unacked_lock:
-                self._unacked[envelope.message_id] = _Outgoing(endpoint, frame)
-            self.timers.schedule(_ACK_WAIT_S, lambda mid=envelope.message_id: self._resend(mid))
         emit(
             self._log,
             EnvelopeSent(
@@ -277,14 +311,23 @@ class Messenger:
                 envelope=envelope,
             ),
         )
-        self._emit(endpoint, frame, faulty=reliable)
-
-    # -- at-least-once delivery, exactly-once processing ------------------------------------
-    #
-    # Work-carrying envelopes (task requests, task replies, cancels) are kept until the
-    # receiver acknowledges them, and sent again with growing waits until it does (or up to
-    # _MAX_SENDS times; past that the task-level timeouts and retries take over). A receiver
-    # acknowledges every copy and hands on only the first of each message id.
+        if not isinstance(envelope.body, _RELIABLE):
+            self.transport.send(endpoint, frame)
+            return
+        tag = _Reliable(
+            envelope.kind,
+            envelope.sender,
+            envelope.recipient,
+            envelope.task_id,
+            envelope.context_id,
+            envelope.attempt,
+        )
+        with self._lock:
+            commands = self.delivery.send(
+                envelope.message_id, envelope.recipient, frame, time.time(), tag
+            )
+        self._apply(commands)
+        self._arm()
 
     def send_quiet(self, recipient: str, body: Body) -> None:
         """Send without tracing it (heartbeats: they would drown the trace)."""
@@ -292,9 +335,65 @@ class Messenger:
         if endpoint is not None:
             self.transport.send(endpoint, encode(self.envelope(sender=self.name, recipient=recipient, body=body)))
 
-    def _emit(self, endpoint: str, frame: bytes, *, faulty: bool) -> None:
+    # -- carrying out the delivery core's commands ------------------------------------------
+
+    def _apply(self, commands: list[Command]) -> None:
+        """Carry out every command of a batch, even when one fails."""
+        for command in commands:
+            try:
+                self._carry_out(command)
+            except Exception as exc:
+                self.stats["errors"] += 1
+                emit(self._log, NodeError(where="delivery", error=f"{type(exc).__name__}: {exc}"))
+
+    def _carry_out(self, command: Command) -> None:
+        match command:
+            case Transmit(message_id=message_id, link=link, frame=frame, send=send):
+                endpoint = self.routes.get(link)
+                if endpoint is None:
+                    return  # no way there now; a later resend may find one
+                if send > 1:
+                    self.stats["resent"] += 1
+                    emit(self._log, EnvelopeResent(message_id=message_id, send=send))
+                self._emit(endpoint, frame)
+            case Acknowledge(link=link, ids=ids):
+                endpoint = self.routes.get(link)
+                if endpoint is not None:
+                    ack = self.envelope(sender=self.name, recipient=link, body=Ack(ids=list(ids)))
+                    self._emit(endpoint, encode(ack))
+            case GiveUp(message_id=message_id, sends=sends, tag=tag):
+                self._gave_up(message_id, sends, tag)
+
+    def _gave_up(self, message_id: str, sends: int, tag: Any) -> None:
+        self.stats["undelivered"] += 1
+        detail = f"sent {sends} times, never acknowledged"
+        if isinstance(tag, _Reliable):
+            self.dead_letter(
+                "undelivered",
+                f"{tag.kind} to '{tag.recipient}' {detail}",
+                message_id=message_id,
+                sender=tag.sender,
+                recipient=tag.recipient,
+                kind=tag.kind,
+            )
+            if tag.kind == "task-request" and tag.task_id is not None:
+                # The asker learns now, not at its timeout; a retry with the same idempotency
+                # key is safe if the request did arrive and only its acks were lost.
+                self._resolve(
+                    (tag.task_id, tag.attempt),
+                    failed_task(
+                        tag.task_id,
+                        tag.context_id or tag.task_id,
+                        "failed",
+                        f"undelivered: '{tag.recipient}' never acknowledged the request ({detail})",
+                    ),
+                )
+        else:
+            self.dead_letter("undelivered", detail, message_id=message_id)
+
+    def _emit(self, endpoint: str, frame: bytes) -> None:
         faults = self.faults
-        if not faulty or faults is None:
+        if faults is None:
             self.transport.send(endpoint, frame)
             return
         fate = faults.fate()
@@ -308,44 +407,23 @@ class Messenger:
         if fate == "duplicate":
             self.transport.send(endpoint, frame)
 
-    def _resend(self, message_id: str) -> None:
-        with self._unacked_lock:
-            out = self._unacked.get(message_id)
-            if out is None:
+    def _arm(self) -> None:
+        """Keep the one delivery timer set for the core's next resend (or give-up)."""
+        with self._lock:
+            at = self.delivery.next_due()
+            if at is None or at >= self._armed:
                 return
-            out.sends += 1
-            if out.sends > _MAX_SENDS:
-                del self._unacked[message_id]
-        if out.sends > _MAX_SENDS:
-            self.stats["undelivered"] += 1
-            emit(self._log, EnvelopeUndelivered(message_id=message_id, sends=_MAX_SENDS))
-            return
-        self.stats["resent"] += 1
-        emit(self._log, EnvelopeResent(message_id=message_id, send=out.sends))
-        self._emit(out.endpoint, out.frame, faulty=True)
-        self.timers.schedule(
-            min(_ACK_WAIT_S * 2 ** (out.sends - 1), 2.0), lambda: self._resend(message_id)
-        )
+            if self._armed_handle is not None:
+                self.timers.cancel(self._armed_handle)
+            self._armed = at
+            self._armed_handle = self.timers.schedule(max(0.0, at - time.time()), self._on_due)
 
-    def _ack(self, envelope: Envelope) -> str:
-        """Acknowledge a work-carrying envelope: "new" to hand it on, "duplicate" for a copy
-        already handed on, "later" if it cannot be acknowledged yet (this node does not know
-        the way back to its sender, as while a restarted node waits for the directory): the
-        sender sends it again, and nothing is taken on that could not be answered."""
-        endpoint = self.routes.get(envelope.sender)
-        if endpoint is None:
-            return "later"
-        ack = self.envelope(
-            sender=self.name, recipient=envelope.sender, body=Control(op="ack", args={"id": envelope.message_id})
-        )
-        self._emit(endpoint, encode(ack), faulty=True)
-        with self._unacked_lock:
-            if envelope.message_id in self._seen:
-                return "duplicate"
-            self._seen[envelope.message_id] = None
-            while len(self._seen) > _SEEN:
-                self._seen.popitem(last=False)
-        return "new"
+    def _on_due(self) -> None:
+        with self._lock:
+            self._armed, self._armed_handle = math.inf, None
+            commands = self.delivery.due(time.time())
+        self._apply(commands)
+        self._arm()
 
     def envelope(
         self,
@@ -489,24 +567,34 @@ class Messenger:
         envelope: Envelope | None = None,
         peer: str | None = None,
         size: int = 0,
+        message_id: str | None = None,
+        sender: str | None = None,
+        recipient: str | None = None,
+        kind: str | None = None,
     ) -> DeadLetter:
-        """Record one message that was not delivered: counted, and traced as `message.dead-letter`
-        (the one place every refusal goes, whatever refused it)."""
+        """Record one message that was not delivered: counted exactly (`dead`, `dead.<reason>`),
+        and traced as `message.dead-letter` up to a few per reason per second, each sample with
+        the running `count` for its reason and how many went `suppressed` since the last (the
+        one place every refusal goes, whatever refused it)."""
         letter = DeadLetter(
             reason=reason,
             detail=detail[:500],
             node=self.name,
             at=time.time(),
             peer=peer,
-            message_id=envelope.message_id if envelope is not None else None,
-            sender=envelope.sender if envelope is not None else None,
-            recipient=envelope.recipient if envelope is not None else None,
-            kind=envelope.kind if envelope is not None else None,
+            message_id=envelope.message_id if envelope is not None else message_id,
+            sender=envelope.sender if envelope is not None else sender,
+            recipient=envelope.recipient if envelope is not None else recipient,
+            kind=envelope.kind if envelope is not None else kind,
             bytes=size,
         )
-        self.stats["dead"] += 1
-        self.stats[f"dead.{reason}"] += 1
-        emit(self._log, MessageDeadLetter(**msgspec.structs.asdict(letter)))
+        with self._dead_lock:
+            self.stats["dead"] += 1
+            self.stats[f"dead.{reason}"] += 1
+            count = self.stats[f"dead.{reason}"]
+            suppressed = self._sampler.admit(reason, letter.at)
+        if suppressed is not None:
+            emit(self._log, MessageDeadLetter(count=count, suppressed=suppressed, **msgspec.structs.asdict(letter)))
         return letter
 
     # -- receiving (on the I/O thread) -----------------------------------------------------
@@ -525,29 +613,43 @@ class Messenger:
                 raise MalformedFrame(f"expected 1 frame per message, got {len(frames)}")
             envelope = decode(frames[0], self.limits)
         except FrameError as exc:
-            self.stats["rejected"] += 1
-            self.stats[f"rejected.{exc.reason}"] += 1
-            emit(
-                self._log,
-                FrameRejected(actor=self.name, reason=exc.reason, error=str(exc), bytes=size, peer=peer.hex()),
+            self.dead_letter(exc.reason, str(exc), peer=peer.hex(), size=size)  # type: ignore[arg-type]
+            return
+        # The one place a sender is checked against the peer it came from (before anything
+        # about the envelope is believed: dedup, acks, routing).
+        if self.authenticate is not None:
+            refused = self.authenticate(peer, envelope)
+            if refused is not None:
+                self.dead_letter(
+                    refused,
+                    "the peer may not send as this sender",
+                    envelope=envelope,
+                    peer=peer.hex(),
+                    size=size,
+                )
+                return
+        body = envelope.body
+        match body:
+            case Heartbeat():
+                if self.on_heartbeat is not None:
+                    self.on_heartbeat(body)
+                return
+            case Ack(ids=ids):
+                with self._lock:
+                    self.delivery.acked(ids)
+                return
+            case TaskRequest() | Task() | CancelTask():
+                if not self._take(envelope, size):
+                    return
+        now = time.time()
+        if envelope.deadline is not None and envelope.deadline < now:
+            self.dead_letter(
+                "expired",
+                f"arrived {now - envelope.deadline:.3f}s after its deadline",
+                envelope=envelope,
+                size=size,
             )
             return
-        body = envelope.body
-        if isinstance(body, Heartbeat):
-            if self.on_heartbeat is not None:
-                self.on_heartbeat(body)
-            return
-        if isinstance(body, Control) and body.op == "ack":
-            with self._unacked_lock:
-                self._unacked.pop(str(body.args.get("id")), None)
-            return
-        if isinstance(body, _RELIABLE):
-            status = self._ack(envelope)
-            if status != "new":
-                self.stats[status] += 1
-                if status == "duplicate":
-                    emit(self._log, EnvelopeDuplicate(message_id=envelope.message_id, kind=envelope.kind))
-                return
         self.stats["received"] += 1
         emit(
             self._log,
@@ -565,36 +667,81 @@ class Messenger:
                 bytes=size,
             ),
         )
-        body = envelope.body
         if (
             isinstance(body, Task)
             and body.status.state in TERMINAL_STATES
             and self._resolve((body.id, envelope.attempt), body)
         ):
             return
-        if isinstance(body, Control | Drained) and self.on_control is not None and envelope.recipient not in self.local:
+        if (
+            isinstance(body, CONTROL_BODIES)
+            and self.on_control is not None
+            and envelope.recipient not in self.local
+        ):
             self.on_control(envelope)  # for the node (or the supervisor); an actor's goes on
             return
         deliver = self.local.get(envelope.recipient)
         if deliver is None:
-            self.stats["undeliverable"] += 1
-            emit(
-                self._log,
-                EnvelopeUndeliverable(
-                    trace_id=envelope.trace_id,
-                    span_id=envelope.span_id,
-                    actor=self.name,
-                    recipient=envelope.recipient,
-                    reason="no such actor on this node",
-                ),
+            self.dead_letter(
+                "unroutable",
+                f"no actor '{envelope.recipient}' on {self.name}",
+                envelope=envelope,
+                size=size,
             )
             return
-        deliver(envelope)
+        if isinstance(body, TaskRequest) and self.authorize is not None:
+            refusal = self.authorize(envelope)
+            if refusal is not None:
+                self.dead_letter("not-allowed", refusal, envelope=envelope, size=size)
+                self.answer(envelope, "rejected", refusal)
+                return
+        try:
+            deliver(envelope)
+        except ActorGone as exc:
+            self.dead_letter("actor-dead", str(exc), envelope=envelope, size=size)
+            if isinstance(body, TaskRequest):
+                self.answer(envelope, "failed", str(exc))
 
+    def _take(self, envelope: Envelope, size: int) -> bool:
+        """Run a reliable envelope past the delivery core: True to hand it on (its first copy)."""
+        link = envelope.sender if envelope.sender in self.routes else None
+        with self._lock:
+            verdict, commands = self.delivery.receive(
+                envelope.message_id, link, envelope.sent_at, time.time()
+            )
+        self._apply(commands)
+        if verdict == "deliver":
+            return True
+        self.stats[verdict] += 1
+        if verdict == "duplicate":
+            emit(self._log, EnvelopeDuplicate(message_id=envelope.message_id, kind=envelope.kind))
+        elif verdict == "stale":
+            self.dead_letter(
+                "expired",
+                "older than the delivery window: its sender gave up on it",
+                envelope=envelope,
+                size=size,
+            )
+        return False
 
-def card_to_dict(card: AgentCard) -> dict[str, Any]:
-    return msgspec.to_builtins(card)  # type: ignore[no-any-return]
-
-
-def card_from_dict(data: dict[str, Any]) -> AgentCard:
-    return msgspec.convert(data, AgentCard)
+    def answer(self, request: Envelope, state: str, text: str) -> None:
+        """Answer a task request that will not run (`rejected`, `failed`) on its actor's behalf."""
+        task_id = request.task_id or request.message_id
+        task = failed_task(task_id, request.context_id or task_id, state, text)
+        try:
+            self.send(
+                self.envelope(
+                    sender=request.recipient,
+                    recipient=request.sender,
+                    body=task,
+                    trace_id=request.trace_id,
+                    parent_span_id=request.span_id,
+                    context_id=task.context_id,
+                    task_id=task_id,
+                    plan_task=request.plan_task,
+                    attempt=request.attempt,
+                    idempotency_key=request.idempotency_key,
+                )
+            )
+        except Exception as exc:
+            emit(self._log, TaskReplyFailed(task_id=task_id, error=f"{type(exc).__name__}: {exc}"))

@@ -15,19 +15,29 @@ from typing import Any
 import msgspec
 
 from agentrt.protocols import (
-    Control,
+    ActorStartError,
+    AgentCard,
+    Body,
+    Directory,
     Envelope,
     Heartbeat,
     NodeOrphaned,
     NodeStarted,
     NodeStartFailed,
     NodeStopped,
+    Ready,
+    Register,
+    StartFailed,
+    Stats,
+    StatsQuery,
+    Stop,
+    Stopped,
 )
 
-from ._actor import Actor, Context, host
-from ._messenger import Messenger, card_from_dict, card_to_dict
+from ._actor import Actor, Context, _Host, host
+from ._messenger import Messenger
 from ._models import model_from_config
-from ._spec import ActorSpec, NodeBoot
+from ._spec import ActorSpec, NodeBoot, refusal
 from ._store import open_store
 from ._tracing import configure, emit, get_logger
 
@@ -65,6 +75,7 @@ class Node:
         self.address = f"node:{self.name}"
         self.stopping = threading.Event()
         self.refs: list[Any] = []
+        self.hosts: list[_Host] = []
         # structlog first: loggers bound before `configure` would keep the default setup.
         configure(
             lambda event: self.messenger.transport.ship(_packer.encode(event)),
@@ -80,39 +91,49 @@ class Node:
         self.log = get_logger(actor=self.address)
         self.messenger.routes["supervisor"] = boot.supervisor_endpoint
         self.messenger.on_control = self._on_control
+        if boot.allow:
+            rules = boot.allow
+            self.messenger.authorize = lambda env: refusal(
+                rules, env.sender, env.recipient, getattr(env.body, "skill", "")
+            )
         self.store = open_store(boot.store, run_id=boot.run_id)
 
-    def _control(self, op: str, **args: Any) -> None:
+    def _control(self, body: Body) -> None:
         self.messenger.send(
-            self.messenger.envelope(
-                sender=self.address,
-                recipient="supervisor",
-                body=Control(op=op, args=args),  # type: ignore[arg-type]
-            )
+            self.messenger.envelope(sender=self.address, recipient="supervisor", body=body)
         )
 
     def _on_control(self, envelope: Envelope) -> None:
-        body = envelope.body
-        assert isinstance(body, Control)
-        if body.op == "directory":
-            self.messenger.set_directory(
-                body.args.get("routes", {}), [card_from_dict(c) for c in body.args.get("cards", [])]
-            )
-            self._control("ready", node=self.name)
-        elif body.op == "stats":
-            stats = dict(self.messenger.stats)
-            stats["dropped_traces"] = self.messenger.transport.dropped_traces
-            self._control("stats", node=self.name, reply_to=body.args.get("id"), stats=stats)
-        elif body.op == "stop":
-            self.stopping.set()
+        match envelope.body:
+            case Directory(routes=routes, cards=cards):
+                self.messenger.set_directory(routes, cards)
+                self._control(Ready(node=self.name))
+            case StatsQuery(query_id=query_id):
+                counts = dict(self.messenger.stats)
+                counts["dropped_traces"] = self.messenger.transport.dropped_traces
+                self._control(Stats(node=self.name, query_id=query_id, counts=counts))
+            case Stop():
+                self.stopping.set()
+            case _:
+                self.messenger.dead_letter(
+                    "unroutable", f"a node takes no '{envelope.kind}' control", envelope=envelope
+                )
 
-    def _start_actors(self) -> list[dict[str, Any]]:
+    def _start_actors(self) -> list[AgentCard]:
         cards = []
         for spec in self.boot.node.actors:
-            cards.append(self._start_actor(spec))
+            try:
+                cards.append(self._start_actor(spec))
+            except ActorStartError:
+                raise
+            except Exception as exc:  # its class would not load, or its card is invalid
+                raise ActorStartError(
+                    f"actor '{spec.name}' ({spec.cls}) failed to start: {type(exc).__name__}: {exc}",
+                    actor=spec.name,
+                ) from exc
         return cards
 
-    def _start_actor(self, spec: ActorSpec) -> dict[str, Any]:
+    def _start_actor(self, spec: ActorSpec) -> AgentCard:
         cls = load_class(spec.cls)
         card = cls.card(spec.name, url=self.boot.endpoint)
         self.messenger.cards[spec.name] = card
@@ -132,30 +153,41 @@ class Node:
         actor = cls()
         actor.ctx = ctx
         actor.config = ctx.config
-        self.refs.append(host(actor, ctx, self.messenger, self.name))
-        return card_to_dict(card)
+        try:
+            self.refs.append(host(actor, ctx, self.messenger, self.name))
+        finally:
+            if ctx._host is not None:
+                self.hosts.append(ctx._host)
+        return card
 
     def run(self) -> int:
+        """Start every actor (each one's `on_start` has returned), register, then beat until
+        told to stop. A start that fails is reported to the supervisor, which fails the run."""
         self.messenger.start()
         try:
             cards = self._start_actors()
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            emit(self.log, NodeStartFailed(error=error))
-            self._control("register", node=self.name, pid=os.getpid(), error=error)
+        except ActorStartError as exc:
+            actor, error = exc.actor, str(exc)
+            emit(self.log, NodeStartFailed(actor=actor, error=error))
+            print(traceback.format_exc(), file=sys.stderr, flush=True)
+            self._control(StartFailed(node=self.name, pid=os.getpid(), error=error, actor=actor))
+            # Wait to be stopped (the supervisor fails the run with our report): exiting at once
+            # would race the report with the supervisor seeing a death and restarting us.
+            self.stopping.wait(self.boot.heartbeat_s * 10)
             self._shutdown()
-            print(traceback.format_exc(), file=sys.stderr)
             return 1
         self._control(
-            "register", node=self.name, pid=os.getpid(), endpoint=self.boot.endpoint, cards=cards
+            Register(node=self.name, pid=os.getpid(), endpoint=self.boot.endpoint, cards=cards)
         )
-        emit(self.log, NodeStarted(actors=[c["name"] for c in cards]))
+        emit(self.log, NodeStarted(actors=[c.name for c in cards]))
         parent = os.getppid()
         beat = 0
         while not self.stopping.wait(self.boot.heartbeat_s):
             if os.getppid() != parent:  # supervisor gone: stop rather than linger as an orphan
                 emit(self.log, NodeOrphaned(parent=parent))
                 break
+            for h in self.hosts:  # death watch inside the node: a dead actor's requests answered
+                h.reap()
             beat += 1  # through the I/O thread, like everything else: a stuck node stops beating
             self.messenger.send_quiet(
                 "supervisor", Heartbeat(node=self.name, pid=os.getpid(), seq=beat)
@@ -169,7 +201,7 @@ class Node:
                 ref.stop(timeout=5)
         emit(self.log, NodeStopped(stats=dict(self.messenger.stats)))
         with contextlib.suppress(Exception):
-            self._control("stopped", node=self.name)
+            self._control(Stopped(node=self.name))
         self.messenger.stop()
         self.store.close()
 

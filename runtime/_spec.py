@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import runpy
 import tomllib
@@ -89,12 +90,45 @@ class RunSpec(_SpecStruct, kw_only=True):
         return data
 
 
+class AllowRule(_SpecStruct, kw_only=True):
+    """`[[allow]]`: actors `from` may ask `skills` of actors `to` (names or globs like
+    `worker-*`; `*` is everyone, every skill)."""
+
+    from_: list[str] = msgspec.field(name="from")
+    to: list[str]
+    skills: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+    def matches(self, sender: str, recipient: str, skill: str) -> bool:
+        return (
+            any(fnmatch.fnmatchcase(sender, p) for p in self.from_)
+            and any(fnmatch.fnmatchcase(recipient, p) for p in self.to)
+            and any(fnmatch.fnmatchcase(skill, p) for p in self.skills)
+        )
+
+    def __str__(self) -> str:
+        return f"from {self.from_} to {self.to} skills {self.skills}"
+
+
+def refusal(rules: list[AllowRule], sender: str, recipient: str, skill: str) -> str | None:
+    """Why `sender` may not ask `skill` of `recipient` under `rules`, or None if it may. No rules:
+    every actor may ask every skill. The supervisor (which asks the run's job) always may."""
+    if not rules or sender == "supervisor" or any(r.matches(sender, recipient, skill) for r in rules):
+        return None
+    return (
+        f"not allowed: '{sender}' may not ask skill '{skill}' of '{recipient}': no [[allow]] rule "
+        f"of the spec matches (rules: {'; '.join(str(r) for r in rules)}); add a rule with "
+        f'from = ["{sender}"], to = ["{recipient}"], skills = ["{skill}"] to allow it'
+    )
+
+
 class Spec(_SpecStruct, kw_only=True):
     run: RunSpec = RunSpec()
     model: ModelConfig = ModelConfig()
     limits: Limits = Limits()
     supervision: SupervisionSpec = SupervisionSpec()
     nodes: list[NodeSpec]
+    # Who may ask which skills of whom, checked by the receiving node; none: everyone anything.
+    allow: list[AllowRule] = []
     base_dir: str = ""  # where the spec lives; custom actor modules are imported from there
 
     def actor(self, name: str) -> ActorSpec | None:
@@ -114,6 +148,7 @@ class NodeBoot(_SpecStruct, kw_only=True):
     store: str  # a SQLite file's path, or a postgresql:// URL with this node's own role
     run_dir: str = ""
     heartbeat_s: float = 1.0
+    allow: list[AllowRule] = []
     sys_path: list[str] = []
     terminal: str | None = None  # the user's terminal device, when the run has one
 
@@ -170,6 +205,14 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
                 f"{origin}: {where} '{quota}' is not an actor of the spec; add a Quota actor "
                 "(class 'agentrt.actors:Quota') with that name"
             )
+    for i, rule in enumerate(spec.allow):
+        for field, names in (("from", rule.from_), ("to", rule.to)):
+            for name in names:
+                if not any(ch in name for ch in "*?[") and name not in seen_actors and name != "supervisor":
+                    raise SpecError(
+                        f"{origin}: allow[{i}].{field} names '{name}', which is not an actor of the "
+                        f"spec (actors: {', '.join(sorted(seen_actors))}); use a name or a glob like 'worker-*'"
+                    )
     if spec.run.entry is not None and spec.run.entry not in seen_actors:
         raise SpecError(
             f"{origin}: run.entry '{spec.run.entry}' is not an actor of the spec "

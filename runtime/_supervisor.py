@@ -20,20 +20,26 @@ from typing import Any
 import msgspec
 
 from agentrt.protocols import (
+    AgentCard,
     AskAgain,
+    Body,
     CancelTask,
-    Control,
+    Directory,
     Drain,
     Drained,
     Envelope,
     Event,
     Heartbeat,
     NodeDied,
+    NodeDown,
     NodeNotRestarted,
     NodeRestarted,
     NodeRestarting,
     NodeSpawned,
     NodeUnresponsive,
+    NodeUp,
+    Ready,
+    Register,
     RunDrained,
     RunDraining,
     RunDrainTimedOut,
@@ -44,6 +50,11 @@ from agentrt.protocols import (
     RunStarting,
     RunStopped,
     SpecError,
+    StartFailed,
+    Stats,
+    StatsQuery,
+    Stop,
+    Stopped,
     StoreReady,
     StoreReleaseFailed,
     SupervisorGaveUp,
@@ -52,7 +63,7 @@ from agentrt.protocols import (
     report_from,
 )
 
-from ._messenger import Messenger, TaskResult, card_from_dict
+from ._messenger import Messenger, TaskResult
 from ._spec import NodeBoot, Spec, entry_actor
 from ._store import PostgresAdmin, describe, is_postgres
 from ._tracing import TraceWriter, configure, emit, get_logger
@@ -136,7 +147,7 @@ class Runtime:
         self.sock_dir = Path(tempfile.mkdtemp(prefix="agentrt-"))
         self.nodes: dict[str, NodeProcess] = {}
         self._controls: queue.Queue[Envelope] = queue.Queue()
-        self._stats_waiters: dict[str, Future[dict[str, Any]]] = {}
+        self._stats_waiters: dict[str, Future[dict[str, int]]] = {}
         self._drained: dict[str, Future[Drained]] = {}  # actor -> its answer to our Drain
         self._stopped = False
         self._failure: RunError | None = None
@@ -194,11 +205,10 @@ class Runtime:
             self._spawn(node)
         deadline = time.time() + self.spec.run.start_timeout_s
         self._await(lambda: all(n.registered for n in self.nodes.values()), deadline, "register")
-        routes = self._routes()
-        self.messenger.routes.update(routes)
-        cards = self._cards()
+        directory = self._directory()
+        self.messenger.routes.update(directory.routes)
         for name in self.nodes:
-            self._control(f"node:{name}", "directory", routes=routes, cards=cards)
+            self._control(f"node:{name}", directory)
         self._await(lambda: all(n.ready for n in self.nodes.values()), deadline, "ready")
         (self.run_dir / "nodes.json").write_bytes(
             msgspec.json.encode(
@@ -230,6 +240,7 @@ class Runtime:
             store=self._store_urls.get(node.name, self.store),
             run_dir=str(self.run_dir),
             heartbeat_s=self.spec.supervision.heartbeat_s,
+            allow=self.spec.allow,
             sys_path=[p for p in [self.spec.base_dir, os.getcwd()] if p],
             terminal=self.terminal,
         )
@@ -277,29 +288,41 @@ class Runtime:
 
     def _apply_control(self, envelope: Envelope) -> None:
         body = envelope.body
-        assert isinstance(body, Control)
-        node = self.nodes.get(str(body.args.get("node", "")))
+        node = self.nodes.get(getattr(body, "node", ""))
         if node is None:
+            self.messenger.dead_letter(
+                "unroutable", f"'{envelope.kind}' names no node of the run", envelope=envelope
+            )
             return
-        if body.op == "register":
-            if "error" in body.args:
-                raise RunError(
-                    f"node '{node.name}' could not start its actors: {body.args['error']}"
+        match body:
+            case Register(cards=cards):
+                for card in cards:
+                    self.messenger.cards[card.name] = card
+                node.registered = True
+                if node.restarting:  # it rejoins the run: the same directory as everyone's
+                    self._control(f"node:{node.name}", self._directory())
+            case StartFailed(error=error):
+                self._failure = RunError(
+                    f"node '{node.name}' could not start: {error}; the node's log is {node.log_path}; "
+                    f"its last lines:\n{node.tail()}"
                 )
-            for card in body.args.get("cards", []):
-                c = card_from_dict(card)
-                self.messenger.cards[c.name] = c
-            node.registered = True
-            if node.restarting:  # it rejoins the run: the same directory as everyone's
-                self._control(f"node:{node.name}", "directory", routes=self._routes(), cards=self._cards())
-        elif body.op == "ready":
-            node.ready = True
-            node.last_beat = time.monotonic()
-            if node.restarting:
-                node.restarting = False
-                emit(self.log, NodeRestarted(node_name=node.name, node_pid=node.pid))
-                self._tell_actors("node-up", node)
-                self._ask_again(node)
+                raise self._failure
+            case Ready():
+                node.ready = True
+                node.last_beat = time.monotonic()
+                if node.restarting:
+                    node.restarting = False
+                    emit(self.log, NodeRestarted(node_name=node.name, node_pid=node.pid))
+                    self._tell_actors(NodeUp, node)
+                    self._ask_again(node)
+            case Stopped():
+                pass
+            case _:
+                self.messenger.dead_letter(
+                    "unroutable",
+                    f"the supervisor takes no '{envelope.kind}' control",
+                    envelope=envelope,
+                )
 
     def _on_heartbeat(self, beat: Heartbeat) -> None:
         node = self.nodes.get(beat.node)
@@ -307,35 +330,31 @@ class Runtime:
             node.last_beat = time.monotonic()
 
     def _on_control(self, envelope: Envelope) -> None:
-        body = envelope.body
-        if isinstance(body, Drained):
-            waiter = self._drained.get(body.actor)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(body)
-            return
-        assert isinstance(body, Control)
-        if body.op == "stats":
-            waiter = self._stats_waiters.pop(str(body.args.get("reply_to")), None)
-            if waiter is not None:
-                waiter.set_result(dict(body.args.get("stats", {})))
-            return
-        self._controls.put(envelope)
+        """On the I/O thread: answers (stats, drained) are handed to their waiter, the rest
+        queued for the thread that supervises."""
+        match envelope.body:
+            case Stats(query_id=query_id, counts=counts):
+                waiter = self._stats_waiters.pop(query_id, None)
+                if waiter is not None:
+                    waiter.set_result(dict(counts))
+            case Drained(actor=actor) as drained:
+                found = self._drained.get(actor)
+                if found is not None and not found.done():
+                    found.set_result(drained)
+            case _:
+                self._controls.put(envelope)
 
-    def _control(self, recipient: str, op: str, **args: Any) -> None:
+    def _control(self, recipient: str, body: Body) -> None:
         self.messenger.send(
-            self.messenger.envelope(
-                sender=SUPERVISOR, recipient=recipient, body=Control(op=op, args=args)
-            )  # type: ignore[arg-type]
+            self.messenger.envelope(sender=SUPERVISOR, recipient=recipient, body=body)
         )
 
-    def _routes(self) -> dict[str, str]:
+    def _directory(self) -> Directory:
         routes = {f"node:{n}": p.endpoint for n, p in self.nodes.items()}
         routes.update({c.name: c.url or "" for c in self.messenger.cards.values()})
         routes[SUPERVISOR] = self.messenger.endpoint
-        return routes
-
-    def _cards(self) -> list[Any]:
-        return [msgspec.to_builtins(c) for c in self.messenger.cards.values()]
+        cards: list[AgentCard] = list(self.messenger.cards.values())
+        return Directory(routes=routes, cards=cards)
 
     def _ask_again(self, node: NodeProcess) -> None:
         """Asks of ours that were waiting on an actor of a node that died go to its restarted
@@ -352,15 +371,15 @@ class Runtime:
                 lambda f, original=original: None if original.done() else original.set_result(f.result())
             )
 
-    def _tell_actors(self, op: str, node: NodeProcess) -> None:
+    def _tell_actors(self, news: type[NodeDown] | type[NodeUp], node: NodeProcess) -> None:
         """Death watch: every actor on the other live nodes hears of `node` going or coming."""
-        gone = [a.name for a in node.spec.actors]
+        body = news(node=node.name, pid=node.pid, actors=[a.name for a in node.spec.actors])
         for other in self.nodes.values():
             if other is node or other.proc.poll() is not None or not other.ready:
                 continue
             for actor in other.spec.actors:
                 with contextlib.suppress(Exception):
-                    self._control(actor.name, op, node=node.name, actors=gone, pid=node.pid)
+                    self._control(actor.name, body)
 
     def _check_nodes(self) -> None:
         """Deal with nodes that died: restart them under the supervision strategy, or, past
@@ -394,7 +413,7 @@ class Runtime:
         sup = self.spec.supervision
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         emit(self.log, NodeDied(node_name=node.name, node_pid=node.pid, code=code))
-        self._tell_actors("node-down", node)
+        self._tell_actors(NodeDown, node)
         tail = f"last lines of {node.log_path}:\n{node.tail()}"
         restart = node.spec.restart
         if restart == "temporary" or (restart == "transient" and code == 0):
@@ -431,7 +450,7 @@ class Runtime:
                 old.handled = True  # stopped on purpose, not a death to deal with
                 old.proc.kill()
                 old.proc.wait(5)
-                self._tell_actors("node-down", old)
+                self._tell_actors(NodeDown, old)
             fresh = self._spawn(old.spec)
             # Once the run is up, a restarted node rejoins on its own; before, with the rest.
             fresh.restarting = self._started
@@ -445,7 +464,7 @@ class Runtime:
         live = [n for n in self.nodes.values() if n.proc.poll() is None]
         for node in live:
             with contextlib.suppress(Exception):
-                self._control(f"node:{node.name}", "stop")
+                self._control(f"node:{node.name}", Stop())
         deadline = time.time() + timeout_s
         for node in live:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -589,12 +608,12 @@ class Runtime:
         the run whose card offers the run's skill (SpecError if none or several do)."""
         return entry_actor(self.spec.run, self.messenger.actors_with_skill(self.spec.run.skill))
 
-    def node_stats(self, node: str, timeout_s: float = 5.0) -> dict[str, Any]:
-        """A node's message counters (sent, received, rejected, rejected.<reason>, ...)."""
-        reply_id = new_id()
-        future: Future[dict[str, Any]] = Future()
-        self._stats_waiters[reply_id] = future
-        self._control(f"node:{node}", "stats", id=reply_id)
+    def node_stats(self, node: str, timeout_s: float = 5.0) -> dict[str, int]:
+        """A node's message counters (sent, received, dead, dead.<reason>, resent, ...)."""
+        query_id = new_id()
+        future: Future[dict[str, int]] = Future()
+        self._stats_waiters[query_id] = future
+        self._control(f"node:{node}", StatsQuery(query_id=query_id))
         return self.wait(future, timeout_s)  # type: ignore[no-any-return]
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from agentrt.protocols import (
+    CONTROL_KINDS,
     CriticGate,
     EnvelopeReceived,
     EnvelopeSent,
@@ -83,7 +84,7 @@ def chrome(events: Events) -> dict[str, Any]:
     received = {e.message_id: e for e in events if isinstance(e, EnvelopeReceived)}
     flow = 0
     for e in events:
-        if not isinstance(e, EnvelopeSent) or e.kind == "control":
+        if not isinstance(e, EnvelopeSent) or e.kind in CONTROL_KINDS:
             continue
         r = received.get(e.message_id)
         if r is None or not e.pid or not r.pid:

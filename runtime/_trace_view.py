@@ -9,14 +9,14 @@ from typing import Any
 import msgspec
 
 from agentrt.protocols import (
-    Control,
+    CONTROL_KINDS,
     CriticGate,
     EnvelopeReceived,
     EnvelopeSent,
     Event,
-    FrameRejected,
     LoopEscalated,
     LoopVerdict,
+    MessageDeadLetter,
     ModelCall,
     RunError,
     RunFinished,
@@ -87,8 +87,8 @@ def _label(e: EnvelopeSent) -> str:
         what = f"ask {body.skill}"
     elif isinstance(body, Task):
         what = f"task {body.status.state}"
-    elif isinstance(body, Control):
-        what = f"control {body.op}"
+    elif e.kind in CONTROL_KINDS:
+        what = f"control {e.kind}"
     task = ""
     if e.plan_task is not None:
         task = f" [task {(e.task_id or '')[:8]}/{e.plan_task}]"
@@ -134,7 +134,7 @@ def render_tree(
     filter, the messages that match and the chain of messages that led to each."""
     sent = [e for e in events if isinstance(e, EnvelopeSent) and e.span_id]
     if not include_control:
-        sent = [e for e in sent if e.kind != "control"]
+        sent = [e for e in sent if e.kind not in CONTROL_KINDS]
     if actor or task or kind or errors:
         failed_spans = {
             e.span_id
@@ -182,12 +182,15 @@ def render_tree(
     roots = sorted(children.get(None, []), key=lambda k: k.ts)
     for i, root in enumerate(roots):
         walk(root, "", i == len(roots) - 1)
-    rejected = [e for e in events if isinstance(e, FrameRejected | TaskRejected)]
+    rejected = [e for e in events if isinstance(e, MessageDeadLetter | TaskRejected)]
     if rejected:
         lines.append(f"rejected: {len(rejected)}")
         for r in rejected:
-            name = "frame.rejected" if isinstance(r, FrameRejected) else "task.rejected"
-            lines.append(f"  +{r.ts - t0:7.3f}s {name} on {r.node}: {r.error}")
+            if isinstance(r, MessageDeadLetter):
+                what = f"dead letter ({r.reason}) on {r.node}: {r.detail}"
+            else:
+                what = f"task.rejected on {r.node}: {r.error}"
+            lines.append(f"  +{r.ts - t0:7.3f}s {what}")
     return lines
 
 
@@ -334,7 +337,7 @@ def _steps(events: Events) -> dict[str, list[tuple[float, str, Any]]]:
     without ids, clocks or timings (which differ in every run)."""
     out: dict[str, list[tuple[float, str, Any]]] = defaultdict(list)
     for e in events:
-        if isinstance(e, EnvelopeSent) and e.kind != "control":
+        if isinstance(e, EnvelopeSent) and e.kind not in CONTROL_KINDS:
             env = _stable(msgspec.to_builtins(e.envelope) if e.envelope is not None else {})
             out[e.sender].append((e.ts, f"message to {e.recipient}", env))
         elif isinstance(e, _DECISIONS):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import jsonschema
@@ -10,21 +11,31 @@ import msgspec
 
 from agentrt.protocols import SchemaError
 
-_cache: dict[bytes, jsonschema.protocols.Validator] = {}
+# Validators by schema, least recently used dropped first past either bound (schemas come with
+# agent cards, so a run has few; the bounds keep a flood of distinct ones from growing memory).
+_MAX_VALIDATORS = 1024
+_MAX_SCHEMA_BYTES = 16 * 1024 * 1024
+_cache: OrderedDict[bytes, jsonschema.protocols.Validator] = OrderedDict()
+_cache_bytes = 0
 _lock = threading.Lock()
 
 
 def validator_for(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     """A cached validator for `schema` (Draft 2020-12 unless the schema says otherwise)."""
+    global _cache_bytes
     key = msgspec.json.encode(schema, order="sorted")
     with _lock:
         found = _cache.get(key)
-        if found is None:
-            cls = jsonschema.validators.validator_for(
-                schema, default=jsonschema.Draft202012Validator
-            )
-            cls.check_schema(schema)
-            found = _cache[key] = cls(schema)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        found = _cache[key] = cls(schema)
+        _cache_bytes += len(key)
+        while len(_cache) > 1 and (len(_cache) > _MAX_VALIDATORS or _cache_bytes > _MAX_SCHEMA_BYTES):
+            dropped, _ = _cache.popitem(last=False)
+            _cache_bytes -= len(dropped)
         return found
 
 

@@ -212,3 +212,43 @@ class Ledger(Actor):
         with open(Path(req.data["dir"]) / "ledger.txt", "a") as f:
             f.write(f"{req.data.get('what', 'entry')}\n")
         return {"recorded": True}
+
+
+class BadConfig(Actor):
+    """Refuses its config in `on_start`, as the built-in Human, Critic and Quota actors do."""
+
+    def on_start(self) -> None:
+        raise ValueError(f"bad-config.mode must be 'a' or 'b', got {self.config.get('mode')!r}")
+
+    @skill(input={"type": "object"})
+    def noop(self, req: Request) -> dict[str, Any]:
+        return {}
+
+
+class Mortal(Actor):
+    """Its thread dies on `die` (a BaseException gets past every handler)."""
+
+    @skill(input={"type": "object"})
+    def die(self, req: Request) -> dict[str, Any]:
+        raise SystemExit("mortal: asked to die")
+
+    @skill(input={"type": "object"})
+    def live(self, req: Request) -> dict[str, Any]:
+        return {"alive": True}
+
+
+class Big(Actor):
+    """Returns a result of `mb` megabytes (over any sane frame limit)."""
+
+    @skill(input={"type": "object"}, read_only=True)
+    def big(self, req: Request) -> dict[str, Any]:
+        return {"blob": "x" * int(float(req.data.get("mb", 5)) * 1_000_000)}
+
+
+class Asker(Actor):
+    """Asks `to` for `skill` with `data` and reports how it ended (for authorization tests)."""
+
+    @skill(input={"type": "object", "required": ["to", "skill"]}, read_only=True)
+    def ask_of(self, req: Request) -> dict[str, Any]:
+        result = self.ctx.ask(req.data["to"], req.data["skill"], req.data.get("data", {})).result(30)
+        return {"state": result.state, "error": result.error, "data": result.data}

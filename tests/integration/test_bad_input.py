@@ -56,16 +56,16 @@ def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_
         stats = rt.node_stats("n1")
         trace = rt.trace_path
         node = rt.nodes["n1"]
-    assert stats["rejected"] == 4
-    assert stats["rejected.malformed"] == 2
-    assert stats["rejected.too-large"] == 1
-    assert stats["rejected.too-deep"] == 1
+    assert stats["dead"] == 4
+    assert stats["dead.malformed"] == 2
+    assert stats["dead.too-large"] == 1
+    assert stats["dead.too-deep"] == 1
     assert node.proc.returncode == 0, "the node exited cleanly, it did not crash"
     events = read_trace(trace)
-    rejected = [e for e in events if e["event"] == "frame.rejected"]
+    rejected = [e for e in events if e["event"] == "message.dead-letter" and e["node"] == "node:n1"]
     assert sorted(e["reason"] for e in rejected) == ["malformed", "malformed", "too-deep", "too-large"]
-    assert all(e["node"] == "n1" and e["error"] for e in rejected)
-    assert any("max_frame_bytes" in e["error"] for e in rejected)
+    assert all(e["detail"] for e in rejected)
+    assert any("max_frame_bytes" in e["detail"] for e in rejected)
     done = [e for e in events if e["event"] == "task.state" and e.get("task_id") == "raw-ok"]
     assert [e["state"] for e in done] == ["working", "completed"]
 

@@ -68,7 +68,7 @@ def test_every_envelope_on_the_wire_matches_the_checked_in_schema(demo_run) -> N
     for event in sent:
         validator.validate(event["envelope"])
         kinds.add(event["envelope"]["body"]["kind"])
-    assert {"task-request", "task", "control"} <= kinds
+    assert {"task-request", "task", "directory", "register", "ready"} <= kinds
 
 
 def test_lookups_overlap_and_synthesis_waits_for_all_of_them(demo_run) -> None:

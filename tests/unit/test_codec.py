@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agentrt.protocols import (
+    DEFAULT_LIMITS,
     MAX_PARTS,
+    Ack,
+    AgentCard,
+    Artifact,
     DataPart,
+    Directory,
+    Drain,
     Envelope,
+    FrameError,
     FrameTooDeep,
     FrameTooLarge,
+    InvalidFrame,
     Limits,
     MalformedFrame,
     Message,
+    NodeDown,
+    NodeUp,
+    Ready,
+    Register,
+    StartFailed,
+    Stats,
+    StatsQuery,
+    Stop,
+    Stopped,
+    Task,
     TaskRequest,
+    TaskStatus,
     TextPart,
+    check_limits,
     decode,
     encode,
 )
@@ -105,3 +128,172 @@ def test_too_many_parts() -> None:
     frame = encode(envelope([TextPart(text="p")] * (MAX_PARTS + 1)))
     with pytest.raises(MalformedFrame, match=f"length <= {MAX_PARTS}"):
         decode(frame)
+
+
+# -- bounds: every refusal is a FrameError with the reason a dead letter records ----------------
+
+
+def raw(**changes) -> dict:
+    out = msgspec.msgpack.decode(encode(envelope([TextPart(text="hi")])))
+    out.update(changes)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"attempt": -7}, "attempt"),
+        ({"attempt": 0}, "attempt"),
+        ({"sentAt": float("nan")}, "sentAt"),
+        ({"sentAt": float("inf")}, "sentAt"),
+        ({"deadline": float("inf")}, "deadline"),
+        ({"deadline": -1.0}, "deadline"),
+        ({"messageId": "x" * (1024 * 1024)}, "messageId"),
+        ({"idempotencyKey": "k" * 257}, "idempotencyKey"),
+        ({"sender": "s" * 129}, "sender"),
+    ],
+)
+def test_field_rules_are_refused_as_invalid(changes: dict, field: str) -> None:
+    frame = msgspec.msgpack.encode(raw(**changes))
+    with pytest.raises(InvalidFrame, match=rf"\$\.{field}") as info:
+        decode(frame, Limits(max_frame_bytes=8 * 1024 * 1024))
+    assert info.value.reason == "invalid"
+
+
+def test_four_mib_ids_are_refused_as_invalid() -> None:
+    frame = msgspec.msgpack.encode(raw(traceId="t" * (4 * 1024 * 1024)))
+    with pytest.raises(InvalidFrame):
+        decode(frame, Limits(max_frame_bytes=5 * 1024 * 1024))
+
+
+def test_invalid_utf8_is_malformed_not_a_unicode_error() -> None:
+    frame = encode(envelope([TextPart(text="hé")]))
+    broken = frame.replace("hé".encode(), b"h\xff\xfe"[:3])
+    assert broken != frame
+    with pytest.raises(MalformedFrame, match="UTF-8") as info:
+        decode(broken)
+    assert info.value.reason == "malformed"
+
+
+def nest(levels: int) -> dict:
+    top: dict = {}
+    cursor = top
+    for _ in range(levels):
+        cursor["x"] = {}
+        cursor = cursor["x"]
+    return top
+
+
+def task_envelope(task: Task) -> Envelope:
+    return Envelope(
+        message_id="m1",
+        trace_id="t",
+        span_id="s",
+        sender="a",
+        recipient="b",
+        sent_at=1.0,
+        body=task,
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "make"),
+    [
+        ("parts[0].metadata", lambda d: envelope([TextPart(text="t", metadata=d)])),
+        (
+            "status.message.parts[0].data",
+            lambda d: task_envelope(
+                Task(
+                    id="t",
+                    context_id="c",
+                    status=TaskStatus(
+                        state="failed",
+                        message=Message(message_id="m", role="agent", parts=[DataPart(data=d)]),
+                    ),
+                )
+            ),
+        ),
+        (
+            "history[0].metadata",
+            lambda d: task_envelope(
+                Task(
+                    id="t",
+                    context_id="c",
+                    status=TaskStatus(state="working"),
+                    history=[Message(message_id="m", role="agent", parts=[], metadata=d)],
+                )
+            ),
+        ),
+        (
+            "artifacts[0].metadata",
+            lambda d: task_envelope(
+                Task(
+                    id="t",
+                    context_id="c",
+                    status=TaskStatus(state="completed"),
+                    artifacts=[Artifact(artifact_id="a", parts=[], metadata=d)],
+                )
+            ),
+        ),
+    ],
+)
+def test_depth_is_checked_over_every_nested_field(where: str, make) -> None:
+    frame = encode(make(nest(900)))
+    with pytest.raises(FrameTooDeep, match=re.escape(where)):
+        decode(frame)
+    assert decode(encode(make(nest(30))))  # within the limit: accepted
+
+
+def test_sender_side_check_refuses_what_a_receiver_would() -> None:
+    big = envelope([TextPart(text="x" * 5000)])
+    with pytest.raises(FrameTooLarge, match="task-request to 'b' is"):
+        check_limits(big, encode(big), Limits(max_frame_bytes=1000))
+    deep = envelope([DataPart(data=nest(40))])
+    with pytest.raises(FrameTooDeep):
+        check_limits(deep, encode(deep), DEFAULT_LIMITS)
+    long_id = envelope([], task_id="job/" + "t" * 300)
+    with pytest.raises(InvalidFrame, match="taskId is 304 characters; the limit is 256"):
+        check_limits(long_id, encode(long_id), DEFAULT_LIMITS)
+
+
+@given(st.binary(max_size=300))
+def test_nothing_but_a_frame_error_leaves_decode(frame: bytes) -> None:
+    with contextlib.suppress(FrameError):
+        decode(frame)
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 200))
+def test_mutated_valid_frames_fail_only_with_frame_errors(noise: bytes, at: int) -> None:
+    frame = bytearray(
+        encode(envelope([DataPart(data={"k": [1, "two", {"x": None}]}), TextPart(text="hé")]))
+    )
+    at = at % len(frame)
+    frame[at : at + len(noise)] = noise
+    with contextlib.suppress(FrameError):
+        decode(bytes(frame))
+
+
+CONTROL_SAMPLES = [
+    Register(node="n1", pid=4, endpoint="ipc://x", cards=[AgentCard(name="a", description="d")]),
+    StartFailed(node="n1", pid=4, error="ValueError: no", actor="a"),
+    Directory(routes={"a": "ipc://x"}, cards=[AgentCard(name="a", description="d")]),
+    Ready(node="n1"),
+    StatsQuery(query_id="q"),
+    Stats(node="n1", query_id="q", counts={"sent": 3}),
+    Stop(),
+    Stopped(node="n1"),
+    NodeDown(node="n1", pid=4, actors=["a"]),
+    NodeUp(node="n1", pid=5, actors=["a"]),
+    Drain(reason="stopping"),
+    Ack(ids=["m1", "m2"]),
+]
+
+
+@pytest.mark.parametrize("body", CONTROL_SAMPLES, ids=lambda b: type(b).__name__)
+def test_control_operations_round_trip_as_typed_bodies(body) -> None:
+    env = Envelope(
+        message_id="m", trace_id="t", span_id="s", sender="a", recipient="b", sent_at=1.0, body=body
+    )
+    back = decode(encode(env))
+    assert back == env and type(back.body) is type(body)
+    assert back.kind == type(body).__struct_config__.tag

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentrt.runtime import SpecError, load_spec, spec_from_dict
+from agentrt.runtime._spec import refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,6 +85,38 @@ def test_model_kinds_are_checked() -> None:
     data["model"] = {"kind": "gpt"}
     with pytest.raises(SpecError, match=r"model\.kind"):
         spec_from_dict(data, "s.toml")
+
+
+# -- [[allow]]: who may ask which skills of whom ----------------------------------------------
+
+
+def allowing(*rules: dict) -> dict:
+    data = base()
+    data["nodes"][0]["actors"] += [{"name": "worker-1", "class": "m:W"}, {"name": "worker-2", "class": "m:W"}]
+    data["allow"] = list(rules)
+    return data
+
+
+def test_no_allow_rules_means_everyone_may_ask_everything() -> None:
+    spec = spec_from_dict(base())
+    assert spec.allow == []
+    assert refusal(spec.allow, "anyone", "a", "anything") is None
+
+
+def test_allow_rules_match_names_globs_and_skills() -> None:
+    spec = spec_from_dict(allowing({"from": ["a"], "to": ["worker-*"], "skills": ["lookup"]}))
+    assert refusal(spec.allow, "a", "worker-2", "lookup") is None
+    assert refusal(spec.allow, "supervisor", "worker-2", "other") is None  # the run's own asks
+    denied = refusal(spec.allow, "worker-1", "worker-2", "lookup")
+    assert denied is not None
+    assert "'worker-1' may not ask skill 'lookup' of 'worker-2'" in denied
+    assert "from ['a'] to ['worker-*'] skills ['lookup']" in denied
+    assert refusal(spec.allow, "a", "worker-1", "synthesize") is not None
+
+
+def test_an_allow_rule_naming_an_unknown_actor_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"allow\[0\]\.to names 'wrker-1', which is not an actor"):
+        spec_from_dict(allowing({"from": ["a"], "to": ["wrker-1"]}))
 
 
 def test_the_entry_defaults_to_the_one_actor_offering_the_run_skill() -> None:

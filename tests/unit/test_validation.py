@@ -44,3 +44,17 @@ def test_error_names_field_and_rule(data: dict, field: str, rule: str) -> None:
 
 def test_no_schema_accepts_anything() -> None:
     validate(None, {"anything": object()}, what="x")
+
+
+def test_the_validator_cache_is_bounded_by_count_and_bytes(monkeypatch) -> None:
+    from agentrt.runtime import _validation
+
+    monkeypatch.setattr(_validation, "_MAX_VALIDATORS", 5)
+    monkeypatch.setattr(_validation, "_MAX_SCHEMA_BYTES", 2_000)
+    _validation._cache.clear()
+    monkeypatch.setattr(_validation, "_cache_bytes", 0)
+    for i in range(50):
+        _validation.validator_for({"type": "object", "description": str(i) * (i % 7 * 40)})
+        assert len(_validation._cache) <= 5 and _validation._cache_bytes <= 2_000 + 400
+    _validation._cache.clear()
+    monkeypatch.setattr(_validation, "_cache_bytes", 0)

@@ -1,0 +1,207 @@
+"""Reliable delivery as a sans-I/O core: at-least-once sending, exactly-once handing on.
+
+Everything that decides what happens to a work-carrying message lives here (h11's rule): no
+sockets, threads or clocks; time is an argument. The messenger is the shell: it encodes, calls
+these methods, and carries out the commands they return.
+
+Sender: `send` keeps the frame and returns a `Transmit`; `due(now)` returns a `Transmit` per
+message whose ack is late (waits double from `ack_wait_s` up to `max_wait_s`) and, after
+`max_sends` (or `give_up_s` after the first send), a `GiveUp`; `acked(ids)` cancels resends. Receiver: `receive` says what to do
+with one arriving copy: `deliver` the first copy, `duplicate` for the others (both
+acknowledged: the ack of the first may have been lost), `later` when there is no way back to
+the sender yet (not acknowledged: its resend brings it again), `stale` for a copy older than
+the deduplication window (dropped: its sender gave up on it long ago, so handing it on could
+run it twice).
+
+Memory is bounded: an outgoing message is kept at most until its last resend; a received id
+is remembered for `window_s` after it was first sent (longer than any resend of it), and when
+`max_seen` ids (or `max_seen_bytes`) are remembered, new messages are answered `later`
+instead of forgetting ids early, so the bound never costs exactly-once.
+
+Acks carry lists of ids (`Acknowledge.ids`) so a shell may batch them; ids are opaque here, so
+per-link sequence numbers and cumulative acks can replace them without touching the shell.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send `frame` to `link` (a first send or a resend)."""
+
+    message_id: str
+    link: str
+    frame: bytes
+    send: int  # 1 for the first send
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """Tell `link` that these messages arrived."""
+
+    link: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """`message_id` was sent `sends` times and never acknowledged: it is undelivered. `tag` is
+    what the shell gave `send` (e.g. whom to tell)."""
+
+    message_id: str
+    link: str
+    sends: int
+    tag: object = None
+
+
+Command = Transmit | Acknowledge | GiveUp
+Verdict = Literal["deliver", "duplicate", "later", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    ack_wait_s: float = 0.25
+    max_wait_s: float = 2.0
+    max_sends: int = 10
+    # A sender gives up on a message this old even before max_sends (its process stalled);
+    # a receiver remembers an id, and hands on copies, until it is window_s old. A copy that
+    # arrives later is stale: its sender has given up on it, so it is dropped, not run twice.
+    give_up_s: float = 30.0
+    window_s: float = 60.0
+    max_seen: int = 200_000
+    max_seen_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.resend_span_s() < self.give_up_s < self.window_s:
+            raise ValueError(
+                f"delivery: the resends ({self.resend_span_s():g} s) < give_up_s "
+                f"({self.give_up_s:g}) < window_s ({self.window_s:g}) is required, or a copy "
+                "could be stale before its sender gives up on it"
+            )
+
+    def wait(self, send: int) -> float:
+        """Seconds to wait for an ack after send number `send`."""
+        return min(self.ack_wait_s * 2 ** (send - 1), self.max_wait_s)
+
+    def resend_span_s(self) -> float:
+        return sum(self.wait(n) for n in range(1, self.max_sends + 1))
+
+
+class _Outgoing:
+    __slots__ = ("due", "first", "frame", "link", "sends", "tag")
+
+    def __init__(self, link: str, frame: bytes, first: float, due: float, tag: object) -> None:
+        self.link, self.frame, self.first, self.due, self.sends, self.tag = (
+            link,
+            frame,
+            first,
+            due,
+            1,
+            tag,
+        )
+
+
+class Delivery:
+    """One process's reliable-delivery state: what it waits acks for, and what it has seen."""
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self._out: dict[str, _Outgoing] = {}
+        self._timers: list[tuple[float, str]] = []  # (due, message id); stale entries skipped
+        self._seen: dict[str, float] = {}  # id -> when it may be forgotten
+        self._expiry: list[tuple[float, str]] = []  # the same, as a heap
+        self._seen_bytes = 0
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(
+        self, message_id: str, link: str, frame: bytes, now: float, tag: object = None
+    ) -> list[Command]:
+        """Send `frame` reliably: kept, and sent again until `acked`."""
+        out = _Outgoing(link, frame, now, now + self.policy.wait(1), tag)
+        self._out[message_id] = out
+        heapq.heappush(self._timers, (out.due, message_id))
+        return [Transmit(message_id, link, frame, 1)]
+
+    def acked(self, ids: list[str] | tuple[str, ...]) -> int:
+        """The receiver has these: no more resends. Returns how many were waiting."""
+        return sum(self._out.pop(i, None) is not None for i in ids)
+
+    def due(self, now: float) -> list[Command]:
+        """Resends whose wait is over, and give-ups past `max_sends`."""
+        commands: list[Command] = []
+        while self._timers and self._timers[0][0] <= now:
+            at, message_id = heapq.heappop(self._timers)
+            out = self._out.get(message_id)
+            if out is None or out.due != at:
+                continue  # acknowledged meanwhile
+            if out.sends >= self.policy.max_sends or now - out.first >= self.policy.give_up_s:
+                del self._out[message_id]
+                commands.append(GiveUp(message_id, out.link, out.sends, out.tag))
+                continue
+            out.sends += 1
+            out.due = now + self.policy.wait(out.sends)
+            heapq.heappush(self._timers, (out.due, message_id))
+            commands.append(Transmit(message_id, out.link, out.frame, out.sends))
+        if not self._out:
+            self._timers.clear()
+        return commands
+
+    def next_due(self) -> float | None:
+        """When `due` next has something to do (None: nothing is waiting for an ack)."""
+        while self._timers:
+            at, message_id = self._timers[0]
+            out = self._out.get(message_id)
+            if out is not None and out.due == at:
+                return at
+            heapq.heappop(self._timers)
+        return None
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def receive(
+        self, message_id: str, link: str | None, sent_at: float, now: float
+    ) -> tuple[Verdict, list[Command]]:
+        """One arriving copy of a reliable message from `link` (None: no way back yet)."""
+        self._forget(now)
+        # A copy sent before the window is stale; a clock ahead of ours (or a forged time)
+        # cannot make an id be remembered for longer than the window from now.
+        forget_at = min(sent_at, now) + self.policy.window_s
+        if forget_at <= now:
+            return "stale", [Acknowledge(link, (message_id,))] if link is not None else []
+        if link is None:
+            return "later", []
+        ack: list[Command] = [Acknowledge(link, (message_id,))]
+        if message_id in self._seen:
+            return "duplicate", ack
+        if (
+            len(self._seen) >= self.policy.max_seen
+            or self._seen_bytes >= self.policy.max_seen_bytes
+        ):
+            return "later", []  # full: the sender's resend finds room once old ids expire
+        self._seen[message_id] = forget_at
+        heapq.heappush(self._expiry, (forget_at, message_id))
+        self._seen_bytes += len(message_id)
+        return "deliver", ack
+
+    def _forget(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, message_id = heapq.heappop(self._expiry)
+            if self._seen.pop(message_id, None) is not None:
+                self._seen_bytes -= len(message_id)
+
+    # -- introspection (tests, stats) -----------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Messages sent and not yet acknowledged nor given up."""
+        return len(self._out)
+
+    @property
+    def remembered(self) -> int:
+        """Received ids kept for deduplication."""
+        return len(self._seen)

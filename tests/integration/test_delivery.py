@@ -1,0 +1,309 @@
+"""Delivery with real processes: limits checked at the sender, failed starts reported, dead
+actors answered, idempotency keys scoped, per-message authorization, dead letters (rate-limited)
+and the `agentrt trace dead-letters` view."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+
+from agentrt.protocols import RunError
+from agentrt.runtime import Runtime, read_trace
+
+from .conftest import make_spec
+from .test_bad_input import raw_request
+
+pytestmark = pytest.mark.integration
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def dead_letters(trace: Path, node: str | None = None) -> list[dict]:
+    return [
+        e
+        for e in read_trace(trace)
+        if e["event"] == "message.dead-letter" and (node is None or e["node"] == node)
+    ]
+
+
+def test_a_5_mb_reply_fails_at_once_at_the_sender_and_is_never_resent(runs_dir: Path) -> None:
+    spec = make_spec(
+        {"n1": [{"name": "big", "class": "custom_actors:Big"}]},
+        run={"entry": "big", "skill": "big"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        # A generous timeout: the answer must be the over-limit failure, not a timeout.
+        result = rt.ask("big", "big", {"mb": 5}, timeout_s=120)
+        assert result.state == "failed"
+        assert "max_frame_bytes" in result.error and "big" in result.error
+        assert "timed out" not in result.error
+        assert rt.ask("big", "big", {"mb": 0.001}).ok  # the actor is fine
+        stats = rt.node_stats("n1")
+        trace = rt.trace_path
+    assert stats["dead.over-limit"] == 1
+    assert stats.get("resent", 0) == 0
+    events = read_trace(trace)
+    assert not [e for e in events if e["event"] == "envelope.resent"]
+    [letter] = dead_letters(trace, "node:n1")
+    assert (
+        letter["reason"] == "over-limit"
+        and letter["kind"] == "task"
+        and letter["recipient"] == "supervisor"
+    )
+
+
+def test_a_request_over_the_limit_fails_at_the_sender(runs_dir: Path, greeter_spec) -> None:
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        with pytest.raises(Exception, match="max_frame_bytes"):
+            rt.ask("greeter", "count", {"blob": "y" * 100_000})
+        assert rt.ask("greeter", "greet", {"name": "after"}).ok
+
+
+def test_an_actor_whose_on_start_raises_fails_the_run_naming_it(runs_dir: Path) -> None:
+    spec = make_spec(
+        {
+            "ok": [{"name": "greeter", "class": "custom_actors:Greeter"}],
+            "bad": [{"name": "picky", "class": "custom_actors:BadConfig", "config": {"mode": "z"}}],
+        },
+        run={"entry": "greeter", "skill": "greet"},
+    )
+    rt = Runtime(spec, runs_dir=runs_dir)
+    with pytest.raises(RunError) as info, rt:
+        pass
+    msg = str(info.value)
+    assert (
+        "node 'bad' could not start: actor 'picky' (custom_actors:BadConfig) failed to start" in msg
+    )
+    assert "on_start raised ValueError: bad-config.mode must be 'a' or 'b', got 'z'" in msg
+    assert str(rt.run_dir / "logs" / "bad.log") in msg
+    spawned = [
+        e
+        for e in read_trace(rt.trace_path)
+        if e["event"] == "node.spawned" and e["node_name"] == "bad"
+    ]
+    assert len(spawned) == 1, "reported, not restarted in a loop"
+
+
+def test_requests_to_an_actor_that_died_are_answered_failed(runs_dir: Path) -> None:
+    spec = make_spec(
+        {
+            "ok": [{"name": "greeter", "class": "custom_actors:Greeter"}],
+            "m": [{"name": "mortal", "class": "custom_actors:Mortal"}],
+        },
+        run={"entry": "greeter", "skill": "greet"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        first = rt.ask("mortal", "die", {}, timeout_s=60)
+        assert first.state == "failed" and "died running this" in first.error
+        later = rt.ask("mortal", "live", {}, timeout_s=60)
+        assert later.state == "failed" and "not running" in later.error
+        stats = rt.node_stats("m")
+        trace = rt.trace_path
+    assert stats["dead.actor-dead"] >= 1
+    assert any(d["reason"] == "actor-dead" for d in dead_letters(trace, "node:m"))
+
+
+def test_an_idempotency_key_reused_with_another_payload_is_refused(
+    runs_dir: Path, greeter_spec
+) -> None:
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        alice = rt.ask("greeter", "greet", {"name": "alice"}, idempotency_key="order-42")
+        assert alice.data == {"greeting": "hello alice"}
+        again = rt.ask("greeter", "greet", {"name": "alice"}, idempotency_key="order-42")
+        assert again.data == {"greeting": "hello alice"}  # the same request: the first result
+        mallory = rt.ask("greeter", "greet", {"name": "mallory"}, idempotency_key="order-42")
+        assert mallory.state == "rejected"
+        assert "idempotency key 'order-42' was already used" in mallory.error
+        assert "another payload" in mallory.error and "new key" in mallory.error
+        assert rt.ask("greeter", "greet", {"name": "mallory"}, idempotency_key="order-43").data == {
+            "greeting": "hello mallory"
+        }
+
+
+def test_allow_rules_refuse_a_request_naming_the_rule(runs_dir: Path) -> None:
+    spec = make_spec(
+        {
+            "n1": [{"name": "greeter", "class": "custom_actors:Greeter"}],
+            "n2": [
+                {"name": "friend", "class": "custom_actors:Asker"},
+                {"name": "stranger", "class": "custom_actors:Asker"},
+            ],
+        },
+        run={"entry": "friend", "skill": "ask_of"},
+        allow=[{"from": ["friend"], "to": ["greeter"], "skills": ["greet"]}],
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        ok = rt.ask(
+            "friend", "ask_of", {"to": "greeter", "skill": "greet", "data": {"name": "a"}}
+        ).unwrap()
+        assert ok["state"] == "completed"
+        refused = rt.ask(
+            "stranger", "ask_of", {"to": "greeter", "skill": "greet", "data": {"name": "a"}}
+        ).unwrap()
+        assert refused["state"] == "rejected"
+        assert "'stranger' may not ask skill 'greet' of 'greeter'" in refused["error"]
+        assert "[[allow]]" in refused["error"] and "from ['friend']" in refused["error"]
+        other_skill = rt.ask(
+            "friend", "ask_of", {"to": "greeter", "skill": "count", "data": {}}
+        ).unwrap()
+        assert other_skill["state"] == "rejected"
+        trace = rt.trace_path
+    letters = dead_letters(trace, "node:n1")
+    assert sorted((d["reason"], d["sender"]) for d in letters) == [
+        ("not-allowed", "friend"),
+        ("not-allowed", "stranger"),
+    ]
+
+
+def test_mib_ids_and_garbage_are_dead_lettered_without_growing_memory_or_the_trace(
+    runs_dir: Path, greeter_spec
+) -> None:
+    spec = msgspec.structs.replace(
+        greeter_spec,
+        limits=msgspec.structs.replace(greeter_spec.limits, max_frame_bytes=4 * 1024 * 1024),
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        node = rt.nodes["n1"]
+        assert rt.ask("greeter", "greet", {"name": "warm"}).ok
+        before_rss = rss_kib(node.pid)
+        before_trace = rt.trace_path.stat().st_size
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 5000)
+        sock.connect(node.endpoint)
+        raw = msgspec.msgpack.decode(raw_request("big-id", {"name": "x"}))
+        for i in range(300):
+            raw["messageId"] = f"{i:06d}" + "i" * (1024 * 1024)
+            sock.send(msgspec.msgpack.encode(raw))
+        for i in range(3000):
+            sock.send(b"\xc1garbage" + i.to_bytes(4, "big"))
+        sock.close()
+        ctx.term()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            stats = rt.node_stats("n1")
+            if stats.get("dead.malformed", 0) >= 3000 and stats.get("dead.invalid", 0) >= 300:
+                break
+            time.sleep(0.2)
+        assert rt.ask("greeter", "greet", {"name": "still here"}).ok
+        growth_mib = (rss_kib(node.pid) - before_rss) / 1024
+        time.sleep(0.3)
+        trace = rt.trace_path
+        trace_growth = trace.stat().st_size - before_trace
+        run_id = rt.run_id
+    assert stats["dead.invalid"] == 300 and stats["dead.malformed"] == 3000, "counts are exact"
+    assert growth_mib < 20, f"node grew {growth_mib:.1f} MiB"
+    samples = dead_letters(trace, "node:n1")
+    assert 0 < len(samples) < 200, "samples are capped per reason per second"
+    assert trace_growth < 300_000, f"the trace grew {trace_growth} bytes for 3,300 refused frames"
+    assert max(s["count"] for s in samples if s["reason"] == "malformed") <= 3000
+
+    out = subprocess.run(
+        [sys.executable, "-m", "agentrt.runtime._cli", "trace", "dead-letters", run_id],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "AGENTRT_RUNS_DIR": str(runs_dir)},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "malformed" in out.stdout and "3000" in out.stdout
+    assert "invalid" in out.stdout and "300" in out.stdout
+    assert "node:n1" in out.stdout
+
+
+def test_an_actor_whose_class_will_not_load_fails_the_run_naming_it(runs_dir: Path) -> None:
+    spec = make_spec(
+        {"n1": [{"name": "ghost", "class": "custom_actors:Nope"}]},
+        run={"entry": "ghost", "skill": "x"},
+    )
+    rt = Runtime(spec, runs_dir=runs_dir)
+    with (
+        pytest.raises(
+            RunError, match=r"node 'n1' could not start: actor 'ghost' \(custom_actors:Nope\)"
+        ) as info,
+        rt,
+    ):
+        pass
+    assert "has no class 'Nope'" in str(info.value)
+
+
+def test_expired_and_unroutable_requests_are_dead_lettered_with_their_reason(
+    runs_dir: Path, greeter_spec
+) -> None:
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        node = rt.nodes["n1"]
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.connect(node.endpoint)
+        late = msgspec.msgpack.decode(raw_request("late-1", {"name": "late"}))
+        late["deadline"] = time.time() - 5
+        sock.send(msgspec.msgpack.encode(late))
+        lost = msgspec.msgpack.decode(raw_request("lost-1", {"name": "lost"}))
+        lost["recipient"] = "nobody"
+        sock.send(msgspec.msgpack.encode(lost))
+        sock.close()
+        ctx.term()
+        deadline = time.time() + 60
+        while time.time() < deadline and rt.node_stats("n1").get("dead", 0) < 2:
+            time.sleep(0.1)
+        stats = rt.node_stats("n1")
+        trace = rt.trace_path
+    assert stats["dead.expired"] == 1 and stats["dead.unroutable"] == 1
+    letters = {d["reason"]: d for d in dead_letters(trace, "node:n1")}
+    assert "after its deadline" in letters["expired"]["detail"]
+    assert letters["unroutable"]["recipient"] == "nobody"
+    events = read_trace(trace)
+    assert not [
+        e for e in events if e["event"] == "task.state" and e.get("task_id") in ("late-1", "lost-1")
+    ]
+
+
+def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_path: Path) -> None:
+    """The messenger shell over real sockets: a peer that takes frames and never acks."""
+    from agentrt.protocols import AgentCard, AgentSkill, Limits
+    from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._messenger import Messenger
+
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.ROUTER)
+    sink_at = f"ipc://{tmp_path}/sink.sock"
+    sink.bind(sink_at)
+    policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=4, give_up_s=2.0, window_s=4.0)
+    messenger = Messenger(
+        name="asker", endpoint=f"ipc://{tmp_path}/asker.sock", limits=Limits(), policy=policy
+    )
+    messenger.routes["silent"] = sink_at
+    messenger.cards["silent"] = AgentCard(
+        name="silent", description="never acks", skills=[AgentSkill(id="s", name="s")]
+    )
+    messenger.start()
+    try:
+        result = messenger.ask(
+            sender="asker", recipient="silent", skill="s", data={}, timeout_s=60
+        ).result(30)
+        copies = 0
+        while sink.poll(100):
+            sink.recv_multipart()
+            copies += 1
+    finally:
+        messenger.stop()
+        sink.close(linger=0)
+        ctx.term()
+    assert (
+        result.state == "failed"
+        and "undelivered" in result.error
+        and "never acknowledged" in result.error
+    )
+    assert copies == 4, "sent max_sends times, then given up"
+    assert messenger.stats["dead.undelivered"] == 1 and messenger.stats["resent"] == 3
+    assert messenger.delivery.waiting == 0
