@@ -103,28 +103,60 @@ def check_depth(envelope: Envelope, max_depth: int) -> None:
     """Every free-form value (dicts and lists that are not Structs), wherever it sits in the
     envelope, nests at most `max_depth` levels; FrameTooDeep names the first that does not.
     Structs are walked without counting: their nesting is fixed by the schema."""
-    stack: list[tuple[Any, str, int]] = [(envelope, "$", 0)]
-    while stack:
-        item, path, depth = stack.pop()
-        if isinstance(item, msgspec.Struct):
-            for name in item.__struct_fields__:
-                value = getattr(item, name)
-                if isinstance(value, msgspec.Struct | dict | list | tuple):
-                    stack.append((value, f"{path}.{_camel(name)}", 0))
+    _check_struct(envelope, "$", max_depth)
+
+
+def _check_struct(obj: msgspec.Struct, path: str, max_depth: int) -> None:
+    for name in _nesting_fields(type(obj)):
+        value = getattr(obj, name)
+        if value is None:
             continue
-        if isinstance(item, list) and item and isinstance(item[0], msgspec.Struct) and depth == 0:
-            stack.extend((v, f"{path}[{i}]", 0) for i, v in enumerate(item))
-            continue
-        # A free-form value: count its levels from 1.
-        level = depth + 1
-        if level > max_depth:
-            raise FrameTooDeep(f"{path} nests deeper than {max_depth} levels (max_depth)")
-        if isinstance(item, dict):
-            stack.extend(
-                (v, path, level) for v in item.values() if isinstance(v, dict | list | tuple)
+        if isinstance(value, msgspec.Struct):
+            _check_struct(value, f"{path}.{_camel(name)}", max_depth)
+        elif isinstance(value, list) and value and isinstance(value[0], msgspec.Struct):
+            for i, item in enumerate(value):
+                _check_struct(item, f"{path}.{_camel(name)}[{i}]", max_depth)
+        elif isinstance(value, dict | list | tuple) and _deeper_than(value, max_depth):
+            raise FrameTooDeep(
+                f"{path}.{_camel(name)} nests deeper than {max_depth} levels (max_depth)"
             )
-        elif isinstance(item, list | tuple):
-            stack.extend((v, path, level) for v in item if isinstance(v, dict | list | tuple))
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """True if `value` (a dict, list or tuple: one level) nests more than `levels` levels.
+    Recursion stops at `levels`, so no input can exhaust the stack."""
+    if levels <= 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1) for v in items)
+
+
+_NESTING: dict[type, tuple[str, ...]] = {}
+_FLAT = (
+    msgspec.inspect.StrType,
+    msgspec.inspect.IntType,
+    msgspec.inspect.FloatType,
+    msgspec.inspect.BoolType,
+    msgspec.inspect.NoneType,
+    msgspec.inspect.LiteralType,
+)
+
+
+def _nesting_fields(cls: type) -> tuple[str, ...]:
+    """The fields of Struct type `cls` that can hold a Struct, a dict or a list (the rest are
+    scalars: nothing to walk), worked out once per type."""
+    found = _NESTING.get(cls)
+    if found is None:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+
+        def nests(t: msgspec.inspect.Type) -> bool:
+            if isinstance(t, msgspec.inspect.UnionType):
+                return any(nests(x) for x in t.types)
+            return not isinstance(t, _FLAT)
+
+        found = _NESTING[cls] = tuple(f.name for f in info.fields if nests(f.type))
+    return found
 
 
 def _camel(name: str) -> str:
