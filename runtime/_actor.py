@@ -660,7 +660,15 @@ class _Host(pykka.ThreadingActor):
         elif isinstance(body, CancelTask):
             with self._running_lock:
                 req = self.running.get(body.task_id)
-            if req is not None:
+            if req is not None and envelope.sender not in (req.sender, "supervisor"):
+                # Only who asked for a task (or the run itself) may cancel it.
+                self.messenger.dead_letter(
+                    "not-allowed",
+                    f"'{envelope.sender}' may not cancel task '{body.task_id}': "
+                    f"'{req.sender}' asked for it",
+                    envelope=envelope,
+                )
+            elif req is not None:
                 req.cancelled.set()
                 self.actor.on_cancel(req, body.reason or "cancelled")
                 emit(

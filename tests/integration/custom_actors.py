@@ -252,3 +252,11 @@ class Asker(Actor):
     def ask_of(self, req: Request) -> dict[str, Any]:
         result = self.ctx.ask(req.data["to"], req.data["skill"], req.data.get("data", {})).result(30)
         return {"state": result.state, "error": result.error, "data": result.data}
+
+    @skill(input={"type": "object", "required": ["to", "task_id"]}, read_only=True)
+    def cancel_of(self, req: Request) -> dict[str, Any]:
+        """Send a cancel for another's task (refused: only who asked may cancel)."""
+        from agentrt.protocols import CancelTask
+
+        self.ctx.send(req.data["to"], CancelTask(task_id=req.data["task_id"], reason="meddling"))
+        return {}

@@ -307,3 +307,33 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
     assert copies == 4, "sent max_sends times, then given up"
     assert messenger.stats["dead.undelivered"] == 1 and messenger.stats["resent"] == 3
     assert messenger.delivery.waiting == 0
+
+
+def test_only_who_asked_for_a_task_may_cancel_it(runs_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(
+        {
+            "w": [{"name": "worker", "class": "custom_actors:Chaos"}],
+            "o": [{"name": "stranger", "class": "custom_actors:Asker"}],
+        },
+        run={"entry": "worker", "skill": "slow"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        future = rt.ask_async(
+            "worker",
+            "slow",
+            {"dir": str(tmp_path), "name": "a", "s": 60},
+            task_id="slow-1",
+            timeout_s=120,
+        )
+        assert rt.ask("stranger", "cancel_of", {"to": "worker", "task_id": "slow-1"}).ok
+        deadline = time.time() + 60
+        while time.time() < deadline and rt.node_stats("w").get("dead.not-allowed", 0) < 1:
+            time.sleep(0.05)
+        assert not future.done(), "the stranger's cancel did not stop the task"
+        rt.cancel("worker", "slow-1")  # who asked may
+        result = rt.wait(future, 60)
+        trace = rt.trace_path
+    assert result.state == "canceled"
+    [letter] = dead_letters(trace, "node:w")
+    assert letter["reason"] == "not-allowed" and letter["sender"] == "stranger"
+    assert "'stranger' may not cancel task 'slow-1'" in letter["detail"]
