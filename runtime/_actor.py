@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -57,6 +56,7 @@ from agentrt.protocols import (
     new_id,
 )
 
+from ._idempotency import Cached, Conflict, Idempotency, Key, Run
 from ._messenger import ActorGone, Messenger, TaskResult, failed_task, status_message
 from ._models import Model, ModelError, ModelResponse, RateLimited, Usage
 from ._store import Namespace, Store
@@ -153,7 +153,7 @@ class Request:
         self._done = threading.Lock()
         self._finished = False
         self.cancelled = threading.Event()
-        self.key: tuple[str, str] | None = None  # (skill, idempotency key)
+        self.key: Key | None = None  # its idempotency key, in its scope
 
     def defer(self) -> _Deferred:
         """Return this from a handler that will call `complete` or `fail` later."""
@@ -572,8 +572,7 @@ class _Host(pykka.ThreadingActor):
         # Idempotency (Stripe's semantics): a request whose (sender, skill, key) already
         # completed gets the first result again, one that arrives while the first still runs
         # waits for it, and one with the same key but another payload is refused.
-        self.keys = _KeyCache()
-        self.waiting_by_key: dict[tuple[str, str, str], tuple[_Key, list[Envelope]]] = {}
+        self.keys: Idempotency[Envelope, Task] = Idempotency()
         # Task requests handed to this actor and not yet answered: answered `failed` if the
         # actor dies before it gets to them (pykka drops what is left in a dead actor's inbox).
         self.accepted: dict[str, Envelope] = {}
@@ -725,7 +724,7 @@ class _Host(pykka.ThreadingActor):
             return
         key = None
         if envelope.idempotency_key:
-            key = _Key(envelope.sender, decl.id, envelope.idempotency_key, _payload_hash(body))
+            key = Key(envelope.sender, decl.id, envelope.idempotency_key, _payload_hash(body))
             if self._deduplicate(key, envelope):
                 return
         req.key = key
@@ -749,29 +748,22 @@ class _Host(pykka.ThreadingActor):
         else:
             self._run(req)
 
-    def _deduplicate(self, key: _Key, envelope: Envelope) -> bool:
+    def _deduplicate(self, key: Key, envelope: Envelope) -> bool:
         """True if this request was answered from, joined, or refused by an earlier one with
         its (sender, skill, key)."""
         with self._running_lock:
-            cached = self.keys.get(key)
-            if cached is None:
-                running = self.waiting_by_key.get(key.scope)
-                if running is None:
-                    self.waiting_by_key[key.scope] = (key, [])
-                    return False
-                first = running[0]
-                if first.payload == key.payload:
-                    running[1].append(envelope)
-            else:
-                first = cached[0]
-        if first.payload != key.payload:
-            self._reject(
-                envelope,
-                f"idempotency key '{key.key}' was already used by '{key.sender}' for skill "
-                f"'{key.skill}' on '{self.ctx.name}' with another payload; a key names one request "
-                "(as Stripe's do): send this one with a new key",
-            )
-            return True
+            verdict = self.keys.begin(key, envelope)
+        match verdict:
+            case Run():
+                return False
+            case Conflict(first=first):
+                self._reject(
+                    envelope,
+                    f"idempotency key '{key.key}' was already used by '{first.sender}' for skill "
+                    f"'{key.skill}' on '{self.ctx.name}' with another payload; a key names one "
+                    "request (as Stripe's do): send this one with a new key",
+                )
+                return True
         emit(
             self.log,
             TaskDuplicate(
@@ -782,11 +774,11 @@ class _Host(pykka.ThreadingActor):
                 skill=key.skill,
                 attempt=envelope.attempt,
                 idempotency_key=key.key,
-                answer="first result returned" if cached is not None else "joined the running attempt",
+                answer="first result returned" if isinstance(verdict, Cached) else "joined the running attempt",
             ),
         )
-        if cached is not None:
-            self._reply(envelope, _as_answer_to(envelope, cached[1]))
+        if isinstance(verdict, Cached):
+            self._reply(envelope, _as_answer_to(envelope, verdict.result))
         return True
 
     def _run(self, req: Request) -> None:
@@ -897,9 +889,9 @@ class _Host(pykka.ThreadingActor):
         waiters: list[Envelope] = []
         if req.key is not None:
             with self._running_lock:
-                waiters = self.waiting_by_key.pop(req.key.scope, (req.key, []))[1]
-                if task.status.state == "completed":
-                    self.keys.put(req.key, task)
+                completed = task.status.state == "completed"
+                size = len(_task_encoder.encode(task)) if completed else 0
+                waiters = self.keys.end(req.key, task, completed=completed, size=size)
         for envelope in waiters:
             self._reply(envelope, _as_answer_to(envelope, task))
 
@@ -948,20 +940,6 @@ class _Host(pykka.ThreadingActor):
             emit(self.log, TaskReplyFailed(task_id=task.id, error=f"{type(exc).__name__}: {exc}"))
 
 
-class _Key(msgspec.Struct, frozen=True):
-    """An idempotency key in its scope (who sent it, for which skill), with the hash of the
-    payload it was first used with."""
-
-    sender: str
-    skill: str
-    key: str
-    payload: str
-
-    @property
-    def scope(self) -> tuple[str, str, str]:
-        return (self.sender, self.skill, self.key)
-
-
 _payload_encoder = msgspec.msgpack.Encoder(order="sorted")
 
 
@@ -970,39 +948,7 @@ def _payload_hash(body: TaskRequest) -> str:
     return hashlib.sha256(_payload_encoder.encode(body.message.parts)).hexdigest()
 
 
-class _KeyCache:
-    """Completed results by idempotency scope, oldest dropped first past `max_entries` or
-    `max_bytes` (of encoded results)."""
-
-    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._items: OrderedDict[tuple[str, str, str], tuple[_Key, Task, int]] = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key: _Key) -> tuple[_Key, Task] | None:
-        found = self._items.get(key.scope)
-        return None if found is None else (found[0], found[1])
-
-    def put(self, key: _Key, task: Task) -> None:
-        size = len(encode_task(task)) + len(key.key) + 128
-        old = self._items.pop(key.scope, None)
-        if old is not None:
-            self.bytes -= old[2]
-        self._items[key.scope] = (key, task, size)
-        self.bytes += size
-        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
-            _, (_, _, dropped) = self._items.popitem(last=False)
-            self.bytes -= dropped
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 _task_encoder = msgspec.msgpack.Encoder()
-
-
-def encode_task(task: Task) -> bytes:
-    return _task_encoder.encode(task)
 
 
 def _as_answer_to(envelope: Envelope, task: Task) -> Task:

@@ -219,7 +219,7 @@ def test_a_sender_whose_timers_stalled_gives_up_before_its_copies_go_stale() -> 
     assert core.due(45.0) == [GiveUp("m1", "peer", 1)]
 
 
-# -- the shell's pure parts: dead-letter sampling, the idempotency cache, the CLI view ----------
+# -- the shell's pure parts: dead-letter sampling, the CLI view ----------
 
 
 def test_dead_letter_samples_are_capped_per_reason_per_second_and_say_what_was_skipped() -> None:
@@ -232,24 +232,6 @@ def test_dead_letter_samples_are_capped_per_reason_per_second_and_say_what_was_s
     assert (
         sampler.admit("malformed", 11.0) == 97
     )  # next second: the sample says how many went untraced
-
-
-def test_the_idempotency_cache_is_bounded_by_bytes_as_well_as_count() -> None:
-    from agentrt.protocols import Artifact, DataPart, Task, TaskStatus
-    from agentrt.runtime._actor import _Key, _KeyCache
-
-    cache = _KeyCache(max_entries=100, max_bytes=50_000)
-    for i in range(40):
-        task = Task(
-            id=f"t{i}",
-            context_id="c",
-            status=TaskStatus(state="completed"),
-            artifacts=[Artifact(artifact_id="a", parts=[DataPart(data={"blob": "x" * 5_000})])],
-        )
-        cache.put(_Key("s", "skill", f"k{i}", "p"), task)
-        assert cache.bytes <= 50_000 and len(cache) <= 100
-    assert cache.get(_Key("s", "skill", "k39", "p")) is not None
-    assert cache.get(_Key("s", "skill", "k0", "p")) is None  # the oldest went first
 
 
 def test_dead_letters_view_counts_exactly_and_shows_capped_samples() -> None:
