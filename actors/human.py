@@ -10,8 +10,18 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Escalation, EscalationAnswer, EscalationDecision
-from agentrt.runtime import Actor, Request, format_ticket, skill
+from agentrt.protocols import Escalation, EscalationAnswer, EscalationDecision, check_id
+from agentrt.runtime import (
+    Actor,
+    Request,
+    child_path,
+    format_ticket,
+    printable,
+    private_dir,
+    redact,
+    skill,
+    write_private,
+)
 
 _FALLBACKS = ("accept-best", "abort", "wait-file")
 _KEYS: dict[str, EscalationDecision] = {
@@ -60,10 +70,12 @@ class Human(Actor):
     def escalate(self, req: Request) -> EscalationAnswer:
         """Answer one ticket: at the terminal, from an answer file, or by policy."""
         ticket = msgspec.convert(req.data, Escalation)
+        check_id(ticket.ticket_id, "ticketId")  # it names files in escalations/
         folder = self._folder()
         if folder is not None:
-            (folder / f"{ticket.ticket_id}.json").write_bytes(
-                msgspec.json.format(msgspec.json.encode(ticket))
+            write_private(
+                child_path(folder, f"{ticket.ticket_id}.json", "ticketId"),
+                msgspec.json.format(msgspec.json.encode(redact(msgspec.to_builtins(ticket)))),
             )
         if self.interactive and self.ctx.terminal:
             return self._ask_terminal(req, ticket, self.ctx.terminal)
@@ -81,9 +93,7 @@ class Human(Actor):
     def _folder(self) -> Path | None:
         if self.ctx.run_dir is None:
             return None
-        folder = self.ctx.run_dir / "escalations"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return private_dir(self.ctx.run_dir / "escalations")
 
     def _timed_out(self, ticket: Escalation, where: str) -> EscalationAnswer:
         return EscalationAnswer(
@@ -97,7 +107,8 @@ class Human(Actor):
     def _ask_terminal(self, req: Request, ticket: Escalation, device: str) -> EscalationAnswer:
         fd = os.open(device, os.O_RDWR | os.O_NOCTTY)
         try:
-            say = lambda text: os.write(fd, text.replace("\n", "\r\n").encode())  # noqa: E731
+            # Ticket text comes from models and other actors: printed with its controls escaped.
+            say = lambda text: os.write(fd, printable(text).replace("\n", "\r\n").encode())  # noqa: E731
             say("\n" + "\n".join(format_ticket(ticket)) + "\n")
             keys = {k: v for k, v in _KEYS.items() if v in ticket.options}
             menu = " / ".join(
@@ -146,7 +157,7 @@ class Human(Actor):
     # -- from an answer file -------------------------------------------------------------
 
     def _wait_file(self, req: Request, ticket: Escalation, folder: Path) -> EscalationAnswer:
-        path = folder / f"{ticket.ticket_id}.answer.json"
+        path = child_path(folder, f"{ticket.ticket_id}.answer.json", "ticketId")
         self.ctx.notice(
             f"escalation {ticket.ticket_id} ({ticket.reason}) waits for an answer in {path}",
         )
@@ -166,8 +177,13 @@ class Human(Actor):
                     return answer
                 except (ValueError, msgspec.DecodeError) as exc:
                     # Set the bad answer aside with the reason, and keep waiting for a good one.
-                    path.rename(path.with_suffix(".rejected"))
-                    path.with_suffix(".error.txt").write_text(f"answer refused: {exc}\n")
+                    rejected = child_path(folder, path.with_suffix(".rejected").name)
+                    path.rename(rejected)
+                    os.chmod(rejected, 0o600)  # written by a person: private like the rest
+                    write_private(
+                        child_path(folder, path.with_suffix(".error.txt").name),
+                        redact(f"answer refused: {exc}\n"),
+                    )
                     self.ctx.notice(f"answer to {ticket.ticket_id} refused: {exc}")
             if req.cancelled.wait(0.2):
                 break

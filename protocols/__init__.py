@@ -10,6 +10,7 @@ from ._errors import (
     FrameTooDeep,
     FrameTooLarge,
     InvalidFrame,
+    InvalidId,
     MalformedFrame,
     OverLimit,
     OwnershipError,
@@ -82,7 +83,7 @@ from ._events import (
     event_from_dict,
     event_to_dict,
 )
-from ._ids import new_id, new_span_id, new_trace_id
+from ._ids import ID_PATTERN, check_id, id_problem, new_id, new_span_id, new_trace_id
 from ._model import (
     CONTROL_BODIES,
     CONTROL_KINDS,
@@ -156,6 +157,7 @@ __all__ = [
     "CONTROL_KINDS",
     "DEAD_LETTER_REASONS",
     "DEFAULT_LIMITS",
+    "ID_PATTERN",
     "MAX_ID",
     "MAX_NAME",
     "MAX_PARTS",
@@ -200,6 +202,7 @@ __all__ = [
     "Group",
     "Heartbeat",
     "InvalidFrame",
+    "InvalidId",
     "JournalInDoubt",
     "JournalResume",
     "Limits",
@@ -283,6 +286,7 @@ __all__ = [
     "UserEvent",
     "Verdict",
     "check_depth",
+    "check_id",
     "check_limits",
     "decode",
     "decode_event",
@@ -292,6 +296,7 @@ __all__ = [
     "event_from_dict",
     "event_to_dict",
     "find_cycle",
+    "id_problem",
     "new_id",
     "new_span_id",
     "new_trace_id",

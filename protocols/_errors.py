@@ -67,6 +67,10 @@ class SpecError(AgentRuntimeError):
     """A launch spec is invalid; the message names the file, the field and the rule."""
 
 
+class InvalidId(AgentRuntimeError, ValueError):
+    """An id that becomes a file name (a run, a ticket, a plan task) breaks the id rule."""
+
+
 class RoutingError(AgentRuntimeError):
     """No actor by that name, or the actor has no such skill."""
 

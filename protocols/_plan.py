@@ -9,9 +9,10 @@ from typing import Any, Literal
 import msgspec
 
 from ._errors import PlanError
+from ._ids import id_problem
 from ._model import Wire
 
-_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
+_REF = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")  # a reference to a task id (the id rule)
 
 
 class PlanTask(Wire):
@@ -100,13 +101,17 @@ def _did_you_mean(name: str, known: list[str]) -> str:
 
 
 def validate_plan(plan: Plan) -> None:
-    """Reject a plan that cannot run, naming the tasks: empty, duplicate ids, dangling
+    """Reject a plan that cannot run, naming the tasks: empty, ids that break the id rule
+    (they become file names, e.g. an in-doubt ticket's), duplicate ids, dangling
     dependencies or references, a cycle, or a `final` that is not a task."""
     if not plan.tasks:
         raise PlanError("the plan has no tasks")
     ids: list[str] = []
     seen: set[str] = set()
-    for task in plan.tasks:
+    for i, task in enumerate(plan.tasks):
+        problem = id_problem(task.id, f"tasks[{i}].id")
+        if problem is not None:
+            raise PlanError(problem)
         if task.id in seen:
             raise PlanError(f"task id '{task.id}' appears twice in the plan; ids must be unique")
         seen.add(task.id)
@@ -127,6 +132,9 @@ def validate_plan(plan: Plan) -> None:
                 )
             members[task.group] = members.get(task.group, 0) + 1
     for name, group in plan.groups.items():
+        problem = id_problem(name, "group name")
+        if problem is not None:
+            raise PlanError(problem)
         if name in seen:
             raise PlanError(f"group '{name}' has the same name as a task; names must be unique")
         n = members.get(name, 0)

@@ -15,6 +15,7 @@ from agentrt.protocols import (
     AgentSkill,
     ConflictError,
     FrameError,
+    InvalidId,
     OwnershipError,
     PlanError,
     RoutingError,
@@ -22,9 +23,11 @@ from agentrt.protocols import (
     SchemaError,
     SpecError,
     TaskFailed,
+    check_id,
 )
 
 from ._actor import Actor, Context, Draining, Request, current_request, skill
+from ._files import child_path, private_dir, write_private
 from ._messenger import TaskResult
 from ._models import (
     Model,
@@ -39,10 +42,12 @@ from ._models import (
     Usage,
     model_from_config,
 )
+from ._redact import redact
 from ._spec import ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
 from ._supervisor import RunSummary, Runtime, run
+from ._terminal import printable
 from ._tickets import format_ticket
-from ._tracing import read_events, read_trace, redact
+from ._tracing import read_events, read_trace
 from ._validation import validate
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "Context",
     "Draining",
     "FrameError",
+    "InvalidId",
     "Model",
     "ModelConfig",
     "ModelError",
@@ -79,10 +85,14 @@ __all__ = [
     "TaskResult",
     "ToolCall",
     "Usage",
+    "check_id",
+    "child_path",
     "current_request",
     "format_ticket",
     "load_spec",
     "model_from_config",
+    "printable",
+    "private_dir",
     "read_events",
     "read_trace",
     "redact",
@@ -90,4 +100,5 @@ __all__ = [
     "skill",
     "spec_from_dict",
     "validate",
+    "write_private",
 ]

@@ -9,8 +9,11 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from agentrt.protocols import (
     AgentRuntimeError,
@@ -21,11 +24,22 @@ from agentrt.protocols import (
     RunReport,
     ScheduleDispatch,
     TaskStateChanged,
+    check_id,
+    event_from_dict,
 )
 
+from ._files import write_private
+from ._redact import redact
 from ._spec import load_spec, with_model_kind
 from ._supervisor import RunSummary, default_runs_dir, run
+from ._terminal import printable, printable_tree
 from ._tickets import format_ticket
+
+
+def say(*values: object, file: Any = None, flush: bool = False) -> None:
+    """`print`, with control characters in the text escaped: what the CLI prints comes from
+    models, tools and other actors, and must not drive the terminal."""
+    print(*(printable(v) for v in values), file=file, flush=flush)
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -35,12 +49,12 @@ def _interrupt(signum: int, _frame: Any) -> None:
 def _progress(event: Event, quiet: bool = False) -> None:
     """Plain progress lines (stdout is not a terminal, or --quiet): notices always."""
     if isinstance(event, Notice):  # an actor's message for the person at the terminal
-        print(f"  [{event.actor or ''}] {event.text}", flush=True)
+        say(f"  [{event.actor or ''}] {event.text}", flush=True)
     elif not quiet and isinstance(event, TaskStateChanged) and event.state != "working":
         line = f"  {event.state:<9} {event.actor or '':<12} {event.skill:<12} {event.duration_s:6.2f}s"
         if event.error:
             line += f"  {event.error}"
-        print(line, flush=True)
+        say(line, flush=True)
 
 
 class _LiveProgress:
@@ -80,7 +94,7 @@ class _LiveProgress:
             self.live.stop()
             return
         if isinstance(event, Notice):
-            self.console.print(f"  [{event.actor or ''}] {event.text}")
+            self.console.print(printable(f"  [{event.actor or ''}] {event.text}"), markup=False, highlight=False)
         elif isinstance(event, PlanAccepted):
             self.total += event.tasks
         elif isinstance(event, ScheduleDispatch):
@@ -111,77 +125,80 @@ def _print_plan(report: RunReport) -> None:
     if not tasks:
         return
     t0 = min(t.started_at for t in tasks)
-    print("timeline (s from the first task):")
+    say("timeline (s from the first task):")
     for t in sorted(tasks, key=lambda t: t.started_at):
         start, end = t.started_at - t0, (t.finished_at or t.started_at) - t0
         line = f"  {t.id:<16} {t.skill:<11} {t.worker:<10} {start:6.2f} -> {end:6.2f}  {t.state}"
         if t.attempt > 1:
             line += f" (attempt {t.attempt})"
-        print(line)
+        say(line)
     sched = report.schedule
     if sched.rpm_limit and sched.dispatches > 1 and sched.dispatch_span_s:
         rate = (sched.dispatches - 1) / sched.dispatch_span_s * 60
-        print(f"dispatch rate: {rate:.1f}/min against a limit of {sched.rpm_limit:g}/min")
+        say(f"dispatch rate: {rate:.1f}/min against a limit of {sched.rpm_limit:g}/min")
     for task_id, why in {**sched.skipped, **sched.cancelled}.items():
-        print(f"  {task_id}: {why}")
+        say(f"  {task_id}: {why}")
 
 
 def _print_escalations(report: RunReport) -> None:
     """Each ticket raised to a human, and the answer that resumed the run."""
     for e in report.escalations:
-        print()
+        say()
         for line in format_ticket(e.ticket):
-            print(f"  {line}")
+            say(f"  {line}")
         if e.answer is not None:
             extra = f", feedback: {e.answer.feedback}" if e.answer.feedback else ""
-            print(f"  answer: {e.answer.decision} by {e.answer.by}{extra}")
+            say(f"  answer: {e.answer.decision} by {e.answer.by}{extra}")
     loop = report.loop
     if loop is not None and (report.escalations or loop.ended_by):
         ended = f"; ended by the {loop.ended_by} cap" if loop.ended_by else ""
-        print(
+        say(
             f"loop '{loop.name}': {report.iterations} iteration(s) of at most "
             f"{loop.cap}{ended}; answer from iteration {loop.answer_iteration}: "
             f"{report.reason}"
         )
     if report.escalations:
-        print()
+        say()
 
 
 def print_summary(s: RunSummary) -> None:
     out = s.output
     report = s.report
-    print()
-    print(f"run {s.run_id}: {s.state}" + (f" ({s.error})" if s.error else ""))
+    say()
+    say(f"run {s.run_id}: {s.state}" + (f" ({s.error})" if s.error else ""))
     if report is not None and report.answer:
-        print(f"answer: {report.answer}")
+        say(f"answer: {report.answer}")
     elif out:
         lines = out.get("report")  # an entry actor's own printable lines, if it returns some
         rest = {k: v for k, v in out.items() if k != "report"}
-        print(f"output: {json.dumps(rest, ensure_ascii=False)[:2000]}")
+        say(f"output: {json.dumps(rest, ensure_ascii=False)[:2000]}")
         if isinstance(lines, list):
             for line in lines:
-                print(f"  {line}")
+                say(f"  {line}")
     if report is not None:
         if report.verdict is not None:
             v = report.verdict
-            print(f"verdict: {v.decision} after {v.iteration} iteration(s): {v.reason}")
+            say(f"verdict: {v.decision} after {v.iteration} iteration(s): {v.reason}")
         _print_plan(report)
         _print_escalations(report)
-    print(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
-    print(
+    say(f"processes: {len(s.pids)} (pids {', '.join(str(p) for p in sorted(s.pids.values()))})")
+    say(
         f"tokens: {s.input_tokens} in / {s.output_tokens} out over {s.tasks} skill runs; "
         f"cost: ${s.cost_usd:.4f}"
     )
-    print(f"wall time: {s.wall_s:.2f}s")
-    print(f"sum of task times (a sequential agent): {s.task_time_s:.2f}s")
-    print(f"speedup: {s.speedup:.2f}x")
-    print(f"trace: {s.run_dir}/trace.jsonl  (agentrt trace show {s.run_id})")
+    say(f"wall time: {s.wall_s:.2f}s")
+    say(f"sum of task times (a sequential agent): {s.task_time_s:.2f}s")
+    say(f"speedup: {s.speedup:.2f}x")
+    say(f"trace: {s.run_dir}/trace.jsonl  (agentrt trace show {s.run_id})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    for flag, value in (("--run-id", args.run_id), ("--resume RUN_ID", args.resume)):
+        if value is not None:
+            check_id(value, flag)  # before it names a folder: a run id is one path component
     spec = load_spec(args.spec)
     if args.resume and not (Path(args.runs_dir) / args.resume / "trace.jsonl").is_file():
-        print(f"agentrt: no run '{args.resume}' to resume in {args.runs_dir}", file=sys.stderr)
+        say(f"agentrt: no run '{args.resume}' to resume in {args.runs_dir}", file=sys.stderr)
         return 2
     kind = args.model
     if kind == "auto":
@@ -190,10 +207,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if kind is not None:
         spec = with_model_kind(spec, kind)
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"agentrt: running '{spec.run.name}' ({len(spec.nodes)} nodes + supervisor)", flush=True)
+    say(f"agentrt: running '{spec.run.name}' ({len(spec.nodes)} nodes + supervisor)", flush=True)
 
     def started(rt: Any) -> None:
-        print(
+        say(
             f"agentrt: run {rt.run_id} started; nodes: "
             + ", ".join(f"{n}={p}" for n, p in rt.pids.items()),
             flush=True,
@@ -216,19 +233,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.state == "completed" else 1
 
 
-def _events(args: argparse.Namespace, run: str | None = None) -> tuple[Path, list[Event]]:
+def _events(
+    args: argparse.Namespace, run: str | None = None, *, terminal: bool = True
+) -> tuple[Path, list[Event]]:
     from ._trace_view import find_trace
-    from ._tracing import read_events
 
     path = find_trace(run or args.run, Path(args.runs_dir))
-    return path, read_events(path)
+    # Redacted again here: a trace written before a redaction rule existed is shown without
+    # what the rule now matches. For the terminal views, text is made printable too.
+    events = []
+    for line in path.read_bytes().splitlines():
+        try:
+            data = redact(msgspec.json.decode(line))
+            events.append(event_from_dict(printable_tree(data) if terminal else data))  # type: ignore[arg-type]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # not a known, valid event (another version's, a torn last line)
+    return path, events
 
 
 def cmd_trace_show(args: argparse.Namespace) -> int:
     from ._trace_view import render_tree
 
     path, events = _events(args)
-    print(f"trace {path}")
+    say(f"trace {path}")
     lines = render_tree(
         events,
         include_control=args.control,
@@ -238,7 +265,7 @@ def cmd_trace_show(args: argparse.Namespace) -> int:
         errors=args.errors,
     )
     for line in lines:
-        print(line)
+        say(line)
     return 0
 
 
@@ -248,7 +275,7 @@ def cmd_trace_ls(args: argparse.Namespace) -> int:
     from ._trace_view import list_runs
 
     runs = list_runs(Path(args.runs_dir))
-    print(
+    say(
         f"{'run':<28} {'started':<19} {'state':<11} {'tasks':>5} {'failed':>6} "
         f"{'tokens':>8} {'cost_usd':>9} {'wall_s':>8}"
     )
@@ -257,7 +284,7 @@ def cmd_trace_ls(args: argparse.Namespace) -> int:
         started = (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])) if r["started"] else "-"
         )
-        print(
+        say(
             f"{r['run_id']:<28} {started:<19} {r['state']:<11} {r['tasks']:>5} {r['failures']:>6} "
             f"{r['tokens']:>8} {r['cost_usd']:>9.4f} {wall:>8}"
         )
@@ -272,7 +299,7 @@ def cmd_trace_timeline(args: argparse.Namespace) -> int:
     path, events = _events(args)
     console = Console(width=args.width + 60 if args.width else None)
     width = args.width or max(20, console.width - 60)
-    console.print(f"trace {path}")
+    console.print(printable(f"trace {path}"), markup=False, highlight=False)
     console.print(timeline(events, width=width))
     return 0
 
@@ -281,9 +308,9 @@ def cmd_trace_why(args: argparse.Namespace) -> int:
     from ._trace_view import why
 
     path, events = _events(args)
-    print(f"trace {path}: plan task '{args.task}'")
+    say(f"trace {path}: plan task '{args.task}'")
     for line in why(events, args.task):
-        print(f"  {line}")
+        say(f"  {line}")
     return 0
 
 
@@ -299,8 +326,8 @@ def cmd_trace_dead_letters(args: argparse.Namespace) -> int:
 
 def _write(text: str, out: str | None, what: str) -> None:
     if out:
-        Path(out).write_text(text)
-        print(f"wrote {what} to {out}")
+        write_private(Path(out), text)
+        say(f"wrote {what} to {out}")
     else:
         sys.stdout.write(text)
 
@@ -308,7 +335,7 @@ def _write(text: str, out: str | None, what: str) -> None:
 def cmd_trace_export(args: argparse.Namespace) -> int:
     from ._trace_export import chrome, otel
 
-    _, events = _events(args)
+    _, events = _events(args, terminal=False)
     data = chrome(events) if args.format == "chrome" else otel(events)
     _write(json.dumps(data, indent=1) + "\n", args.output, f"{args.format} trace")
     return 0
@@ -317,7 +344,7 @@ def cmd_trace_export(args: argparse.Namespace) -> int:
 def cmd_trace_html(args: argparse.Namespace) -> int:
     from ._trace_export import html_page
 
-    path, events = _events(args)
+    path, events = _events(args, terminal=False)
     out = args.output or str(path.parent / "trace.html")
     _write(html_page(events, path.parent.name), out, "the run's page")
     return 0
@@ -328,10 +355,10 @@ def cmd_trace_diff(args: argparse.Namespace) -> int:
 
     path_a, a = _events(args, args.run_a)
     path_b, b = _events(args, args.run_b)
-    print(f"A: {path_a}\nB: {path_b}")
+    say(f"A: {path_a}\nB: {path_b}")
     lines = diff(a, b)
     for line in lines:
-        print(line)
+        say(line)
     return 0 if lines[0].startswith("no divergence") else 1
 
 
@@ -341,14 +368,14 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     if args.check:
         stale = _schemas.drift()
         if stale:
-            print(
+            say(
                 f"schemas out of date: {', '.join(stale)}; run `agentrt schemas`", file=sys.stderr
             )
             return 1
-        print("schemas up to date")
+        say("schemas up to date")
         return 0
     for path in _schemas.write():
-        print(f"wrote {path}")
+        say(f"wrote {path}")
     return 0
 
 
@@ -443,14 +470,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except AgentRuntimeError as exc:
-        print(f"agentrt: error: {exc}", file=sys.stderr)
+        say(f"agentrt: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("agentrt: interrupted; nodes stopped", file=sys.stderr)
+        say("agentrt: interrupted; nodes stopped", file=sys.stderr)
         return 130
+    except Exception:  # a bug or an unexpected failure: the traceback, with no secret in it
+        say(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

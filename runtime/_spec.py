@@ -15,6 +15,8 @@ from agentrt.protocols import Limits, SpecError
 
 from ._models import ModelConfig
 
+# Node and actor names: addresses and file names (logs/<node>.log). A subset of the id rule
+# (protocols.ID_PATTERN) without `.` and `:`, which addresses use (`node:<name>`).
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$")
 
 
@@ -175,8 +177,8 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
     seen_actors: set[str] = set()
     for i, node in enumerate(spec.nodes):
         where = f"{origin}: nodes[{i}]"
-        if not _NAME.match(node.name):
-            raise SpecError(f"{where}.name '{node.name}' must match {_NAME.pattern}")
+        if not _NAME.fullmatch(node.name):
+            raise SpecError(f"{where}.name {node.name!r} must match {_NAME.pattern} (it names a log file and an address)")
         if node.name in seen_nodes:
             raise SpecError(f"{where}.name '{node.name}' is used by two nodes; names are unique")
         seen_nodes.add(node.name)
@@ -184,8 +186,8 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
             raise SpecError(f"{where}.actors is empty; a node hosts at least one actor")
         for j, actor in enumerate(node.actors):
             aw = f"{where}.actors[{j}]"
-            if not _NAME.match(actor.name):
-                raise SpecError(f"{aw}.name '{actor.name}' must match {_NAME.pattern}")
+            if not _NAME.fullmatch(actor.name):
+                raise SpecError(f"{aw}.name {actor.name!r} must match {_NAME.pattern} (it is an address)")
             if actor.name in seen_actors or actor.name == "supervisor":
                 raise SpecError(f"{aw}.name '{actor.name}' is taken; actor names are unique")
             seen_actors.add(actor.name)

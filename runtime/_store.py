@@ -11,6 +11,7 @@ this module still cannot write another actor's state.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import secrets
@@ -25,6 +26,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import msgspec
 
 from agentrt.protocols import ConflictError, OwnershipError, SpecError
+
+from ._files import FILE_MODE
+from ._redact import redact
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -79,6 +83,8 @@ class SQLiteStore:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: its -wal and -shm files take its mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
             # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database
             # is locked" at once (no busy wait) when another process does the same: retry.
             deadline = time.monotonic() + 30
@@ -396,7 +402,11 @@ def open_store(location: str, *, run_id: str) -> Store:
 
 
 class Namespace:
-    """An actor's view of the store: reads anywhere, writes only into its own namespace."""
+    """An actor's view of the store: reads anywhere, writes only into its own namespace.
+
+    The store is part of what a run leaves behind (a file of the run, or a shared database):
+    secrets in a value are redacted before it is written (`agentrt.runtime.redact`), so they
+    never come back from `get` either. Journal values pass here like any other."""
 
     def __init__(self, store: Store, owner: str) -> None:
         self._store = store
@@ -410,7 +420,11 @@ class Namespace:
         return self._store.get(self.owner, key)
 
     def put(self, key: str, value: Any, *, expect_version: int | None = None) -> int:
-        return self._store.put(self.owner, self.owner, key, value, expect_version=expect_version)
+        return self._put(self.owner, key, value, expect_version)
+
+    def _put(self, namespace: str, key: str, value: Any, expect_version: int | None = None) -> int:
+        clean = redact(msgspec.to_builtins(value))
+        return self._store.put(self.owner, namespace, key, clean, expect_version=expect_version)
 
     def update(self, key: str, change: Callable[[Any], Any], *, default: Any = None, attempts: int = 100) -> Any:
         """Optimistic read-modify-write: `change(current)` gives the new value, written only if
@@ -420,7 +434,7 @@ class Namespace:
             value, version = self._store.get(self.owner, key)
             new = change(default if version == 0 else value)
             try:
-                self._store.put(self.owner, self.owner, key, new, expect_version=version)
+                self._put(self.owner, key, new, version)
                 return new
             except ConflictError:
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2**i)))
@@ -428,7 +442,7 @@ class Namespace:
 
     def write(self, namespace: str, key: str, value: Any) -> int:
         """Write into `namespace`; raises OwnershipError unless it is this actor's own."""
-        return self._store.put(self.owner, namespace, key, value)
+        return self._put(namespace, key, value)
 
     def read(self, namespace: str, key: str) -> Any:
         return self._store.get(namespace, key)[0]

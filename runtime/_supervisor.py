@@ -59,11 +59,14 @@ from agentrt.protocols import (
     StoreReleaseFailed,
     SupervisorGaveUp,
     TaskStateChanged,
+    check_id,
     new_id,
     report_from,
 )
 
+from ._files import append_private, child_path, private_dir, write_private
 from ._messenger import Messenger, TaskResult
+from ._redact import known_secrets, redact
 from ._spec import NodeBoot, Spec, entry_actor
 from ._store import PostgresAdmin, describe, is_postgres
 from ._tracing import TraceWriter, configure, emit, get_logger
@@ -79,6 +82,16 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("AGENTRT_RUNS_DIR", "runs"))
 
 
+def _pump_log(stream: Any, path: Path) -> None:
+    """Copy a node's stdout and stderr (its tracebacks, and whatever its children print) into
+    its log, line by line, secrets redacted."""
+    secrets = known_secrets()
+    with stream, append_private(path) as log:
+        for line in iter(lambda: stream.readline(1 << 20), b""):
+            log.write(redact(line.decode(errors="replace"), secrets).encode())
+            log.flush()
+
+
 class NodeProcess(msgspec.Struct, kw_only=True):
     name: str
     proc: Any  # subprocess.Popen
@@ -91,8 +104,11 @@ class NodeProcess(msgspec.Struct, kw_only=True):
     restarting: bool = False  # respawned, not yet registered and ready again
     last_beat: float = 0.0  # time.monotonic() of its last heartbeat (or its start)
     handled: bool = False  # its death has been dealt with
+    pump: Any = None  # the thread copying its output into its log
 
     def tail(self, lines: int = 15) -> str:
+        if self.pump is not None:
+            self.pump.join(2.0)  # the process is gone: its last lines are on their way
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -136,9 +152,8 @@ class Runtime:
             )
         self.spec = spec
         self.terminal = terminal
-        self.run_id = run_id or new_run_id()
-        self.run_dir = Path(runs_dir or default_runs_dir()) / self.run_id
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = check_id(run_id or new_run_id(), "run id")
+        self.run_dir = private_dir(Path(runs_dir or default_runs_dir()) / self.run_id)
         self.trace_path = self.run_dir / "trace.jsonl"
         self.writer = TraceWriter(self.trace_path)
         if on_event is not None:
@@ -192,13 +207,13 @@ class Runtime:
         """Spawn every node, wait until all registered, then hand out the directory."""
         self.messenger.start()
         emit(self.log, RunStarting(spec=self.spec.run.name, nodes=len(self.spec.nodes)))
-        (self.run_dir / "logs").mkdir(exist_ok=True)
+        private_dir(self.run_dir / "logs")
         if self._pg is not None:
             try:
                 self._store_urls = self._pg.prepare((n.name, [a.name for a in n.actors]) for n in self.spec.nodes)
             except Exception as exc:
                 raise RunError(
-                    f"cannot set up the state store at {describe(self.store)}: {type(exc).__name__}: {exc}"
+                    redact(f"cannot set up the state store at {describe(self.store)}: {type(exc).__name__}: {exc}")
                 ) from None
             emit(self.log, StoreReady(backend="postgresql", nodes=len(self._store_urls)))
         for node in self.spec.nodes:
@@ -210,7 +225,8 @@ class Runtime:
         for name in self.nodes:
             self._control(f"node:{name}", directory)
         self._await(lambda: all(n.ready for n in self.nodes.values()), deadline, "ready")
-        (self.run_dir / "nodes.json").write_bytes(
+        write_private(
+            self.run_dir / "nodes.json",
             msgspec.json.encode(
                 {
                     "run_id": self.run_id,
@@ -220,7 +236,7 @@ class Runtime:
                         n: {"pid": p.pid, "endpoint": p.endpoint} for n, p in self.nodes.items()
                     },
                 }
-            )
+            ),
         )
         emit(self.log, RunStarted(nodes={n: p.pid for n, p in self.nodes.items()}))
         self._started = True
@@ -241,25 +257,30 @@ class Runtime:
             run_dir=str(self.run_dir),
             heartbeat_s=self.spec.supervision.heartbeat_s,
             allow=self.spec.allow,
-            sys_path=[p for p in [self.spec.base_dir, os.getcwd()] if p],
+            sys_path=[self.spec.base_dir] if self.spec.base_dir else [],
             terminal=self.terminal,
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        log_path = self.run_dir / "logs" / f"{node.name}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agentrt.runtime._node"],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops nodes
-                env=env,
-            )
+        log_path = child_path(self.run_dir / "logs", f"{node.name}.log", "node name")
+        proc = subprocess.Popen(
+            # -P: the working directory is not put on sys.path (files there must not shadow
+            # modules); user modules come from the spec's folder only (sys_path).
+            [sys.executable, "-P", "-m", "agentrt.runtime._node"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # copied into the log, redacted, by a pump thread
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops nodes
+            env=env,
+        )
+        pump = threading.Thread(
+            target=_pump_log, args=(proc.stdout, log_path), name=f"log-{node.name}", daemon=True
+        )
+        pump.start()
         assert proc.stdin is not None
         proc.stdin.write(msgspec.json.encode(boot))
         proc.stdin.close()
         entry = NodeProcess(
-            name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid, spec=node
+            name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid, spec=node, pump=pump
         )
         self.nodes[node.name] = entry
         self.messenger.routes[f"node:{node.name}"] = endpoint
@@ -303,8 +324,10 @@ class Runtime:
                     self._control(f"node:{node.name}", self._directory())
             case StartFailed(error=error):
                 self._failure = RunError(
-                    f"node '{node.name}' could not start: {error}; the node's log is {node.log_path}; "
-                    f"its last lines:\n{node.tail()}"
+                    redact(
+                        f"node '{node.name}' could not start: {error}; the node's log is {node.log_path}; "
+                        f"its last lines:\n{node.tail()}"
+                    )
                 )
                 raise self._failure
             case Ready():
@@ -421,8 +444,10 @@ class Runtime:
             waiting = sorted({a.actor for a in self._asks if a.actor in {x.name for x in node.spec.actors}})
             if waiting:
                 self._failure = RunError(
-                    f"node '{node.name}' (pid {node.pid}) {how}; it is not restarted (restart = "
-                    f"{restart}) and runs '{', '.join(waiting)}', which the run is waiting on; {tail}"
+                    redact(
+                        f"node '{node.name}' (pid {node.pid}) {how}; it is not restarted (restart = "
+                        f"{restart}) and runs '{', '.join(waiting)}', which the run is waiting on; {tail}"
+                    )
                 )
                 raise self._failure
             return
@@ -430,9 +455,11 @@ class Runtime:
         self._restarts = [t for t in self._restarts if now - t < sup.period_s]
         if len(self._restarts) >= sup.max_restarts:
             self._failure = RunError(
-                f"node '{node.name}' (pid {node.pid}) {how}; {len(self._restarts)} restarts in the "
-                f"last {sup.period_s:g}s already (supervision.max_restarts = {sup.max_restarts}): "
-                f"giving up instead of restarting again; {tail}"
+                redact(
+                    f"node '{node.name}' (pid {node.pid}) {how}; {len(self._restarts)} restarts in the "
+                    f"last {sup.period_s:g}s already (supervision.max_restarts = {sup.max_restarts}): "
+                    f"giving up instead of restarting again; {tail}"
+                )
             )
             emit(self.log, SupervisorGaveUp(node_name=node.name, restarts=len(self._restarts)))
             raise self._failure
@@ -485,6 +512,9 @@ class Runtime:
                 self._pg.release()
             except Exception as exc:  # the run is over either way; say what was left behind
                 emit(self.log, StoreReleaseFailed(error=f"{type(exc).__name__}: {exc}"))
+        for node in self.nodes.values():
+            if node.pump is not None:
+                node.pump.join(2.0)
         self.messenger.stop()
         self.writer.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
@@ -745,5 +775,8 @@ def run(
                 tasks=tally.tasks,
             ),
         )
-    (Path(summary.run_dir) / "summary.json").write_bytes(msgspec.json.encode(summary))
+    # What the job returned and its error may quote secrets: the summary is redacted before it
+    # is written, returned or printed.
+    summary = msgspec.convert(redact(msgspec.to_builtins(summary)), RunSummary)
+    write_private(Path(summary.run_dir) / "summary.json", msgspec.json.encode(summary))
     return summary

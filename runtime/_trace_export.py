@@ -3,9 +3,11 @@ chrome://tracing), OpenTelemetry (OTLP JSON), and one self-contained HTML page."
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
+import re
 import zlib
 from typing import Any
 
@@ -248,9 +250,92 @@ def _span_json(s: Span) -> dict[str, Any]:
     }
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>agentrt run __TITLE__</title>
-<style>
+# The page's one script. It builds every element with DOM calls and puts text in with
+# `textContent`, never markup: task ids, actors and results are data from plans, models and
+# tools. The Content-Security-Policy allows this script (by its hash) and this style sheet and
+# nothing else: no inline handlers, no other script, no fetches.
+_SCRIPT = """
+const D = JSON.parse(document.getElementById('data').textContent);
+const SVG = 'http://www.w3.org/2000/svg';
+function el(tag, props, ...children) {
+  const e = document.createElement(tag);
+  Object.assign(e, props || {});
+  children.forEach(c => e.append(c));
+  return e;
+}
+function svgEl(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  Object.entries(attrs || {}).forEach(([k, v]) => e.setAttribute(k, String(v)));
+  return e;
+}
+const spans = D.spans.filter(s => s.task);
+const t0 = Math.min(...spans.map(s => s.sent)), t1 = Math.max(...spans.map(s => s.end || s.start || s.sent));
+const W = 900, px = t => ((t - t0) / Math.max(t1 - t0, 1e-6)) * W;
+document.getElementById('summary').textContent =
+  `${Object.keys(D.deps).length} plan tasks, ${spans.length} runs, ${(t1 - t0).toFixed(2)} s; critical path: ${D.critical.join(' -> ')}`;
+const byTask = new Map();
+spans.forEach(s => { if (!byTask.has(s.task)) byTask.set(s.task, []); byTask.get(s.task).push(s); });
+function show(task) {
+  document.getElementById('detail').textContent =
+    (byTask.get(task) || []).map(s => `${s.task} attempt ${s.attempt} on ${s.actor}: ${s.state}` + (s.error ? ` (${s.error})` : '') +
+      `\\nrequest:\\n${JSON.stringify(s.message, null, 2)}\\nreply:\\n${JSON.stringify(s.reply, null, 2)}`).join('\\n\\n');
+}
+const tl = document.getElementById('timeline');
+tl.style.width = W + 'px';
+[...byTask.entries()].sort((a, b) => (a[1].at(-1).actor + a[1][0].sent).localeCompare(b[1].at(-1).actor + b[1][0].sent))
+  .forEach(([task, ss]) => {
+    const row = el('div', {className: 'row' + (D.critical.includes(task) ? ' crit' : '')});
+    row.append(el('div', {className: 'label', textContent: `${task} (${ss.at(-1).actor})`}));
+    ss.forEach((s, i) => {
+      const start = s.start || s.sent, end = s.end || t1, q = D.queued[`${task}/${s.attempt}`] || s.sent;
+      const w = el('div', {className: 'wait'});
+      w.style.left = px(q) + 'px'; w.style.width = Math.max(0, px(start) - px(q)) + 'px';
+      row.append(w);
+      const failed = ['failed', 'rejected', 'canceled'].includes(s.state);
+      const b = el('div', {className: 'bar ' + (failed ? 'bad' : i === ss.length - 1 ? 'ok' : 'old'),
+                           title: `${task}: ${s.state}, ${(end - start).toFixed(3)} s`, textContent: task});
+      b.dataset.task = task;
+      b.style.left = px(start) + 'px'; b.style.width = Math.max(2, px(end) - px(start)) + 'px';
+      b.addEventListener('click', () => show(task));
+      row.append(b);
+    });
+    tl.append(row);
+  });
+// The plan as layers: each task one column right of its deepest dependency.
+const deps = new Map(Object.entries(D.deps)), depth = new Map();
+function level(t, seen) {
+  if (depth.has(t)) return depth.get(t);
+  if (seen.has(t)) return 0;  // a cycle cannot run, but must not hang the page
+  seen.add(t);
+  const d = 1 + Math.max(-1, ...(deps.get(t) || []).map(x => level(x, seen)));
+  depth.set(t, d);
+  return d;
+}
+deps.forEach((_, t) => level(t, new Set()));
+const cols = new Map();
+deps.forEach((_, t) => { const d = depth.get(t); if (!cols.has(d)) cols.set(d, []); cols.get(d).push(t); });
+const pos = new Map();
+cols.forEach((ts, d) => ts.forEach((t, i) => pos.set(t, [40 + d * 150, 30 + i * 36])));
+const H = 60 + 36 * Math.max(0, ...[...cols.values()].map(c => c.length)), SW = 80 + 150 * cols.size;
+const svg = svgEl('svg', {width: SW, height: H});
+deps.forEach((ds, t) => ds.forEach(d => {
+  if (pos.has(d) && pos.has(t)) svg.append(svgEl('line', {
+    x1: pos.get(d)[0], y1: pos.get(d)[1], x2: pos.get(t)[0], y2: pos.get(t)[1], stroke: '#999'}));
+}));
+pos.forEach(([x, y], t) => {
+  const g = svgEl('g', {'class': 'node'});
+  g.dataset.node = t;
+  g.append(svgEl('circle', {cx: x, cy: y, r: 7, fill: D.critical.includes(t) ? '#8e24aa' : '#1565c0'}));
+  const label = svgEl('text', {x: x + 10, y: y + 4});
+  label.textContent = t;
+  g.append(label);
+  g.addEventListener('click', () => show(t));
+  svg.append(g);
+});
+document.getElementById('dag').append(svg);
+"""
+
+_STYLE = """
 body{font:13px system-ui,sans-serif;margin:16px;color:#222}
 h1{font-size:18px} h2{font-size:15px;margin-top:20px}
 #timeline{position:relative;border-left:1px solid #999}
@@ -264,7 +349,23 @@ h1{font-size:18px} h2{font-size:15px;margin-top:20px}
 #dag svg{border:1px solid #eee}
 .node{cursor:pointer} .node text{font-size:11px}
 #detail{white-space:pre-wrap;background:#f6f6f6;padding:8px;border:1px solid #ddd;max-height:420px;overflow:auto}
-</style></head><body>
+"""
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+_CSP = (
+    f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="__CSP__">
+<title>agentrt run __TITLE__</title>
+<style>__STYLE__</style></head><body>
 <h1>agentrt run __TITLE__</h1>
 <div id="summary"></div>
 <h2>Timeline (per worker; grey: waiting, green: ran, orange: earlier attempt or round, red: failed; purple: critical path)</h2>
@@ -274,65 +375,7 @@ h1{font-size:18px} h2{font-size:15px;margin-top:20px}
 <h2>Messages of the selected task</h2>
 <div id="detail">Click a bar or a task.</div>
 <script id="data" type="application/json">__DATA__</script>
-<script>
-const D = JSON.parse(document.getElementById('data').textContent);
-const spans = D.spans.filter(s => s.task);
-const t0 = Math.min(...spans.map(s => s.sent)), t1 = Math.max(...spans.map(s => s.end || s.start || s.sent));
-const W = 900, px = t => ((t - t0) / Math.max(t1 - t0, 1e-6)) * W;
-document.getElementById('summary').textContent =
-  `${Object.keys(D.deps).length} plan tasks, ${spans.length} runs, ${(t1 - t0).toFixed(2)} s; critical path: ${D.critical.join(' -> ')}`;
-const byTask = {};
-spans.forEach(s => (byTask[s.task] = byTask[s.task] || []).push(s));
-function show(task) {
-  document.getElementById('detail').textContent =
-    (byTask[task] || []).map(s => `${s.task} attempt ${s.attempt} on ${s.actor}: ${s.state}` + (s.error ? ` (${s.error})` : '') +
-      `\\nrequest:\\n${JSON.stringify(s.message, null, 2)}\\nreply:\\n${JSON.stringify(s.reply, null, 2)}`).join('\\n\\n');
-}
-const tl = document.getElementById('timeline');
-tl.style.width = W + 'px';
-Object.entries(byTask).sort((a, b) => (a[1].at(-1).actor + a[1][0].sent).localeCompare(b[1].at(-1).actor + b[1][0].sent))
-  .forEach(([task, ss]) => {
-    const row = document.createElement('div');
-    row.className = 'row' + (D.critical.includes(task) ? ' crit' : '');
-    const label = document.createElement('div');
-    label.className = 'label';
-    label.textContent = `${task} (${ss.at(-1).actor})`;
-    row.appendChild(label);
-    ss.forEach((s, i) => {
-      const start = s.start || s.sent, end = s.end || t1, q = D.queued[`${task}/${s.attempt}`] || s.sent;
-      const w = document.createElement('div');
-      w.className = 'wait'; w.style.left = px(q) + 'px'; w.style.width = Math.max(0, px(start) - px(q)) + 'px';
-      row.appendChild(w);
-      const b = document.createElement('div');
-      const failed = ['failed', 'rejected', 'canceled'].includes(s.state);
-      b.className = 'bar ' + (failed ? 'bad' : i === ss.length - 1 ? 'ok' : 'old');
-      b.dataset.task = task;
-      b.style.left = px(start) + 'px'; b.style.width = Math.max(2, px(end) - px(start)) + 'px';
-      b.title = `${task}: ${s.state}, ${(end - start).toFixed(3)} s`;
-      b.textContent = task;
-      b.onclick = () => show(task);
-      row.appendChild(b);
-    });
-    tl.appendChild(row);
-  });
-// The plan as layers: each task one column right of its deepest dependency.
-const deps = D.deps, depth = {};
-const level = t => depth[t] !== undefined ? depth[t] : (depth[t] = 1 + Math.max(-1, ...(deps[t] || []).map(level)));
-Object.keys(deps).forEach(level);
-const cols = {};
-Object.keys(deps).forEach(t => (cols[depth[t]] = cols[depth[t]] || []).push(t));
-const pos = {};
-Object.entries(cols).forEach(([d, ts]) => ts.forEach((t, i) => (pos[t] = [40 + d * 150, 30 + i * 36])));
-const H = 60 + 36 * Math.max(...Object.values(cols).map(c => c.length)), SW = 80 + 150 * Object.keys(cols).length;
-let svg = `<svg width="${SW}" height="${H}">`;
-Object.entries(deps).forEach(([t, ds]) => ds.forEach(d => { if (pos[d]) svg +=
-  `<line x1="${pos[d][0]}" y1="${pos[d][1]}" x2="${pos[t][0]}" y2="${pos[t][1]}" stroke="#999"/>`; }));
-Object.entries(pos).forEach(([t, [x, y]]) => { svg +=
-  `<g class="node" data-node="${t}"><circle cx="${x}" cy="${y}" r="7" fill="${D.critical.includes(t) ? '#8e24aa' : '#1565c0'}"/>` +
-  `<text x="${x + 10}" y="${y + 4}">${t}</text></g>`; });
-document.getElementById('dag').innerHTML = svg + '</svg>';
-document.querySelectorAll('.node').forEach(n => (n.onclick = () => show(n.dataset.node)));
-</script></body></html>
+<script>__SCRIPT__</script></body></html>
 """
 
 
@@ -347,5 +390,8 @@ def html_page(events: Events, title: str) -> str:
         "critical": critical_path(events),
         "queued": queued,
     }
-    blob = json.dumps(data).replace("</", "<\\/")  # safe inside <script>
-    return _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
+    # No `<`, `>` or `&` inside the data block: nothing in it can end the element or open a
+    # comment (JSON's \\u escapes read back the same).
+    blob = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    parts = {"CSP": _CSP, "STYLE": _STYLE, "SCRIPT": _SCRIPT, "TITLE": html.escape(title), "DATA": blob}
+    return re.sub(r"__(CSP|STYLE|SCRIPT|TITLE|DATA)__", lambda m: parts[m.group(1)], _PAGE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,46 +14,17 @@ import structlog
 
 from agentrt.protocols import Event, TraceEvent, decode_event, event_from_dict, event_to_dict
 
-# Keys whose values are secrets wherever they appear in an event.
-SECRET_KEYS = frozenset(
-    {"api_key", "apikey", "x-api-key", "authorization", "anthropic_api_key", "password", "secret"}
-)
-_SECRET_VALUE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}")
-REDACTED = "[redacted]"
+from ._files import append_private
+from ._redact import known_secrets, redact
 
 Sink = Callable[[dict[str, Any]], None]
 Listener = Callable[[Event], None]
 
 
-def _known_secrets() -> list[str]:
-    value = os.environ.get("ANTHROPIC_API_KEY", "")
-    return [value] if len(value) >= 8 else []
-
-
-def redact(value: Any, secrets: list[str] | None = None) -> Any:
-    """A copy of `value` with secret keys masked and secret-looking strings replaced
-    (`secrets`: exact values to mask too; default: the secrets this process can see)."""
-    if secrets is None:
-        secrets = _known_secrets()
-    if isinstance(value, str):
-        for s in secrets:
-            if s in value:
-                value = value.replace(s, REDACTED)
-        return _SECRET_VALUE.sub(REDACTED, value) if "sk-ant-" in value else value
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS else redact(v, secrets))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v, secrets) for v in value]
-    return value
-
-
 def configure(sink: Sink, **static: Any) -> None:
     """Route this process's structlog events to `sink`, stamped with `static` fields (run_id,
     node, pid) and a `ts`, secrets redacted. Events never reach stdout."""
-    secrets = _known_secrets()
+    secrets = known_secrets()
     fields = {"pid": os.getpid(), **static}
 
     def stamp(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +68,7 @@ class TraceWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[bytes] = path.open("ab")
+        self._file: IO[bytes] = append_private(path)
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.msgpack.Decoder()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentrt.runtime._tracing import REDACTED, redact
+from agentrt.runtime._redact import REDACTED, redact
 
 
 def test_secret_keys_and_values_are_redacted() -> None:

@@ -1,0 +1,218 @@
+"""Redaction: the one pass that keeps secrets out of everything a run writes or prints.
+
+Three kinds of rule, all in this module:
+
+- KEY rules: a dict key (or a `name: value` / `name=value` pair inside text) whose name looks
+  secret has its value replaced. Names are compared normalised: camelCase split, lower case,
+  every run of other characters as `_` (`Proxy-Authorization` -> `proxy_authorization`,
+  `clientSecret` -> `client_secret`).
+- VALUE rules: text that looks like a credential wherever it appears (Bearer tokens, JWTs,
+  API keys of known formats, credentials in URLs, private key blocks).
+- EXACT values: the values of the environment variables whose names are secret by the key
+  rules (`ANTHROPIC_API_KEY`, `GITHUB_TOKEN`, `DB_PASSWORD`, ...), as this process sees them.
+
+To add a rule: a key name goes into `_KEY_RULE`, a value format into `_VALUE_RULES` (a
+precompiled regex and what replaces a match); add its hint (a lower-case substring every
+match contains) to `_HINTS` so the cheap pre-check lets it through, and a case to
+tests/unit/test_redact.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+REDACTED = "[redacted]"
+
+# A key is secret when its normalised name matches. `token` only at the end, so that
+# `input_tokens`, `max_tokens` and `token_budget` (counts, not credentials) stay readable;
+# `auth` only as a word or `authoriz...`/`authent...`, so that `author` stays readable.
+_KEY_RULE = re.compile(
+    r"""
+    token$
+  | secret
+  | passw | passphrase | (?:^|_)pwd$
+  | (?:^|_)auth(?:_|$) | authoriz | authent
+  | cookie
+  | (?:^|_)api_?keys?(?:_|$)
+  | (?:^|_)access_?key$
+  | credential
+  | private_?key
+  | (?:^|_)(?:bearer|jwt|session_?key|signing_?key)(?:_|$)
+    """,
+    re.VERBOSE,
+)
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=4096)
+def secret_key(name: str) -> bool:
+    """True if a field called `name` holds a secret (its value is redacted wherever it is)."""
+    norm = _NON_WORD.sub("_", _CAMEL.sub(r"\1_\2", name).lower()).strip("_")
+    return bool(_KEY_RULE.search(norm))
+
+
+_NO_WORD_BEFORE = r"(?<![A-Za-z0-9_])"
+# (pattern, replacement): a match is replaced by the replacement (a string or a function).
+_VALUE_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    # PEM private keys, the whole block (or to the end of the text when it is cut off).
+    (
+        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
+        REDACTED,
+    ),
+    # Credentials in URLs: scheme://user:password@host keeps the scheme and the host.
+    (re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@\"'<>]*:[^\s/?#@\"'<>]*@"), rf"\1{REDACTED}@"),
+    # HTTP authorization schemes followed by their credential.
+    (re.compile(r"\b((?i:bearer)|Basic|Digest)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
+    # JWTs (header.payload.signature, base64url; the header is JSON, so it starts `eyJ`).
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # Anthropic (sk-ant-...), OpenAI (sk-..., sk-proj-...) and similar `sk-` keys.
+    (re.compile(_NO_WORD_BEFORE + r"sk-[A-Za-z0-9_-]{16,}"), REDACTED),
+    # Stripe-style live/test keys.
+    (re.compile(_NO_WORD_BEFORE + r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"), REDACTED),
+    # GitHub tokens: classic (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained (github_pat_).
+    (re.compile(_NO_WORD_BEFORE + r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), REDACTED),
+    # AWS access key ids (the secret access key has no format: it is caught by its name).
+    (
+        re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16}(?![A-Z0-9])"),
+        REDACTED,
+    ),
+    # Slack tokens and Google API keys.
+    (re.compile(_NO_WORD_BEFORE + r"xox[abposr]-[A-Za-z0-9-]{10,}"), REDACTED),
+    (re.compile(_NO_WORD_BEFORE + r"AIza[0-9A-Za-z_-]{35}"), REDACTED),
+]
+
+# `name: value`, `name=value`, `"name": "value"` inside text (headers in an error message,
+# a query string, a dict's repr in a traceback): the value goes when the name is secret.
+_PAIR = re.compile(
+    r"""(?<![A-Za-z0-9_.-])
+    ([A-Za-z][A-Za-z0-9_.-]*)                       # the name
+    (["']?[ \t]*[:=][ \t]*["']?)                     # separator, maybe quoted
+    ((?:(?i:bearer|basic|digest|token)[ \t]+)?(?:\[redacted\]|[^\s"',;&)}\]]+))  # the value
+    """,
+    re.VERBOSE,
+)
+
+
+def _pair(m: re.Match[str]) -> str:
+    if not secret_key(m.group(1)) or m.group(3).endswith(REDACTED):
+        return m.group(0)
+    return f"{m.group(1)}{m.group(2)}{REDACTED}"
+
+
+# Every match of a rule above contains one of these (in lower case): text without any of
+# them is returned untouched after one scan (a regex built as a trie: one branch per letter).
+_HINTS = (
+    # value rules
+    "private key", "://", "bearer", "basic", "digest", "eyj", "sk-", "_live_", "_test_",
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "asia", "abia", "acca",
+    "agpa", "aida", "aipa", "anpa", "anva", "apka", "aroa", "asca", "xox", "aiza",
+    # key rules, as names are written in text (api_key, apiKey, api-key, ...)
+    "token", "secret", "passw", "passphrase", "pwd", "auth", "cookie", "credential", "jwt",
+    "apikey", "api_key", "api-key", "accesskey", "access_key", "access-key", "privatekey",
+    "private_key", "private-key", "sessionkey", "session_key", "session-key", "signingkey",
+    "signing_key", "signing-key",
+)  # fmt: skip
+
+
+def _trie(words: tuple[str, ...]) -> str:
+    """An alternation of `words` as a trie, which Python's regex engine searches much faster
+    than a flat `a|b|c` of many words."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        if "" in node:  # a word ends here: enough for a hint
+            return ""
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items())]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return build(root)
+
+
+_HINT = re.compile(_trie(_HINTS))
+
+
+def _text(value: str, exact: re.Pattern[str] | None) -> str:
+    if exact is not None:
+        value = exact.sub(REDACTED, value)
+    if not _HINT.search(value.lower()):
+        return value
+    for pattern, replacement in _VALUE_RULES:
+        value = pattern.sub(replacement, value)
+    if ":" in value or "=" in value:
+        value = _PAIR.sub(_pair, value)
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _exact(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex for the exact secret values, longest first (so a value inside another goes
+    with the longer one)."""
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, values))) if values else None
+
+
+_MIN_SECRET_LEN = 8  # shorter values ("1", "true") would mask ordinary text
+
+
+def known_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """The values of this process's environment variables whose names are secret by the key
+    rules (at least 8 characters)."""
+    env = os.environ if environ is None else environ
+    return [v for k, v in env.items() if len(v) >= _MIN_SECRET_LEN and secret_key(k)]
+
+
+def redact(value: Any, secrets: list[str] | tuple[str, ...] | None = None) -> Any:
+    """A copy of `value` with secrets replaced by `[redacted]`: values of secret keys, text
+    that looks like a credential, and the exact `secrets` (default: the values of this
+    process's secret environment variables). Dicts, lists and tuples are walked; a secret used
+    as a dict key is redacted too; bytes are redacted as UTF-8 text; other values are kept."""
+    exact = _exact(tuple(known_secrets() if secrets is None else secrets))
+    return _walk(value, exact)
+
+
+def _walk(value: Any, exact: re.Pattern[str] | None) -> Any:
+    if isinstance(value, str):
+        return _text(value, exact)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                out[_key(k, exact)] = REDACTED if secret_key(k) and v is not None else _walk(v, exact)
+            else:
+                out[k] = _walk(v, exact)
+        return out
+    if isinstance(value, list | tuple):
+        # A header as a (name, value) pair: the value goes when the name is secret.
+        if len(value) == 2 and isinstance(value[0], str | bytes) and _is_secret_name(value[0]):
+            return [_walk(value[0], exact), REDACTED]
+        return [_walk(v, exact) for v in value]
+    if isinstance(value, bytes | bytearray):
+        try:
+            text = bytes(value).decode()
+        except UnicodeDecodeError:
+            return value
+        cleaned = _text(text, exact)
+        return value if cleaned == text else cleaned.encode()
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(key: str, exact: re.Pattern[str] | None) -> str:
+    """A dict key, redacted like any text (keys repeat: cached)."""
+    return _text(key, exact)
+
+
+def _is_secret_name(name: str | bytes) -> bool:
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return len(name) <= 64 and secret_key(name)
