@@ -1,0 +1,154 @@
+"""The redaction pass: every listed form of secret, by key name, by value and by exact value,
+goes; counts, ids and ordinary prose stay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentrt.runtime import redact
+from agentrt.runtime._redact import _HINT, REDACTED, known_secrets, secret_key
+
+# Secrets recognised by their form, wherever they appear.
+VALUE_FORMS = {
+    "anthropic": "sk-ant-api03-" + "Ab3_x-" * 8,
+    "openai-project": "sk-proj-" + "Zq9" * 12,
+    "openai": "sk-" + "T1bLk" * 8,
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "github-classic": "ghp_" + "a1B2c3D4e5" * 4,
+    "github-fine-grained": "github_pat_11ABCDEFG0" + "xY9_" * 10,
+    "aws-key-id": "AKIAIOSFODNN7EXAMPLE",
+    "slack": "xoxb-1234567890-abcdefghij",
+    "google": "AIza" + "S" * 35,
+    "stripe": "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+}
+
+
+@pytest.mark.parametrize("form", sorted(VALUE_FORMS))
+def test_a_secret_of_each_form_goes_from_free_text(form: str) -> None:
+    secret = VALUE_FORMS[form]
+    text = f"upstream refused request with {secret}; retry later"
+    out = redact(text, [])
+    assert secret not in out
+    assert out.startswith("upstream refused request with ") and out.endswith("; retry later")
+    assert REDACTED in out
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer abcdefgh12345678", "abcdefgh12345678"),
+        ("authorization: bearer abcdefgh12345678", "abcdefgh12345678"),
+        ("Authorization: Basic dXNlcjpodW50ZXIy", "dXNlcjpodW50ZXIy"),
+        ("clone https://ada:hunter2pass@git.example.com/repo.git", "hunter2pass"),
+        ("postgres://svc:pw-1234-xyz@db:5432/app", "pw-1234-xyz"),
+        ("GET /callback?code=1&access_token=opaque-9876&state=ok", "opaque-9876"),
+        ("refresh_token=r3fr3sh-value", "r3fr3sh-value"),
+        ("Proxy-Authorization: Token prx-00112233", "prx-00112233"),
+        ("client_secret: cs-abcdefgh", "cs-abcdefgh"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI"),
+        ("{'password': 'hunter22', 'user': 'ada'}", "hunter22"),
+        ('{"api-key": "k-123456"}', "k-123456"),
+        ("Cookie: session=s3ss10n; theme=dark", "s3ss10n"),
+        ("x-api-key=q1w2e3r4", "q1w2e3r4"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEA7",
+        ),
+    ],
+)
+def test_credentials_in_text_go_and_their_names_stay(text: str, secret: str) -> None:
+    out = redact(text, [])
+    assert secret not in out and REDACTED in out
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "token", "access_token", "refreshToken", "id_token", "x-auth-token", "csrftoken",
+        "secret", "client_secret", "clientSecret", "aws_secret_access_key",
+        "password", "passwd", "PASSWORD", "passphrase",
+        "auth", "Authorization", "Proxy-Authorization", "authentication",
+        "cookie", "Set-Cookie", "api_key", "apikey", "apiKey", "api-key", "x-api-key",
+        "X-API-KEY", "ANTHROPIC_API_KEY", "credentials", "private_key", "privateKey", "accessKey",
+    ],
+)  # fmt: skip
+def test_secret_key_names_by_pattern(key: str) -> None:
+    assert secret_key(key)
+    out = redact({key: "opaque-value-1", "other": "kept"}, [])
+    assert out == {key: REDACTED, "other": "kept"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["input_tokens", "output_tokens", "max_tokens", "tokens", "token_budget", "author",
+     "idempotencyKey", "key", "kind", "taskId", "authority", "passing"],
+)  # fmt: skip
+def test_ordinary_names_stay(key: str) -> None:
+    assert not secret_key(key)
+    assert redact({key: 5}, []) == {key: 5}
+
+
+def test_a_secret_used_as_a_dict_key_goes_too() -> None:
+    key = VALUE_FORMS["anthropic"]
+    out = redact({"keys": {key: 1, "plain": 2}}, [])
+    assert key not in json.dumps(out)
+    assert out["keys"] == {REDACTED: 1, "plain": 2}
+
+
+def test_headers_as_name_value_pairs() -> None:
+    out = redact({"headers": [["Proxy-Authorization", "opaque"], ("accept", "json")]}, [])
+    assert out["headers"] == [["Proxy-Authorization", REDACTED], ["accept", "json"]]
+
+
+def test_exact_values_of_secret_environment_variables() -> None:
+    env = {"ACME_API_TOKEN": "no-format-at-all-42", "DB_PASSWORD": "correct horse", "HOME": "/root", "PIN_SECRET": "1"}
+    secrets = known_secrets(env)
+    assert sorted(secrets) == ["correct horse", "no-format-at-all-42"]  # HOME is not; "1" too short
+    out = redact({"note": "connected with no-format-at-all-42 as root", "list": [b"correct horse"]}, secrets)
+    assert out == {"note": f"connected with {REDACTED} as root", "list": [REDACTED.encode()]}
+
+
+def test_the_default_secrets_are_this_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SERVICE_CREDENTIAL", "zzzz-yyyy-xxxx")
+    assert redact("value zzzz-yyyy-xxxx here") == f"value {REDACTED} here"
+
+
+def test_prose_counts_and_ids_stay_as_they_are() -> None:
+    event = {
+        "event": "task.state",
+        "task_id": "run-1/research",
+        "idempotency_key": "ask-3f2a",
+        "input_tokens": 120,
+        "text": "tokens: 52 in / 40 out; token budget 700 reached: 652 spent; the author: Ada",
+        "url": "https://example.com/a?b=1",
+    }
+    assert redact(event, []) == event
+
+
+SECRET = st.sampled_from(sorted(VALUE_FORMS.values()))
+TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=TEXT, secret=SECRET, after=TEXT)
+def test_a_planted_secret_never_survives_whatever_text_is_around_it(before: str, secret: str, after: str) -> None:
+    value = {"a": f"{before} {secret} {after}", "b": [before, {f"{secret}": after}]}
+    assert secret not in json.dumps(redact(value, []), ensure_ascii=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.recursive(TEXT | st.integers(), lambda c: st.lists(c, max_size=3) | st.dictionaries(TEXT, c, max_size=3)))
+def test_redaction_is_idempotent(value: object) -> None:
+    once = redact(value, [])
+    assert redact(once, []) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXT)
+def test_text_without_a_hint_is_returned_untouched(text: str) -> None:
+    if not _HINT.search(text.lower()):
+        assert redact(text, []) is text
