@@ -182,12 +182,12 @@ def redact(value: Any, secrets: list[str] | tuple[str, ...] | None = None) -> An
 
 def _walk(value: Any, exact: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
-        return _text(value, exact)
+        return _short(value, exact) if len(value) <= _SHORT else _text(value, exact)
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if isinstance(k, str):
-                out[_key(k, exact)] = REDACTED if secret_key(k) and v is not None else _walk(v, exact)
+                out[_short(k, exact)] = REDACTED if v is not None and secret_key(k) else _walk(v, exact)
             else:
                 out[k] = _walk(v, exact)
         return out
@@ -206,10 +206,10 @@ def _walk(value: Any, exact: re.Pattern[str] | None) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=4096)
-def _key(key: str, exact: re.Pattern[str] | None) -> str:
-    """A dict key, redacted like any text (keys repeat: cached)."""
-    return _text(key, exact)
+# Most strings in trace events are short and come again and again (ids, names, kinds, dict
+# keys): their redacted form is cached.
+_SHORT = 256
+_short = functools.lru_cache(maxsize=16384)(_text)
 
 
 def _is_secret_name(name: str | bytes) -> bool:
