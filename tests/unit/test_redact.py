@@ -151,4 +151,4 @@ def test_redaction_is_idempotent(value: object) -> None:
 @given(text=TEXT)
 def test_text_without_a_hint_is_returned_untouched(text: str) -> None:
     if not _HINT.search(text.lower()):
-        assert redact(text, []) is text
+        assert redact(text, []) == text
