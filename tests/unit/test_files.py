@@ -10,7 +10,7 @@ import pytest
 
 from agentrt.runtime import child_path, printable, private_dir, write_private
 from agentrt.runtime._files import append_private
-from agentrt.runtime._store import Namespace, Store
+from agentrt.runtime._store import Namespace, SQLiteStore
 
 
 def mode(path: Path) -> int:
@@ -57,7 +57,7 @@ def test_child_path_refuses_a_symlink_out(tmp_path: Path) -> None:
 
 def test_the_store_file_and_its_wal_are_private_and_hold_no_secret(tmp_path: Path) -> None:
     os.umask(0o022)
-    store = Store(tmp_path / "state.sqlite")
+    store = SQLiteStore(tmp_path / "state.sqlite")
     key = "sk-ant-api03-" + "k" * 30
     Namespace(store, "coordinator").put("job", {"result": f"the key is {key}", "headers": {"Authorization": "x"}, key: 1})
     for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
