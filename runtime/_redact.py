@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -161,14 +161,19 @@ def _exact(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, values))) if values else None
 
 
-_MIN_SECRET_LEN = 8  # shorter values ("1", "true") would mask ordinary text
+# Values too plain to be a secret, which would mask ordinary text everywhere: shorter than 8
+# characters ("1", "true"), or one lower-case word or number (AUTH_MODE=disabled).
+_MIN_SECRET_LEN = 8
+_PLAIN = re.compile(r"[a-z]+(?:[_-][a-z]+)*|[0-9]+")
 
 
-def known_secrets(environ: dict[str, str] | None = None) -> list[str]:
+def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """The values of this process's environment variables whose names are secret by the key
-    rules (at least 8 characters)."""
+    rules (at least 8 characters, and not a plain lower-case word or number)."""
     env = os.environ if environ is None else environ
-    return [v for k, v in env.items() if len(v) >= _MIN_SECRET_LEN and secret_key(k)]
+    return [
+        v for k, v in env.items() if len(v) >= _MIN_SECRET_LEN and not _PLAIN.fullmatch(v) and secret_key(k)
+    ]
 
 
 def redact(value: Any, secrets: list[str] | tuple[str, ...] | None = None) -> Any:
