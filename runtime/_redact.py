@@ -29,12 +29,13 @@ REDACTED = "[redacted]"
 
 # A key is secret when its normalised name matches. `token` only at the end, so that
 # `input_tokens`, `max_tokens` and `token_budget` (counts, not credentials) stay readable;
-# `auth` only as a word or `authoriz...`/`authent...`, so that `author` stays readable.
+# `auth` only as a word or `authoriz...`/`authent...`, so that `author` stays readable. Not
+# `pwd`: PWD is the working directory.
 _KEY_RULE = re.compile(
     r"""
     token$
   | secret
-  | passw | passphrase | (?:^|_)pwd$
+  | passw | passphrase
   | (?:^|_)auth(?:_|$) | authoriz | authent
   | cookie
   | (?:^|_)api_?keys?(?:_|$)
@@ -112,7 +113,7 @@ _HINTS = (
     "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "asia", "abia", "acca",
     "agpa", "aida", "aipa", "anpa", "anva", "apka", "aroa", "asca", "xox", "aiza",
     # key rules, as names are written in text (api_key, apiKey, api-key, ...)
-    "token", "secret", "passw", "passphrase", "pwd", "auth", "cookie", "credential", "jwt",
+    "token", "secret", "passw", "passphrase", "auth", "cookie", "credential", "jwt",
     "apikey", "api_key", "api-key", "accesskey", "access_key", "access-key", "privatekey",
     "private_key", "private-key", "sessionkey", "session_key", "session-key", "signingkey",
     "signing_key", "signing-key",
@@ -162,14 +163,15 @@ def _exact(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 # Values too plain to be a secret, which would mask ordinary text everywhere: shorter than 8
-# characters ("1", "true"), or one lower-case word or number (AUTH_MODE=disabled).
+# characters ("1", "true"), one lower-case word or number (AUTH_MODE=disabled), or an absolute
+# path (SSH_AUTH_SOCK, GOOGLE_APPLICATION_CREDENTIALS: where a secret is, not the secret).
 _MIN_SECRET_LEN = 8
-_PLAIN = re.compile(r"[a-z]+(?:[_-][a-z]+)*|[0-9]+")
+_PLAIN = re.compile(r"[a-z]+(?:[_-][a-z]+)*|[0-9]+|/\S*")
 
 
 def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """The values of this process's environment variables whose names are secret by the key
-    rules (at least 8 characters, and not a plain lower-case word or number)."""
+    rules (at least 8 characters, and not a plain lower-case word, a number or a path)."""
     env = os.environ if environ is None else environ
     return [
         v for k, v in env.items() if len(v) >= _MIN_SECRET_LEN and not _PLAIN.fullmatch(v) and secret_key(k)

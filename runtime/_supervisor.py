@@ -778,5 +778,5 @@ def run(
     # What the job returned and its error may quote secrets: the summary is redacted before it
     # is written, returned or printed.
     summary = msgspec.convert(redact(msgspec.to_builtins(summary)), RunSummary)
-    write_private(Path(summary.run_dir) / "summary.json", msgspec.json.encode(summary))
+    write_private(rt.run_dir / "summary.json", msgspec.json.encode(summary))
     return summary

@@ -272,8 +272,9 @@ def test_the_runtime_refuses_a_run_id_that_is_a_path(tmp_path: Path) -> None:
 # -- the terminal ------------------------------------------------------------------------
 
 
-ANSI = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mRED"  # set the window title, clear the screen, red
-ANSI_SHOWN = "\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mRED"
+# Set the window title, clear the screen, red; then red again as a one-byte C1 CSI.
+ANSI = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mRED \x9b31mC1"
+ANSI_SHOWN = "\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mRED \\x9b31mC1"
 
 ANSWER = f'''
 from agentrt.runtime import Actor, Request, skill
@@ -294,9 +295,10 @@ def test_an_ansi_sequence_in_a_model_answer_is_printed_escaped(tmp_path: Path) -
     )
     piped = cli("run", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert piped.returncode == 0, piped.stderr
-    assert "\x1b" not in piped.stdout + piped.stderr
-    assert f"answer: the model says {ANSI_SHOWN}" in piped.stdout
+    assert "\x1b" not in piped.stdout + piped.stderr and "\x9b" not in piped.stdout + piped.stderr
     assert f"[a] {ANSI_SHOWN}" in piped.stdout  # the notice
+    # The output, as JSON (which writes ESC as \u001b but leaves C1 as is): C1 escaped too.
+    assert '"answer": "the model says \\u001b]0;PWNED\\u0007\\u001b[2J\\u001b[31mRED \\x9b31mC1"' in piped.stdout
     # At a terminal (live progress drawn by rich): the planted sequences never arrive raw.
     child = pexpect.spawn(AGENTRT, ["run", str(tmp_path), "--runs-dir", str(tmp_path / "runs")], cwd=str(tmp_path), encoding="utf-8", timeout=120)
     child.expect(pexpect.EOF)

@@ -85,7 +85,7 @@ def test_secret_key_names_by_pattern(key: str) -> None:
 @pytest.mark.parametrize(
     "key",
     ["input_tokens", "output_tokens", "max_tokens", "tokens", "token_budget", "author",
-     "idempotencyKey", "key", "kind", "taskId", "authority", "passing"],
+     "idempotencyKey", "key", "kind", "taskId", "authority", "passing", "PWD", "OLDPWD"],
 )  # fmt: skip
 def test_ordinary_names_stay(key: str) -> None:
     assert not secret_key(key)
@@ -111,6 +111,8 @@ def test_exact_values_of_secret_environment_variables() -> None:
         "HOME": "/root",  # not a secret's name
         "PIN_SECRET": "1",  # too short to tell from ordinary text
         "AUTH_MODE": "disabled",  # a plain word: masking it would mask prose
+        "SSH_AUTH_SOCK": "/tmp/ssh-XXXX/agent.42",  # a path: where a secret is
+        "PWD": "/tmp/work/dir",  # the working directory, not a password
     }
     secrets = known_secrets(env)
     assert sorted(secrets) == ["correct horse", "no-format-at-all-42"]
