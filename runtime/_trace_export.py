@@ -327,7 +327,7 @@ pos.forEach(([x, y], t) => {
   g.dataset.node = t;
   g.append(svgEl('circle', {cx: x, cy: y, r: 7, fill: D.critical.includes(t) ? '#8e24aa' : '#1565c0'}));
   const label = svgEl('text', {x: x + 10, y: y + 4});
-  label.textContent = t.length > 24 ? t.slice(0, 23) + '\\u2026' : t;  // the full id on hover
+  label.textContent = t.length > 20 ? t.slice(0, 19) + '\\u2026' : t;  // the full id on hover
   const full = svgEl('title');
   full.textContent = t;
   g.append(full, label);

@@ -84,3 +84,10 @@ def test_the_store_file_and_its_wal_are_private_and_hold_no_secret(tmp_path: Pat
 def test_printable_escapes_controls_and_keeps_lines(raw: str, shown: str) -> None:
     assert printable(raw) == shown
     assert printable("a\nb", newlines=False) == "a\\nb"
+
+
+def test_printable_tree_escapes_every_string_keys_included() -> None:
+    from agentrt.runtime._terminal import printable_tree
+
+    tree = {"a\x1b[2J": ["x\x9by", {"k": "ok\nline"}], "n": 3}
+    assert printable_tree(tree) == {"a\\x1b[2J": ["x\\x9by", {"k": "ok\nline"}], "n": 3}
