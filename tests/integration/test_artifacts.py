@@ -21,7 +21,7 @@ import pexpect
 import pytest
 
 from agentrt.protocols import Escalation
-from agentrt.runtime import Runtime
+from agentrt.runtime import RunError, Runtime
 
 from .conftest import ROOT, make_spec
 
@@ -203,6 +203,41 @@ def test_a_secret_in_a_node_that_cannot_start_is_not_in_the_error_or_its_log(tmp
     assert key not in done.stdout + done.stderr and "[redacted]" in done.stderr
     log = (tmp_path / "runs" / "broken" / "logs" / "n.log").read_text()
     assert "Traceback" in log and "[redacted]" in log and key not in log
+
+
+DYING = """
+import os, sys
+from agentrt.runtime import Actor, Request, skill
+
+
+class Dying(Actor):
+    @skill(input={"type": "object"})
+    def die(self, req: Request) -> dict:
+        print("giving up; Authorization: Bearer " + req.data["bearer"], file=sys.stderr, flush=True)
+        print("upstream said x-api-key " + req.data["key"], flush=True)
+        os._exit(3)
+"""
+
+
+def test_a_run_error_quoting_a_dead_node_log_holds_no_secret(tmp_path: Path) -> None:
+    """A node that dies is not restarted (temporary) while the run waits on it: the RunError
+    quotes the last lines of its log, which held secrets when it printed them."""
+    (tmp_path / "dying.py").write_text(DYING)
+    key, bearer = "sk-ant-api03-" + rand(40), rand(32)
+    from agentrt.runtime import spec_from_dict
+
+    spec = spec_from_dict(
+        {"run": {"entry": "d", "skill": "die"}, "nodes": [{"name": "n", "restart": "temporary", "actors": [{"name": "d", "class": "dying:Dying"}]}]},
+        "dying",
+        base_dir=str(tmp_path),
+    )
+    with pytest.raises(RunError) as info, Runtime(spec, run_id="dying", runs_dir=tmp_path / "runs") as rt:
+        rt.ask("d", "die", {"key": key, "bearer": bearer}, timeout_s=60)
+    message = str(info.value)
+    assert "last lines of" in message and "giving up; Authorization: Bearer [redacted]" in message
+    assert "x-api-key [redacted]" in message and key not in message and bearer not in message
+    log = (tmp_path / "runs" / "dying" / "logs" / "n.log").read_text()
+    assert key not in log and bearer not in log and "x-api-key [redacted]" in log
 
 
 # -- ids that name files -------------------------------------------------------------------
