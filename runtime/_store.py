@@ -28,7 +28,7 @@ import msgspec
 from agentrt.protocols import ConflictError, OwnershipError, SpecError
 
 from ._files import FILE_MODE
-from ._redact import redact
+from ._redact import known_secrets, redact
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -411,6 +411,7 @@ class Namespace:
     def __init__(self, store: Store, owner: str) -> None:
         self._store = store
         self.owner = owner
+        self._secrets = known_secrets()  # the environment is read once, not at every write
 
     def get(self, key: str, default: Any = None) -> Any:
         value, version = self._store.get(self.owner, key)
@@ -423,7 +424,7 @@ class Namespace:
         return self._put(self.owner, key, value, expect_version)
 
     def _put(self, namespace: str, key: str, value: Any, expect_version: int | None = None) -> int:
-        clean = redact(msgspec.to_builtins(value))
+        clean = redact(msgspec.to_builtins(value), self._secrets)
         return self._store.put(self.owner, namespace, key, clean, expect_version=expect_version)
 
     def update(self, key: str, change: Callable[[Any], Any], *, default: Any = None, attempts: int = 100) -> Any:
