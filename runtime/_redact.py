@@ -182,7 +182,9 @@ def redact(value: Any, secrets: list[str] | tuple[str, ...] | None = None) -> An
     """A copy of `value` with secrets replaced by `[redacted]`: values of secret keys, text
     that looks like a credential, and the exact `secrets` (default: the values of this
     process's secret environment variables). Dicts, lists and tuples are walked; a secret used
-    as a dict key is redacted too; bytes are redacted as UTF-8 text; other values are kept."""
+    as a dict key is redacted too; bytes are redacted as UTF-8 text; other values are kept. Under
+    a secret key every string is replaced and the shape kept (numbers too: they are not
+    credentials, and typed records must stay valid)."""
     exact = _exact(tuple(known_secrets() if secrets is None else secrets))
     return _walk(value, exact)
 
@@ -194,14 +196,14 @@ def _walk(value: Any, exact: re.Pattern[str] | None) -> Any:
         out = {}
         for k, v in value.items():
             if isinstance(k, str):
-                out[_short(k, exact)] = REDACTED if v is not None and secret_key(k) else _walk(v, exact)
+                out[_short(k, exact)] = _mask(v, exact) if secret_key(k) else _walk(v, exact)
             else:
                 out[k] = _walk(v, exact)
         return out
     if isinstance(value, list | tuple):
         # A header as a (name, value) pair: the value goes when the name is secret.
         if len(value) == 2 and isinstance(value[0], str | bytes) and _is_secret_name(value[0]):
-            return [_walk(value[0], exact), REDACTED]
+            return [_walk(value[0], exact), _mask(value[1], exact)]
         return [_walk(v, exact) for v in value]
     if isinstance(value, bytes | bytearray):
         try:
@@ -210,6 +212,21 @@ def _walk(value: Any, exact: re.Pattern[str] | None) -> Any:
             return value
         cleaned = _text(text, exact)
         return value if cleaned == text else cleaned.encode()
+    return value
+
+
+def _mask(value: Any, exact: re.Pattern[str] | None) -> Any:
+    """What a secret-named key holds, masked: every string in it (and bytes) redacted whole,
+    its shape and its numbers kept. A typed record stays valid (`{"auth": 1234}`, a node named
+    `auth` and its pid; a plan task `token` and its list of dependencies), and no text is left."""
+    if isinstance(value, str):
+        return REDACTED
+    if isinstance(value, bytes | bytearray):
+        return REDACTED.encode()
+    if isinstance(value, dict):
+        return {(_short(k, exact) if isinstance(k, str) else k): _mask(v, exact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v, exact) for v in value]
     return value
 
 

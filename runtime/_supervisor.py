@@ -775,8 +775,8 @@ def run(
                 tasks=tally.tasks,
             ),
         )
-    # What the job returned and its error may quote secrets: the summary is redacted before it
-    # is written, returned or printed.
-    summary = msgspec.convert(redact(msgspec.to_builtins(summary)), RunSummary)
+    # What the job returned and its error may quote secrets: they are redacted before the
+    # summary is written, returned or printed (the rest is ours: ids, counts, paths).
+    summary = msgspec.structs.replace(summary, error=redact(summary.error), output=redact(summary.output))
     write_private(rt.run_dir / "summary.json", msgspec.json.encode(summary))
     return summary

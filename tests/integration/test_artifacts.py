@@ -240,6 +240,27 @@ def test_a_run_error_quoting_a_dead_node_log_holds_no_secret(tmp_path: Path) -> 
     assert key not in log and bearer not in log and "x-api-key [redacted]" in log
 
 
+def test_names_that_look_secret_keep_every_trace_event_valid(tmp_path: Path) -> None:
+    """A node called `auth` and a plan task called `token`: the events and the summary that
+    are keyed by them stay valid typed records (redaction masks strings, keeps numbers)."""
+    from agentrt.runtime import read_events, read_trace, run
+
+    spec = make_spec(
+        {
+            "auth": [{"name": "coordinator", "class": "agentrt.actors:Coordinator"}],
+            "w": [{"name": "secret", "class": "custom_actors:Greeter"}],
+        },
+        run={"entry": "coordinator", "skill": "run", "input": {"goal": "g", "plan": {"goal": "g", "tasks": [
+            {"id": "token", "skill": "greet", "args": {"name": "ada"}},
+            {"id": "after", "skill": "greet", "args": {"name": "bob"}, "deps": ["token"]},
+        ]}}},
+    )  # fmt: skip
+    summary = run(spec, run_id="names", runs_dir=tmp_path)
+    assert summary.state == "completed" and isinstance(summary.pids["auth"], int)
+    trace = tmp_path / "names" / "trace.jsonl"
+    assert len(read_events(trace)) == len(read_trace(trace))
+
+
 # -- ids that name files -------------------------------------------------------------------
 
 

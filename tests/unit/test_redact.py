@@ -92,6 +92,21 @@ def test_ordinary_names_stay(key: str) -> None:
     assert redact({key: 5}, []) == {key: 5}
 
 
+def test_under_a_secret_name_every_string_goes_and_the_shape_stays() -> None:
+    """Dicts keyed by names or ids (a node called `auth`, a plan task called `token`) stay
+    valid records: numbers kept, strings masked, lists still lists."""
+    value = {
+        "nodes": {"auth": 1234, "front": 99},
+        "deps": {"token": ["a", "b"], "c": ["token"]},
+        "credentials": {"user": "ada", "pass": "hunter2", "tries": 3, "keys": [b"raw"]},
+    }
+    assert redact(value, []) == {
+        "nodes": {"auth": 1234, "front": 99},
+        "deps": {"token": [REDACTED, REDACTED], "c": ["token"]},
+        "credentials": {"user": REDACTED, "pass": REDACTED, "tries": 3, "keys": [REDACTED.encode()]},
+    }
+
+
 def test_a_secret_used_as_a_dict_key_goes_too() -> None:
     key = VALUE_FORMS["anthropic"]
     out = redact({"keys": {key: 1, "plain": 2}}, [])
