@@ -175,3 +175,29 @@ def test_redaction_is_idempotent(value: object) -> None:
 def test_text_without_a_hint_is_returned_untouched(text: str) -> None:
     if not _HINT.search(text.lower()):
         assert redact(text, []) == text
+
+
+def _shape(value: object) -> object:
+    """A value's shape: strings as one marker, numbers as themselves, containers kept."""
+    if isinstance(value, str):
+        return "<str>"
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shape(v) for v in value]
+    return value
+
+
+KEYS = st.sampled_from(["token", "auth", "password", "nodes", "deps", "name", "n", "Proxy-Authorization"])
+JSON = st.recursive(
+    TEXT | SECRET | st.integers() | st.floats(allow_nan=False) | st.booleans() | st.none(),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(KEYS, c, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON)
+def test_redaction_keeps_the_shape_and_the_numbers(value: object) -> None:
+    """Only strings change: a typed record (a trace event, the summary) stays valid."""
+    assert _shape(redact(value, [])) == _shape(value)
