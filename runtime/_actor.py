@@ -76,6 +76,19 @@ class _SkillDecl(msgspec.Struct, frozen=True, kw_only=True):
     read_only: bool
     timeout_s: float | None
     tags: tuple[str, ...]
+    handler: Any = None  # a skill declared at run time (`Actor.declare_skill`): its callable
+
+    def to_card(self) -> AgentSkill:
+        return AgentSkill(
+            id=self.id,
+            name=self.name,
+            description=self.description,
+            tags=list(self.tags),
+            input_schema=self.input_schema,
+            output_schema=self.output_schema,
+            read_only=self.read_only,
+            timeout_s=self.timeout_s,
+        )
 
 
 def skill(
@@ -449,6 +462,63 @@ class Actor:
         By default, at once."""
         drain.done()
 
+    def declare_skill(
+        self,
+        id: str,
+        handler: Callable[[Request], Any],
+        *,
+        input: dict[str, Any] | None = None,
+        output: dict[str, Any] | None = None,
+        read_only: bool = False,
+        timeout_s: float | None = None,
+        description: str = "",
+        name: str | None = None,
+        tags: tuple[str, ...] = (),
+    ) -> None:
+        """Add (or replace) a skill found at run time, e.g. a tool a server lists, handled by
+        `handler(req)` exactly like an `@skill` method. Skills declared in `on_start` are on the
+        card the node registers; one declared later is on this node's copy of the card only."""
+        where = f"{type(self).__name__} skill '{id}'"
+        if input is not None:
+            validate_schema(input, f"{where} input")
+        if output is not None:
+            validate_schema(output, f"{where} output")
+        decl = _SkillDecl(
+            id=id,
+            method="",
+            name=name or id.replace("_", " "),
+            description=description,
+            input_schema=input,
+            output_schema=output,
+            read_only=read_only,
+            timeout_s=timeout_s,
+            tags=tuple(tags),
+            handler=handler,
+        )
+        self.__dict__.setdefault("_declared", {})[id] = decl
+        self._publish_card()
+
+    def withdraw_skill(self, id: str) -> None:
+        """Remove a skill added with `declare_skill` (e.g. a tool the server no longer lists)."""
+        if self.__dict__.get("_declared", {}).pop(id, None) is not None:
+            self._publish_card()
+
+    def declared_skills(self) -> list[_SkillDecl]:
+        """This instance's skills: the class's `@skill` methods, then those declared at run time."""
+        found = {d.id: d for d in type(self).skills()}
+        found.update(self.__dict__.get("_declared", {}))
+        return list(found.values())
+
+    def _publish_card(self) -> None:
+        ctx = self.__dict__.get("ctx")
+        if ctx is not None:
+            ctx._messenger.cards[ctx.name] = self.agent_card(ctx.name, ctx._messenger.endpoint)
+
+    def agent_card(self, name: str, url: str | None = None) -> AgentCard:
+        """The agent card of this instance: `card()` plus the skills declared at run time."""
+        card = type(self).card(name, url)
+        return msgspec.structs.replace(card, skills=[d.to_card() for d in self.declared_skills()])
+
     @classmethod
     def skills(cls) -> list[_SkillDecl]:
         found: dict[str, _SkillDecl] = {}
@@ -472,19 +542,7 @@ class Actor:
             description=cls.description or (cls.__doc__ or "").strip().split("\n")[0],
             version=cls.version,
             url=url,
-            skills=[
-                AgentSkill(
-                    id=d.id,
-                    name=d.name,
-                    description=d.description,
-                    tags=list(d.tags),
-                    input_schema=d.input_schema,
-                    output_schema=d.output_schema,
-                    read_only=d.read_only,
-                    timeout_s=d.timeout_s,
-                )
-                for d in cls.skills()
-            ],
+            skills=[d.to_card() for d in cls.skills()],
         )
 
 
@@ -563,7 +621,6 @@ class _Host(pykka.ThreadingActor):
         self.ctx = ctx
         self.messenger = messenger
         self.node = node
-        self.decls = {d.id: d for d in type(actor).skills()}
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, type(actor).concurrency), thread_name_prefix=f"{ctx.name}-skill"
         )
@@ -578,6 +635,10 @@ class _Host(pykka.ThreadingActor):
         self.accepted: dict[str, Envelope] = {}
         self.log = get_logger(actor=ctx.name)
         ctx._host = self
+
+    @property
+    def decls(self) -> dict[str, _SkillDecl]:
+        return {d.id: d for d in self.actor.declared_skills()}
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -784,7 +845,8 @@ class _Host(pykka.ThreadingActor):
     def _run(self, req: Request) -> None:
         _current.request = req
         try:
-            result = getattr(self.actor, req._decl.method)(req)
+            handler = req._decl.handler or getattr(self.actor, req._decl.method)
+            result = handler(req)
         except RateLimited as exc:
             self.finish(req, error=f"rate limited: {exc}", retry_after_s=exc.retry_after_s)
         except ModelError as exc:
@@ -973,4 +1035,5 @@ def host(actor: Actor, ctx: Context, messenger: Messenger, node: str) -> pykka.A
     host_ = ctx._host
     assert host_ is not None
     messenger.local[ctx.name] = host_.accept
+    actor._publish_card()  # with the skills on_start declared
     return ref

@@ -158,7 +158,8 @@ class Node:
         finally:
             if ctx._host is not None:
                 self.hosts.append(ctx._host)
-        return card
+        # After on_start: the card now holds any skills the actor declared there.
+        return self.messenger.cards[spec.name]
 
     def run(self) -> int:
         """Start every actor (each one's `on_start` has returned), register, then beat until
