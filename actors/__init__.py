@@ -1,5 +1,9 @@
 """The built-in roles, built from agentrt.runtime's public API only."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from .coordinator import Coordinator
 from .critic import Critic
 from .human import Human
@@ -8,4 +12,13 @@ from .producer import Producer
 from .quota import Quota
 from .worker import Worker
 
-__all__ = ["Coordinator", "Critic", "Human", "Judge", "Producer", "Quota", "Worker"]
+__all__ = ["Coordinator", "Critic", "Human", "Judge", "MCPTools", "Producer", "Quota", "Worker"]
+
+
+def __getattr__(name: str) -> Any:
+    # MCPTools pulls in the MCP SDK (half a second of imports): only nodes that host it pay.
+    if name == "MCPTools":
+        from .mcp import MCPTools
+
+        return MCPTools
+    raise AttributeError(f"module 'agentrt.actors' has no attribute '{name}'")

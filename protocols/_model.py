@@ -201,7 +201,7 @@ class Verdict(Wire, tag="verdict", tag_field="kind"):
     score: Score | None = None
 
 
-EscalationReason = Literal["cap", "oscillation", "stall", "in-doubt", "other"]
+EscalationReason = Literal["cap", "oscillation", "stall", "in-doubt", "approval", "other"]
 EscalationDecision = Literal["accept-best", "abort", "continue"]
 
 

@@ -176,9 +176,10 @@ class Request:
         """Finish the task with `result` (dict -> data part, str -> text part, None -> nothing)."""
         self._host.finish(self, result=result)
 
-    def fail(self, error: str) -> None:
-        """Finish the task as failed, with `error` as its status message."""
-        self._host.finish(self, error=error)
+    def fail(self, error: str, *, retryable: bool = True) -> None:
+        """Finish the task as failed, with `error` as its status message (`retryable=False`:
+        trying again cannot help, or must not happen without a person's say)."""
+        self._host.finish(self, error=error, retryable=retryable)
 
     def _claim(self) -> bool:
         with self._done:
