@@ -154,8 +154,12 @@ class _Server:
         self.lost.clear()
         error = "closed"
         try:
-            async with self._client() as client:
+            async with self._client() as client, contextlib.AsyncExitStack() as stack:
                 self.client = client
+                changes = None
+                # Listen before listing, so no change between the two goes unseen.
+                with contextlib.suppress(ListenNotSupportedError):
+                    changes = await stack.enter_async_context(client.listen(tools_list_changed=True))
                 await self.refresh()
                 self.up.set()
                 self.link.connected()
@@ -169,7 +173,7 @@ class _Server:
                     server_pid=self.pid,
                     restarts=self.link.restarts,
                 )
-                await self._watch(client)
+                await self._watch(changes)
         except Exception as exc:  # the SDK raises many kinds; each is a lost connection here
             error = _describe(exc)
         finally:
@@ -204,12 +208,12 @@ class _Server:
             read_timeout_seconds=cfg.timeout_s,
         )
 
-    async def _watch(self, client: Client) -> None:
-        """Until stopped or lost: on a 2026-07-28 connection, listen for tools/list_changed
-        (a lost stream is a lost connection); on an older one, notifications come unasked."""
+    async def _watch(self, changes: Any) -> None:
+        """Until stopped or lost: on a 2026-07-28 connection, the tools/list_changed stream
+        (its loss is the connection's); on an older one, notifications come unasked."""
         stop = asyncio.ensure_future(self.stopping.wait())
         lost = asyncio.ensure_future(self.lost.wait())
-        listen = asyncio.ensure_future(self._listen(client))
+        listen = asyncio.ensure_future(self._listen(changes))
         try:
             done, _ = await asyncio.wait({stop, lost, listen}, return_when=asyncio.FIRST_COMPLETED)
             if listen in done and listen.exception() is not None:
@@ -217,22 +221,26 @@ class _Server:
             if lost in done:
                 raise ConnectionError("the server stopped answering")
         finally:
+            self.up.clear()  # before the client closes, which can take a while
             for t in (stop, lost, listen):
                 t.cancel()
             await asyncio.gather(stop, lost, listen, return_exceptions=True)
 
-    async def _listen(self, client: Client) -> None:
-        try:
-            async with client.listen(tools_list_changed=True) as sub:
-                async for _event in sub:
-                    await self.refresh()
-        except ListenNotSupportedError:
-            await asyncio.Event().wait()  # an older server: its notifications reach _on_message
+    async def _listen(self, changes: Any) -> None:
+        if changes is None:  # an older server: its notifications reach _on_message
+            await asyncio.Event().wait()
+        async for _event in changes:
+            await self.refresh()
         raise ConnectionError("the server closed its tools/list_changed stream")
+
+    def _mark_lost(self) -> None:
+        """The connection is gone: calls from now on wait for the next one."""
+        self.up.clear()
+        self.lost.set()
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, Exception):
-            self.lost.set()
+            self._mark_lost()
         elif isinstance(message, mcp_types.ToolListChangedNotification) and self.client is not None:
             await self.refresh()
 
@@ -279,13 +287,13 @@ class _Server:
             if code == mcp_types.REQUEST_TIMEOUT:
                 raise ToolFailed("timeout", f"no answer within {self.config.timeout_s:g}s") from None
             if code == mcp_types.CONNECTION_CLOSED:
-                self.lost.set()
+                self._mark_lost()
                 raise ToolFailed("lost", exc.error.message) from None
             raise ToolFailed("refused", f"server '{self.config.name}' refused the call: {exc.error.message}") from None
         except TimeoutError:
             raise ToolFailed("timeout", f"no answer within {self.config.timeout_s:g}s") from None
         except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
-            self.lost.set()
+            self._mark_lost()
             raise ToolFailed("lost", _describe(exc)) from None
         except RuntimeError as exc:  # e.g. structured content the output schema does not allow
             raise ToolFailed("refused", str(exc)) from None

@@ -1,0 +1,340 @@
+"""MCP tools as skills, against real MCP servers written with the `mcp` SDK
+(tests/mcp_server.py): over stdio, started by the actor, and over streamable HTTP, on
+127.0.0.1, started by the fixture. Real supervisor, nodes, sockets and SQLite throughout."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentrt.runtime import Runtime, SchemaError, read_trace
+
+from .conftest import ROOT, alive, make_spec
+
+pytestmark = pytest.mark.integration
+
+SERVER = ROOT / "tests" / "mcp_server.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HttpServer:
+    """tests/mcp_server.py over streamable HTTP on 127.0.0.1, as its own process."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVER), "--http", str(self.port)],
+            env=dict(os.environ, MCP_TEST_LOG=str(self.log)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "the HTTP MCP server exited at start"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"the HTTP MCP server did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server_log(tmp_path: Path) -> Path:
+    return tmp_path / "calls.jsonl"
+
+
+@pytest.fixture
+def http_server(server_log: Path) -> Iterator[HttpServer]:
+    server = HttpServer(server_log)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["stdio", "http"])
+def server_config(request: pytest.FixtureRequest, server_log: Path) -> dict[str, Any]:
+    """The actor's config for one server, over either transport."""
+    if request.param == "stdio":
+        return {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
+    http: HttpServer = request.getfixturevalue("http_server")
+    return {"name": "notes", "url": http.url}
+
+
+def mcp_spec(server: dict[str, Any], *, approve: str = "first", human: dict[str, Any] | None = None, **policy: Any) -> Any:
+    core: list[dict[str, Any]] = [
+        {"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": {"max_attempts": 3, "backoff_s": 0.05, **policy}}
+    ]
+    if human is not None:
+        core.append({"name": "human", "class": "agentrt.actors:Human", "config": {"interactive": False, **human}})
+    return make_spec(
+        {
+            "tools": [{"name": "mcp", "class": "agentrt.actors:MCPTools", "config": {"servers": [server], "approve": approve}}],
+            "core": core,
+        },
+        run={"entry": "coordinator"},
+    )
+
+
+def calls(log: Path, tool: str) -> list[tuple[float, float]]:
+    """(start, end) of each finished call of `tool`, from the server's own log."""
+    starts: dict[str, float] = {}
+    spans = []
+    for i, line in enumerate(log.read_text().splitlines() if log.exists() else []):
+        rec = json.loads(line)
+        if rec["tool"] != tool:
+            continue
+        key = str(rec.get("query") or rec.get("name") or i)
+        if rec["edge"] == "start":
+            starts[key] = rec["t"]
+        else:
+            spans.append((starts.pop(key), rec["t"]))
+    return sorted(spans)
+
+
+def started(log: Path, tool: str) -> int:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(1 for line in lines if json.loads(line)["tool"] == tool and json.loads(line)["edge"] == "start")
+
+
+def run_plan(rt: Runtime, tasks: list[dict[str, Any]]) -> Any:
+    return rt.ask("coordinator", "run", {"goal": "test", "plan": {"goal": "test", "tasks": tasks}}, timeout_s=90)
+
+
+def events(rt: Runtime, name: str) -> list[dict[str, Any]]:
+    rt.writer.flush()  # the run is live: its trace file is written through a buffer
+    return [e for e in read_trace(rt.run_dir / "trace.jsonl") if e.get("event") == name]
+
+
+# -- discovery --------------------------------------------------------------------------
+
+
+def test_tools_are_discovered_with_their_schemas(server_config, runs_dir: Path) -> None:
+    with Runtime(mcp_spec(server_config), runs_dir=runs_dir) as rt:
+        card = rt.messenger.cards["mcp"]
+        skills = {s.id: s for s in card.skills}
+        assert {"search", "write_note", "fail", "crash_once", "pid"} <= set(skills)
+        search = skills["search"]
+        assert search.read_only and "read-only" in search.tags
+        assert search.input_schema["required"] == ["query"]
+        assert search.input_schema["properties"]["query"]["type"] == "string"
+        assert search.output_schema is not None and "hits" in search.output_schema["properties"]
+        write = skills["write_note"]
+        assert not write.read_only and "destructive" in write.tags and "idempotent" not in write.tags
+        assert write.description == "Write a note (replaces one of that name)."
+        answer = rt.ask("mcp", "search", {"query": "actors", "delay_s": 0})
+        assert answer.state == "completed", answer.error
+        assert answer.data == {"query": "actors", "hits": [{"name": "a.md", "line": 1}]}
+
+
+# -- scheduling: read-only calls fan out, destructive ones are serialised and approved --
+
+
+def test_read_only_calls_overlap_and_destructive_ones_never_do(server_config, server_log: Path, runs_dir: Path) -> None:
+    tasks = [{"id": f"s{i}", "skill": "search", "args": {"query": f"q{i}", "delay_s": 0.5}} for i in range(4)]
+    tasks += [{"id": f"w{i}", "skill": "write_note", "args": {"name": f"n{i}", "text": "x", "delay_s": 0.2}} for i in range(3)]
+    spec = mcp_spec(server_config, approve="always", human={"fallback": "accept-best"})
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        result = run_plan(rt, tasks)
+        assert result.state == "completed", result.error
+        assert result.data["state"] == "completed", result.data
+        approvals = events(rt, "mcp.approval")
+        tickets = sorted(p.name for p in (rt.run_dir / "escalations").glob("approve-*.json"))
+    reads, writes = calls(server_log, "search"), calls(server_log, "write_note")
+    assert len(reads) == 4 and len(writes) == 3
+    # All four searches were running at one moment: the last to start began before the first ended.
+    assert max(s for s, _ in reads) < min(e for _, e in reads)
+    # No two writes overlapped.
+    for (_, end), (start, _) in itertools.pairwise(writes):
+        assert end <= start
+    # Each write waited for a person's yes (here the human's non-interactive policy): one
+    # ticket per call with approve = "always", each answered before a write started.
+    assert len(approvals) == 3 and all(a["approved"] for a in approvals) and len(tickets) == 3
+    answered = sorted(a["ts"] for a in approvals)
+    for when, (start, _) in zip(answered, writes, strict=True):
+        assert when <= start
+
+
+def test_approve_first_asks_once_and_a_refusal_fails_the_task_without_a_call(tmp_path: Path, runs_dir: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(log)}}
+    with Runtime(mcp_spec(server, approve="first", human={"fallback": "accept-best"}), runs_dir=runs_dir) as rt:
+        for name in ("a", "b", "c"):
+            assert rt.ask("mcp", "write_note", {"name": name, "text": "x", "delay_s": 0}).state == "completed"
+        assert len(events(rt, "mcp.approval-asked")) == 1
+    assert started(log, "write_note") == 3
+    log.unlink()
+    with Runtime(mcp_spec(server, approve="first", human={"fallback": "abort"}), runs_dir=runs_dir) as rt:
+        refused = rt.ask("mcp", "write_note", {"name": "a", "text": "x"})
+        assert refused.state == "failed"
+        assert "write_note was not approved" in refused.error and "abort" in refused.error
+        assert refused.metadata.get("retryable") is False
+    assert started(log, "write_note") == 0, "a refused call never reaches the server"
+
+
+def test_without_a_human_a_destructive_call_is_refused_and_says_what_to_do(tmp_path: Path, runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)]}
+    with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
+        refused = rt.ask("mcp", "write_note", {"name": "a", "text": "x"})
+    assert refused.state == "failed"
+    assert "no actor offers 'escalate'" in refused.error and 'approve = "never"' in refused.error
+
+
+# -- bad input, tool errors ----------------------------------------------------------------
+
+
+def test_a_schema_invalid_argument_is_refused_before_the_call(server_config, server_log: Path, runs_dir: Path) -> None:
+    with Runtime(mcp_spec(server_config), runs_dir=runs_dir) as rt:
+        with pytest.raises(SchemaError, match=r"query"):
+            rt.ask("mcp", "search", {"query": 3})  # at the sender
+        refused = rt.ask("mcp", "search", {"query": 3}, validate=False)  # and at the receiver
+        assert refused.state == "rejected"
+        assert "$.query" in refused.error and "type" in refused.error
+    assert started(server_log, "search") == 0
+
+
+def test_an_is_error_result_fails_the_task_with_the_tools_message(server_config, runs_dir: Path) -> None:
+    with Runtime(mcp_spec(server_config), runs_dir=runs_dir) as rt:
+        result = run_plan(rt, [{"id": "f", "skill": "fail", "args": {"message": "the disk is full"}}])
+        assert result.data["state"] == "failed"
+        task = next(t for t in result.data["tasks"] if t["id"] == "f")
+        assert task["state"] == "failed" and "the disk is full" in task["error"]
+        assert task["attempt"] == 1, "a tool's own error is its answer: not retried"
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+def test_a_crashed_stdio_server_is_restarted_and_the_read_only_call_retried(tmp_path: Path, server_log: Path, runs_dir: Path) -> None:
+    marker = tmp_path / "crashed"
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
+    with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
+        result = run_plan(rt, [{"id": "c", "skill": "crash_once", "args": {"marker": str(marker)}}])
+        assert result.data["state"] == "completed", result.data
+        task = next(t for t in result.data["tasks"] if t["id"] == "c")
+        assert task["attempt"] == 2
+        first_pid = int(marker.read_text())
+        assert result.data["results"]["c"]["result"] != f"answered by {first_pid}"
+        connected = events(rt, "mcp.connected")
+        assert [c["restarts"] for c in connected] == [0, 1]
+        assert connected[0]["server_pid"] == first_pid != connected[1]["server_pid"]
+        assert events(rt, "mcp.lost")
+    assert not alive(first_pid)
+
+
+def test_a_non_idempotent_call_lost_with_its_server_is_in_doubt_and_not_retried(server_log: Path, runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
+    with Runtime(mcp_spec(server, approve="never"), runs_dir=runs_dir) as rt:
+        result = run_plan(rt, [{"id": "w", "skill": "write_note", "args": {"name": "a", "text": "crash"}}])
+        task = next(t for t in result.data["tasks"] if t["id"] == "w")
+        assert task["state"] == "failed" and task["attempt"] == 1
+        assert "may or may not have happened" in task["error"] and "not idempotent" in task["error"]
+        # The server is back for the next call.
+        after = rt.ask("mcp", "search", {"query": "after", "delay_s": 0})
+        assert after.state == "completed", after.error
+    assert started(server_log, "write_note") == 1
+
+
+def test_an_http_server_that_goes_away_is_reconnected_with_backoff(http_server: HttpServer, runs_dir: Path) -> None:
+    server = {"name": "notes", "url": http_server.url}
+    with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
+        first = rt.ask("mcp", "pid", {}).data["result"]
+        http_server.stop()
+        http_server.start()  # same port, a new process
+        again = rt.ask("mcp", "pid", {})
+        assert again.state == "completed", again.error
+        assert again.data["result"] == http_server.proc.pid != first
+        assert [c["restarts"] for c in events(rt, "mcp.connected")][:1] == [0]
+        assert max(c["restarts"] for c in events(rt, "mcp.connected")) >= 1
+
+
+def test_the_tool_list_is_refreshed_when_the_server_says_it_changed(runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)]}
+    spec = make_spec(
+        {
+            "tools": [
+                {"name": "mcp", "class": "agentrt.actors:MCPTools", "config": {"servers": [server]}},
+                {"name": "caller", "class": "custom_actors:Caller"},
+            ]
+        },
+        run={"entry": "caller"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        assert rt.ask("mcp", "add_tool", {}).state == "completed"
+        deadline = time.monotonic() + 20
+        while not events(rt, "mcp.tools-changed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        changed = events(rt, "mcp.tools-changed")
+        assert changed and changed[0]["added"] == ["late"]
+        # An actor on the MCP actor's node sees the new tool on its card and can call it.
+        answer = rt.ask("caller", "call", {"actor": "mcp", "skill": "late", "data": {}})
+        assert answer.state == "completed", answer.error
+        assert answer.data["text"] == "late answer"  # no outputSchema: the text content
+
+
+def test_server_stderr_goes_to_the_nodes_log_redacted(tmp_path: Path, runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"SERVER_TOKEN": "tok-1234567890"}}
+    with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
+        assert rt.ask("mcp", "leak", {}).state == "completed"
+        log = rt.run_dir / "logs" / "tools.log"
+    text = log.read_text()
+    assert "[mcp notes] token in use: [redacted] and [redacted]" in text
+    assert "tok-1234567890" not in text and "sk-ant-api03" not in text
+
+
+def test_no_server_process_is_left_after_the_run_or_after_kill_9_of_its_node(runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)]}
+    spec = mcp_spec(server)
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        pid = rt.ask("mcp", "pid", {}).data["result"]
+        assert alive(pid)
+    assert not alive(pid), "stopped with its actor"
+
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        pid = rt.ask("mcp", "pid", {}).data["result"]
+        node = rt.nodes["tools"]
+        os.kill(node.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid), "the server died with its node"
+        # The supervisor restarts the node, which starts a server of its own again.
+        deadline = time.monotonic() + 30
+        again = None
+        while time.monotonic() < deadline:
+            again = rt.ask("mcp", "pid", {}, timeout_s=5)
+            if again.state == "completed":
+                break
+            time.sleep(0.2)
+        assert again is not None and again.state == "completed", again
+        second = again.data["result"]
+        assert second != pid and alive(second)
+    assert not alive(second)
