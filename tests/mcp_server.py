@@ -96,6 +96,14 @@ async def add_tool(ctx: Context) -> str:
 
 
 @server.tool(annotations=READ_ONLY)
+def hold(seconds: float) -> str:
+    """Busy for `seconds` (a thread the server waits for before it can exit)."""
+    _log("hold", "start")
+    time.sleep(seconds)
+    return "held"
+
+
+@server.tool(annotations=READ_ONLY)
 def pid() -> int:
     """This server's process id."""
     return os.getpid()

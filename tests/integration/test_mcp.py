@@ -310,8 +310,8 @@ def test_server_stderr_goes_to_the_nodes_log_redacted(tmp_path: Path, runs_dir: 
     assert "tok-1234567890" not in text and "sk-ant-api03" not in text
 
 
-def test_no_server_process_is_left_after_the_run_or_after_kill_9_of_its_node(runs_dir: Path) -> None:
-    server = {"name": "notes", "command": [sys.executable, str(SERVER)]}
+def test_no_server_process_is_left_after_the_run_or_after_kill_9_of_its_node(server_log: Path, runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
     spec = mcp_spec(server)
     with Runtime(spec, runs_dir=runs_dir) as rt:
         pid = rt.ask("mcp", "pid", {}).data["result"]
@@ -320,6 +320,11 @@ def test_no_server_process_is_left_after_the_run_or_after_kill_9_of_its_node(run
 
     with Runtime(spec, runs_dir=runs_dir) as rt:
         pid = rt.ask("mcp", "pid", {}).data["result"]
+        # Busy in a call, the server would outlive its stdin closing by a minute.
+        rt.ask_async("mcp", "hold", {"seconds": 60})
+        deadline = time.monotonic() + 10
+        while not started(server_log, "hold") and time.monotonic() < deadline:
+            time.sleep(0.05)
         node = rt.nodes["tools"]
         os.kill(node.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
