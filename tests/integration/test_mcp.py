@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from agentrt.runtime import Runtime, SchemaError, read_trace
+from agentrt.runtime import RunError, Runtime, SchemaError, read_trace
 
 from .conftest import ROOT, alive, make_spec
 
@@ -343,3 +343,15 @@ def test_no_server_process_is_left_after_the_run_or_after_kill_9_of_its_node(ser
         second = again.data["result"]
         assert second != pid and alive(second)
     assert not alive(second)
+
+
+def test_a_server_that_cannot_start_fails_the_nodes_start_naming_it(tmp_path: Path, runs_dir: Path) -> None:
+    server = {"name": "broken", "command": [sys.executable, "-c", "import sys; sys.exit('no such server')"]}
+    spec = make_spec(
+        {"tools": [{"name": "mcp", "class": "agentrt.actors:MCPTools", "config": {"servers": [server], "max_reconnects": 1, "backoff_s": 0.01}}]},
+        run={"entry": "mcp"},
+    )
+    with pytest.raises(RunError, match=r"MCP server 'broken' did not start: .*connects in a row failed"), Runtime(spec, runs_dir=runs_dir):
+        pass
+    log = next(runs_dir.glob("*/logs/tools.log")).read_text()
+    assert "[mcp broken] no such server" in log
