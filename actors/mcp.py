@@ -197,8 +197,11 @@ class _Server:
             transport = streamable_http_client(cfg.url, http_client=http)
         else:
             launch = [sys.executable, "-m", "agentrt.actors._mcp_launch", str(os.getpid())]
+            env = dict(cfg.env)
+            if self.owner.ctx.run_dir is not None:  # where a server may leave files for people
+                env.setdefault("AGENTRT_RUN_DIR", str(self.owner.ctx.run_dir))
             params = StdioServerParameters(
-                command=launch[0], args=[*launch[1:], *cfg.command], env=cfg.env or None, cwd=cfg.cwd
+                command=launch[0], args=[*launch[1:], *cfg.command], env=env, cwd=cfg.cwd
             )
             transport = _stdio_with_pid(self, params, self.owner.stderr_pump(cfg))
         return Client(

@@ -21,6 +21,7 @@ import pytest
 from agentrt.runtime import RunError, Runtime, SchemaError, read_trace
 
 from .conftest import ROOT, alive, make_spec
+from .test_demo import agentrt_run, plan_output
 
 pytestmark = pytest.mark.integration
 
@@ -355,3 +356,30 @@ def test_a_server_that_cannot_start_fails_the_nodes_start_naming_it(tmp_path: Pa
         pass
     log = next(runs_dir.glob("*/logs/tools.log")).read_text()
     assert "[mcp broken] no such server" in log
+
+
+# -- the demo ------------------------------------------------------------------------------
+
+
+def test_mcp_demo_fans_out_the_lookups_and_writes_the_note_after_approval(tmp_path: Path) -> None:
+    proc = agentrt_run("demos/mcp", tmp_path, "m")
+    assert proc.returncode == 0, proc.stderr
+    t = {task["id"]: task for task in plan_output(tmp_path, "m")["tasks"]}
+    lookups = [t[i] for i in ("notes", "actors", "supervision", "backpressure")]
+    assert all(task["worker"] == "notes" and task["state"] == "completed" for task in lookups)
+    assert max(x["startedAt"] for x in lookups) < min(x["finishedAt"] for x in lookups), "ran at once"
+    assert t["digest"]["worker"] == "worker" and t["digest"]["startedAt"] >= max(x["finishedAt"] for x in lookups)
+    assert t["save"]["state"] == "completed" and t["save"]["startedAt"] >= t["digest"]["finishedAt"]
+    run_dir = tmp_path / "m"
+    ticket = json.loads(next((run_dir / "escalations").glob("approve-write_note-*.json")).read_text())
+    assert ticket["reason"] == "approval" and ticket["options"] == ["accept-best", "abort"]
+    approval = next(e for e in read_trace(run_dir / "trace.jsonl") if e.get("event") == "mcp.approval")
+    assert approval["approved"] and approval["ts"] <= t["save"]["finishedAt"]
+    assert (run_dir / "notes" / "digest.md").read_text().startswith("# What keeps an actor system healthy")
+    assert not (ROOT / "demos" / "mcp" / "notes" / "digest.md").exists()
+    timeline = subprocess.run(
+        [sys.executable, "-m", "agentrt.runtime._cli", "trace", "timeline", str(run_dir / "trace.jsonl")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert timeline.returncode == 0, timeline.stderr
+    assert all(name in timeline.stdout for name in ("actors", "supervision", "backpressure", "save"))
