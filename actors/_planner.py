@@ -42,7 +42,9 @@ def describe_tools(tools: dict[str, AgentSkill]) -> str:
         args = ", ".join(
             f"{p}{'' if p in required else '?'}: {spec.get('type', 'any')}" for p, spec in props.items()
         )
-        lines.append(f"- {name}({args}): {s.description or s.name}")
+        # What the plan's scheduling makes of it, so the model can fan out the safe calls.
+        note = " (read-only)" if s.read_only else " (destructive: waits for a person's approval)" if "destructive" in s.tags else ""
+        lines.append(f"- {name}({args}): {s.description or s.name}{note}")
     return "\n".join(lines)
 
 

@@ -16,9 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from agentrt.runtime import RunError, Runtime, SchemaError, read_trace
+from agentrt.runtime import (
+    RunError,
+    Runtime,
+    SchemaError,
+    load_spec,
+    read_trace,
+    run,
+    spec_from_dict,
+)
+from agentrt.runtime._spec import with_model_kind
 
 from .conftest import ROOT, alive, make_spec
 from .test_demo import agentrt_run, plan_output
@@ -383,3 +393,47 @@ def test_mcp_demo_fans_out_the_lookups_and_writes_the_note_after_approval(tmp_pa
     )
     assert timeline.returncode == 0, timeline.stderr
     assert all(name in timeline.stdout for name in ("actors", "supervision", "backpressure", "save"))
+
+
+# -- the LLM planner sees MCP tools --------------------------------------------------------
+
+
+def test_the_llm_planner_mixes_mcp_tools_and_model_calls_in_one_plan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The demo on 'Claude' (the local Messages API server): the producer's prompt lists the
+    MCP tools with what the scheduler makes of them, and the plan the model writes runs them
+    beside a model call."""
+    from tests.messages_api import MessagesAPI, default_responder
+
+    prompts: list[str] = []
+
+    def respond(body: dict[str, Any]) -> Any:
+        if str(body.get("system", "")).startswith("You are the planner"):
+            prompts.append(body["messages"][0]["content"])
+            return [{"type": "text", "text": (
+                '1. search_notes(query="actor")\n'
+                '2. search_notes(query="restart")\n'
+                '3. synthesize(goal="healthy actor systems", findings=[$1, $2])\n'
+                '4. write_note(name="digest", text="a digest")\n'
+                "5. join()"
+            )}], "end_turn"
+        return default_responder(body)
+
+    data = msgspec.to_builtins(with_model_kind(load_spec(ROOT / "demos" / "mcp"), "anthropic"))
+    for node in data["nodes"]:
+        for actor in node["actors"]:
+            if actor["name"] == "producer":
+                actor["config"] = {"strategy": "llm"}
+    spec = spec_from_dict(data, "mcp on claude", base_dir=str(ROOT / "demos" / "mcp"))
+    key = "sk-ant-api03-PLANTED-SECRET-mcp0"
+    with MessagesAPI(api_key=key, rpm=10_000) as api:
+        api.responder = respond
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        summary = run(spec, run_id="llm", runs_dir=tmp_path)
+    assert summary.state == "completed", summary.error
+    assert "- search_notes(query: string): Find the lines of the notes that mention a word (case-insensitive). (read-only)" in prompts[0]
+    assert "- write_note(name: string, text: string): " in prompts[0] and "waits for a person's approval" in prompts[0]
+    t = {task["id"]: task for task in summary.output["tasks"]}
+    assert {t[i]["worker"] for i in ("t1", "t2", "t4")} == {"notes"} and t["t3"]["worker"] == "worker"
+    assert max(t["t1"]["startedAt"], t["t2"]["startedAt"]) < min(t["t1"]["finishedAt"], t["t2"]["finishedAt"])
+    assert t["t4"]["state"] == "completed"

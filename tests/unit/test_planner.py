@@ -65,3 +65,15 @@ def test_malformed_plans_are_rejected_with_what_is_wrong(text: str, error: str) 
 def test_the_prompt_lists_tools_with_their_arguments() -> None:
     text = describe_tools(TOOLS)
     assert "- lookup(source: string, query: string): what one source says" in text
+
+
+def test_the_prompt_says_which_tools_run_in_parallel_and_which_wait_for_approval() -> None:
+    tools = {
+        "search_notes": AgentSkill(id="search_notes", name="s", description="Find lines.", read_only=True, tags=["mcp", "read-only"]),
+        "write_note": AgentSkill(id="write_note", name="w", description="Write a note.", tags=["mcp", "destructive"]),
+        "touch": AgentSkill(id="touch", name="t", description="Touch."),
+    }
+    text = describe_tools(tools)
+    assert "- search_notes(): Find lines. (read-only)" in text
+    assert "- write_note(): Write a note. (destructive: waits for a person's approval)" in text
+    assert "- touch(): Touch.\n" in text + "\n"
