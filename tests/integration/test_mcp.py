@@ -437,3 +437,61 @@ def test_the_llm_planner_mixes_mcp_tools_and_model_calls_in_one_plan(monkeypatch
     assert {t[i]["worker"] for i in ("t1", "t2", "t4")} == {"notes"} and t["t3"]["worker"] == "worker"
     assert max(t["t1"]["startedAt"], t["t2"]["startedAt"]) < min(t["t1"]["finishedAt"], t["t2"]["finishedAt"])
     assert t["t4"]["state"] == "completed"
+
+
+# -- a worker on Claude with MCP tools in its own tool-use loop ----------------------------
+
+
+def test_a_worker_on_claude_calls_mcp_tools_in_its_tool_use_loop_each_a_child_of_its_task(
+    monkeypatch: pytest.MonkeyPatch, server_log: Path, runs_dir: Path
+) -> None:
+    from tests.messages_api import MessagesAPI
+
+    requests: list[dict[str, Any]] = []
+
+    def respond(body: dict[str, Any]) -> Any:
+        requests.append(body)
+        last = body["messages"][-1]["content"]
+        if isinstance(last, str):  # the first turn: two searches at once, and a write
+            return [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "toolu_1", "name": "search", "input": {"query": "alpha", "delay_s": 0.5}},
+                {"type": "tool_use", "id": "toolu_2", "name": "search", "input": {"query": "beta", "delay_s": 0.5}},
+                {"type": "tool_use", "id": "toolu_3", "name": "write_note", "input": {"name": "n", "text": "t", "delay_s": 0}},
+            ], "tool_use"
+        results = [b["content"] for b in last if b.get("type") == "tool_result"]
+        return [{"type": "text", "text": "found: " + " | ".join(results)}], "end_turn"
+
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
+    spec = make_spec(
+        {
+            "tools": [
+                {"name": "mcp", "class": "agentrt.actors:MCPTools", "config": {"servers": [server]}},
+                {"name": "human", "class": "agentrt.actors:Human", "config": {"interactive": False}},
+            ],
+            "work": [
+                {"name": "worker", "class": "agentrt.actors:Worker", "config": {"tools": ["mcp"]},
+                 "model": {"kind": "anthropic", "name": "claude-haiku-4-5"}},
+            ],
+        },
+        run={"entry": "worker"},
+    )
+    key = "sk-ant-api03-PLANTED-SECRET-mcp1"
+    with MessagesAPI(api_key=key, rpm=10_000) as api:
+        api.responder = respond
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with Runtime(spec, runs_dir=runs_dir) as rt:
+            result = rt.ask("worker", "write", {"task": "a note on alpha and beta"}, timeout_s=60)
+            trace = events(rt, "envelope.sent")
+    assert result.state == "completed", result.error
+    assert '"query":"alpha"' in result.data["text"] and '"query":"beta"' in result.data["text"]
+    assert '"result":"wrote n"' in result.data["text"]
+    assert {t["name"] for t in requests[0]["tools"]} >= {"search", "write_note", "pid"}
+    assert [b["tool_use_id"] for b in requests[1]["messages"][-1]["content"]] == ["toolu_1", "toolu_2", "toolu_3"]
+    searches = calls(server_log, "search")
+    assert len(searches) == 2 and max(s for s, _ in searches) < min(e for _, e in searches), "one turn's calls run at once"
+    task = next(e for e in trace if e["kind"] == "task-request" and e["recipient"] == "worker")
+    tool_asks = [e for e in trace if e["kind"] == "task-request" and e["sender"] == "worker" and e["recipient"] == "mcp"]
+    assert len(tool_asks) == 3
+    assert all(e["trace_id"] == task["trace_id"] and e["parent_span_id"] == task["span_id"] for e in tool_asks)
