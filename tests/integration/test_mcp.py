@@ -495,3 +495,19 @@ def test_a_worker_on_claude_calls_mcp_tools_in_its_tool_use_loop_each_a_child_of
     tool_asks = [e for e in trace if e["kind"] == "task-request" and e["sender"] == "worker" and e["recipient"] == "mcp"]
     assert len(tool_asks) == 3
     assert all(e["trace_id"] == task["trace_id"] and e["parent_span_id"] == task["span_id"] for e in tool_asks)
+
+
+def test_a_timed_out_call_is_retried_only_if_the_tool_is_idempotent(server_log: Path, runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}, "timeout_s": 0.5}
+    with Runtime(mcp_spec(server, approve="never"), runs_dir=runs_dir) as rt:
+        result = run_plan(rt, [
+            {"id": "read", "skill": "search", "args": {"query": "slow", "delay_s": 3}},
+            {"id": "write", "skill": "write_note", "args": {"name": "slow", "text": "x", "delay_s": 3}},
+        ])
+        dispatched = [e["plan_task"] for e in events(rt, "schedule.dispatch")]
+    t = {task["id"]: task for task in result.data["tasks"]}
+    assert t["read"]["state"] == "failed" and dispatched.count("read") == 3, "max_attempts"
+    assert started(server_log, "search") >= 2, "the idempotent call was made again"
+    assert t["write"]["state"] == "failed"
+    assert started(server_log, "write_note") == 1, "the non-idempotent one was not"
+    assert "not idempotent" in t["write"]["error"] or "ended in doubt" in t["write"]["error"], t["write"]
