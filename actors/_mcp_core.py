@@ -153,7 +153,7 @@ class Link:
         return [Connect()]
 
     def connected(self) -> list[LinkCommand]:
-        if self.state == "stopped":
+        if self.state != "connecting":
             return []
         self.state, self.failures, self.last_error = "up", 0, ""
         return []

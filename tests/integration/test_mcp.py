@@ -91,15 +91,6 @@ def http_server(server_log: Path) -> Iterator[HttpServer]:
         server.stop()
 
 
-@pytest.fixture(params=["stdio", "http"])
-def server_config(request: pytest.FixtureRequest, server_log: Path) -> dict[str, Any]:
-    """The actor's config for one server, over either transport."""
-    if request.param == "stdio":
-        return {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
-    http: HttpServer = request.getfixturevalue("http_server")
-    return {"name": "notes", "url": http.url}
-
-
 def mcp_spec(server: dict[str, Any], *, approve: str = "first", human: dict[str, Any] | None = None, **policy: Any) -> Any:
     core: list[dict[str, Any]] = [
         {"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": {"max_attempts": 3, "backoff_s": 0.05, **policy}}
@@ -115,8 +106,30 @@ def mcp_spec(server: dict[str, Any], *, approve: str = "first", human: dict[str,
     )
 
 
-def calls(log: Path, tool: str) -> list[tuple[float, float]]:
-    """(start, end) of each finished call of `tool`, from the server's own log."""
+@pytest.fixture(scope="module", params=["stdio", "http"])
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Path]]:
+    """One run with an MCP server over each transport, shared by the tests that only ask it
+    (so each transport costs one start): approve = "always", a human that approves by policy."""
+    folder = tmp_path_factory.mktemp(f"mcp-{request.param}")
+    log = folder / "calls.jsonl"
+    http = None
+    if request.param == "stdio":
+        server: dict[str, Any] = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(log)}}
+    else:
+        http = HttpServer(log)
+        http.start()
+        server = {"name": "notes", "url": http.url}
+    try:
+        with Runtime(mcp_spec(server, approve="always", human={"fallback": "accept-best"}), runs_dir=folder / "runs") as rt:
+            yield rt, log
+    finally:
+        if http is not None:
+            http.stop()
+
+
+def calls(log: Path, tool: str, only: set[str] | None = None) -> list[tuple[float, float]]:
+    """(start, end) of each finished call of `tool` (with a query or name in `only`), from the
+    server's own log."""
     starts: dict[str, float] = {}
     spans = []
     for i, line in enumerate(log.read_text().splitlines() if log.exists() else []):
@@ -124,6 +137,8 @@ def calls(log: Path, tool: str) -> list[tuple[float, float]]:
         if rec["tool"] != tool:
             continue
         key = str(rec.get("query") or rec.get("name") or i)
+        if only is not None and key not in only:
+            continue
         if rec["edge"] == "start":
             starts[key] = rec["t"]
         else:
@@ -148,38 +163,38 @@ def events(rt: Runtime, name: str) -> list[dict[str, Any]]:
 # -- discovery --------------------------------------------------------------------------
 
 
-def test_tools_are_discovered_with_their_schemas(server_config, runs_dir: Path) -> None:
-    with Runtime(mcp_spec(server_config), runs_dir=runs_dir) as rt:
-        card = rt.messenger.cards["mcp"]
-        skills = {s.id: s for s in card.skills}
-        assert {"search", "write_note", "fail", "crash_once", "pid"} <= set(skills)
-        search = skills["search"]
-        assert search.read_only and "read-only" in search.tags
-        assert search.input_schema["required"] == ["query"]
-        assert search.input_schema["properties"]["query"]["type"] == "string"
-        assert search.output_schema is not None and "hits" in search.output_schema["properties"]
-        write = skills["write_note"]
-        assert not write.read_only and "destructive" in write.tags and "idempotent" not in write.tags
-        assert write.description == "Write a note (replaces one of that name)."
-        answer = rt.ask("mcp", "search", {"query": "actors", "delay_s": 0})
-        assert answer.state == "completed", answer.error
-        assert answer.data == {"query": "actors", "hits": [{"name": "a.md", "line": 1}]}
+def test_tools_are_discovered_with_their_schemas(shared: tuple[Runtime, Path]) -> None:
+    rt, _ = shared
+    card = rt.messenger.cards["mcp"]
+    skills = {s.id: s for s in card.skills}
+    assert {"search", "write_note", "fail", "crash_once", "pid"} <= set(skills)
+    search = skills["search"]
+    assert search.read_only and "read-only" in search.tags
+    assert search.input_schema["required"] == ["query"]
+    assert search.input_schema["properties"]["query"]["type"] == "string"
+    assert search.output_schema is not None and "hits" in search.output_schema["properties"]
+    write = skills["write_note"]
+    assert not write.read_only and "destructive" in write.tags and "idempotent" not in write.tags
+    assert write.description == "Write a note (replaces one of that name)."
+    answer = rt.ask("mcp", "search", {"query": "actors", "delay_s": 0})
+    assert answer.state == "completed", answer.error
+    assert answer.data == {"query": "actors", "hits": [{"name": "a.md", "line": 1}]}
 
 
 # -- scheduling: read-only calls fan out, destructive ones are serialised and approved --
 
 
-def test_read_only_calls_overlap_and_destructive_ones_never_do(server_config, server_log: Path, runs_dir: Path) -> None:
+def test_read_only_calls_overlap_and_destructive_ones_never_do(shared: tuple[Runtime, Path]) -> None:
+    rt, server_log = shared
     tasks = [{"id": f"s{i}", "skill": "search", "args": {"query": f"q{i}", "delay_s": 0.5}} for i in range(4)]
     tasks += [{"id": f"w{i}", "skill": "write_note", "args": {"name": f"n{i}", "text": "x", "delay_s": 0.2}} for i in range(3)]
-    spec = mcp_spec(server_config, approve="always", human={"fallback": "accept-best"})
-    with Runtime(spec, runs_dir=runs_dir) as rt:
-        result = run_plan(rt, tasks)
-        assert result.state == "completed", result.error
-        assert result.data["state"] == "completed", result.data
-        approvals = events(rt, "mcp.approval")
-        tickets = sorted(p.name for p in (rt.run_dir / "escalations").glob("approve-*.json"))
-    reads, writes = calls(server_log, "search"), calls(server_log, "write_note")
+    result = run_plan(rt, tasks)
+    assert result.state == "completed", result.error
+    assert result.data["state"] == "completed", result.data
+    approvals = events(rt, "mcp.approval")
+    tickets = sorted(p.name for p in (rt.run_dir / "escalations").glob("approve-*.json"))
+    reads = calls(server_log, "search", {f"q{i}" for i in range(4)})
+    writes = calls(server_log, "write_note", {f"n{i}" for i in range(3)})
     assert len(reads) == 4 and len(writes) == 3
     # All four searches were running at one moment: the last to start began before the first ended.
     assert max(s for s, _ in reads) < min(e for _, e in reads)
@@ -222,23 +237,24 @@ def test_without_a_human_a_destructive_call_is_refused_and_says_what_to_do(tmp_p
 # -- bad input, tool errors ----------------------------------------------------------------
 
 
-def test_a_schema_invalid_argument_is_refused_before_the_call(server_config, server_log: Path, runs_dir: Path) -> None:
-    with Runtime(mcp_spec(server_config), runs_dir=runs_dir) as rt:
-        with pytest.raises(SchemaError, match=r"query"):
-            rt.ask("mcp", "search", {"query": 3})  # at the sender
-        refused = rt.ask("mcp", "search", {"query": 3}, validate=False)  # and at the receiver
-        assert refused.state == "rejected"
-        assert "$.query" in refused.error and "type" in refused.error
-    assert started(server_log, "search") == 0
+def test_a_schema_invalid_argument_is_refused_before_the_call(shared: tuple[Runtime, Path]) -> None:
+    rt, server_log = shared
+    with pytest.raises(SchemaError, match=r"query"):
+        rt.ask("mcp", "search", {"query": 3})  # at the sender
+    refused = rt.ask("mcp", "search", {"query": 3}, validate=False)  # and at the receiver
+    assert refused.state == "rejected"
+    assert "$.query" in refused.error and "type" in refused.error
+    lines = server_log.read_text().splitlines() if server_log.exists() else []
+    assert not [line for line in lines if json.loads(line).get("query") == 3], "never reached the server"
 
 
-def test_an_is_error_result_fails_the_task_with_the_tools_message(server_config, runs_dir: Path) -> None:
-    with Runtime(mcp_spec(server_config), runs_dir=runs_dir) as rt:
-        result = run_plan(rt, [{"id": "f", "skill": "fail", "args": {"message": "the disk is full"}}])
-        assert result.data["state"] == "failed"
-        task = next(t for t in result.data["tasks"] if t["id"] == "f")
-        assert task["state"] == "failed" and "the disk is full" in task["error"]
-        assert task["attempt"] == 1, "a tool's own error is its answer: not retried"
+def test_an_is_error_result_fails_the_task_with_the_tools_message(shared: tuple[Runtime, Path]) -> None:
+    rt, _ = shared
+    result = run_plan(rt, [{"id": "f", "skill": "fail", "args": {"message": "the disk is full"}}])
+    assert result.data["state"] == "failed"
+    task = next(t for t in result.data["tasks"] if t["id"] == "f")
+    assert task["state"] == "failed" and "the disk is full" in task["error"]
+    assert task["attempt"] == 1, "a tool's own error is its answer: not retried"
 
 
 # -- lifecycle ----------------------------------------------------------------------------
