@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import re
 import sys
 import threading
 import time
@@ -61,6 +62,12 @@ class ServerConfig:
     prefix: str = ""
     timeout_s: float = 60.0
 
+    def secrets(self) -> list[str]:
+        """Values never to show in a log: what was put in the server's environment or headers
+        (PYTHONPATH aside), long enough to be a token."""
+        values = [v for k, v in self.env.items() if k != "PYTHONPATH"] + list(self.headers.values())
+        return [v for v in values if len(v) >= 8]
+
     @classmethod
     def parse(cls, actor: str, i: int, raw: Any) -> ServerConfig:
         where = f"MCPTools '{actor}': config.servers[{i}]"
@@ -83,7 +90,7 @@ class ServerConfig:
             command = ([cmd] if isinstance(cmd, str) else [str(c) for c in cmd]) + args
         elif "module" in raw:
             command = [sys.executable, "-m", str(raw["module"]), *args]
-        env = {str(k): str(v) for k, v in raw.get("env", {}).items()}
+        env = {str(k): _from_environment(str(v), f"{where}.env.{k}") for k, v in raw.get("env", {}).items()}
         if "module" in raw:
             # The module is found as actor classes are: on the node's import path (the spec's
             # folder first).
@@ -94,10 +101,27 @@ class ServerConfig:
             url=str(raw["url"]) if "url" in raw else None,
             env=env,
             cwd=str(raw["cwd"]) if raw.get("cwd") else None,
-            headers={str(k): str(v) for k, v in raw.get("headers", {}).items()},
+            headers={
+                str(k): _from_environment(str(v), f"{where}.headers.{k}") for k, v in raw.get("headers", {}).items()
+            },
             prefix=str(raw.get("prefix", "")),
             timeout_s=float(raw.get("timeout_s", 60.0)),
         )
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _from_environment(value: str, where: str) -> str:
+    """`value` with each `${NAME}` replaced by the node's environment variable NAME: secrets
+    (tokens, keys) stay out of the spec."""
+
+    def lookup(m: re.Match[str]) -> str:
+        if m.group(1) not in os.environ:
+            raise SpecError(f"{where} refers to ${{{m.group(1)}}}, which is not set in the environment")
+        return os.environ[m.group(1)]
+
+    return _ENV_REF.sub(lookup, value)
 
 
 class ToolFailed(Exception):
@@ -443,7 +467,7 @@ class MCPTools(Actor):
             pump.close()
 
     def stderr_pump(self, config: ServerConfig) -> _StderrPump:
-        pump = _StderrPump(config.name, [v for v in config.env.values() if len(v) >= 8])
+        pump = _StderrPump(config.name, config.secrets())
         self.pumps.append(pump)
         return pump
 

@@ -327,14 +327,25 @@ def test_the_tool_list_is_refreshed_when_the_server_says_it_changed(runs_dir: Pa
         assert answer.data["text"] == "late answer"  # no outputSchema: the text content
 
 
-def test_server_stderr_goes_to_the_nodes_log_redacted(tmp_path: Path, runs_dir: Path) -> None:
-    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"SERVER_TOKEN": "tok-1234567890"}}
+def test_server_stderr_goes_to_the_nodes_log_redacted(monkeypatch: pytest.MonkeyPatch, runs_dir: Path) -> None:
+    # The token comes from the environment (`${NAME}`), not from the spec.
+    monkeypatch.setenv("NOTES_TOKEN", "tok-1234567890")
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"SERVER_TOKEN": "${NOTES_TOKEN}"}}
     with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
         assert rt.ask("mcp", "leak", {}).state == "completed"
-        log = rt.run_dir / "logs" / "tools.log"
-    text = log.read_text()
+        run_dir = rt.run_dir
+    text = (run_dir / "logs" / "tools.log").read_text()
     assert "[mcp notes] token in use: [redacted] and [redacted]" in text
-    assert "tok-1234567890" not in text and "sk-ant-api03" not in text
+    for written in run_dir.rglob("*"):
+        if written.is_file() and written.suffix != ".sqlite":
+            assert "tok-1234567890" not in written.read_text(errors="replace"), written
+    assert "sk-ant-api03" not in text
+
+
+def test_a_server_setting_that_names_a_missing_environment_variable_is_refused(runs_dir: Path) -> None:
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"SERVER_TOKEN": "${NO_SUCH_VARIABLE_X}"}}
+    with pytest.raises(RunError, match=r"config.servers\[0\].env.SERVER_TOKEN refers to \$\{NO_SUCH_VARIABLE_X\}, which is not set"), Runtime(mcp_spec(server), runs_dir=runs_dir):
+        pass
 
 
 def test_no_server_process_is_left_after_the_run_or_after_kill_9_of_its_node(server_log: Path, runs_dir: Path) -> None:
