@@ -89,6 +89,27 @@ def after_failure(rule: ToolRule, failure: Failure, tool: str, detail: str) -> A
     )
 
 
+# -- the journal of calls that must not happen twice ----------------------------------
+#
+# A call of a tool that is not idempotent is journaled in the actor's namespace, keyed by the
+# idempotency key: "started" before it is made, then "done" (with its result), "failed" (the
+# tool answered with an error: trying again is a new call) or "in-doubt" (its effect is
+# unknown). The journal outlives the node, so a repeat after a crash is decided from it.
+
+Repeat = Literal["run", "answer", "refuse"]
+
+
+def on_repeat(record: dict[str, Any] | None) -> Repeat:
+    """What a call whose key may have been seen before does: run it, answer with the result
+    journaled, or refuse (a call with this key started and its end is unknown)."""
+    state = (record or {}).get("state")
+    if state == "done":
+        return "answer"
+    if state in ("started", "in-doubt"):
+        return "refuse"
+    return "run"
+
+
 @dataclass
 class Approvals:
     """The approval policy of destructive tools: ask a person before the `first` call of each

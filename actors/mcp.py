@@ -42,6 +42,7 @@ from ._mcp_core import (
     LinkCommand,
     ToolRule,
     after_failure,
+    on_repeat,
     skill_id,
 )
 
@@ -423,7 +424,6 @@ class MCPTools(Actor):
         self.call_wait_s = float(self.config.get("call_wait_s", 10.0))
         self.routes: dict[str, tuple[_Server, str]] = {}  # skill id -> (server, tool name)
         self.rules: dict[str, ToolRule] = {}
-        self.in_doubt: set[tuple[str, str]] = set()  # (skill, idempotency key) of lost calls
         self._routes_lock = threading.Lock()
         self.pumps: list[_StderrPump] = []
         self.loop = asyncio.new_event_loop()
@@ -527,24 +527,34 @@ class MCPTools(Actor):
             return req.defer()
         server, tool = route
         rule = self.rules[sid]
-        key = (sid, req.idempotency_key) if req.idempotency_key else None
-        if key is not None and key in self.in_doubt:
-            req.fail(
-                f"{sid}: an earlier attempt with this idempotency key ended in doubt (its effect "
-                "is unknown) and the tool is not idempotent, so it is not run again",
-                retryable=False,
-            )
-            return req.defer()
+        # A tool that is not idempotent is journaled by idempotency key (see _mcp_core).
+        journal = f"call/{sid}/{req.idempotency_key}" if req.idempotency_key and not rule.idempotent else None
+        if journal is not None:
+            record = self.ctx.state.get(journal)
+            repeat = on_repeat(record)
+            if repeat == "answer":
+                self.ctx.event("mcp.call-repeated", tool=sid, answer="the journaled result")
+                return record["result"]
+            if repeat == "refuse":
+                req.fail(
+                    f"{sid}: a call with this idempotency key was made before and its end is "
+                    "unknown (its effect may or may not have happened); the tool is not "
+                    "idempotent, so it is not made again: check, then run it under a new key",
+                    retryable=False,
+                )
+                return req.defer()
         if self.approvals.needed(rule, sid) and not self._approved(sid, req, server):
             return req.defer()
+        if journal is not None:
+            self.ctx.state.put(journal, {"state": "started", "at": time.time()})
         started = time.time()
         future = self._submit(server.call(tool, dict(req.data), self.call_wait_s))
         try:
             result = self._wait(future, req)
         except ToolFailed as exc:
             step: AfterFailure = after_failure(rule, exc.failure, sid, exc.detail)
-            if step.in_doubt and key is not None:
-                self.in_doubt.add(key)
+            if journal is not None:
+                self.ctx.state.put(journal, {"state": "in-doubt" if step.in_doubt else "failed"})
             self.ctx.event(
                 "mcp.call", server=server.config.name, tool=tool, ok=False, failure=exc.failure,
                 retryable=step.retryable, started_at=started, finished_at=time.time(),
@@ -556,12 +566,18 @@ class MCPTools(Actor):
             started_at=started, finished_at=time.time(),
         )
         if result.is_error:
+            if journal is not None:
+                self.ctx.state.put(journal, {"state": "failed"})
             message = _text(result) or "the tool reported an error and no message"
             req.fail(f"{sid}: {message}", retryable=False)
             return req.defer()
         if result.structured_content is not None:
-            return dict(result.structured_content)
-        return {"text": _text(result), "content": [b.model_dump(by_alias=True, exclude_none=True) for b in result.content]}
+            answer: dict[str, Any] = dict(result.structured_content)
+        else:
+            answer = {"text": _text(result), "content": [b.model_dump(by_alias=True, exclude_none=True) for b in result.content]}
+        if journal is not None:
+            self.ctx.state.put(journal, {"state": "done", "result": answer})
+        return answer
 
     def _wait(self, future: concurrent.futures.Future[Any], req: Request) -> Any:
         while True:

@@ -538,3 +538,34 @@ def test_a_timed_out_call_is_retried_only_if_the_tool_is_idempotent(server_log: 
     assert t["write"]["state"] == "failed"
     assert started(server_log, "write_note") == 1, "the non-idempotent one was not"
     assert "not idempotent" in t["write"]["error"] or "ended in doubt" in t["write"]["error"], t["write"]
+
+
+def test_a_non_idempotent_call_outlives_a_kill_9_of_its_node_in_the_journal(server_log: Path, runs_dir: Path) -> None:
+    """The journal (the actor's namespace) answers a repeat of a finished call after its node
+    was restarted, and refuses one whose node died during the call, instead of calling twice."""
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}}
+    with Runtime(mcp_spec(server, approve="never"), runs_dir=runs_dir) as rt:
+        first = rt.ask("mcp", "write_note", {"name": "done", "text": "x", "delay_s": 0}, idempotency_key="k-done")
+        assert first.state == "completed"
+        os.kill(rt.nodes["tools"].pid, signal.SIGKILL)
+        # Waiting on it, the supervisor restarts the node and sends the ask again.
+        again = rt.ask("mcp", "write_note", {"name": "done", "text": "x", "delay_s": 0}, idempotency_key="k-done")
+        assert again.state == "completed" and again.data == first.data
+
+        future = rt.ask_async("coordinator", "run", {"goal": "g", "plan": {"goal": "g", "tasks": [
+            {"id": "w", "skill": "write_note", "args": {"name": "cut", "text": "x", "delay_s": 5}},
+        ]}})
+        deadline = time.monotonic() + 20
+        while not calls_started(server_log, "write_note", "cut") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(rt.nodes["tools"].pid, signal.SIGKILL)  # mid-call: did the note get written? nobody knows
+        result = rt.wait(future, timeout_s=60)
+    task = next(t for t in result.data["tasks"] if t["id"] == "w")
+    assert task["state"] == "failed" and "its end is unknown" in task["error"], task
+    assert calls_started(server_log, "write_note", "done") == 1
+    assert calls_started(server_log, "write_note", "cut") == 1, "not made a second time"
+
+
+def calls_started(log: Path, tool: str, name: str) -> int:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(1 for line in lines if (r := json.loads(line))["tool"] == tool and r["edge"] == "start" and r.get("name") == name)

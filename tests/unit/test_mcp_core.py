@@ -133,3 +133,13 @@ def test_link_invariants(steps: list[str], backoff: float, cap: float, max_failu
         if ended and step != "lost":
             assert commands == []
         assert gave_up <= 1
+
+
+def test_the_journal_answers_a_finished_call_and_refuses_one_whose_end_is_unknown() -> None:
+    from agentrt.actors._mcp_core import on_repeat
+
+    assert on_repeat(None) == "run"
+    assert on_repeat({"state": "failed"}) == "run", "the tool answered with an error: a new call"
+    assert on_repeat({"state": "done", "result": {"x": 1}}) == "answer"
+    assert on_repeat({"state": "started"}) == "refuse", "its node died during the call"
+    assert on_repeat({"state": "in-doubt"}) == "refuse"
