@@ -123,6 +123,10 @@ class Approvals:
             return False
         return self.policy == "always" or skill not in self.granted
 
+    def may_ask(self, rule: ToolRule) -> bool:
+        """Whether calls of a tool may wait for a person at all."""
+        return rule.destructive and self.policy != "never"
+
     def answered(self, skill: str, approved: bool) -> None:
         if approved:
             self.granted.add(skill)

@@ -503,7 +503,9 @@ class MCPTools(Actor):
                     input=tool.input_schema,
                     output=tool.output_schema,
                     read_only=rule.read_only,
-                    timeout_s=server.config.timeout_s,
+                    # A call that may wait for a person has no deadline of the caller's (the
+                    # call itself still has the server's `timeout_s`).
+                    timeout_s=None if self.approvals.may_ask(rule) else server.config.timeout_s,
                     description=(tool.description or tool.title or name).strip().split("\n")[0],
                     name=tool.title or name,
                     tags=rule.tags(),

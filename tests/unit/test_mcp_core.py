@@ -63,6 +63,7 @@ def test_approvals_first_always_never() -> None:
     always.answered("w", approved=True)
     assert always.needed(writes, "w")
     assert not Approvals("never").needed(writes, "w")
+    assert first.may_ask(writes) and not first.may_ask(reads) and not Approvals("never").may_ask(writes)
 
 
 def test_a_link_backs_off_doubling_to_its_cap_and_resets_once_up() -> None:
