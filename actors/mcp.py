@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types
 import msgspec
 from mcp import Client, StdioServerParameters, stdio_client
@@ -154,6 +155,7 @@ class _Server:
         self.stopping = asyncio.Event()
         self.lost = asyncio.Event()
         self.pid: int | None = None  # a stdio server's process, while it runs
+        self.pump: _StderrPump | None = None  # its stderr, into the node's log
         self.task: asyncio.Task[None] | None = None
 
     # -- the connection -------------------------------------------------------------
@@ -179,8 +181,8 @@ class _Server:
         self.lost.clear()
         error = "closed"
         try:
-            async with self._client() as client, contextlib.AsyncExitStack() as stack:
-                self.client = client
+            async with contextlib.AsyncExitStack() as stack:
+                self.client = client = await self._open(stack)
                 changes = None
                 # Listen before listing, so no change between the two goes unseen.
                 with contextlib.suppress(ListenNotSupportedError):
@@ -210,15 +212,16 @@ class _Server:
         self.owner.ctx.event("mcp.lost", server=self.config.name, error=error)
         return self.link.lost(time.monotonic(), error)
 
-    def _client(self) -> Client:
+    async def _open(self, stack: contextlib.AsyncExitStack) -> Client:
+        """Connect (starting a stdio server) and open the SDK client; `stack` closes both."""
         cfg = self.config
-        handler = self._on_message
+        transport: Any
         if cfg.url is not None:
             http = None
-            if cfg.headers:
-                import httpx2
-
-                http = httpx2.AsyncClient(headers=cfg.headers)
+            if cfg.headers:  # the SDK's own client has the same timeouts, and no headers
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(headers=cfg.headers, timeout=httpx2.Timeout(30.0, read=300.0))
+                )
             transport = streamable_http_client(cfg.url, http_client=http)
         else:
             launch = [sys.executable, "-m", "agentrt.actors._mcp_launch", str(os.getpid())]
@@ -228,13 +231,11 @@ class _Server:
             params = StdioServerParameters(
                 command=launch[0], args=[*launch[1:], *cfg.command], env=env, cwd=cfg.cwd
             )
-            transport = _stdio_with_pid(self, params, self.owner.stderr_pump(cfg))
-        return Client(
-            transport,
-            message_handler=handler,
-            cache=None,
-            read_timeout_seconds=cfg.timeout_s,
-        )
+            if self.pump is None:
+                self.pump = _StderrPump(cfg.name, cfg.secrets())
+            transport = _stdio_with_pid(self, params, self.pump)
+        client = Client(transport, message_handler=self._on_message, cache=None, read_timeout_seconds=cfg.timeout_s)
+        return await stack.enter_async_context(client)
 
     async def _watch(self, changes: Any) -> None:
         """Until stopped or lost: on a 2026-07-28 connection, the tools/list_changed stream
@@ -425,7 +426,6 @@ class MCPTools(Actor):
         self.routes: dict[str, tuple[_Server, str]] = {}  # skill id -> (server, tool name)
         self.rules: dict[str, ToolRule] = {}
         self._routes_lock = threading.Lock()
-        self.pumps: list[_StderrPump] = []
         self.loop = asyncio.new_event_loop()
         self.loop_thread = threading.Thread(
             target=self.loop.run_forever, daemon=True, name=f"{self.ctx.name}-mcp"
@@ -463,13 +463,9 @@ class MCPTools(Actor):
             self._submit(stop_all()).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.loop_thread.join(5)
-        for pump in self.pumps:
-            pump.close()
-
-    def stderr_pump(self, config: ServerConfig) -> _StderrPump:
-        pump = _StderrPump(config.name, config.secrets())
-        self.pumps.append(pump)
-        return pump
+        for server in self.servers:
+            if server.pump is not None:
+                server.pump.close()
 
     # -- the card -----------------------------------------------------------------------
 

@@ -104,6 +104,12 @@ def hold(seconds: float) -> str:
 
 
 @server.tool(annotations=READ_ONLY)
+def header(name: str, ctx: Context) -> str:
+    """The value of one HTTP header of this request ('' over stdio)."""
+    return (ctx.headers or {}).get(name.lower(), "")
+
+
+@server.tool(annotations=READ_ONLY)
 def pid() -> int:
     """This server's process id."""
     return os.getpid()

@@ -306,6 +306,15 @@ def test_an_http_server_that_goes_away_is_reconnected_with_backoff(http_server: 
         assert max(c["restarts"] for c in events(rt, "mcp.connected")) >= 1
 
 
+def test_http_headers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, http_server: HttpServer, runs_dir: Path) -> None:
+    monkeypatch.setenv("NOTES_HTTP_TOKEN", "Bearer tok-abcdef123456")
+    server = {"name": "notes", "url": http_server.url, "headers": {"Authorization": "${NOTES_HTTP_TOKEN}"}}
+    with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
+        answer = rt.ask("mcp", "header", {"name": "Authorization"})
+    assert answer.state == "completed", answer.error
+    assert answer.data == {"result": "Bearer tok-abcdef123456"}
+
+
 def test_the_tool_list_is_refreshed_when_the_server_says_it_changed(runs_dir: Path) -> None:
     server = {"name": "notes", "command": [sys.executable, str(SERVER)]}
     spec = make_spec(
