@@ -635,11 +635,14 @@ class _Host(pykka.ThreadingActor):
         # actor dies before it gets to them (pykka drops what is left in a dead actor's inbox).
         self.accepted: dict[str, Envelope] = {}
         self.log = get_logger(actor=ctx.name)
+        self._class_decls = {d.id: d for d in type(actor).skills()}
         ctx._host = self
 
     @property
     def decls(self) -> dict[str, _SkillDecl]:
-        return {d.id: d for d in self.actor.declared_skills()}
+        """The actor's skills: its class's, and any it declared at run time."""
+        declared = self.actor.__dict__.get("_declared")
+        return {**self._class_decls, **declared} if declared else self._class_decls
 
     # -- any thread ----------------------------------------------------------------------
 
