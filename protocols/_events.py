@@ -393,6 +393,72 @@ class JournalInDoubt(TraceEvent, tag="journal.in-doubt", kw_only=True):
     reason: str
 
 
+# -- MCP servers (agentrt.actors:MCPTools) ---------------------------------------------------
+
+
+class McpConnected(TraceEvent, tag="mcp.connected", kw_only=True):
+    """An MCP server is connected (a stdio one started) and its tools listed."""
+
+    server: str
+    transport: str  # "stdio" or "http"
+    protocol: str | None = None  # the MCP protocol version agreed
+    tools: list[str] = []
+    server_pid: int | None = None
+    restarts: int = 0  # connections opened before this one, after the first
+
+
+class McpLost(TraceEvent, tag="mcp.lost", kw_only=True):
+    server: str
+    error: str
+
+
+class McpGaveUp(TraceEvent, tag="mcp.gave-up", kw_only=True):
+    server: str
+    reason: str
+
+
+class McpCall(TraceEvent, tag="mcp.call", kw_only=True):
+    """One tool call, as the MCP actor made it (the task's own span)."""
+
+    server: str
+    tool: str
+    ok: bool
+    started_at: float
+    finished_at: float
+    failure: str | None = None  # tool-error, refused, lost, timeout
+    retryable: bool | None = None
+
+
+class McpCallRepeated(TraceEvent, tag="mcp.call-repeated", kw_only=True):
+    tool: str
+    answer: str
+
+
+class McpApprovalAsked(TraceEvent, tag="mcp.approval-asked", kw_only=True):
+    tool: str
+    ticket_id: str
+    human: str
+
+
+class McpApproval(TraceEvent, tag="mcp.approval", kw_only=True):
+    tool: str
+    ticket_id: str
+    approved: bool
+    by: str
+
+
+class McpToolsChanged(TraceEvent, tag="mcp.tools-changed", kw_only=True):
+    server: str
+    added: list[str] = []
+    removed: list[str] = []
+
+
+class McpToolClash(TraceEvent, tag="mcp.tool-clash", kw_only=True):
+    skill: str
+    servers: list[str]
+    text: str
+
+
 Event = (
     EnvelopeSent
     | EnvelopeReceived
@@ -447,6 +513,15 @@ Event = (
     | LoopAnswer
     | JournalResume
     | JournalInDoubt
+    | McpConnected
+    | McpLost
+    | McpGaveUp
+    | McpCall
+    | McpCallRepeated
+    | McpApprovalAsked
+    | McpApproval
+    | McpToolsChanged
+    | McpToolClash
 )
 
 _json_decoder = msgspec.json.Decoder(Event)

@@ -24,6 +24,7 @@ from agentrt.runtime import (
     Runtime,
     SchemaError,
     load_spec,
+    read_events,
     read_trace,
     run,
     spec_from_dict,
@@ -274,7 +275,7 @@ def test_a_crashed_stdio_server_is_restarted_and_the_read_only_call_retried(tmp_
         first_pid = int(marker.read_text())
         assert result.data["results"]["c"]["result"] != f"answered by {first_pid}"
         connected = events(rt, "mcp.connected")
-        assert [c["restarts"] for c in connected] == [0, 1]
+        assert [c.get("restarts", 0) for c in connected] == [0, 1]
         assert connected[0]["server_pid"] == first_pid != connected[1]["server_pid"]
         assert events(rt, "mcp.lost")
     assert not alive(first_pid)
@@ -302,8 +303,8 @@ def test_an_http_server_that_goes_away_is_reconnected_with_backoff(http_server: 
         again = rt.ask("mcp", "pid", {})
         assert again.state == "completed", again.error
         assert again.data["result"] == http_server.proc.pid != first
-        assert [c["restarts"] for c in events(rt, "mcp.connected")][:1] == [0]
-        assert max(c["restarts"] for c in events(rt, "mcp.connected")) >= 1
+        assert [c.get("restarts", 0) for c in events(rt, "mcp.connected")][:1] == [0]
+        assert max(c.get("restarts", 0) for c in events(rt, "mcp.connected")) >= 1
 
 
 def test_http_headers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, http_server: HttpServer, runs_dir: Path) -> None:
@@ -416,7 +417,9 @@ def test_mcp_demo_fans_out_the_lookups_and_writes_the_note_after_approval(tmp_pa
     run_dir = tmp_path / "m"
     ticket = json.loads(next((run_dir / "escalations").glob("approve-write_note-*.json")).read_text())
     assert ticket["reason"] == "approval" and ticket["options"] == ["accept-best", "abort"]
-    approval = next(e for e in read_trace(run_dir / "trace.jsonl") if e.get("event") == "mcp.approval")
+    trace = run_dir / "trace.jsonl"
+    assert len(read_events(trace)) == len(read_trace(trace)), "every MCP event is a typed one"
+    approval = next(e for e in read_trace(trace) if e.get("event") == "mcp.approval")
     assert approval["approved"] and approval["ts"] <= t["save"]["finishedAt"]
     assert (run_dir / "notes" / "digest.md").read_text().startswith("# What keeps an actor system healthy")
     assert not (ROOT / "demos" / "mcp" / "notes" / "digest.md").exists()
