@@ -455,8 +455,8 @@ class McpToolsChanged(TraceEvent, tag="mcp.tools-changed", kw_only=True):
 
 class McpToolClash(TraceEvent, tag="mcp.tool-clash", kw_only=True):
     skill: str
-    servers: list[str]
-    text: str
+    servers: list[str] = []  # the one kept first
+    text: str = ""
 
 
 Event = (
