@@ -47,6 +47,10 @@ from ._mcp_core import (
     skill_id,
 )
 
+_ACTOR_KEYS = {
+    "servers", "approve", "human", "approval_timeout_s", "connect_timeout_s", "call_wait_s",
+    "backoff_s", "backoff_max_s", "max_reconnects",
+}
 _SERVER_KEYS = {"name", "command", "module", "args", "env", "cwd", "url", "headers", "prefix", "timeout_s"}
 
 
@@ -393,7 +397,8 @@ class MCPTools(Actor):
     - `approve` ("first"): destructive tools (`destructiveHint`, MCP's default for a tool
       not read-only) are put to the human actor before their `first` call, before `always`
       every call, or `never`;
-    - `human`: the actor to ask (default: the first one offering `escalate`);
+    - `human`: the actor to ask (default: the first one offering `escalate`), and
+      `approval_timeout_s` (3600): how long to wait for its answer;
     - `connect_timeout_s` (30): how long start waits for every server's tool list;
       `call_wait_s` (10): how long a call waits for a lost server to be back;
       `backoff_s` (0.2), `backoff_max_s` (5), `max_reconnects` (8): reconnecting.
@@ -403,6 +408,11 @@ class MCPTools(Actor):
     concurrency = 32
 
     def on_start(self) -> None:
+        unknown = sorted(set(self.config) - _ACTOR_KEYS)
+        if unknown:
+            raise SpecError(
+                f"MCPTools '{self.ctx.name}': unknown config keys {unknown}; known: {sorted(_ACTOR_KEYS)}"
+            )
         raw = self.config.get("servers")
         if not isinstance(raw, list) or not raw:
             raise SpecError(f"MCPTools '{self.ctx.name}': config.servers must be a non-empty list of servers")

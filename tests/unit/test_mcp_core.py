@@ -144,3 +144,26 @@ def test_the_journal_answers_a_finished_call_and_refuses_one_whose_end_is_unknow
     assert on_repeat({"state": "done", "result": {"x": 1}}) == "answer"
     assert on_repeat({"state": "started"}) == "refuse", "its node died during the call"
     assert on_repeat({"state": "in-doubt"}) == "refuse"
+
+
+def test_server_settings_are_checked_naming_the_setting() -> None:
+    import sys
+    from types import SimpleNamespace
+
+    import pytest
+
+    from agentrt.actors.mcp import MCPTools, ServerConfig
+    from agentrt.runtime import SpecError
+
+    with pytest.raises(SpecError, match=r"config.servers\[0\] needs exactly one of 'command'.*it has \['command', 'url'\]"):
+        ServerConfig.parse("mcp", 0, {"command": "x", "url": "http://h/mcp"})
+    with pytest.raises(SpecError, match=r"config.servers\[1\] has unknown keys \['cmd'\]"):
+        ServerConfig.parse("mcp", 1, {"cmd": "x"})
+    python = ServerConfig.parse("mcp", 0, {"name": "n", "module": "notes_server", "args": ["--x"]})
+    assert python.command == [sys.executable, "-m", "notes_server", "--x"] and "PYTHONPATH" in python.env
+    assert ServerConfig.parse("mcp", 0, {"command": "srv", "args": ["a"]}).command == ["srv", "a"]
+    actor = MCPTools()
+    actor.ctx = SimpleNamespace(name="mcp")  # type: ignore[assignment]
+    actor.config = {"servers": [], "aprove": "never"}
+    with pytest.raises(SpecError, match=r"MCPTools 'mcp': unknown config keys \['aprove'\]"):
+        actor.on_start()
