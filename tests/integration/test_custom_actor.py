@@ -65,19 +65,3 @@ def test_a_node_dying_mid_run_is_reported(runs_dir: Path) -> None:
             match=r"node 'n1' \(pid \d+\) killed by signal 9; it is not restarted \(restart = temporary\) and runs 'sleeper'",
         ):
             rt.wait(future, timeout_s=30)
-
-
-def test_an_actor_whose_on_start_raises_fails_the_start_with_the_reason(runs_dir: Path) -> None:
-    spec = make_spec(
-        {"n1": [{"name": "human", "class": "agentrt.actors:Human", "config": {"fallback": "nope"}}]},
-        run={"entry": "human"},
-    )
-    with (
-        pytest.raises(
-            RunError,
-            match=r"node 'n1' could not start its actors: RuntimeError: actor 'human' failed to start: "
-            r"ValueError: human.fallback must be one of",
-        ),
-        Runtime(spec, runs_dir=runs_dir),
-    ):
-        pass
