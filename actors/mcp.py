@@ -51,7 +51,7 @@ _ACTOR_KEYS = {
     "servers", "approve", "human", "approval_timeout_s", "connect_timeout_s", "call_wait_s",
     "backoff_s", "backoff_max_s", "max_reconnects",
 }
-_SERVER_KEYS = {"name", "command", "module", "args", "env", "cwd", "url", "headers", "prefix", "timeout_s"}
+_SERVER_KEYS = {"name", "command", "module", "args", "env", "cwd", "url", "headers", "prefix", "timeout_s", "mode"}
 
 
 @dataclass
@@ -67,6 +67,7 @@ class ServerConfig:
     headers: dict[str, str] = field(default_factory=dict)
     prefix: str = ""
     timeout_s: float = 60.0
+    mode: str = "auto"  # the SDK's: "auto" (2026-07-28 if the server has it) or "legacy"
 
     def secrets(self) -> list[str]:
         """Values never to show in a log: what was put in the server's environment or headers
@@ -89,6 +90,9 @@ class ServerConfig:
                 f"module) or 'url' (streamable HTTP); it has {kinds or 'none'}"
             )
         name = str(raw.get("name") or f"server{i}")
+        mode = str(raw.get("mode", "auto"))
+        if mode not in ("auto", "legacy"):
+            raise SpecError(f"{where}.mode must be 'auto' or 'legacy' (the initialize handshake), got '{mode}'")
         args = [str(a) for a in raw.get("args", [])]
         command: list[str] = []
         if "command" in raw:
@@ -112,6 +116,7 @@ class ServerConfig:
             },
             prefix=str(raw.get("prefix", "")),
             timeout_s=float(raw.get("timeout_s", 60.0)),
+            mode=mode,
         )
 
 
@@ -238,7 +243,9 @@ class _Server:
             if self.pump is None:
                 self.pump = _StderrPump(cfg.name, cfg.secrets())
             transport = _stdio_with_pid(self, params, self.pump)
-        client = Client(transport, message_handler=self._on_message, cache=None, read_timeout_seconds=cfg.timeout_s)
+        client = Client(
+            transport, message_handler=self._on_message, cache=None, read_timeout_seconds=cfg.timeout_s, mode=cfg.mode
+        )
         return await stack.enter_async_context(client)
 
     async def _watch(self, changes: Any) -> None:

@@ -91,7 +91,9 @@ async def add_tool(ctx: Context) -> str:
     """Adds the tool `late` and tells the clients the tool list changed."""
     server.add_tool(lambda: "late answer", name="late", description="Added while running.",
                     annotations=READ_ONLY)
-    await ctx.notify_tools_changed()
+    await ctx.notify_tools_changed()  # to subscriptions/listen streams (2026-07-28)
+    if ctx.protocol_version != "2026-07-28":  # a handshake-era client: the plain notification
+        await ctx.session.send_tool_list_changed()
     return "added"
 
 

@@ -187,7 +187,7 @@ def test_tools_are_discovered_with_their_schemas(shared: tuple[Runtime, Path]) -
 
 def test_read_only_calls_overlap_and_destructive_ones_never_do(shared: tuple[Runtime, Path]) -> None:
     rt, server_log = shared
-    tasks = [{"id": f"s{i}", "skill": "search", "args": {"query": f"q{i}", "delay_s": 0.5}} for i in range(4)]
+    tasks = [{"id": f"s{i}", "skill": "search", "args": {"query": f"q{i}", "delay_s": 1.0}} for i in range(4)]
     tasks += [{"id": f"w{i}", "skill": "write_note", "args": {"name": f"n{i}", "text": "x", "delay_s": 0.2}} for i in range(3)]
     result = run_plan(rt, tasks)
     assert result.state == "completed", result.error
@@ -579,3 +579,20 @@ def test_a_non_idempotent_call_outlives_a_kill_9_of_its_node_in_the_journal(serv
 def calls_started(log: Path, tool: str, name: str) -> int:
     lines = log.read_text().splitlines() if log.exists() else []
     return sum(1 for line in lines if (r := json.loads(line))["tool"] == tool and r["edge"] == "start" and r.get("name") == name)
+
+
+def test_a_handshake_era_server_works_the_same(tmp_path: Path, server_log: Path, runs_dir: Path) -> None:
+    """mode = "legacy": the initialize handshake (servers before 2026-07-28). Tools listed,
+    tools/list_changed as a plain notification, a crashed server restarted."""
+    marker = tmp_path / "crashed"
+    server = {"name": "notes", "command": [sys.executable, str(SERVER)], "env": {"MCP_TEST_LOG": str(server_log)}, "mode": "legacy"}
+    with Runtime(mcp_spec(server), runs_dir=runs_dir) as rt:
+        assert events(rt, "mcp.connected")[0]["protocol"] != "2026-07-28"
+        assert rt.ask("mcp", "add_tool", {}).state == "completed"
+        deadline = time.monotonic() + 20
+        while not events(rt, "mcp.tools-changed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert events(rt, "mcp.tools-changed")[0]["added"] == ["late"]
+        result = run_plan(rt, [{"id": "c", "skill": "crash_once", "args": {"marker": str(marker)}}])
+        assert result.data["state"] == "completed", result.data
+        assert [c.get("restarts", 0) for c in events(rt, "mcp.connected")] == [0, 1]

@@ -162,6 +162,8 @@ def test_server_settings_are_checked_naming_the_setting() -> None:
     python = ServerConfig.parse("mcp", 0, {"name": "n", "module": "notes_server", "args": ["--x"]})
     assert python.command == [sys.executable, "-m", "notes_server", "--x"] and "PYTHONPATH" in python.env
     assert ServerConfig.parse("mcp", 0, {"command": "srv", "args": ["a"]}).command == ["srv", "a"]
+    with pytest.raises(SpecError, match=r"config.servers\[0\].mode must be 'auto' or 'legacy'"):
+        ServerConfig.parse("mcp", 0, {"command": "srv", "mode": "2024"})
     actor = MCPTools()
     actor.ctx = SimpleNamespace(name="mcp")  # type: ignore[assignment]
     actor.config = {"servers": [], "aprove": "never"}
