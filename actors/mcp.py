@@ -399,8 +399,9 @@ class MCPTools(Actor):
     - `servers`: a list of tables, each with `name` and one of `command` (a stdio server:
       a list, or a string, plus `args`, `env`, `cwd`), `module` (a stdio server written in
       Python: run with the node's interpreter, found on the node's import path) or `url`
-      (streamable HTTP, with `headers`); `prefix` (put before its tools' names) and
-      `timeout_s` (per call, 60);
+      (streamable HTTP, with `headers`); `prefix` (put before its tools' names),
+      `timeout_s` (per call, 60) and `mode` ("auto", or "legacy": the initialize handshake);
+      `${NAME}` in `env` and `headers` is read from the node's environment;
     - `approve` ("first"): destructive tools (`destructiveHint`, MCP's default for a tool
       not read-only) are put to the human actor before their `first` call, before `always`
       every call, or `never`;
