@@ -14,6 +14,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PID_LINE = "mcp launcher: starting the server as pid "
 
 
 def main(argv: list[str]) -> None:
@@ -27,6 +28,8 @@ def main(argv: list[str]) -> None:
         pass
     if os.getppid() != node_pid:  # the node died before the line above: do not start at all
         sys.exit(f"mcp launcher: node {node_pid} is gone")
+    # The first line on stderr (the node's log) says which process the server is.
+    os.write(2, f"{PID_LINE}{os.getpid()}\n".encode())
     try:
         os.execvp(command[0], command)
     except OSError as exc:

@@ -46,6 +46,7 @@ from ._mcp_core import (
     on_repeat,
     skill_id,
 )
+from ._mcp_launch import PID_LINE
 
 _ACTOR_KEYS = {
     "servers", "approve", "human", "approval_timeout_s", "connect_timeout_s", "call_wait_s",
@@ -163,7 +164,6 @@ class _Server:
         self.first = asyncio.Event()  # set once the first connect succeeded or failed for good
         self.stopping = asyncio.Event()
         self.lost = asyncio.Event()
-        self.pid: int | None = None  # a stdio server's process, while it runs
         self.pump: _StderrPump | None = None  # its stderr, into the node's log
         self.task: asyncio.Task[None] | None = None
 
@@ -206,7 +206,7 @@ class _Server:
                     transport="http" if self.config.url else "stdio",
                     protocol=client.protocol_version,
                     tools=sorted(self.tools),
-                    server_pid=self.pid,
+                    server_pid=self.pump.pid if self.pump is not None else None,
                     restarts=self.link.restarts,
                 )
                 await self._watch(changes)
@@ -215,7 +215,6 @@ class _Server:
         finally:
             self.up.clear()
             self.client = None
-            self.pid = None
         if self.stopping.is_set():
             return []
         self.owner.ctx.event("mcp.lost", server=self.config.name, error=error)
@@ -242,7 +241,7 @@ class _Server:
             )
             if self.pump is None:
                 self.pump = _StderrPump(cfg.name, cfg.secrets())
-            transport = _stdio_with_pid(self, params, self.pump)
+            transport = stdio_client(params, errlog=self.pump)
         client = Client(
             transport, message_handler=self._on_message, cache=None, read_timeout_seconds=cfg.timeout_s, mode=cfg.mode
         )
@@ -339,26 +338,6 @@ class _Server:
             raise ToolFailed("refused", str(exc)) from None
 
 
-@contextlib.asynccontextmanager
-async def _stdio_with_pid(server: _Server, params: StdioServerParameters, errlog: Any) -> Any:
-    """`stdio_client`, noting the server's pid (the launcher's, which becomes the server)."""
-    before = _children()
-    async with stdio_client(params, errlog=errlog) as streams:
-        new = _children() - before
-        server.pid = min(new) if new else None
-        yield streams
-
-
-def _children() -> set[int]:
-    pid = os.getpid()
-    found: set[int] = set()
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
-                found |= {int(p) for p in f.read().split()}
-    return found
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
@@ -373,6 +352,7 @@ class _StderrPump:
         self.file = os.fdopen(write_fd, "w")
         self.server = server
         self.secrets = secrets
+        self.pid: int | None = None  # the server's process, from the launcher's first line
         self.thread = threading.Thread(target=self._pump, args=(read_fd,), daemon=True, name=f"mcp-stderr-{server}")
         self.thread.start()
 
@@ -383,6 +363,8 @@ class _StderrPump:
         with os.fdopen(fd, "rb") as stream:
             for raw in stream:
                 line = redact(redact(raw.decode(errors="replace").rstrip()), self.secrets)
+                if line.startswith(PID_LINE):  # the launcher's first line: a new server process
+                    self.pid = int(line.removeprefix(PID_LINE))
                 sys.stderr.write(f"[mcp {self.server}] {line}\n")
                 sys.stderr.flush()
 
