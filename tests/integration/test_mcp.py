@@ -391,7 +391,7 @@ def test_no_server_process_is_left_after_kill_9_of_its_node(server_log: Path, ru
     assert not alive(second)
 
 
-def test_a_server_that_cannot_start_fails_the_nodes_start_naming_it(tmp_path: Path, runs_dir: Path) -> None:
+def test_a_server_that_cannot_start_fails_the_nodes_start_naming_it(runs_dir: Path) -> None:
     server = {"name": "broken", "command": [sys.executable, "-c", "import sys; sys.exit('no such server')"]}
     spec = make_spec(
         {"tools": [{"name": "mcp", "class": "agentrt.actors:MCPTools", "config": {"servers": [server], "max_reconnects": 0}}]},
