@@ -98,10 +98,11 @@ async def add_tool(ctx: Context) -> str:
 
 
 @server.tool(annotations=READ_ONLY)
-def hold(seconds: float) -> str:
+def hold(seconds: float, name: str = "") -> str:
     """Busy for `seconds` (a thread the server waits for before it can exit)."""
-    _log("hold", "start")
+    _log("hold", "start", name=name)
     time.sleep(seconds)
+    _log("hold", "end", name=name)
     return "held"
 
 

@@ -121,7 +121,8 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         http.start()
         server = {"name": "notes", "url": http.url}
     try:
-        with Runtime(mcp_spec(server, approve="always", human={"fallback": "accept-best"}), runs_dir=folder / "runs") as rt:
+        spec = mcp_spec(server, approve="always", human={"fallback": "accept-best"}, per_skill={"hold": 2})
+        with Runtime(spec, runs_dir=folder / "runs") as rt:
             yield rt, log
     finally:
         if http is not None:
@@ -208,6 +209,23 @@ def test_read_only_calls_overlap_and_destructive_ones_never_do(shared: tuple[Run
     answered = sorted(a["ts"] for a in approvals)
     for when, (start, _) in zip(answered, writes, strict=True):
         assert when <= start
+
+
+def test_the_coordinators_bounds_hold_for_mcp_tools(shared: tuple[Runtime, Path]) -> None:
+    """An MCP tool is an ordinary skill to the scheduler: per_skill = {hold = 2} keeps at
+    most two of six read-only calls at the server at once (the server's own log says)."""
+    rt, server_log = shared
+    tasks = [{"id": f"h{i}", "skill": "hold", "args": {"seconds": 0.3, "name": f"h{i}"}} for i in range(6)]
+    result = run_plan(rt, tasks)
+    assert result.data["state"] == "completed", result.data
+    spans = calls(server_log, "hold", {f"h{i}" for i in range(6)})
+    assert len(spans) == 6
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    running, most = 0, 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    assert most == 2
 
 
 def test_approve_first_asks_once_and_a_refusal_fails_the_task_without_a_call(tmp_path: Path, runs_dir: Path) -> None:
