@@ -161,6 +161,13 @@ class Human(Actor):
         self.ctx.notice(
             f"escalation {ticket.ticket_id} ({ticket.reason}) waits for an answer in {path}",
         )
+        # For whoever serves answers (the A2A gateway): in the trace of the job that escalated.
+        self.ctx.event(
+            "escalation.waiting",
+            ticket_id=ticket.ticket_id,
+            ticket_path=str(folder / f"{ticket.ticket_id}.json"),
+            answer_path=str(path),
+        )
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
             if path.is_file():

@@ -123,8 +123,19 @@ def refusal(rules: list[AllowRule], sender: str, recipient: str, skill: str) -> 
     )
 
 
+class A2ASpec(_SpecStruct, kw_only=True):
+    """The A2A gateway of `agentrt serve`: where it listens, which actors it exposes (every
+    actor unless listed; the entry actor's card is also at the root), and the base URL the
+    cards name when clients reach it through a proxy (default: http://<listen>)."""
+
+    listen: str = "127.0.0.1:8000"
+    expose: list[str] = []
+    public_url: str = ""
+
+
 class Spec(_SpecStruct, kw_only=True):
     run: RunSpec = RunSpec()
+    a2a: A2ASpec | None = None
     model: ModelConfig = ModelConfig()
     limits: Limits = Limits()
     supervision: SupervisionSpec = SupervisionSpec()
@@ -215,6 +226,12 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
                         f"{origin}: allow[{i}].{field} names '{name}', which is not an actor of the "
                         f"spec (actors: {', '.join(sorted(seen_actors))}); use a name or a glob like 'worker-*'"
                     )
+    for name in spec.a2a.expose if spec.a2a else []:
+        if name not in seen_actors:
+            raise SpecError(
+                f"{origin}: a2a.expose names '{name}', which is not an actor of the spec "
+                f"(actors: {', '.join(sorted(seen_actors))})"
+            )
     if spec.run.entry is not None and spec.run.entry not in seen_actors:
         raise SpecError(
             f"{origin}: run.entry '{spec.run.entry}' is not an actor of the spec "

@@ -126,6 +126,7 @@ class _PendingAsk:
     key: str
     task_id: str
     attempt: int = 1
+    trace_id: str | None = None
     future: Future[Any] = field(default_factory=Future)  # the caller's: kept across re-asks
 
 
@@ -532,13 +533,23 @@ class Runtime:
         validate: bool = True,
         idempotency_key: str | None = None,
         task_id: str | None = None,
+        trace_id: str | None = None,
     ) -> Future[TaskResult]:
         """Ask an actor of the run to run a skill; the future resolves with its reply.
         Asks with the same `idempotency_key` run the skill once and share its result (one is
-        made up when none is given); `task_id` names the task, so that `cancel` can reach it.
-        If the actor's node dies and is restarted meanwhile, the ask is sent again."""
+        made up when none is given); `task_id` names the task, so that `cancel` can reach it;
+        `trace_id` is the trace every message and event the ask causes carries (a new one
+        when not given). If the actor's node dies and is restarted meanwhile, the ask is sent
+        again."""
         pending = _PendingAsk(
-            actor, skill, data, text, timeout_s, idempotency_key or f"ask-{new_id()}", task_id or new_id()
+            actor,
+            skill,
+            data,
+            text,
+            timeout_s,
+            idempotency_key or f"ask-{new_id()}",
+            task_id or new_id(),
+            trace_id=trace_id,
         )
         pending.future = future = self._send_ask(pending, validate=validate)
         self._asks.append(pending)
@@ -557,6 +568,7 @@ class Runtime:
             validate_input=validate,
             idempotency_key=pending.key,
             attempt=pending.attempt,
+            trace_id=pending.trace_id,
         )
 
     def cancel(self, actor: str, task_id: str, reason: str = "cancelled by the user") -> None:

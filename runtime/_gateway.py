@@ -1,0 +1,432 @@
+"""The A2A 1.0 gateway: a run's actors served over HTTP with the `a2a-sdk` server components.
+
+Each exposed actor gets its own A2A agent at `/a2a/<actor>/` (its card at
+`/a2a/<actor>/.well-known/agent-card.json`; the entry actor's card also at the root):
+JSON-RPC and HTTP+JSON on that URL, SSE streaming, and the 0.3 protocol on the same routes.
+The SDK's `DefaultRequestHandler` keeps the A2A tasks (GetTask, ListTasks, SubscribeToTask,
+CancelTask); an `AgentExecutor` per actor turns a SendMessage into an ask of the runtime
+(`Runtime.ask_async`) and the reply into artifacts and a final status. What the gateway adds
+before the SDK sees a message: the skill (the message's `metadata.skill`, or the actor's only
+skill) and the input checked against the skill's schema, so a bad input is -32602 with a
+`google.rpc.BadRequest` naming the field and the rule instead of a failed task.
+
+An escalation ticket raised while an A2A task runs (the run's human actor waiting for an
+answer file) turns the task `TASK_STATE_INPUT_REQUIRED` with the ticket as a data part; the
+client's next message on that task is written as the answer, and the task goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import uvicorn
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue_v2 import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import a2a_pb2 as pb
+from a2a.utils.errors import InvalidParamsError
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from agentrt.protocols import AgentCard, DataPart, EscalationAnswer, SchemaError, new_id
+
+from . import a2a as mapping
+from ._messenger import TaskResult
+from ._spec import A2ASpec
+from ._supervisor import Runtime
+from ._tracing import get_logger
+from ._validation import validate
+
+
+@dataclass(eq=False)
+class _Job:
+    """One A2A task of the gateway and the runtime ask behind it."""
+
+    actor: str
+    task_id: str
+    trace_id: str
+    future: Future[TaskResult]
+    tickets: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    ticket: dict[str, Any] | None = None  # the escalation ticket it waits on, if any
+
+
+class _Handler(DefaultRequestHandler):
+    """The SDK's request handler, with agentrt's checks before a message becomes a task."""
+
+    def __init__(self, gateway: Gateway, actor: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gateway = gateway
+        self.actor = actor
+
+    async def on_message_send(
+        self, params: pb.SendMessageRequest, context: ServerCallContext
+    ) -> Any:
+        self.gateway.check(self.actor, params)
+        return await super().on_message_send(params, context)
+
+    async def on_message_send_stream(
+        self, params: pb.SendMessageRequest, context: ServerCallContext
+    ) -> Any:
+        self.gateway.check(self.actor, params)
+        async for event in super().on_message_send_stream(params, context):
+            yield event
+
+
+class _Executor(AgentExecutor):
+    """Runs an actor's skill for the SDK: the ask, then artifacts and a final status."""
+
+    def __init__(self, gateway: Gateway, actor: str) -> None:
+        self.gateway = gateway
+        self.actor = actor
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id, context_id = str(context.task_id), str(context.context_id)
+        updater = TaskUpdater(event_queue, task_id, context_id)
+        job = self.gateway.jobs.get(task_id)
+        if context.current_task is None or job is None:
+            message = context.message
+            assert message is not None
+            await event_queue.enqueue_event(
+                pb.Task(
+                    id=task_id,
+                    context_id=context_id,
+                    status=pb.TaskStatus(state=pb.TASK_STATE_SUBMITTED),
+                    history=[message],
+                )
+            )
+            job = self.gateway.ask(self.actor, task_id, context)
+        elif job.ticket is not None and context.message is not None:
+            self.gateway.answer(job, context.message)
+        await updater.start_work()
+        await self.gateway.follow(job, updater)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id = str(context.task_id)
+        job = self.gateway.jobs.get(task_id)
+        if job is not None:
+            self.gateway.runtime.cancel(job.actor, task_id, "cancelled by the A2A client")
+        await TaskUpdater(event_queue, task_id, str(context.context_id)).cancel()
+
+
+class Gateway:
+    """Serves a running `Runtime`'s actors as A2A agents; `start()` listens, `stop()` stops."""
+
+    def __init__(self, runtime: Runtime, config: A2ASpec | None = None) -> None:
+        self.runtime = runtime
+        self.config = config or A2ASpec()
+        host, _, port = self.config.listen.rpartition(":")
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host.strip("[]") or "127.0.0.1", int(port or 8000)))
+        bound_host, bound_port = self.sock.getsockname()[:2]
+        self.url = (self.config.public_url or f"http://{bound_host}:{bound_port}").rstrip("/")
+        self.jobs: dict[str, _Job] = {}
+        self._by_trace: dict[str, _Job] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.log = get_logger(actor="gateway")
+        entry = runtime.spec.run.entry
+        names = self.config.expose or [a.name for n in runtime.spec.nodes for a in n.actors]
+        self.cards: dict[str, AgentCard] = {n: runtime.messenger.card(n) for n in names}
+        routes: list[Any] = []
+        handlers = []
+        for name, card in self.cards.items():
+            a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/")
+            handler = _Handler(
+                self,
+                name,
+                agent_executor=_Executor(self, name),
+                task_store=InMemoryTaskStore(),
+                agent_card=a2a_card,
+            )
+            handlers.append(handler)
+            app_routes = [
+                *create_agent_card_routes(a2a_card),
+                *create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True),
+                *create_rest_routes(handler, enable_v0_3_compat=True),
+            ]
+            routes.append(Mount(f"/a2a/{name}", routes=app_routes))
+            if name == entry:
+                routes[:0] = create_agent_card_routes(a2a_card)
+        self.handlers = handlers
+        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+            )
+        )
+        self._thread: threading.Thread | None = None
+        runtime.writer.listeners.append(self._on_event)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Any) -> Any:
+        self.loop = asyncio.get_running_loop()
+        try:
+            yield
+        finally:
+            for handler in self.handlers:  # no SDK task left pending at shutdown
+                with contextlib.suppress(Exception):
+                    await handler.aclose()
+
+    def start(self) -> Gateway:
+        """Serve on a thread of its own; returns once the server accepts connections."""
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="a2a-gateway", daemon=True
+        )
+        self._thread.start()
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the A2A gateway could not start on {self.config.listen}")
+            threading.Event().wait(0.02)
+        self.log.info("gateway.started", url=self.url, actors=sorted(self.cards))
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        with contextlib.suppress(ValueError):
+            self.runtime.writer.listeners.remove(self._on_event)
+        self.sock.close()
+
+    # -- before the SDK: skill, schema, answers ------------------------------------------
+
+    def skill_of(self, actor: str, message: pb.Message, request_meta: dict[str, Any]) -> str:
+        card = self.cards[actor]
+        meta = {**request_meta, **mapping.from_struct(message.metadata)}
+        wanted = meta.get(mapping.SKILL_METADATA_KEY)
+        offered = [s.id for s in card.skills]
+        if wanted is None and len(offered) == 1:
+            return offered[0]
+        if wanted is None or wanted not in offered:
+            what = (
+                "names no skill" if wanted is None else f"names skill '{wanted}', which it has not"
+            )
+            raise _bad(
+                f"actor '{actor}' has skills {offered}: the message {what}; set "
+                f"metadata.{mapping.SKILL_METADATA_KEY} to one of them",
+                "message.metadata.skill",
+            )
+        return str(wanted)
+
+    def input_of(
+        self, actor: str, skill: str, message: pb.Message
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The data and text of a message for `skill`. A text-only message to a skill whose
+        input has exactly one required string field fills that field (what a plain chat
+        client sends)."""
+        parts = mapping.parts_from_a2a(message.parts)
+        data, text = mapping.first_data(parts), mapping.text_of(parts) or None
+        declared = self.cards[actor].skill(skill)
+        schema = (declared.input_schema if declared else None) or {}
+        required = schema.get("required") or []
+        props = schema.get("properties") or {}
+        one_string = len(required) == 1 and (props.get(required[0]) or {}).get("type") == "string"
+        if data is None and text is not None and one_string:
+            data = {required[0]: text}
+        return data, text
+
+    def check(self, actor: str, params: pb.SendMessageRequest) -> None:
+        """Raise InvalidParamsError (-32602, with field violations) for a message that cannot
+        become a task: no such skill, or input that breaks the skill's schema. A reply to a
+        task waiting on a ticket must be an answer to it."""
+        message = params.message
+        job = self.jobs.get(message.task_id) if message.task_id else None
+        if job is not None and job.ticket is not None:
+            self._answer_of(job, message)
+            return
+        if message.task_id:
+            return  # the SDK answers TaskNotFound / terminal-state errors
+        skill = self.skill_of(actor, message, mapping.from_struct(params.metadata))
+        data, _ = self.input_of(actor, skill, message)
+        declared = self.cards[actor].skill(skill)
+        try:
+            validate(
+                declared.input_schema if declared else None,
+                data if data is not None else {},
+                what=f"input of skill '{skill}' on '{actor}'",
+            )
+        except SchemaError as exc:
+            index = next(
+                (i for i, p in enumerate(message.parts) if p.WhichOneof("content") == "data"), 0
+            )
+            path = f"message.parts[{index}].data{exc.field[1:]}"
+            raise _bad(str(exc), path, rule=exc.rule) from None
+
+    # -- the ask and its outcome ---------------------------------------------------------
+
+    def ask(self, actor: str, task_id: str, context: RequestContext) -> _Job:
+        message = context.message
+        assert message is not None
+        skill = self.skill_of(actor, message, dict(context.metadata or {}))
+        data, text = self.input_of(actor, skill, message)
+        trace_id = new_id()
+        future = self.runtime.ask_async(
+            actor,
+            skill,
+            data,
+            text=text,
+            idempotency_key=f"a2a:{message.message_id}",  # the client's retry runs it once
+            task_id=task_id,
+            trace_id=trace_id,
+            validate=False,  # checked in `check`, with the A2A error
+        )
+        job = _Job(actor=actor, task_id=task_id, trace_id=trace_id, future=future)
+        self.jobs[task_id] = job
+        self._by_trace[trace_id] = job
+        self.log.info("gateway.task", task_id=task_id, skill=skill, trace_id=trace_id, to=actor)
+        return job
+
+    async def follow(self, job: _Job, updater: TaskUpdater) -> None:
+        """Wait for the ask's reply, or for a ticket: the one ends the task, the other parks
+        it in INPUT_REQUIRED (the SDK calls `execute` again with the client's answer)."""
+        reply = asyncio.wrap_future(job.future)
+        while True:
+            ticket = asyncio.ensure_future(job.tickets.get())
+            done, _ = await asyncio.wait({reply, ticket}, return_when=asyncio.FIRST_COMPLETED)
+            if ticket in done:
+                job.ticket = ticket.result()
+                summary = str(job.ticket.get("summary") or "the run needs a decision")
+                options = job.ticket.get("options") or []
+                await updater.requires_input(
+                    updater.new_agent_message(
+                        [
+                            pb.Part(text=f"{summary} (answer with one of: {', '.join(options)})"),
+                            *mapping.parts_to_a2a([_data(job.ticket)]),
+                        ]
+                    )
+                )
+                return
+            ticket.cancel()
+            break
+        result = reply.result()
+        self._forget(job)
+        task = result.task
+        if task.status.state == "completed":
+            for artifact in task.artifacts:
+                await updater.add_artifact(
+                    mapping.parts_to_a2a(list(artifact.parts)),
+                    artifact_id=artifact.artifact_id,
+                    name=artifact.name,
+                )
+            await updater.complete()
+        elif task.status.state == "canceled":
+            await updater.cancel()
+        else:
+            error = result.error or f"the task ended {task.status.state}"
+            failed = updater.new_agent_message([pb.Part(text=error)])
+            if task.status.state == "rejected":
+                await updater.reject(failed)
+            else:
+                await updater.failed(failed)
+
+    def _forget(self, job: _Job) -> None:
+        self.jobs.pop(job.task_id, None)
+        self._by_trace.pop(job.trace_id, None)
+
+    # -- escalations -------------------------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """Trace events (the collector's thread): a human actor waiting for an answer file
+        in the trace of one of our tasks parks that task in INPUT_REQUIRED."""
+        if event.get("event") != "escalation.waiting":
+            return
+        job = self._by_trace.get(str(event.get("trace_id")))
+        if job is None or self.loop is None:
+            return
+        path = Path(str(event.get("ticket_path", "")))
+        try:
+            ticket = msgspec.json.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError) as exc:
+            self.log.warning("gateway.ticket-unreadable", path=str(path), error=str(exc))
+            return
+        ticket["answerPath"] = str(event.get("answer_path", ""))
+        self.loop.call_soon_threadsafe(job.tickets.put_nowait, ticket)
+
+    def _answer_of(self, job: _Job, message: pb.Message) -> EscalationAnswer:
+        """The client's reply to a ticket as an answer: a data part `{"decision",
+        "feedback"?}`, or text that is one of the ticket's options."""
+        ticket = job.ticket or {}
+        parts = mapping.parts_from_a2a(message.parts)
+        data = mapping.first_data(parts) or {"decision": mapping.text_of(parts).strip()}
+        options = ticket.get("options") or []
+        decision = data.get("decision")
+        if decision not in options:
+            raise _bad(
+                f"task '{job.task_id}' waits for an answer to ticket '{ticket.get('ticketId')}': "
+                f"decision '{decision}' is not one of {options}",
+                "message.parts[0].data.decision",
+                rule="enum",
+            )
+        return EscalationAnswer(
+            ticket_id=str(ticket.get("ticketId")),
+            decision=decision,
+            feedback=data.get("feedback"),
+            by="A2A client",
+        )
+
+    def answer(self, job: _Job, message: pb.Message) -> None:
+        answer = self._answer_of(job, message)
+        path = Path(str((job.ticket or {}).get("answerPath")))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(answer))
+        tmp.rename(path)  # the human actor never reads half a file
+        self.log.info(
+            "gateway.answered",
+            task_id=job.task_id,
+            ticket_id=answer.ticket_id,
+            decision=answer.decision,
+        )
+        job.ticket = None
+
+
+def _data(value: dict[str, Any]) -> DataPart:
+    return DataPart(data={k: v for k, v in value.items() if k != "answerPath"})
+
+
+def _bad(message: str, path: str, rule: str = "") -> InvalidParamsError:
+    """-32602 with a `google.rpc.BadRequest` field violation (the SDK adds it from `errors`)."""
+    return InvalidParamsError(
+        message=message,
+        data={"field": path, "rule": rule, "errors": [{"field": path, "message": message}]},
+    )
+
+
+def serve(
+    spec: Any,
+    listen: str | None = None,
+    *,
+    run_id: str | None = None,
+    runs_dir: Path | str | None = None,
+    on_ready: Any = None,
+    terminal: str | None = None,
+) -> None:
+    """Start the spec's nodes and serve them over A2A until Ctrl-C / SIGTERM, supervising the
+    nodes meanwhile (a node that dies is restarted as in `agentrt run`)."""
+    config = spec.a2a or A2ASpec()
+    if listen:
+        config = msgspec.structs.replace(config, listen=listen)
+    with Runtime(spec, run_id=run_id, runs_dir=runs_dir, terminal=terminal) as rt:
+        gateway = Gateway(rt, config).start()
+        try:
+            if on_ready is not None:
+                on_ready(gateway)
+            rt.wait(Future())  # supervise until interrupted
+        finally:
+            gateway.stop()

@@ -1,0 +1,52 @@
+"""Actors for the A2A tests (gateway and A2A agents as workers), loaded as `a2a_actors:Class`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentrt.runtime import Actor, Request, skill
+
+TEXT_IN = {
+    "type": "object",
+    "required": ["text"],
+    "additionalProperties": False,
+    "properties": {"text": {"type": "string", "minLength": 1}},
+}
+
+
+class Shouter(Actor):
+    """Upper-cases text: one skill, so a message needs not name it."""
+
+    @skill(
+        input=TEXT_IN,
+        output={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+        read_only=True,
+    )
+    def shout(self, req: Request) -> dict[str, Any]:
+        """Shout the text."""
+        return {"text": req.data["text"].upper() + "!"}
+
+
+class Desk(Actor):
+    """Two skills: `count` (how many times it ran for real) and `hold` (waits to be cancelled)."""
+
+    @skill(input={"type": "object", "required": ["dir"], "properties": {"dir": {"type": "string"}}})
+    def count(self, req: Request) -> dict[str, Any]:
+        """Append a line to <dir>/count and return how many lines it has."""
+        path = Path(req.data["dir"]) / "count"
+        with path.open("a") as f:
+            f.write("x\n")
+        return {"count": len(path.read_text().splitlines())}
+
+    @skill(
+        input={"type": "object", "required": ["dir"], "properties": {"dir": {"type": "string"}, "s": {"type": "number"}}},
+        read_only=True,
+    )
+    def hold(self, req: Request) -> dict[str, Any]:
+        """Wait up to `s` seconds (60) for a cancel; write <dir>/cancelled when one came."""
+        (Path(req.data["dir"]) / "started").write_text(req.task_id)
+        if req.cancelled.wait(float(req.data.get("s", 60))):
+            (Path(req.data["dir"]) / "cancelled").write_text(req.task_id)
+            return {"held": "cancelled"}
+        return {"held": "done"}
