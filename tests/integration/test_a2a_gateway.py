@@ -1,0 +1,282 @@
+"""The A2A gateway with the unmodified a2a-sdk client over real HTTP: a real run (node
+processes, ZeroMQ) behind `Gateway`, the SDK's client (JSON-RPC and HTTP+JSON), and raw
+HTTP where the wire itself is the point (error details, the 0.3 protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from a2a.client import A2ACardResolver, ClientConfig, create_client
+from a2a.types import a2a_pb2 as pb
+from a2a.utils.errors import (
+    InvalidParamsError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+)
+from google.protobuf import json_format
+
+from agentrt.runtime import Runtime
+from agentrt.runtime import a2a as mapping
+from agentrt.runtime._gateway import Gateway
+
+from .conftest import make_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    spec = make_spec(
+        {
+            "n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}],
+            "n2": [{"name": "desk", "class": "a2a_actors:Desk"}],
+        },
+        run={"entry": "shouter", "skill": "shout"},
+        a2a={"listen": "127.0.0.1:0"},
+    )
+    with Runtime(spec, runs_dir=tmp_path_factory.mktemp("runs")) as rt:
+        gw = Gateway(rt, spec.a2a).start()
+        try:
+            yield gw
+        finally:
+            gw.stop()
+
+
+def message(*parts: pb.Part, skill: str | None = None, message_id: str | None = None, task_id: str = "") -> pb.Message:
+    msg = pb.Message(
+        message_id=message_id or f"m-{time.monotonic_ns()}", role=pb.ROLE_USER, parts=list(parts), task_id=task_id
+    )
+    if skill:
+        msg.metadata.update({"skill": skill})
+    return msg
+
+
+def data(value: dict[str, Any]) -> pb.Part:
+    return mapping.parts_to_a2a([mapping.DataPart(data=value)])[0]
+
+
+def artifact_data(task: pb.Task) -> dict[str, Any]:
+    parts = mapping.parts_from_a2a(task.artifacts[0].parts)
+    return mapping.first_data(parts) or {}
+
+
+async def client_for(gw: Gateway, actor: str, **config: Any) -> Any:
+    return await create_client(f"{gw.url}/a2a/{actor}", client_config=ClientConfig(**config))
+
+
+async def send(client: Any, msg: pb.Message, **configuration: Any) -> list[pb.StreamResponse]:
+    request = pb.SendMessageRequest(
+        message=msg, configuration=pb.SendMessageConfiguration(**configuration)
+    )
+    return [event async for event in client.send_message(request)]
+
+
+async def until_terminal(client: Any, task_id: str) -> pb.Task:
+    for _ in range(600):  # polling, as a client of returnImmediately does; bounded, not timed
+        task = await client.get_task(pb.GetTaskRequest(id=task_id))
+        if task.status.state in mapping.TERMINAL:
+            return task
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not end: {task.status}")
+
+
+def test_card_per_actor_and_entry_at_root(gateway: Gateway) -> None:
+    async def go() -> None:
+        async with httpx.AsyncClient() as http:
+            shouter = await A2ACardResolver(http, f"{gateway.url}/a2a/shouter").get_agent_card()
+            desk = await A2ACardResolver(http, f"{gateway.url}/a2a/desk").get_agent_card()
+            root = await A2ACardResolver(http, gateway.url).get_agent_card()
+        assert shouter.name == "shouter" and [s.id for s in shouter.skills] == ["shout"]
+        assert sorted(s.id for s in desk.skills) == ["count", "hold"]
+        assert root == shouter  # the entry actor's card is also at the root
+        bindings = {(i.protocol_binding, i.url) for i in desk.supported_interfaces}
+        assert bindings == {(b, f"{gateway.url}/a2a/desk/") for b in ("JSONRPC", "HTTP+JSON")}
+        caps = shouter.capabilities
+        assert caps.streaming and not caps.push_notifications and not caps.extended_agent_card
+        schemas = mapping.skill_schemas(shouter)
+        assert schemas["shout"]["inputSchema"]["required"] == ["text"]
+        assert schemas["shout"]["inputSchema"]["properties"]["text"]["minLength"] == 1
+        assert schemas["shout"]["readOnly"] is True
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+def test_send_message_blocking(gateway: Gateway, binding: str) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "shouter", streaming=False, supported_protocol_bindings=[binding])
+        (event,) = await send(client, message(pb.Part(text="hello")))
+        task = event.task
+        assert task.status.state == pb.TASK_STATE_COMPLETED
+        assert artifact_data(task) == {"text": "HELLO!"}
+        assert task.history[0].parts[0].text == "hello"
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_message_id_is_the_idempotency_key(gateway: Gateway, tmp_path: Path) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "desk", streaming=False)
+        first = await send(client, message(data({"dir": str(tmp_path)}), skill="count", message_id="same"))
+        again = await send(client, message(data({"dir": str(tmp_path)}), skill="count", message_id="same"))
+        other = await send(client, message(data({"dir": str(tmp_path)}), skill="count"))
+        assert [artifact_data(e[0].task)["count"] for e in (first, again, other)] == [1, 1, 2]
+        assert (tmp_path / "count").read_text() == "x\nx\n"  # the repeated message ran once
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_return_immediately_then_get_task(gateway: Gateway, tmp_path: Path) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "desk", streaming=False)
+        msg = message(data({"dir": str(tmp_path), "s": 0.3}), skill="hold")
+        (event,) = await send(client, msg, return_immediately=True)
+        assert event.task.status.state not in mapping.TERMINAL
+        task = await until_terminal(client, event.task.id)
+        assert task.status.state == pb.TASK_STATE_COMPLETED
+        assert artifact_data(task) == {"held": "done"}
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_streaming_order(gateway: Gateway) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "shouter", streaming=True)
+        events = await send(client, message(pb.Part(text="order")))
+        kinds = [e.WhichOneof("payload") for e in events]
+        assert kinds[0] == "task"
+        assert kinds[1:] == ["status_update", "artifact_update", "status_update"]
+        assert events[1].status_update.status.state == pb.TASK_STATE_WORKING
+        assert events[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
+        assert mapping.first_data(mapping.parts_from_a2a(events[2].artifact_update.artifact.parts)) == {
+            "text": "ORDER!"
+        }
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_cancel_task_cancels_at_the_worker(gateway: Gateway, tmp_path: Path) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "desk", streaming=False)
+        msg = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
+        (event,) = await send(client, msg, return_immediately=True)
+        task_id = event.task.id
+        for _ in range(400):
+            if (tmp_path / "started").exists():
+                break
+            await asyncio.sleep(0.05)
+        cancelled = await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+        assert cancelled.status.state == pb.TASK_STATE_CANCELED
+        for _ in range(400):
+            if (tmp_path / "cancelled").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (tmp_path / "cancelled").read_text() == task_id  # the actor saw the cancel
+        with pytest.raises(TaskNotCancelableError):
+            await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_list_tasks_pages_with_a_cursor(gateway: Gateway) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "shouter", streaming=False)
+        context = f"ctx-{time.monotonic_ns()}"
+        sent = set()
+        for word in ("a", "b", "c"):
+            msg = message(pb.Part(text=word))
+            msg.context_id = context
+            (event,) = await send(client, msg)
+            sent.add(event.task.id)
+        first = await client.list_tasks(pb.ListTasksRequest(context_id=context, page_size=2))
+        assert len(first.tasks) == 2 and first.next_page_token
+        second = await client.list_tasks(
+            pb.ListTasksRequest(context_id=context, page_size=2, page_token=first.next_page_token)
+        )
+        assert len(second.tasks) == 1 and not second.next_page_token
+        assert {t.id for t in [*first.tasks, *second.tasks]} == sent
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_schema_error_names_the_field_and_the_rule(gateway: Gateway) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "shouter", streaming=False)
+        with pytest.raises(InvalidParamsError) as caught:
+            await send(client, message(data({"text": 5})))
+        assert "field '$.text'" in caught.value.message and "rule: type" in caught.value.message
+        await client.close()
+        # On the wire: -32602 with a google.rpc.BadRequest field violation.
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {"message": json_format.MessageToDict(message(data({"text": ""})))},
+        }
+        async with httpx.AsyncClient() as http:
+            reply = (await http.post(f"{gateway.url}/a2a/shouter/", json=body, headers={"A2A-Version": "1.0"})).json()
+        assert reply["error"]["code"] == -32602
+        (bad,) = [d for d in reply["error"]["data"] if d["@type"].endswith("google.rpc.BadRequest")]
+        (violation,) = bad["fieldViolations"]
+        assert violation["field"] == "message.parts[0].data.text"
+        assert "rule: minLength" in violation["description"]
+
+    asyncio.run(go())
+
+
+def test_a_message_for_no_skill_is_refused(gateway: Gateway) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "desk", streaming=False)
+        with pytest.raises(InvalidParamsError, match=r"metadata.skill"):
+            await send(client, message(pb.Part(text="which one?")))
+        with pytest.raises(InvalidParamsError, match=r"'nope', which it has not"):
+            await send(client, message(pb.Part(text="x"), skill="nope"))
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_unsupported_operations_answer_the_spec_error(gateway: Gateway) -> None:
+    async def go() -> None:
+        client = await client_for(gateway, "shouter", streaming=False)
+        (event,) = await send(client, message(pb.Part(text="x")))
+        with pytest.raises(PushNotificationNotSupportedError):
+            await client.create_task_push_notification_config(
+                pb.TaskPushNotificationConfig(task_id=event.task.id, url="http://127.0.0.1:9/hook")
+            )
+        await client.close()
+
+    asyncio.run(go())
+
+
+def test_a_0_3_client_on_the_same_route(gateway: Gateway) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": "old",
+        "method": "message/send",
+        "params": {
+            "message": {
+                "kind": "message",
+                "messageId": "m-0.3",
+                "role": "user",
+                "parts": [{"kind": "text", "text": "legacy"}],
+            }
+        },
+    }
+    reply = httpx.post(f"{gateway.url}/a2a/shouter/", json=body, timeout=30).json()
+    task = reply["result"]
+    assert task["kind"] == "task" and task["status"]["state"] == "completed"
+    (part,) = task["artifacts"][0]["parts"]
+    assert part["kind"] == "data" and part["data"] == {"text": "LEGACY!"}
