@@ -233,6 +233,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.state == "completed" else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ._gateway import serve
+
+    spec = load_spec(args.spec)
+    if args.model != "auto" or os.environ.get("ANTHROPIC_API_KEY"):
+        kind = "anthropic" if args.model == "auto" else args.model
+        spec = with_model_kind(spec, kind)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def ready(gateway: Any) -> None:
+        rt = gateway.runtime
+        print(f"agentrt: run {rt.run_id} serving A2A at {gateway.url}", flush=True)
+        for name in gateway.cards:
+            print(f"  {name}: {gateway.url}/a2a/{name}/.well-known/agent-card.json", flush=True)
+        print("agentrt: Ctrl-C stops it", flush=True)
+
+    serve(spec, args.a2a, run_id=args.run_id, runs_dir=args.runs_dir, on_ready=ready)
+    return 0
+
+
 def _events(
     args: argparse.Namespace, run: str | None = None, *, terminal: bool = True
 ) -> tuple[Path, list[Event]]:
@@ -410,6 +430,20 @@ def parser() -> argparse.ArgumentParser:
         help="never ask at the terminal: escalations follow the human actor's fallback policy",
     )
     r.set_defaults(fn=cmd_run)
+
+    sv = sub.add_parser("serve", help="start a spec's nodes and serve its actors over A2A 1.0")
+    sv.add_argument("spec")
+    sv.add_argument(
+        "--a2a",
+        metavar="HOST:PORT",
+        help="where the A2A gateway listens (default: the spec's [a2a] listen, or 127.0.0.1:8000)",
+    )
+    sv.add_argument("--run-id")
+    sv.add_argument(
+        "--runs-dir", default=runs_default, help="where runs/<id>/ go (default: %(default)s)"
+    )
+    sv.add_argument("--model", choices=["auto", "offline", "anthropic"], default="auto")
+    sv.set_defaults(fn=cmd_serve)
 
     t = sub.add_parser("trace", help="inspect traces of past runs")
     tsub = t.add_subparsers(dest="trace_command", required=True)
