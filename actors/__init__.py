@@ -12,13 +12,18 @@ from .producer import Producer
 from .quota import Quota
 from .worker import Worker
 
-__all__ = ["Coordinator", "Critic", "Human", "Judge", "MCPTools", "Producer", "Quota", "Worker"]
+__all__ = ["A2AAgent", "Coordinator", "Critic", "Human", "Judge", "MCPTools", "Producer", "Quota", "Worker"]
 
 
 def __getattr__(name: str) -> Any:
-    # MCPTools pulls in the MCP SDK (half a second of imports): only nodes that host it pay.
+    # MCPTools and A2AAgent pull in their protocol's SDK (half a second, and over a second, of
+    # imports): only nodes that host one pay.
     if name == "MCPTools":
         from .mcp import MCPTools
 
         return MCPTools
+    if name == "A2AAgent":
+        from .a2a import A2AAgent
+
+        return A2AAgent
     raise AttributeError(f"module 'agentrt.actors' has no attribute '{name}'")

@@ -1,0 +1,275 @@
+"""External A2A agents as workers: a remote agent's skills, run like any skill of the run."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+from a2a.types import a2a_pb2 as pb
+
+from agentrt.protocols import DataPart, Escalation, TextPart
+from agentrt.runtime import Actor, Request
+from agentrt.runtime import a2a as mapping
+
+T = TypeVar("T")
+_WELL_KNOWN = ".well-known/agent-card.json"
+
+
+class A2AAgent(Actor):
+    """A remote A2A agent's skills as this actor's skills (an A2A client per actor).
+
+    Config:
+    - `url`: the remote's agent card (`http://host/.well-known/agent-card.json`) or base URL;
+    - `read_only` (false): for skills whose card does not say (agentrt's schema extension does);
+    - `timeout_s`: a default per-skill timeout for the coordinator (else the run's);
+    - `poll_s` (0.1): how often a running remote task is read (GetTask);
+    - `human` (the run's actor with an `escalate` skill): who answers INPUT_REQUIRED.
+
+    Each request is sent once with `messageId` = its idempotency key, so the coordinator's
+    retries carry the same id; the remote task id is journaled in this actor's state under
+    that key, so a request that comes again after this node restarted follows the remote task
+    (GetTask) instead of sending it again. A cancel (the coordinator's timeout, or the run
+    stopping) cancels the remote task. A remote INPUT_REQUIRED becomes an escalation ticket
+    for the human actor: `continue` sends the answer (its feedback) on the same task, `abort`
+    cancels it. Input and output are checked against the remote's skill schemas when it
+    publishes them (agentrt's schema extension), by the host as for every skill.
+    """
+
+    description = "An external A2A agent, as a worker of the run."
+
+    def on_start(self) -> None:
+        url = str(self.config.get("url") or "")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"A2AAgent '{self.ctx.name}': config.url must be the http(s) URL of an agent card, got '{url}'"
+            )
+        self.poll_s = float(self.config.get("poll_s", 0.1))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name=f"{self.ctx.name}-a2a", daemon=True
+        )
+        self.thread.start()
+        self.inflight: dict[str, str] = {}  # our task id -> the remote task it runs as
+        self.calls = ThreadPoolExecutor(
+            max_workers=type(self).concurrency, thread_name_prefix=f"{self.ctx.name}-call"
+        )
+        self.http = self._sync(self._open())
+        base, _, path = url.partition("/" + _WELL_KNOWN)
+        card = self._sync(
+            A2ACardResolver(
+                self.http, base, _WELL_KNOWN if path == "" else _WELL_KNOWN + path
+            ).get_agent_card()
+        )
+        self.remote = card
+        factory = ClientFactory(
+            ClientConfig(
+                streaming=False,
+                httpx_client=self.http,
+                supported_protocol_bindings=["JSONRPC", "HTTP+JSON"],
+            )
+        )
+        self.client = factory.create(card)
+        schemas = mapping.skill_schemas(card)
+        for remote in card.skills:
+            declared = schemas.get(remote.id, {})
+            self.declare_skill(
+                remote.id,
+                self._handler(remote.id),
+                input=declared.get("inputSchema"),
+                output=declared.get("outputSchema"),
+                read_only=bool(declared.get("readOnly", self.config.get("read_only", False))),
+                timeout_s=declared.get("timeoutS", self.config.get("timeout_s")),
+                description=remote.description,
+                name=remote.name,
+                tags=tuple(remote.tags),
+            )
+        self.ctx.event("a2a.agent", url=url, remote=card.name, skills=[s.id for s in card.skills])
+
+    def on_cancel(self, req: Request, reason: str) -> None:
+        """Cancel the remote task now, not at the next poll: the run may stop right after."""
+        remote = self.inflight.get(req.task_id)
+        if remote is not None:
+            self._cancel_remote(remote)
+
+    def on_stop(self) -> None:
+        if getattr(self, "loop", None) is None:
+            return
+        for remote in list(self.inflight.values()):  # the run stops: nobody waits for them
+            self._cancel_remote(remote)
+        self.calls.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._sync(self.http.aclose(), timeout_s=5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    async def _open(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+
+    def _sync(self, coro: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
+        """Run a coroutine of the A2A client on this actor's event loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def _handler(self, skill_id: str) -> Any:
+        def handle(req: Request) -> Any:
+            self.calls.submit(self._call, req, skill_id)
+            return req.defer()
+
+        return handle
+
+    # -- one request -------------------------------------------------------------------
+
+    def _call(self, req: Request, skill_id: str) -> None:
+        try:
+            task = self._run(req, skill_id)
+        except Exception as exc:
+            self.inflight.pop(req.task_id, None)
+            req.fail(f"A2A agent {self.remote.name}: {type(exc).__name__}: {exc}")
+            return
+        self.inflight.pop(req.task_id, None)
+        state = task.status.state
+        if state == pb.TASK_STATE_COMPLETED:
+            parts = [p for a in task.artifacts for p in mapping.parts_from_a2a(a.parts)]
+            req.complete([p for p in parts if isinstance(p, TextPart | DataPart)])
+        else:
+            why = mapping.text_of(mapping.parts_from_a2a(task.status.message.parts))
+            req.fail(
+                f"A2A agent {self.remote.name}: task {task.id} ended {mapping.state_from_a2a(state)}"
+                + (f": {why}" if why else "")
+            )
+
+    def _journal_key(self, req: Request) -> str:
+        return f"remote-task:{req.skill}:{req.idempotency_key or req.task_id}"
+
+    def _run(self, req: Request, skill_id: str) -> pb.Task:
+        """Send (or, after a restart, find again) the remote task and follow it to its end."""
+        key = self._journal_key(req)
+        known = self.ctx.state.get(key)
+        task: pb.Task | None = None
+        if known is not None:
+            task = self._sync(self.client.get_task(pb.GetTaskRequest(id=known["taskId"])))
+            self.ctx.event(
+                "a2a.resumed",
+                remote_task_id=task.id,
+                state=mapping.state_from_a2a(task.status.state),
+            )
+            if (
+                task.status.state in mapping.TERMINAL
+                and task.status.state != pb.TASK_STATE_COMPLETED
+            ):
+                task = None  # a failed remote task: this attempt sends it again
+        if task is None:
+            message = pb.Message(
+                message_id=f"{self.ctx.name}:{req.idempotency_key or req.task_id}",
+                role=pb.ROLE_USER,
+                parts=mapping.parts_to_a2a(req.parts),
+            )
+            message.metadata.update({mapping.SKILL_METADATA_KEY: skill_id})
+            task = self._send(message)
+            self.ctx.state.put(key, {"taskId": task.id, "contextId": task.context_id})
+            self.ctx.event("a2a.sent", remote_task_id=task.id, skill=skill_id)
+        self.inflight[req.task_id] = task.id
+        while True:
+            if task.status.state in mapping.TERMINAL:
+                return task
+            if req.cancelled.is_set():
+                return self._cancel(task)
+            if task.status.state == pb.TASK_STATE_INPUT_REQUIRED:
+                task = self._escalate(req, task)
+                continue
+            time.sleep(self.poll_s)
+            task = self._sync(self.client.get_task(pb.GetTaskRequest(id=task.id)))
+
+    def _send(self, message: pb.Message) -> pb.Task:
+        """SendMessage, returning as soon as the remote has a task (returnImmediately)."""
+
+        async def go() -> pb.Task:
+            request = pb.SendMessageRequest(
+                message=message, configuration=pb.SendMessageConfiguration(return_immediately=True)
+            )
+            last: Any = None
+            async for event in self.client.send_message(request):
+                last = event
+            if last is None:
+                raise RuntimeError("the agent answered nothing")
+            if last.HasField("task"):
+                return last.task  # type: ignore[no-any-return]
+            if last.HasField("message"):  # a message-only agent: its reply is the result
+                return pb.Task(
+                    id=message.message_id,
+                    status=pb.TaskStatus(state=pb.TASK_STATE_COMPLETED),
+                    artifacts=[pb.Artifact(artifact_id="reply", parts=last.message.parts)],
+                )
+            raise RuntimeError(f"unexpected first answer: {last.WhichOneof('payload')}")
+
+        return self._sync(go())
+
+    def _cancel_remote(self, remote_task_id: str) -> None:
+        try:
+            self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=remote_task_id)), timeout_s=5)
+            self.ctx.event("a2a.cancelled", remote_task_id=remote_task_id, state="canceled")
+        except Exception as exc:  # it ended meanwhile, or the remote is gone
+            self.ctx.event("a2a.cancel-failed", remote_task_id=remote_task_id, error=str(exc))
+
+    def _cancel(self, task: pb.Task) -> pb.Task:
+        try:
+            task = self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=task.id)))
+        except Exception as exc:  # already ended, say: report what it is now
+            self.ctx.event("a2a.cancel-failed", remote_task_id=task.id, error=str(exc))
+            task = self._sync(self.client.get_task(pb.GetTaskRequest(id=task.id)))
+        self.ctx.event(
+            "a2a.cancelled", remote_task_id=task.id, state=mapping.state_from_a2a(task.status.state)
+        )
+        return task
+
+    # -- INPUT_REQUIRED ----------------------------------------------------------------
+
+    def _human(self) -> str | None:
+        named = self.config.get("human")
+        if named:
+            return str(named)
+        found = self.ctx.actors_with_skill("escalate")
+        return found[0] if found else None
+
+    def _escalate(self, req: Request, task: pb.Task) -> pb.Task:
+        """The remote asks for input: a ticket for the human; its answer goes back on the
+        same task (`continue`, with the feedback as text) or cancels it (`abort`)."""
+        asked = mapping.parts_from_a2a(task.status.message.parts)
+        question = mapping.text_of(asked) or "the remote agent needs input"
+        human = self._human()
+        if human is None:
+            self._cancel(task)
+            raise RuntimeError(
+                f"task {task.id} needs input ({question}) and the run has no human actor"
+            )
+        ticket = Escalation(
+            ticket_id=f"a2a-{task.id[:12]}",
+            loop=f"a2a:{self.ctx.name}:{req.skill}",
+            reason="other",
+            summary=f"{self.remote.name} asks: {question}",
+            iteration=1,
+            options=["continue", "abort"],
+            details={
+                "remoteTaskId": task.id,
+                "agent": self.remote.name,
+                "input": mapping.first_data(asked) or {},
+            },
+        )
+        answer = self.ctx.ask(human, "escalate", msgspec.to_builtins(ticket)).result()
+        data = answer.data if answer.ok else {"decision": "abort"}
+        if data.get("decision") != "continue":
+            return self._cancel(task)
+        reply = pb.Message(
+            message_id=f"{task.id}:answer:{time.monotonic_ns()}",
+            role=pb.ROLE_USER,
+            task_id=task.id,
+            context_id=task.context_id,
+            parts=[pb.Part(text=str(data.get("feedback") or "continue"))],
+        )
+        return self._send(reply)

@@ -1,0 +1,199 @@
+"""External A2A agents as workers: `agentrt.actors:A2AAgent` in front of a real a2a-sdk server
+(demos/a2a/agent.py, its own process, real HTTP), in real runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentrt.runtime import Runtime, read_trace, run
+
+from .conftest import ROOT, make_spec
+
+pytestmark = pytest.mark.integration
+
+AGENT = ROOT / "demos" / "a2a" / "agent.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Remote:
+    def __init__(self, url: str, log: Path) -> None:
+        self.url = url
+        self.log = log
+
+    def lines(self, name: str) -> list[str]:
+        path = self.log / name
+        return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[Remote]:
+    """The demo's style desk, an a2a-sdk server, in a process of its own."""
+    port = free_port()
+    log = tmp_path / "remote"
+    proc = subprocess.Popen(
+        [sys.executable, str(AGENT), "--port", str(port), "--log", str(log)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/.well-known/agent-card.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"the agent did not start: {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.05)
+        yield Remote(url, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def proxy(remote: Remote, **config: Any) -> dict[str, Any]:
+    return {
+        "name": "style",
+        "class": "agentrt.actors:A2AAgent",
+        "config": {"url": f"{remote.url}/.well-known/agent-card.json", **config},
+    }
+
+
+def plan_spec(remote: Remote, tasks: list[dict[str, Any]], final: str, **policy: Any) -> Any:
+    return make_spec(
+        {
+            "planner": [
+                {
+                    "name": "producer",
+                    "class": "agentrt.actors:Producer",
+                    "config": {"strategy": "static", "final": final, "tasks": tasks},
+                }
+            ],
+            "coord": [{"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": policy}],
+            "proxy": [proxy(remote)],
+        },
+        run={"entry": "coordinator", "skill": "run", "goal": "idempotency keys make retries safe. Always.", "timeout_s": 120},
+        model={"kind": "offline", "seed": 1, "latency_s": [0.0, 0.01]},
+    )
+
+
+def test_the_remote_skills_are_on_the_proxys_card_with_their_schemas(remote: Remote, runs_dir: Path) -> None:
+    spec = make_spec({"proxy": [proxy(remote)]}, run={"entry": "style", "skill": "headline"})
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        card = rt.messenger.card("style")
+        assert sorted(s.id for s in card.skills) == ["confirm", "headline", "slow"]
+        headline = card.skill("headline")
+        assert headline is not None and headline.read_only
+        assert headline.output_schema == {
+            "type": "object",
+            "required": ["headline"],
+            "properties": {"headline": {"type": "string"}},
+        }
+        result = rt.ask("style", "headline", {"text": "hello there. more"})
+        assert result.ok and result.data == {"headline": "Hello There"}
+        with pytest.raises(Exception, match=r"field '\$.text'.*rule: required"):
+            rt.ask("style", "headline", {"title": "no text"})  # checked here, never sent
+
+
+def test_a_plan_with_an_a2a_worker(remote: Remote, runs_dir: Path) -> None:
+    spec = plan_spec(remote, [{"id": "hl", "skill": "headline", "args": {"text": "{goal}"}}], "hl")
+    summary = run(spec, runs_dir=runs_dir)
+    assert summary.state == "completed", summary.error
+    assert "Idempotency Keys Make Retries Safe" in str(summary.output)
+    (line,) = remote.lines("tasks.log")
+    assert line.startswith("headline ")
+
+
+def test_a_timeout_cancels_the_remote_task(remote: Remote, runs_dir: Path) -> None:
+    spec = plan_spec(
+        remote,
+        [{"id": "nap", "skill": "slow", "args": {"s": 60}, "timeoutS": 1.5, "maxAttempts": 1}],
+        "nap",
+    )
+    summary = run(spec, runs_dir=runs_dir)
+    assert summary.state != "completed" or "nap" in str(summary.output)
+    for _ in range(200):
+        if remote.lines("cancels.log"):
+            break
+        time.sleep(0.05)
+    (cancelled,) = remote.lines("cancels.log")
+    events = read_trace(Path(summary.run_dir) / "trace.jsonl")
+    sent = [e for e in events if e.get("event") == "a2a.sent"]
+    assert [e["remote_task_id"] for e in sent] == [cancelled]
+    assert any(e.get("event") == "a2a.cancelled" and e["state"] == "canceled" for e in events)
+
+
+def test_a_restarted_proxy_follows_the_remote_task_without_sending_it_again(
+    remote: Remote, runs_dir: Path
+) -> None:
+    spec = make_spec({"proxy": [proxy(remote)]}, run={"entry": "style", "skill": "slow"})
+    sent = threading.Event()
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        rt.writer.listeners.append(lambda e: sent.set() if e.get("event") == "a2a.sent" else None)
+        future = rt.ask_async("style", "slow", {"s": 3}, idempotency_key="nap-1")
+        assert sent.wait(30), "the remote task was sent and journaled"
+        os.kill(rt.pids["proxy"], signal.SIGKILL)
+        result = rt.wait(future, timeout_s=60)
+        assert result.ok, result.error
+        assert result.data == {"slept": 3}
+    events = read_trace(rt.trace_path)
+    assert len(remote.lines("tasks.log")) == 1  # sent once, followed again after the restart
+    a2a = [e for e in events if e.get("event", "").startswith("a2a.")]
+    assert [e["event"] for e in a2a] == ["a2a.agent", "a2a.sent", "a2a.agent", "a2a.resumed"]
+    assert a2a[1]["remote_task_id"] == a2a[3]["remote_task_id"]
+
+
+def test_input_required_becomes_an_escalation_ticket(remote: Remote, runs_dir: Path) -> None:
+    spec = make_spec(
+        {
+            "proxy": [proxy(remote)],
+            "desk": [
+                {
+                    "name": "human",
+                    "class": "agentrt.actors:Human",
+                    "config": {"fallback": "wait-file", "interactive": False, "wait_s": 60},
+                }
+            ],
+        },
+        run={"entry": "style", "skill": "confirm"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        future = rt.ask_async("style", "confirm", {"text": "ship it"})
+        folder = rt.run_dir / "escalations"
+        tickets: list[Path] = []
+        for _ in range(400):
+            tickets = [p for p in folder.glob("a2a-*.json") if ".answer" not in p.name] if folder.exists() else []
+            if tickets:
+                break
+            time.sleep(0.05)
+        (ticket_path,) = tickets
+        ticket = json.loads(ticket_path.read_text())
+        assert "proceed with 'ship it'?" in ticket["summary"] and ticket["options"] == ["continue", "abort"]
+        answer = {"ticketId": ticket["ticketId"], "decision": "continue", "feedback": "yes, ship"}
+        ticket_path.with_name(f"{ticket['ticketId']}.answer.json").write_text(json.dumps(answer))
+        result = rt.wait(future, timeout_s=60)
+    assert result.ok, result.error
+    assert result.data == {"confirmed": "yes, ship"}
