@@ -40,7 +40,11 @@ class Desk(Actor):
         return {"count": len(path.read_text().splitlines())}
 
     @skill(
-        input={"type": "object", "required": ["dir"], "properties": {"dir": {"type": "string"}, "s": {"type": "number"}}},
+        input={
+            "type": "object",
+            "required": ["dir"],
+            "properties": {"dir": {"type": "string"}, "s": {"type": "number"}},
+        },
         read_only=True,
     )
     def hold(self, req: Request) -> dict[str, Any]:

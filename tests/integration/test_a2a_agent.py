@@ -62,7 +62,9 @@ def remote(tmp_path: Path) -> Iterator[Remote]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None:
-                raise AssertionError(f"the agent did not start: {proc.stderr.read() if proc.stderr else ''}")
+                raise AssertionError(
+                    f"the agent did not start: {proc.stderr.read() if proc.stderr else ''}"
+                )
             time.sleep(0.05)
         yield Remote(url, log)
     finally:
@@ -92,15 +94,24 @@ def plan_spec(remote: Remote, tasks: list[dict[str, Any]], final: str, **policy:
                     "config": {"strategy": "static", "final": final, "tasks": tasks},
                 }
             ],
-            "coord": [{"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": policy}],
+            "coord": [
+                {"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": policy}
+            ],
             "proxy": [proxy(remote)],
         },
-        run={"entry": "coordinator", "skill": "run", "goal": "idempotency keys make retries safe. Always.", "timeout_s": 120},
+        run={
+            "entry": "coordinator",
+            "skill": "run",
+            "goal": "idempotency keys make retries safe. Always.",
+            "timeout_s": 120,
+        },
         model={"kind": "offline", "seed": 1, "latency_s": [0.0, 0.01]},
     )
 
 
-def test_the_remote_skills_are_on_the_proxys_card_with_their_schemas(remote: Remote, runs_dir: Path) -> None:
+def test_the_remote_skills_are_on_the_proxys_card_with_their_schemas(
+    remote: Remote, runs_dir: Path
+) -> None:
     spec = make_spec({"proxy": [proxy(remote)]}, run={"entry": "style", "skill": "headline"})
     with Runtime(spec, runs_dir=runs_dir) as rt:
         card = rt.messenger.card("style")
@@ -185,13 +196,20 @@ def test_input_required_becomes_an_escalation_ticket(remote: Remote, runs_dir: P
         folder = rt.run_dir / "escalations"
         tickets: list[Path] = []
         for _ in range(400):
-            tickets = [p for p in folder.glob("a2a-*.json") if ".answer" not in p.name] if folder.exists() else []
+            tickets = (
+                [p for p in folder.glob("a2a-*.json") if ".answer" not in p.name]
+                if folder.exists()
+                else []
+            )
             if tickets:
                 break
             time.sleep(0.05)
         (ticket_path,) = tickets
         ticket = json.loads(ticket_path.read_text())
-        assert "proceed with 'ship it'?" in ticket["summary"] and ticket["options"] == ["continue", "abort"]
+        assert "proceed with 'ship it'?" in ticket["summary"] and ticket["options"] == [
+            "continue",
+            "abort",
+        ]
         answer = {"ticketId": ticket["ticketId"], "decision": "continue", "feedback": "yes, ship"}
         ticket_path.with_name(f"{ticket['ticketId']}.answer.json").write_text(json.dumps(answer))
         result = rt.wait(future, timeout_s=60)

@@ -24,6 +24,7 @@ from google.protobuf import json_format
 from agentrt.runtime import Runtime
 from agentrt.runtime import a2a as mapping
 from agentrt.runtime._gateway import Gateway
+from agentrt.runtime._spec import A2ASpec
 
 from .conftest import make_spec
 
@@ -48,9 +49,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             gw.stop()
 
 
-def message(*parts: pb.Part, skill: str | None = None, message_id: str | None = None, task_id: str = "") -> pb.Message:
+def message(
+    *parts: pb.Part, skill: str | None = None, message_id: str | None = None, task_id: str = ""
+) -> pb.Message:
     msg = pb.Message(
-        message_id=message_id or f"m-{time.monotonic_ns()}", role=pb.ROLE_USER, parts=list(parts), task_id=task_id
+        message_id=message_id or f"m-{time.monotonic_ns()}",
+        role=pb.ROLE_USER,
+        parts=list(parts),
+        task_id=task_id,
     )
     if skill:
         msg.metadata.update({"skill": skill})
@@ -110,7 +116,9 @@ def test_card_per_actor_and_entry_at_root(gateway: Gateway) -> None:
 @pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
 def test_send_message_blocking(gateway: Gateway, binding: str) -> None:
     async def go() -> None:
-        client = await client_for(gateway, "shouter", streaming=False, supported_protocol_bindings=[binding])
+        client = await client_for(
+            gateway, "shouter", streaming=False, supported_protocol_bindings=[binding]
+        )
         (event,) = await send(client, message(pb.Part(text="hello")))
         task = event.task
         assert task.status.state == pb.TASK_STATE_COMPLETED
@@ -124,8 +132,12 @@ def test_send_message_blocking(gateway: Gateway, binding: str) -> None:
 def test_message_id_is_the_idempotency_key(gateway: Gateway, tmp_path: Path) -> None:
     async def go() -> None:
         client = await client_for(gateway, "desk", streaming=False)
-        first = await send(client, message(data({"dir": str(tmp_path)}), skill="count", message_id="same"))
-        again = await send(client, message(data({"dir": str(tmp_path)}), skill="count", message_id="same"))
+        first = await send(
+            client, message(data({"dir": str(tmp_path)}), skill="count", message_id="same")
+        )
+        again = await send(
+            client, message(data({"dir": str(tmp_path)}), skill="count", message_id="same")
+        )
         other = await send(client, message(data({"dir": str(tmp_path)}), skill="count"))
         assert [artifact_data(e[0].task)["count"] for e in (first, again, other)] == [1, 1, 2]
         assert (tmp_path / "count").read_text() == "x\nx\n"  # the repeated message ran once
@@ -157,9 +169,9 @@ def test_streaming_order(gateway: Gateway) -> None:
         assert kinds[1:] == ["status_update", "artifact_update", "status_update"]
         assert events[1].status_update.status.state == pb.TASK_STATE_WORKING
         assert events[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
-        assert mapping.first_data(mapping.parts_from_a2a(events[2].artifact_update.artifact.parts)) == {
-            "text": "ORDER!"
-        }
+        assert mapping.first_data(
+            mapping.parts_from_a2a(events[2].artifact_update.artifact.parts)
+        ) == {"text": "ORDER!"}
         await client.close()
 
     asyncio.run(go())
@@ -226,7 +238,11 @@ def test_schema_error_names_the_field_and_the_rule(gateway: Gateway) -> None:
             "params": {"message": json_format.MessageToDict(message(data({"text": ""})))},
         }
         async with httpx.AsyncClient() as http:
-            reply = (await http.post(f"{gateway.url}/a2a/shouter/", json=body, headers={"A2A-Version": "1.0"})).json()
+            reply = (
+                await http.post(
+                    f"{gateway.url}/a2a/shouter/", json=body, headers={"A2A-Version": "1.0"}
+                )
+            ).json()
         assert reply["error"]["code"] == -32602
         (bad,) = [d for d in reply["error"]["data"] if d["@type"].endswith("google.rpc.BadRequest")]
         (violation,) = bad["fieldViolations"]
@@ -280,3 +296,41 @@ def test_a_0_3_client_on_the_same_route(gateway: Gateway) -> None:
     assert task["kind"] == "task" and task["status"]["state"] == "completed"
     (part,) = task["artifacts"][0]["parts"]
     assert part["kind"] == "data" and part["data"] == {"text": "LEGACY!"}
+
+
+def test_an_escalation_is_input_required_and_the_client_answers_it(tmp_path: Path) -> None:
+    """The editor loop escalates (oscillation); through the gateway the ticket parks the A2A
+    task in INPUT_REQUIRED, and the client's reply on the same task answers it."""
+    from .test_editor_loop import demo_spec
+
+    spec = demo_spec({"fallback": "wait-file", "interactive": False, "wait_s": 120})
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+
+            async def go() -> None:
+                client = await client_for(gw, "coordinator", streaming=True)
+                first = await send(client, message(pb.Part(text="why idempotency keys matter")))
+                assert first[0].WhichOneof("payload") == "task"
+                last = first[-1].status_update.status
+                assert last.state == pb.TASK_STATE_INPUT_REQUIRED
+                ticket = mapping.first_data(mapping.parts_from_a2a(last.message.parts)) or {}
+                assert ticket["reason"] == "oscillation" and "accept-best" in ticket["options"]
+                task_id = first[0].task.id
+                with pytest.raises(InvalidParamsError, match=r"decision 'maybe' is not one of"):
+                    await send(client, message(data({"decision": "maybe"}), task_id=task_id))
+                rest = await send(
+                    client, message(data({"decision": "accept-best"}), task_id=task_id)
+                )
+                assert rest[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
+                task = await client.get_task(pb.GetTaskRequest(id=task_id))
+                out = artifact_data(task)
+                (escalation,) = out["escalations"]
+                assert escalation["answer"]["decision"] == "accept-best"
+                assert escalation["answer"]["by"] == "A2A client"
+                assert out["state"] == "completed" and out["answer"]
+                await client.close()
+
+            asyncio.run(go())
+        finally:
+            gw.stop()
