@@ -30,6 +30,7 @@ class A2AAgent(Actor):
     - `read_only` (false): for skills whose card does not say (agentrt's schema extension does);
     - `timeout_s`: a default per-skill timeout for the coordinator (else the run's);
     - `poll_s` (0.1): how often a running remote task is read (GetTask);
+    - `connect_s` (30): how long to keep trying for the remote's card at start;
     - `human` (the run's actor with an `escalate` skill): who answers INPUT_REQUIRED.
 
     Each request is sent once with `messageId` = its idempotency key, so the coordinator's
@@ -61,12 +62,7 @@ class A2AAgent(Actor):
             max_workers=type(self).concurrency, thread_name_prefix=f"{self.ctx.name}-call"
         )
         self.http = self._sync(self._open())
-        base, _, path = url.partition("/" + _WELL_KNOWN)
-        card = self._sync(
-            A2ACardResolver(
-                self.http, base, _WELL_KNOWN if path == "" else _WELL_KNOWN + path
-            ).get_agent_card()
-        )
+        card = self._fetch_card(url, float(self.config.get("connect_s", 30)))
         self.remote = card
         factory = ClientFactory(
             ClientConfig(
@@ -108,6 +104,22 @@ class A2AAgent(Actor):
             self._sync(self.http.aclose(), timeout_s=5)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def _fetch_card(self, url: str, connect_s: float) -> pb.AgentCard:
+        """The remote's card, trying for up to `connect_s` (it may be starting beside the run)."""
+        base, _, rest = url.partition("/" + _WELL_KNOWN)
+        resolver = A2ACardResolver(self.http, base.rstrip("/"), _WELL_KNOWN + rest)
+        deadline = time.monotonic() + connect_s
+        while True:
+            try:
+                return self._sync(resolver.get_agent_card())
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"A2AAgent '{self.ctx.name}': no agent card at {url} within "
+                        f"{connect_s:g}s (config.connect_s): {exc}"
+                    ) from None
+                time.sleep(0.2)
 
     async def _open(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=httpx.Timeout(30.0))
@@ -212,7 +224,9 @@ class A2AAgent(Actor):
 
     def _cancel_remote(self, remote_task_id: str) -> None:
         try:
-            self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=remote_task_id)), timeout_s=5)
+            self._sync(
+                self.client.cancel_task(pb.CancelTaskRequest(id=remote_task_id)), timeout_s=5
+            )
             self.ctx.event("a2a.cancelled", remote_task_id=remote_task_id, state="canceled")
         except Exception as exc:  # it ended meanwhile, or the remote is gone
             self.ctx.event("a2a.cancel-failed", remote_task_id=remote_task_id, error=str(exc))

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +164,21 @@ def app(url: str, log: Path | None = None) -> Starlette:
     )
 
 
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8801)
     p.add_argument("--log", type=Path, help="record tasks and cancels in this folder")
+    p.add_argument("--parent", type=int, help="exit when this process (the launcher) is gone")
     args = p.parse_args()
+    if args.parent:
+        threading.Thread(target=_exit_with, args=(args.parent,), daemon=True).start()
     if args.log is not None:
         args.log.mkdir(parents=True, exist_ok=True)
     url = f"http://{args.host}:{args.port}/"
