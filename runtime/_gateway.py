@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 from concurrent.futures import Future
@@ -28,11 +29,13 @@ from typing import Any
 
 import msgspec
 import uvicorn
+from a2a.auth.user import User
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
+    DefaultServerCallContextBuilder,
     create_agent_card_routes,
     create_jsonrpc_routes,
     create_rest_routes,
@@ -41,9 +44,12 @@ from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import InvalidParamsError
 from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse
 from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentrt.protocols import AgentCard, DataPart, EscalationAnswer, SchemaError, new_id
+from agentrt.protocols import AgentCard, DataPart, EscalationAnswer, SchemaError, SpecError, new_id
 
 from . import a2a as mapping
 from ._messenger import TaskResult
@@ -63,6 +69,79 @@ class _Job:
     future: Future[TaskResult]
     tickets: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     ticket: dict[str, Any] | None = None  # the escalation ticket it waits on, if any
+
+
+TOKEN_ENV = "AGENTRT_A2A_TOKEN_"
+
+
+class _Caller(User):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self.name
+
+
+def caller_tokens(callers: list[str]) -> dict[str, str]:
+    """token -> caller name, from AGENTRT_A2A_TOKEN_<NAME> (a missing one is a SpecError)."""
+    tokens = {}
+    for name in callers:
+        env = TOKEN_ENV + name.upper().replace("-", "_")
+        token = os.environ.get(env)
+        if not token:
+            raise SpecError(f"a2a.callers names '{name}': set its bearer token in ${env}")
+        tokens[token] = name
+    return tokens
+
+
+class _Callers(DefaultServerCallContextBuilder):
+    """The caller is who its bearer token says: the SDK's task stores scope tasks by it."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self.tokens = tokens
+
+    def build_user(self, request: HttpRequest) -> User:
+        name = self.tokens.get(_bearer(request.headers.get("authorization", "")))
+        return _Caller(name) if name else super().build_user(request)
+
+
+class _RequireCaller:
+    """ASGI middleware: with callers declared, every request but an agent card's needs a
+    known bearer token (401 otherwise, naming what to send)."""
+
+    def __init__(self, app: ASGIApp, tokens: dict[str, str]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.tokens
+            and not scope["path"].endswith("agent-card.json")
+        ):
+            headers = dict(scope.get("headers") or [])
+            token = _bearer(headers.get(b"authorization", b"").decode("latin-1"))
+            if token not in self.tokens:
+                refused = JSONResponse(
+                    {
+                        "error": "this gateway needs 'Authorization: Bearer <token>' of a caller in a2a.callers"
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _bearer(header: str) -> str:
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class _Handler(DefaultRequestHandler):
@@ -144,8 +223,10 @@ class Gateway:
         self.cards: dict[str, AgentCard] = {n: runtime.messenger.card(n) for n in names}
         routes: list[Any] = []
         handlers = []
+        tokens = caller_tokens(self.config.callers)
+        callers = _Callers(tokens)
         for name, card in self.cards.items():
-            a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/")
+            a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/", bearer=bool(tokens))
             handler = _Handler(
                 self,
                 name,
@@ -156,8 +237,8 @@ class Gateway:
             handlers.append(handler)
             app_routes = [
                 *create_agent_card_routes(a2a_card),
-                *create_jsonrpc_routes(handler, "/", enable_v0_3_compat=True),
-                *create_rest_routes(handler, enable_v0_3_compat=True),
+                *create_jsonrpc_routes(handler, "/", callers, enable_v0_3_compat=True),
+                *create_rest_routes(handler, callers, enable_v0_3_compat=True),
             ]
             routes.append(Mount(f"/a2a/{name}", routes=app_routes))
             if name == entry:
@@ -166,7 +247,10 @@ class Gateway:
         self.app = Starlette(routes=routes, lifespan=self._lifespan)
         self.server = uvicorn.Server(
             uvicorn.Config(
-                self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+                _RequireCaller(self.app, tokens),
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=2,
             )
         )
         self._thread: threading.Thread | None = None

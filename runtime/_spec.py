@@ -125,12 +125,17 @@ def refusal(rules: list[AllowRule], sender: str, recipient: str, skill: str) -> 
 
 class A2ASpec(_SpecStruct, kw_only=True):
     """The A2A gateway of `agentrt serve`: where it listens, which actors it exposes (every
-    actor unless listed; the entry actor's card is also at the root), and the base URL the
-    cards name when clients reach it through a proxy (default: http://<listen>)."""
+    actor unless listed; the entry actor's card is also at the root), the base URL the
+    cards name when clients reach it through a proxy (default: http://<listen>), and who may
+    call it."""
 
     listen: str = "127.0.0.1:8000"
     expose: list[str] = []
     public_url: str = ""
+    # Callers by name; each one's bearer token is read from AGENTRT_A2A_TOKEN_<NAME> (never
+    # from the spec). With callers, a request without a known token is refused (401) and
+    # each caller sees only its own tasks; without, the gateway is open and one scope.
+    callers: list[str] = []
 
 
 class Spec(_SpecStruct, kw_only=True):

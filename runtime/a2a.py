@@ -148,11 +148,17 @@ def text_of(parts: list[Part]) -> str:
 
 
 def card_to_a2a(
-    card: AgentCard, url: str, *, streaming: bool = True, description: str | None = None
+    card: AgentCard,
+    url: str,
+    *,
+    streaming: bool = True,
+    description: str | None = None,
+    bearer: bool = False,
 ) -> pb.AgentCard:
     """An actor's card as an A2A 1.0 agent card served at `url` (JSON-RPC and HTTP+JSON on the
     same base URL). Capabilities are what the gateway does: streaming yes, push notifications
-    and the extended card no. Skill schemas go in the `SKILL_SCHEMAS_EXTENSION` extension."""
+    and the extended card no. Skill schemas go in the `SKILL_SCHEMAS_EXTENSION` extension.
+    `bearer`: callers must send an HTTP bearer token (declared as the `bearer` scheme)."""
     schemas = {
         s.id: {
             k: v
@@ -166,7 +172,20 @@ def card_to_a2a(
         }
         for s in card.skills
     }
+    security: dict[str, Any] = {}
+    if bearer:
+        security = {
+            "security_schemes": {
+                "bearer": pb.SecurityScheme(
+                    http_auth_security_scheme=pb.HTTPAuthSecurityScheme(
+                        scheme="Bearer", description="a caller's token (the gateway's a2a.callers)"
+                    )
+                )
+            },
+            "security_requirements": [pb.SecurityRequirement(schemes={"bearer": pb.StringList()})],
+        }
     return pb.AgentCard(
+        **security,
         name=card.name,
         description=description or card.description or card.name,
         version=card.version,

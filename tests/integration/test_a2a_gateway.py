@@ -18,6 +18,7 @@ from a2a.utils.errors import (
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
+    TaskNotFoundError,
 )
 from google.protobuf import json_format
 
@@ -330,6 +331,54 @@ def test_an_escalation_is_input_required_and_the_client_answers_it(tmp_path: Pat
                 assert escalation["answer"]["by"] == "A2A client"
                 assert out["state"] == "completed" and out["answer"]
                 await client.close()
+
+            asyncio.run(go())
+        finally:
+            gw.stop()
+
+
+def test_with_callers_each_sees_only_its_own_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRT_A2A_TOKEN_ALICE", "alice-secret")
+    monkeypatch.setenv("AGENTRT_A2A_TOKEN_BOB", "bob-secret")
+    spec = make_spec(
+        {"n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}]},
+        run={"entry": "shouter", "skill": "shout"},
+    )
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", callers=["alice", "bob"])).start()
+        try:
+
+            async def as_caller(token: str) -> Any:
+                http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+                return await create_client(
+                    f"{gw.url}/a2a/shouter",
+                    client_config=ClientConfig(streaming=False, httpx_client=http),
+                )
+
+            async def go() -> None:
+                alice, bob = await as_caller("alice-secret"), await as_caller("bob-secret")
+                (event,) = await send(alice, message(pb.Part(text="mine")))
+                task_id = event.task.id
+                assert (await alice.get_task(pb.GetTaskRequest(id=task_id))).id == task_id
+                assert [t.id for t in (await alice.list_tasks(pb.ListTasksRequest())).tasks] == [
+                    task_id
+                ]
+                assert not (await bob.list_tasks(pb.ListTasksRequest())).tasks
+                with pytest.raises(TaskNotFoundError):
+                    await bob.get_task(pb.GetTaskRequest(id=task_id))
+                card = (
+                    await httpx.AsyncClient().get(
+                        f"{gw.url}/a2a/shouter/.well-known/agent-card.json"
+                    )
+                ).json()
+                assert (
+                    card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"]
+                    == "Bearer"
+                )
+                nobody = await httpx.AsyncClient().post(f"{gw.url}/a2a/shouter/", json={})
+                assert nobody.status_code == 401 and "a2a.callers" in nobody.text
 
             asyncio.run(go())
         finally:
