@@ -67,7 +67,8 @@ class _Job:
     task_id: str
     trace_id: str
     future: Future[TaskResult]
-    tickets: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    # ("progress", a task.state event) or ("ticket", an escalation ticket), in arrival order
+    events: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
     ticket: dict[str, Any] | None = None  # the escalation ticket it waits on, if any
 
 
@@ -378,27 +379,37 @@ class Gateway:
         return job
 
     async def follow(self, job: _Job, updater: TaskUpdater) -> None:
-        """Wait for the ask's reply, or for a ticket: the one ends the task, the other parks
-        it in INPUT_REQUIRED (the SDK calls `execute` again with the client's answer)."""
+        """Wait for the ask's reply, streaming progress meanwhile (a WORKING status update
+        each time a skill run of its trace ends), or for a ticket: the reply ends the task,
+        a ticket parks it in INPUT_REQUIRED (the SDK calls `execute` again with the answer)."""
         reply = asyncio.wrap_future(job.future)
-        while True:
-            ticket = asyncio.ensure_future(job.tickets.get())
-            done, _ = await asyncio.wait({reply, ticket}, return_when=asyncio.FIRST_COMPLETED)
-            if ticket in done:
-                job.ticket = ticket.result()
-                summary = str(job.ticket.get("summary") or "the run needs a decision")
-                options = job.ticket.get("options") or []
-                await updater.requires_input(
-                    updater.new_agent_message(
-                        [
-                            pb.Part(text=f"{summary} (answer with one of: {', '.join(options)})"),
-                            *mapping.parts_to_a2a([_data(job.ticket)]),
-                        ]
-                    )
+        while not reply.done():
+            nxt = asyncio.ensure_future(job.events.get())
+            done, _ = await asyncio.wait({reply, nxt}, return_when=asyncio.FIRST_COMPLETED)
+            if nxt not in done:
+                nxt.cancel()
+                break
+            kind, value = nxt.result()
+            if kind == "progress":
+                what = f"{value.get('skill')} on {value.get('actor')}: {value.get('state')}"
+                await updater.update_status(
+                    pb.TASK_STATE_WORKING,
+                    message=updater.new_agent_message([pb.Part(text=what)]),
+                    metadata={k: value.get(k) for k in ("actor", "skill", "state", "duration_s")},
                 )
-                return
-            ticket.cancel()
-            break
+                continue
+            job.ticket = value
+            summary = str(value.get("summary") or "the run needs a decision")
+            options = value.get("options") or []
+            await updater.requires_input(
+                updater.new_agent_message(
+                    [
+                        pb.Part(text=f"{summary} (answer with one of: {', '.join(options)})"),
+                        *mapping.parts_to_a2a([_data(value)]),
+                    ]
+                )
+            )
+            return
         result = reply.result()
         self._forget(job)
         task = result.task
@@ -427,12 +438,17 @@ class Gateway:
     # -- escalations -------------------------------------------------------------------
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        """Trace events (the collector's thread): a human actor waiting for an answer file
-        in the trace of one of our tasks parks that task in INPUT_REQUIRED."""
-        if event.get("event") != "escalation.waiting":
+        """Trace events (the collector's thread), in the trace of one of our tasks: a skill
+        run that ended is progress; a human actor waiting for an answer file is a ticket."""
+        name = event.get("event")
+        if name not in ("task.state", "escalation.waiting") or self.loop is None:
             return
         job = self._by_trace.get(str(event.get("trace_id")))
-        if job is None or self.loop is None:
+        if job is None:
+            return
+        if name == "task.state":
+            if event.get("state") != "working" and event.get("task_id") != job.task_id:
+                self.loop.call_soon_threadsafe(job.events.put_nowait, ("progress", event))
             return
         path = Path(str(event.get("ticket_path", "")))
         try:
@@ -441,7 +457,7 @@ class Gateway:
             self.log.warning("gateway.ticket-unreadable", path=str(path), error=str(exc))
             return
         ticket["answerPath"] = str(event.get("answer_path", ""))
-        self.loop.call_soon_threadsafe(job.tickets.put_nowait, ticket)
+        self.loop.call_soon_threadsafe(job.events.put_nowait, ("ticket", ticket))
 
     def _answer_of(self, job: _Job, message: pb.Message) -> EscalationAnswer:
         """The client's reply to a ticket as an answer: a data part `{"decision",

@@ -13,8 +13,9 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf import json_format
 
 
-async def ask(url: str, goal: str) -> dict:
-    """Send `goal` to the entry actor (the card at `url`); print each event; return the result."""
+async def ask(url: str, goal: str, seen: list | None = None) -> dict:
+    """Send `goal` to the entry actor (the card at `url`); print each event (and keep it in
+    `seen`, when given); return the result."""
     client = await create_client(url, client_config=ClientConfig(streaming=True))
     message = pb.Message(
         message_id=f"goal-{abs(hash(goal))}", role=pb.ROLE_USER, parts=[pb.Part(text=goal)]
@@ -22,10 +23,14 @@ async def ask(url: str, goal: str) -> dict:
     result: dict = {}
     async for event in client.send_message(pb.SendMessageRequest(message=message)):
         kind = event.WhichOneof("payload")
+        if seen is not None:
+            seen.append(event)
         if kind == "task":
             print(f"task {event.task.id}: {pb.TaskState.Name(event.task.status.state)}")
         elif kind == "status_update":
-            print(f"status: {pb.TaskState.Name(event.status_update.status.state)}")
+            status = event.status_update.status
+            said = " ".join(p.text for p in status.message.parts if p.text)
+            print(f"status: {pb.TaskState.Name(status.state)}" + (f" ({said})" if said else ""))
         elif kind == "artifact_update":
             for part in event.artifact_update.artifact.parts:
                 result = json_format.MessageToDict(part.data) if part.HasField("data") else result

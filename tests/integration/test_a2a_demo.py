@@ -39,7 +39,10 @@ def test_the_demo_served_and_called_with_the_sdk_client(runs_dir: Path) -> None:
     with Runtime(spec, runs_dir=runs_dir) as rt:
         gateway = Gateway(rt, spec.a2a).start()
         try:
-            result = asyncio.run(client.ask(gateway.url, "Idempotency keys make retries safe. Why."))
+            seen: list = []
+            result = asyncio.run(
+                client.ask(gateway.url, "Idempotency keys make retries safe. Why.", seen)
+            )
         finally:
             gateway.stop()
     assert result["state"] == "completed" and result["answer"]
@@ -50,3 +53,16 @@ def test_the_demo_served_and_called_with_the_sdk_client(runs_dir: Path) -> None:
     }
     assert {("style", "headline"), ("worker", "lookup"), ("worker", "write")} <= ran
     assert result["results"]["headline"] == {"headline": "Idempotency Keys Make Retries Safe"}
+    # The stream: the task, then progress as each skill run of the job ends, the result, the end.
+    kinds = [e.WhichOneof("payload") for e in seen]
+    assert kinds[0] == "task" and kinds[-2:] == ["artifact_update", "status_update"]
+    progress = [
+        " ".join(p.text for p in e.status_update.status.message.parts)
+        for e in seen
+        if e.WhichOneof("payload") == "status_update" and e.status_update.status.message.parts
+    ]
+    assert {
+        "plan on producer: completed",
+        "headline on style: completed",
+        "write on worker: completed",
+    } <= set(progress)
