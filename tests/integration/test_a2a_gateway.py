@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from a2a.client import A2ACardResolver, ClientConfig, create_client
+from a2a.client import A2ACardResolver, ClientConfig, ClientFactory, create_client
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import (
     InvalidParamsError,
@@ -383,3 +383,24 @@ def test_with_callers_each_sees_only_its_own_tasks(
             asyncio.run(go())
         finally:
             gw.stop()
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+def test_the_sdks_0_3_client_on_the_same_routes(gateway: Gateway, binding: str) -> None:
+    async def go() -> None:
+        async with httpx.AsyncClient() as http:
+            card = await A2ACardResolver(http, f"{gateway.url}/a2a/shouter").get_agent_card()
+        for interface in card.supported_interfaces:
+            interface.protocol_version = (
+                "0.3"  # what a 0.3 agent's card says: the SDK picks its 0.3 transport
+            )
+        client = ClientFactory(
+            ClientConfig(streaming=False, supported_protocol_bindings=[binding])
+        ).create(card)
+        assert type(client._transport).__name__.startswith("Compat")  # the SDK's 0.3 wire
+        (event,) = await send(client, message(pb.Part(text="old")))
+        assert event.task.status.state == pb.TASK_STATE_COMPLETED
+        assert artifact_data(event.task) == {"text": "OLD!"}
+        await client.close()
+
+    asyncio.run(go())
