@@ -75,12 +75,13 @@ class A2AAgent(Actor):
         schemas = mapping.skill_schemas(card)
         for remote in card.skills:
             declared = schemas.get(remote.id, {})
+            read_only = bool(declared.get("readOnly", self.config.get("read_only", False)))
             self.declare_skill(
                 remote.id,
-                self._handler(remote.id),
+                self._handler(remote.id, read_only),
                 input=declared.get("inputSchema"),
                 output=declared.get("outputSchema"),
-                read_only=bool(declared.get("readOnly", self.config.get("read_only", False))),
+                read_only=read_only,
                 timeout_s=declared.get("timeoutS", self.config.get("timeout_s")),
                 description=remote.description,
                 name=remote.name,
@@ -128,9 +129,16 @@ class A2AAgent(Actor):
         """Run a coroutine of the A2A client on this actor's event loop and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
-    def _handler(self, skill_id: str) -> Any:
+    def _handler(self, skill_id: str, read_only: bool) -> Any:
+        """A read-only skill runs on the host's pool thread, in its request's context (its
+        events and a ticket's ask carry the job's trace); a stateful one must not hold the
+        actor's thread (cancels arrive there), so it runs on this actor's own threads."""
+
         def handle(req: Request) -> Any:
-            self.calls.submit(self._call, req, skill_id)
+            if read_only:
+                self._call(req, skill_id)
+            else:
+                self.calls.submit(self._call, req, skill_id)
             return req.defer()
 
         return handle

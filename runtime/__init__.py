@@ -43,7 +43,7 @@ from ._models import (
     model_from_config,
 )
 from ._redact import redact
-from ._spec import ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
+from ._spec import A2ASpec, ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
 from ._supervisor import RunSummary, Runtime, run
 from ._terminal import printable
 from ._tickets import format_ticket
@@ -51,6 +51,7 @@ from ._tracing import read_events, read_trace
 from ._validation import validate
 
 __all__ = [
+    "A2ASpec",
     "Actor",
     "ActorSpec",
     "AgentCard",
@@ -60,6 +61,7 @@ __all__ = [
     "Context",
     "Draining",
     "FrameError",
+    "Gateway",
     "InvalidId",
     "Model",
     "ModelConfig",
@@ -97,8 +99,19 @@ __all__ = [
     "read_trace",
     "redact",
     "run",
+    "serve",
     "skill",
     "spec_from_dict",
     "validate",
     "write_private",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The A2A gateway imports the a2a-sdk server (a second or more): only its users pay, not
+    # every node process. `agentrt.runtime.a2a` (the mapping) is imported the same way.
+    if name in ("Gateway", "serve"):
+        from . import _gateway
+
+        return getattr(_gateway, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -215,3 +215,46 @@ def test_input_required_becomes_an_escalation_ticket(remote: Remote, runs_dir: P
         result = rt.wait(future, timeout_s=60)
     assert result.ok, result.error
     assert result.data == {"confirmed": "yes, ship"}
+
+
+def test_an_agentrt_run_as_the_remote_of_another(tmp_path: Path, runs_dir: Path) -> None:
+    """A2A both ways: run B's A2AAgent in front of run A's gateway. `count` is stateful (the
+    card's schema extension says so), so B runs it off the actor's thread; its input schema
+    came through the card and is checked in B before anything is sent."""
+    from agentrt.runtime import A2ASpec, Gateway
+
+    serving = make_spec(
+        {"n1": [{"name": "desk", "class": "a2a_actors:Desk"}]},
+        run={"entry": "desk", "skill": "count"},
+    )
+    with Runtime(serving, runs_dir=runs_dir) as a:
+        gateway = Gateway(a, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+            url = f"{gateway.url}/a2a/desk/.well-known/agent-card.json"
+            calling = make_spec(
+                {
+                    "proxy": [
+                        {
+                            "name": "remote-desk",
+                            "class": "agentrt.actors:A2AAgent",
+                            "config": {"url": url},
+                        }
+                    ]
+                },
+                run={"entry": "remote-desk", "skill": "count"},
+            )
+            with Runtime(calling, runs_dir=runs_dir) as b:
+                card = b.messenger.card("remote-desk")
+                count = card.skill("count")
+                assert count is not None and not count.read_only and count.input_schema is not None
+                assert [
+                    b.ask("remote-desk", "count", {"dir": str(tmp_path)}).data for _ in range(2)
+                ] == [
+                    {"count": 1},
+                    {"count": 2},
+                ]
+                with pytest.raises(Exception, match=r"field '\$.dir'.*rule: required"):
+                    b.ask("remote-desk", "count", {})
+        finally:
+            gateway.stop()
+    assert (tmp_path / "count").read_text() == "x\nx\n"

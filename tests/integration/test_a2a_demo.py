@@ -10,8 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agentrt.runtime import Runtime, load_spec, read_trace, spec_from_dict
-from agentrt.runtime._gateway import Gateway
+from agentrt.runtime import Gateway, Runtime, load_spec, read_trace, spec_from_dict
 
 from .conftest import ROOT
 from .test_a2a_agent import free_port

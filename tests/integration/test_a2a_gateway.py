@@ -22,10 +22,8 @@ from a2a.utils.errors import (
 )
 from google.protobuf import json_format
 
-from agentrt.runtime import Runtime
+from agentrt.runtime import A2ASpec, Gateway, Runtime
 from agentrt.runtime import a2a as mapping
-from agentrt.runtime._gateway import Gateway
-from agentrt.runtime._spec import A2ASpec
 
 from .conftest import make_spec
 
