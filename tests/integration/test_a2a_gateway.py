@@ -402,3 +402,60 @@ def test_the_sdks_0_3_client_on_the_same_routes(gateway: Gateway, binding: str) 
         await client.close()
 
     asyncio.run(go())
+
+
+def test_agentrt_serve_until_sigterm(tmp_path: Path) -> None:
+    """The CLI: `agentrt serve SPEC --a2a HOST:PORT` serves until SIGTERM, then stops its nodes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, alive
+    from .test_a2a_agent import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentrt.runtime._cli",
+            "serve",
+            str(ROOT / "demos" / "hello"),
+            "--a2a",
+            f"127.0.0.1:{port}",
+            "--runs-dir",
+            str(tmp_path),
+            "--run-id",
+            "served",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        assert f"serving A2A at http://127.0.0.1:{port}" in "".join(lines), "".join(lines)
+
+        async def go() -> dict[str, Any]:
+            client = await create_client(
+                f"http://127.0.0.1:{port}", client_config=ClientConfig(streaming=False)
+            )
+            (event,) = await send(client, message(data({"name": "ada"})))
+            await client.close()
+            return artifact_data(event.task)
+
+        assert asyncio.run(go()) == {"greeting": "HELLO ADA!", "greeted": 1}
+        nodes = json.loads((tmp_path / "served" / "nodes.json").read_text())["nodes"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+        assert not any(alive(n["pid"]) for n in nodes.values())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
