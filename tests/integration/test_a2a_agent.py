@@ -258,3 +258,69 @@ def test_an_agentrt_run_as_the_remote_of_another(tmp_path: Path, runs_dir: Path)
         finally:
             gateway.stop()
     assert (tmp_path / "count").read_text() == "x\nx\n"
+
+
+def test_a_remote_input_required_reaches_the_gateways_client(
+    remote: Remote, runs_dir: Path
+) -> None:
+    """Input asked for two hops away: an A2A client calls the run's gateway, the run's
+    A2AAgent calls the remote, the remote wants input. The ticket goes to the human actor,
+    the gateway parks the client's task in INPUT_REQUIRED, and the client's answer travels
+    back to the remote on its task."""
+    import asyncio
+
+    from a2a.client import ClientConfig, create_client
+    from a2a.types import a2a_pb2 as pb
+
+    from agentrt.runtime import A2ASpec, Gateway
+    from agentrt.runtime import a2a as mapping
+
+    spec = make_spec(
+        {
+            "proxy": [proxy(remote)],
+            "desk": [
+                {
+                    "name": "human",
+                    "class": "agentrt.actors:Human",
+                    "config": {"fallback": "wait-file", "interactive": False, "wait_s": 60},
+                }
+            ],
+        },
+        run={"entry": "style", "skill": "confirm"},
+    )
+
+    def data(value: dict[str, Any]) -> pb.Part:
+        return mapping.parts_to_a2a([mapping.DataPart(data=value)])[0]
+
+    async def call(url: str) -> None:
+        client = await create_client(f"{url}/a2a/style", client_config=ClientConfig(streaming=True))
+        ask = pb.Message(
+            message_id="confirm-1", role=pb.ROLE_USER, parts=[data({"text": "ship it"})]
+        )
+        ask.metadata.update({"skill": "confirm"})
+        first = [e async for e in client.send_message(pb.SendMessageRequest(message=ask))]
+        status = first[-1].status_update.status
+        assert status.state == pb.TASK_STATE_INPUT_REQUIRED
+        ticket = mapping.first_data(mapping.parts_from_a2a(status.message.parts)) or {}
+        assert "proceed with 'ship it'?" in ticket["summary"]
+        answer = pb.Message(
+            message_id="confirm-1-answer",
+            role=pb.ROLE_USER,
+            task_id=first[0].task.id,
+            parts=[data({"decision": "continue", "feedback": "yes, ship"})],
+        )
+        rest = [e async for e in client.send_message(pb.SendMessageRequest(message=answer))]
+        assert rest[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
+        task = await client.get_task(pb.GetTaskRequest(id=first[0].task.id))
+        assert mapping.first_data(mapping.parts_from_a2a(task.artifacts[0].parts)) == {
+            "confirmed": "yes, ship"
+        }
+        await client.close()
+
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        gateway = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+            asyncio.run(call(gateway.url))
+        finally:
+            gateway.stop()
+    assert len(remote.lines("tasks.log")) == 1
