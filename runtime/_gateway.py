@@ -214,7 +214,10 @@ class Gateway:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host.strip("[]") or "127.0.0.1", int(port or 8000)))
         bound_host, bound_port = self.sock.getsockname()[:2]
-        self.url = (self.config.public_url or f"http://{bound_host}:{bound_port}").rstrip("/")
+        scheme = "https" if self.config.tls_cert else "http"
+        if ":" in bound_host:
+            bound_host = f"[{bound_host}]"
+        self.url = (self.config.public_url or f"{scheme}://{bound_host}:{bound_port}").rstrip("/")
         self.jobs: dict[str, _Job] = {}
         self._by_trace: dict[str, _Job] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -226,6 +229,12 @@ class Gateway:
         handlers = []
         tokens = caller_tokens(self.config.callers)
         callers = _Callers(tokens)
+        if tokens and not self.config.tls_cert and bound_host not in ("127.0.0.1", "[::1]"):
+            self.log.warning(
+                "gateway.plain-http",
+                text="bearer tokens over plain HTTP beyond this host: set a2a.tls_cert and "
+                "a2a.tls_key, or terminate TLS in a proxy in front of the gateway",
+            )
         for name, card in self.cards.items():
             a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/", bearer=bool(tokens))
             handler = _Handler(
@@ -252,6 +261,8 @@ class Gateway:
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=2,
+                ssl_certfile=self.config.tls_cert or None,
+                ssl_keyfile=self.config.tls_key or None,
             )
         )
         self._thread: threading.Thread | None = None

@@ -136,6 +136,10 @@ class A2ASpec(_SpecStruct, kw_only=True):
     # from the spec). With callers, a request without a known token is refused (401) and
     # each caller sees only its own tasks; without, the gateway is open and one scope.
     callers: list[str] = []
+    # HTTPS: a PEM certificate (chain) and its key. Without them the gateway speaks plain
+    # HTTP, which is for 127.0.0.1 or behind a proxy that terminates TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class Spec(_SpecStruct, kw_only=True):
@@ -231,6 +235,8 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
                         f"{origin}: allow[{i}].{field} names '{name}', which is not an actor of the "
                         f"spec (actors: {', '.join(sorted(seen_actors))}); use a name or a glob like 'worker-*'"
                     )
+    if spec.a2a and bool(spec.a2a.tls_cert) != bool(spec.a2a.tls_key):
+        raise SpecError(f"{origin}: a2a.tls_cert and a2a.tls_key go together; set both or neither")
     for name in spec.a2a.expose if spec.a2a else []:
         if name not in seen_actors:
             raise SpecError(

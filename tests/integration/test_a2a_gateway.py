@@ -459,3 +459,63 @@ def test_agentrt_serve_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_https_with_a_certificate(tmp_path: Path) -> None:
+    """a2a.tls_cert/tls_key: the gateway speaks HTTPS and its cards name https URLs."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    spec = make_spec(
+        {"n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}]},
+        run={"entry": "shouter", "skill": "shout"},
+    )
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        gw = Gateway(
+            rt, A2ASpec(listen="127.0.0.1:0", tls_cert=str(cert), tls_key=str(key))
+        ).start()
+        try:
+            assert gw.url.startswith("https://127.0.0.1:")
+
+            async def go() -> None:
+                http = httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert)))
+                client = await create_client(
+                    f"{gw.url}/a2a/shouter",
+                    client_config=ClientConfig(streaming=False, httpx_client=http),
+                )
+                assert {i.url for i in client._card.supported_interfaces} == {
+                    f"{gw.url}/a2a/shouter/"
+                }
+                (event,) = await send(client, message(pb.Part(text="secure")))
+                assert artifact_data(event.task) == {"text": "SECURE!"}
+                with pytest.raises(httpx.HTTPError):  # plain HTTP gets nothing from it
+                    await httpx.AsyncClient().get(
+                        gw.url.replace("https", "http") + "/.well-known/agent-card.json"
+                    )
+
+            asyncio.run(go())
+        finally:
+            gw.stop()
