@@ -58,9 +58,8 @@ class A2AAgent(Actor):
         )
         self.thread.start()
         self.inflight: dict[str, str] = {}  # our task id -> the remote task it runs as
-        self.calls = ThreadPoolExecutor(
-            max_workers=type(self).concurrency, thread_name_prefix=f"{self.ctx.name}-call"
-        )
+        # Stateful skills one at a time, as on any actor (read-only ones run on the host's pool).
+        self.calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.ctx.name}-call")
         self.http = self._sync(self._open())
         card = self._fetch_card(url, float(self.config.get("connect_s", 30)))
         self.remote = card
@@ -169,6 +168,14 @@ class A2AAgent(Actor):
 
     def _run(self, req: Request, skill_id: str) -> pb.Task:
         """Send (or, after a restart, find again) the remote task and follow it to its end."""
+        if req.cancelled.is_set():  # cancelled while it waited its turn: nothing was sent
+            return pb.Task(
+                id=req.task_id,
+                status=pb.TaskStatus(
+                    state=pb.TASK_STATE_CANCELED,
+                    message=pb.Message(parts=[pb.Part(text="cancelled before it was sent")]),
+                ),
+            )
         key = self._journal_key(req)
         known = self.ctx.state.get(key)
         task: pb.Task | None = None

@@ -200,6 +200,7 @@ class _Executor(AgentExecutor):
         job = self.gateway.jobs.get(task_id)
         if job is not None:
             self.gateway.runtime.cancel(job.actor, task_id, "cancelled by the A2A client")
+            self.gateway.forget(job)  # its reply, when it comes, has nobody to go to
         await TaskUpdater(event_queue, task_id, str(context.context_id)).cancel()
 
 
@@ -422,7 +423,7 @@ class Gateway:
             )
             return
         result = reply.result()
-        self._forget(job)
+        self.forget(job)
         task = result.task
         if task.status.state == "completed":
             for artifact in task.artifacts:
@@ -442,7 +443,7 @@ class Gateway:
             else:
                 await updater.failed(failed)
 
-    def _forget(self, job: _Job) -> None:
+    def forget(self, job: _Job) -> None:
         self.jobs.pop(job.task_id, None)
         self._by_trace.pop(job.trace_id, None)
 

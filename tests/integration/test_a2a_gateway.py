@@ -193,6 +193,7 @@ def test_cancel_task_cancels_at_the_worker(gateway: Gateway, tmp_path: Path) -> 
                 break
             await asyncio.sleep(0.05)
         assert (tmp_path / "cancelled").read_text() == task_id  # the actor saw the cancel
+        assert task_id not in gateway.jobs  # nothing kept for a reply nobody waits for
         with pytest.raises(TaskNotCancelableError):
             await client.cancel_task(pb.CancelTaskRequest(id=task_id))
         await client.close()
