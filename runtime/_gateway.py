@@ -22,6 +22,7 @@ import contextlib
 import os
 import socket
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class _Job:
 
 
 TOKEN_ENV = "AGENTRT_A2A_TOKEN_"
+_REMEMBERED_MESSAGES = 10_000  # messageIds kept to answer a repeat with its first task
 
 
 class _Caller(User):
@@ -157,14 +159,48 @@ class _Handler(DefaultRequestHandler):
         self, params: pb.SendMessageRequest, context: ServerCallContext
     ) -> Any:
         self.gateway.check(self.actor, params)
-        return await super().on_message_send(params, context)
+        first = self._repeated(params, context)
+        if first is None:
+            return await super().on_message_send(params, context)
+        # The same message again (a client's retry): its task, not a second one.
+        job = self.gateway.jobs.get(first)
+        if job is not None and job.ticket is None and not params.configuration.return_immediately:
+            await asyncio.wrap_future(job.future)
+        for _ in range(500):  # the reply is in; its last events reach the store just after
+            task = await self.on_get_task(pb.GetTaskRequest(id=first), context)
+            settled = mapping.TERMINAL | mapping.INTERRUPTED
+            if (
+                task is None
+                or params.configuration.return_immediately
+                or task.status.state in settled
+            ):
+                return task
+            await asyncio.sleep(0.02)
+        return task
 
     async def on_message_send_stream(
         self, params: pb.SendMessageRequest, context: ServerCallContext
     ) -> Any:
         self.gateway.check(self.actor, params)
-        async for event in super().on_message_send_stream(params, context):
+        first = self._repeated(params, context)
+        if first is None:
+            async for event in super().on_message_send_stream(params, context):
+                yield event
+            return
+        task = await self.on_get_task(pb.GetTaskRequest(id=first), context)
+        if task is None or task.status.state in mapping.TERMINAL:
+            yield task
+            return
+        async for event in self.on_subscribe_to_task(pb.SubscribeToTaskRequest(id=first), context):
             yield event
+
+    def _repeated(self, params: pb.SendMessageRequest, context: ServerCallContext) -> str | None:
+        """The task a message with this `messageId` (same caller, same actor) already made."""
+        if params.message.task_id:
+            return None
+        return self.gateway.by_message.get(
+            (context.user.user_name, self.actor, params.message.message_id)
+        )
 
 
 class _Executor(AgentExecutor):
@@ -220,6 +256,8 @@ class Gateway:
             bound_host = f"[{bound_host}]"
         self.url = (self.config.public_url or f"{scheme}://{bound_host}:{bound_port}").rstrip("/")
         self.jobs: dict[str, _Job] = {}
+        # (caller, actor, messageId) -> the task it made: a repeated message gets that task
+        self.by_message: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._by_trace: dict[str, _Job] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.log = get_logger(actor="gateway")
@@ -386,6 +424,9 @@ class Gateway:
         )
         job = _Job(actor=actor, task_id=task_id, trace_id=trace_id, future=future)
         self.jobs[task_id] = job
+        self.by_message[(context.call_context.user.user_name, actor, message.message_id)] = task_id
+        while len(self.by_message) > _REMEMBERED_MESSAGES:
+            self.by_message.popitem(last=False)
         self._by_trace[trace_id] = job
         self.log.info("gateway.task", task_id=task_id, skill=skill, trace_id=trace_id, to=actor)
         return job

@@ -140,6 +140,13 @@ def test_message_id_is_the_idempotency_key(gateway: Gateway, tmp_path: Path) -> 
         other = await send(client, message(data({"dir": str(tmp_path)}), skill="count"))
         assert [artifact_data(e[0].task)["count"] for e in (first, again, other)] == [1, 1, 2]
         assert (tmp_path / "count").read_text() == "x\nx\n"  # the repeated message ran once
+        assert again[0].task.id == first[0].task.id != other[0].task.id  # and made no new task
+        streamed = await client_for(gateway, "desk", streaming=True)
+        (repeat,) = await send(
+            streamed, message(data({"dir": str(tmp_path)}), skill="count", message_id="same")
+        )
+        assert repeat.task.id == first[0].task.id and artifact_data(repeat.task)["count"] == 1
+        await streamed.close()
         await client.close()
 
     asyncio.run(go())
@@ -151,6 +158,9 @@ def test_return_immediately_then_get_task(gateway: Gateway, tmp_path: Path) -> N
         msg = message(data({"dir": str(tmp_path), "s": 0.3}), skill="hold")
         (event,) = await send(client, msg, return_immediately=True)
         assert event.task.status.state not in mapping.TERMINAL
+        # The same message again, blocking this time: it waits for the first one's task.
+        (again,) = await send(client, msg)
+        assert again.task.id == event.task.id and again.task.status.state == pb.TASK_STATE_COMPLETED
         task = await until_terminal(client, event.task.id)
         assert task.status.state == pb.TASK_STATE_COMPLETED
         assert artifact_data(task) == {"held": "done"}
