@@ -282,7 +282,26 @@ def test_unsupported_operations_answer_the_spec_error(gateway: Gateway) -> None:
             await client.create_task_push_notification_config(
                 pb.TaskPushNotificationConfig(task_id=event.task.id, url="http://127.0.0.1:9/hook")
             )
+        with pytest.raises(PushNotificationNotSupportedError):
+            await client.list_task_push_notification_configs(
+                pb.ListTaskPushNotificationConfigsRequest(task_id=event.task.id)
+            )
+        with pytest.raises(TaskNotFoundError):
+            await client.get_task(pb.GetTaskRequest(id="no-such-task"))
         await client.close()
+        # A protocol version the gateway does not speak: VersionNotSupported (-32009).
+        body = {"jsonrpc": "2.0", "id": 7, "method": "GetTask", "params": {"id": event.task.id}}
+        async with httpx.AsyncClient() as http:
+            reply = await http.post(
+                f"{gateway.url}/a2a/shouter/", json=body, headers={"A2A-Version": "9.0"}
+            )
+            assert reply.json()["error"]["code"] == -32009
+            # No extended card (the SDK's client does not even ask): UnsupportedOperation (-32004).
+            body = {"jsonrpc": "2.0", "id": 8, "method": "GetExtendedAgentCard", "params": {}}
+            reply = await http.post(
+                f"{gateway.url}/a2a/shouter/", json=body, headers={"A2A-Version": "1.0"}
+            )
+            assert reply.json()["error"]["code"] == -32004
 
     asyncio.run(go())
 
