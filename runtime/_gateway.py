@@ -68,12 +68,15 @@ class _Job:
     task_id: str
     trace_id: str
     future: Future[TaskResult]
-    # ("progress", a task.state event) or ("ticket", an escalation ticket), in arrival order
+    # ("progress", a task.state event), ("ticket", an escalation ticket) or ("settled", the
+    # asked actor's own end of the task), in the order the trace events arrived
     events: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
     ticket: dict[str, Any] | None = None  # the escalation ticket it waits on, if any
+    settled: bool = False  # the asked actor's own end of the task is in the trace
 
 
 TOKEN_ENV = "AGENTRT_A2A_TOKEN_"
+_SETTLE_S = 2.0  # at most this long after a reply for its task's last trace events
 _REMEMBERED_MESSAGES = 10_000  # messageIds kept to answer a repeat with its first task
 
 
@@ -444,25 +447,23 @@ class Gateway:
                 break
             kind, value = nxt.result()
             if kind == "progress":
-                what = f"{value.get('skill')} on {value.get('actor')}: {value.get('state')}"
-                await updater.update_status(
-                    pb.TASK_STATE_WORKING,
-                    message=updater.new_agent_message([pb.Part(text=what)]),
-                    metadata={k: value.get(k) for k in ("actor", "skill", "state", "duration_s")},
+                await self._progress(updater, value)
+            elif kind == "settled":
+                job.settled = True
+            elif kind == "ticket":
+                job.ticket = value
+                summary = str(value.get("summary") or "the run needs a decision")
+                options = value.get("options") or []
+                await updater.requires_input(
+                    updater.new_agent_message(
+                        [
+                            pb.Part(text=f"{summary} (answer with one of: {', '.join(options)})"),
+                            *mapping.parts_to_a2a([_data(value)]),
+                        ]
+                    )
                 )
-                continue
-            job.ticket = value
-            summary = str(value.get("summary") or "the run needs a decision")
-            options = value.get("options") or []
-            await updater.requires_input(
-                updater.new_agent_message(
-                    [
-                        pb.Part(text=f"{summary} (answer with one of: {', '.join(options)})"),
-                        *mapping.parts_to_a2a([_data(value)]),
-                    ]
-                )
-            )
-            return
+                return
+        await self._last_progress(job, updater)
         result = reply.result()
         self.forget(job)
         task = result.task
@@ -484,6 +485,36 @@ class Gateway:
             else:
                 await updater.failed(failed)
 
+    @staticmethod
+    async def _progress(updater: TaskUpdater, event: dict[str, Any]) -> None:
+        what = f"{event.get('skill')} on {event.get('actor')}: {event.get('state')}"
+        await updater.update_status(
+            pb.TASK_STATE_WORKING,
+            message=updater.new_agent_message([pb.Part(text=what)]),
+            metadata={k: event.get(k) for k in ("actor", "skill", "state", "duration_s")},
+        )
+
+    async def _last_progress(self, job: _Job, updater: TaskUpdater) -> None:
+        """The reply is in, but trace events travel apart from replies: stream those still
+        on their way, up to the asked actor's own end of the task (its node ships events in
+        order, so the runs it caused on that node are in by then); 2 s at most."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (0 if job.settled else _SETTLE_S)
+        while True:
+            if not job.events.empty():
+                kind, value = job.events.get_nowait()
+            elif job.settled or (left := deadline - loop.time()) <= 0:
+                return
+            else:
+                try:
+                    kind, value = await asyncio.wait_for(job.events.get(), left)
+                except TimeoutError:
+                    return
+            if kind == "settled":
+                job.settled = True
+            elif kind == "progress":
+                await self._progress(updater, value)
+
     def forget(self, job: _Job) -> None:
         self.jobs.pop(job.task_id, None)
         self._by_trace.pop(job.trace_id, None)
@@ -492,16 +523,20 @@ class Gateway:
 
     def _on_event(self, event: dict[str, Any]) -> None:
         """Trace events (the collector's thread), in the trace of one of our tasks: a skill
-        run that ended is progress; a human actor waiting for an answer file is a ticket."""
+        run that ended is progress (the asked actor's own end of the task settles it); a
+        human actor waiting for an answer file is a ticket."""
         name = event.get("event")
-        if name not in ("task.state", "escalation.waiting") or self.loop is None:
+        if name not in ("task.state", "task.duplicate", "task.rejected", "escalation.waiting"):
             return
         job = self._by_trace.get(str(event.get("trace_id")))
-        if job is None:
+        if job is None or self.loop is None:
             return
-        if name == "task.state":
-            if event.get("state") != "working" and event.get("task_id") != job.task_id:
-                self.loop.call_soon_threadsafe(job.events.put_nowait, ("progress", event))
+        put = job.events.put_nowait
+        if name != "escalation.waiting":
+            if event.get("task_id") == job.task_id and event.get("state") != "working":
+                self.loop.call_soon_threadsafe(put, ("settled", event))
+            elif name == "task.state" and event.get("state") != "working":
+                self.loop.call_soon_threadsafe(put, ("progress", event))
             return
         path = Path(str(event.get("ticket_path", "")))
         try:
@@ -510,7 +545,7 @@ class Gateway:
             self.log.warning("gateway.ticket-unreadable", path=str(path), error=str(exc))
             return
         ticket["answerPath"] = str(event.get("answer_path", ""))
-        self.loop.call_soon_threadsafe(job.events.put_nowait, ("ticket", ticket))
+        self.loop.call_soon_threadsafe(put, ("ticket", ticket))
 
     def _answer_of(self, job: _Job, message: pb.Message) -> EscalationAnswer:
         """The client's reply to a ticket as an answer: a data part `{"decision",

@@ -186,6 +186,42 @@ def test_streaming_order(gateway: Gateway) -> None:
     asyncio.run(go())
 
 
+def test_progress_of_the_runs_a_task_caused(tmp_path: Path) -> None:
+    """Each skill run a task causes is a WORKING status update on its stream, before the
+    result: here the relay asks the greeter on its own node, whose events are ordered."""
+    spec = make_spec(
+        {
+            "n1": [
+                {"name": "relay", "class": "custom_actors:Relay", "config": {"to": "greeter"}},
+                {"name": "greeter", "class": "custom_actors:Greeter"},
+            ]
+        },
+        run={"entry": "relay", "skill": "relay"},
+    )
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["relay"])).start()
+        try:
+
+            async def go() -> list[pb.StreamResponse]:
+                client = await client_for(gw, "relay", streaming=True)
+                events = await send(client, message(data({"name": "ada"}), skill="relay"))
+                await client.close()
+                return events
+
+            events = asyncio.run(go())
+        finally:
+            gw.stop()
+    kinds = [e.WhichOneof("payload") for e in events]
+    assert kinds == ["task", "status_update", "status_update", "artifact_update", "status_update"]
+    progress = events[2].status_update
+    assert progress.status.state == pb.TASK_STATE_WORKING
+    assert progress.status.message.parts[0].text == "greet on greeter: completed"
+    assert mapping.from_struct(progress.metadata)["actor"] == "greeter"
+    assert artifact_data(pb.Task(artifacts=[events[3].artifact_update.artifact])) == {
+        "relayed": "hello ada"
+    }
+
+
 def test_cancel_task_cancels_at_the_worker(gateway: Gateway, tmp_path: Path) -> None:
     async def go() -> None:
         client = await client_for(gateway, "desk", streaming=False)
