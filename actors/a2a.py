@@ -18,6 +18,8 @@ from agentrt.protocols import DataPart, Escalation, TextPart
 from agentrt.runtime import Actor, Request
 from agentrt.runtime import a2a as mapping
 
+from ._remote_task import Cancel, Command, Escalate, Finish, Get, Journal, RemoteCall, Reply, Send
+
 T = TypeVar("T")
 _WELL_KNOWN = ".well-known/agent-card.json"
 
@@ -40,7 +42,8 @@ class A2AAgent(Actor):
     stopping) cancels the remote task. A remote INPUT_REQUIRED becomes an escalation ticket
     for the human actor: `continue` sends the answer (its feedback) on the same task, `abort`
     cancels it. Input and output are checked against the remote's skill schemas when it
-    publishes them (agentrt's schema extension), by the host as for every skill.
+    publishes them (agentrt's schema extension), by the host as for every skill. What to do
+    next is decided by a sans-I/O core (`_remote_task.RemoteCall`); this class performs it.
     """
 
     description = "An external A2A agent, as a worker of the run."
@@ -146,72 +149,96 @@ class A2AAgent(Actor):
 
     def _call(self, req: Request, skill_id: str) -> None:
         try:
-            task = self._run(req, skill_id)
+            finish, task = self._run(req, skill_id)
         except Exception as exc:
-            self.inflight.pop(req.task_id, None)
             req.fail(f"A2A agent {self.remote.name}: {type(exc).__name__}: {exc}")
             return
-        self.inflight.pop(req.task_id, None)
-        state = task.status.state
-        if state == pb.TASK_STATE_COMPLETED:
+        finally:
+            self.inflight.pop(req.task_id, None)
+        if finish.state == "completed" and task is not None:
             parts = [p for a in task.artifacts for p in mapping.parts_from_a2a(a.parts)]
             req.complete([p for p in parts if isinstance(p, TextPart | DataPart)])
-        else:
-            why = mapping.text_of(mapping.parts_from_a2a(task.status.message.parts))
-            req.fail(
-                f"A2A agent {self.remote.name}: task {task.id} ended {mapping.state_from_a2a(state)}"
-                + (f": {why}" if why else "")
-            )
+            return
+        said = mapping.text_of(mapping.parts_from_a2a(task.status.message.parts)) if task else ""
+        why = "; ".join(w for w in (finish.why, said) if w)
+        req.fail(
+            f"A2A agent {self.remote.name}: task {finish.task_id or '(not sent)'} ended "
+            f"{finish.state}" + (f": {why}" if why else "")
+        )
 
     def _journal_key(self, req: Request) -> str:
         return f"remote-task:{req.skill}:{req.idempotency_key or req.task_id}"
 
-    def _run(self, req: Request, skill_id: str) -> pb.Task:
-        """Send (or, after a restart, find again) the remote task and follow it to its end."""
-        if req.cancelled.is_set():  # cancelled while it waited its turn: nothing was sent
-            return pb.Task(
-                id=req.task_id,
-                status=pb.TaskStatus(
-                    state=pb.TASK_STATE_CANCELED,
-                    message=pb.Message(parts=[pb.Part(text="cancelled before it was sent")]),
-                ),
-            )
+    def _run(self, req: Request, skill_id: str) -> tuple[Finish, pb.Task | None]:
+        """Perform the core's commands (`_remote_task.RemoteCall`) until it finishes: send
+        the request, or follow the task a restarted node journaled, to its end."""
         key = self._journal_key(req)
         known = self.ctx.state.get(key)
+        core = RemoteCall(poll_s=self.poll_s)
+        commands = core.start(known["taskId"] if known else None, req.cancelled.is_set())
         task: pb.Task | None = None
-        if known is not None:
-            task = self._sync(self.client.get_task(pb.GetTaskRequest(id=known["taskId"])))
-            self.ctx.event(
-                "a2a.resumed",
-                remote_task_id=task.id,
-                state=mapping.state_from_a2a(task.status.state),
-            )
-            if (
-                task.status.state in mapping.TERMINAL
-                and task.status.state != pb.TASK_STATE_COMPLETED
-            ):
-                task = None  # a failed remote task: this attempt sends it again
-        if task is None:
-            message = pb.Message(
-                message_id=f"{self.ctx.name}:{req.idempotency_key or req.task_id}",
-                role=pb.ROLE_USER,
-                parts=mapping.parts_to_a2a(req.parts),
-            )
-            message.metadata.update({mapping.SKILL_METADATA_KEY: skill_id})
-            task = self._send(message)
-            self.ctx.state.put(key, {"taskId": task.id, "contextId": task.context_id})
-            self.ctx.event("a2a.sent", remote_task_id=task.id, skill=skill_id)
-        self.inflight[req.task_id] = task.id
         while True:
-            if task.status.state in mapping.TERMINAL:
-                return task
-            if req.cancelled.is_set():
-                return self._cancel(task)
-            if task.status.state == pb.TASK_STATE_INPUT_REQUIRED:
-                task = self._escalate(req, task)
-                continue
-            time.sleep(self.poll_s)
-            task = self._sync(self.client.get_task(pb.GetTaskRequest(id=task.id)))
+            events: list[Command] = []
+            for command in commands:
+                if isinstance(command, Finish):
+                    return command, task
+                if isinstance(command, Journal):
+                    self.ctx.state.put(key, {"taskId": command.task_id})
+                    self.inflight[req.task_id] = command.task_id
+                    self.ctx.event("a2a.sent", remote_task_id=command.task_id, skill=skill_id)
+                elif isinstance(command, Send):
+                    task = self._send(self._request(req, skill_id))
+                    events = core.sent(task.id, mapping.state_from_a2a(task.status.state))
+                elif isinstance(command, Get):
+                    if command.after_s and req.cancelled.wait(command.after_s):
+                        cancelling = core.cancel()
+                        if cancelling:
+                            events = cancelling
+                            continue
+                    task = self._get(command.task_id)
+                    if known is not None and core.resuming:
+                        self.inflight[req.task_id] = task.id
+                        self.ctx.event(
+                            "a2a.resumed",
+                            remote_task_id=task.id,
+                            state=mapping.state_from_a2a(task.status.state),
+                        )
+                    events = core.seen(mapping.state_from_a2a(task.status.state))
+                elif isinstance(command, Cancel):
+                    task = self._cancel(command.task_id)
+                    events = core.seen(mapping.state_from_a2a(task.status.state))
+                elif isinstance(command, Escalate):
+                    assert task is not None
+                    decision, feedback = self._escalate(req, task)
+                    events = core.answered(decision, feedback)
+                elif isinstance(command, Reply):
+                    assert task is not None
+                    task = self._send(self._reply(task, command.text))
+                    events = core.seen(mapping.state_from_a2a(task.status.state))
+            commands = events
+
+    def _request(self, req: Request, skill_id: str) -> pb.Message:
+        """The request as an A2A message: `messageId` is its idempotency key, so the
+        coordinator's retries carry the same one."""
+        message = pb.Message(
+            message_id=f"{self.ctx.name}:{req.idempotency_key or req.task_id}",
+            role=pb.ROLE_USER,
+            parts=mapping.parts_to_a2a(req.parts),
+        )
+        message.metadata.update({mapping.SKILL_METADATA_KEY: skill_id})
+        return message
+
+    def _reply(self, task: pb.Task, text: str) -> pb.Message:
+        return pb.Message(
+            message_id=f"{task.id}:answer:{time.monotonic_ns()}",
+            role=pb.ROLE_USER,
+            task_id=task.id,
+            context_id=task.context_id,
+            parts=[pb.Part(text=text)],
+        )
+
+    def _get(self, task_id: str) -> pb.Task:
+        return self._sync(self.client.get_task(pb.GetTaskRequest(id=task_id)))
 
     def _send(self, message: pb.Message) -> pb.Task:
         """SendMessage, returning as soon as the remote has a task (returnImmediately)."""
@@ -246,12 +273,14 @@ class A2AAgent(Actor):
         except Exception as exc:  # it ended meanwhile, or the remote is gone
             self.ctx.event("a2a.cancel-failed", remote_task_id=remote_task_id, error=str(exc))
 
-    def _cancel(self, task: pb.Task) -> pb.Task:
+    def _cancel(self, task_id: str) -> pb.Task:
+        """Cancel the remote task; what it is now (a cancel it refuses, e.g. already ended,
+        is read back with GetTask)."""
         try:
-            task = self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=task.id)))
-        except Exception as exc:  # already ended, say: report what it is now
-            self.ctx.event("a2a.cancel-failed", remote_task_id=task.id, error=str(exc))
-            task = self._sync(self.client.get_task(pb.GetTaskRequest(id=task.id)))
+            task = self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=task_id)))
+        except Exception as exc:
+            self.ctx.event("a2a.cancel-failed", remote_task_id=task_id, error=str(exc))
+            task = self._get(task_id)
         self.ctx.event(
             "a2a.cancelled", remote_task_id=task.id, state=mapping.state_from_a2a(task.status.state)
         )
@@ -266,17 +295,14 @@ class A2AAgent(Actor):
         found = self.ctx.actors_with_skill("escalate")
         return found[0] if found else None
 
-    def _escalate(self, req: Request, task: pb.Task) -> pb.Task:
-        """The remote asks for input: a ticket for the human; its answer goes back on the
-        same task (`continue`, with the feedback as text) or cancels it (`abort`)."""
+    def _escalate(self, req: Request, task: pb.Task) -> tuple[str | None, str | None]:
+        """The remote asks for input: a ticket for the human. Its decision (None: the run
+        has no human) and feedback."""
         asked = mapping.parts_from_a2a(task.status.message.parts)
         question = mapping.text_of(asked) or "the remote agent needs input"
         human = self._human()
         if human is None:
-            self._cancel(task)
-            raise RuntimeError(
-                f"task {task.id} needs input ({question}) and the run has no human actor"
-            )
+            return None, None
         ticket = Escalation(
             ticket_id=f"a2a-{task.id[:12]}",
             loop=f"a2a:{self.ctx.name}:{req.skill}",
@@ -292,13 +318,4 @@ class A2AAgent(Actor):
         )
         answer = self.ctx.ask(human, "escalate", msgspec.to_builtins(ticket)).result()
         data = answer.data if answer.ok else {"decision": "abort"}
-        if data.get("decision") != "continue":
-            return self._cancel(task)
-        reply = pb.Message(
-            message_id=f"{task.id}:answer:{time.monotonic_ns()}",
-            role=pb.ROLE_USER,
-            task_id=task.id,
-            context_id=task.context_id,
-            parts=[pb.Part(text=str(data.get("feedback") or "continue"))],
-        )
-        return self._send(reply)
+        return str(data.get("decision")), data.get("feedback")
