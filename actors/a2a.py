@@ -14,7 +14,16 @@ import msgspec
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import a2a_pb2 as pb
 
-from agentrt.protocols import DataPart, Escalation, TextPart
+from agentrt.protocols import (
+    A2AAgentReady,
+    A2ACancelFailed,
+    A2ACancelled,
+    A2AResumed,
+    A2ASent,
+    DataPart,
+    Escalation,
+    TextPart,
+)
 from agentrt.runtime import Actor, Request
 from agentrt.runtime import a2a as mapping
 
@@ -89,7 +98,7 @@ class A2AAgent(Actor):
                 name=remote.name,
                 tags=tuple(remote.tags),
             )
-        self.ctx.event("a2a.agent", url=url, remote=card.name, skills=[s.id for s in card.skills])
+        self.ctx.emit(A2AAgentReady(url=url, remote=card.name, skills=[s.id for s in card.skills]))
 
     def on_cancel(self, req: Request, reason: str) -> None:
         """Cancel the remote task now, not at the next poll: the run may stop right after."""
@@ -185,7 +194,7 @@ class A2AAgent(Actor):
                 if isinstance(command, Journal):
                     self.ctx.state.put(key, {"taskId": command.task_id})
                     self.inflight[req.task_id] = command.task_id
-                    self.ctx.event("a2a.sent", remote_task_id=command.task_id, skill=skill_id)
+                    self.ctx.emit(A2ASent(remote_task_id=command.task_id, skill=skill_id))
                 elif isinstance(command, Send):
                     task = self._send(self._request(req, skill_id))
                     events = core.sent(task.id, mapping.state_from_a2a(task.status.state))
@@ -198,11 +207,8 @@ class A2AAgent(Actor):
                     task = self._get(command.task_id)
                     if known is not None and core.resuming:
                         self.inflight[req.task_id] = task.id
-                        self.ctx.event(
-                            "a2a.resumed",
-                            remote_task_id=task.id,
-                            state=mapping.state_from_a2a(task.status.state),
-                        )
+                        state = mapping.state_from_a2a(task.status.state)
+                        self.ctx.emit(A2AResumed(remote_task_id=task.id, state=state))
                     events = core.seen(mapping.state_from_a2a(task.status.state))
                 elif isinstance(command, Cancel):
                     task = self._cancel(command.task_id)
@@ -269,9 +275,9 @@ class A2AAgent(Actor):
             self._sync(
                 self.client.cancel_task(pb.CancelTaskRequest(id=remote_task_id)), timeout_s=5
             )
-            self.ctx.event("a2a.cancelled", remote_task_id=remote_task_id, state="canceled")
+            self.ctx.emit(A2ACancelled(remote_task_id=remote_task_id, state="canceled"))
         except Exception as exc:  # it ended meanwhile, or the remote is gone
-            self.ctx.event("a2a.cancel-failed", remote_task_id=remote_task_id, error=str(exc))
+            self.ctx.emit(A2ACancelFailed(remote_task_id=remote_task_id, error=str(exc)))
 
     def _cancel(self, task_id: str) -> pb.Task:
         """Cancel the remote task; what it is now (a cancel it refuses, e.g. already ended,
@@ -279,11 +285,10 @@ class A2AAgent(Actor):
         try:
             task = self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=task_id)))
         except Exception as exc:
-            self.ctx.event("a2a.cancel-failed", remote_task_id=task_id, error=str(exc))
+            self.ctx.emit(A2ACancelFailed(remote_task_id=task_id, error=str(exc)))
             task = self._get(task_id)
-        self.ctx.event(
-            "a2a.cancelled", remote_task_id=task.id, state=mapping.state_from_a2a(task.status.state)
-        )
+        state = mapping.state_from_a2a(task.status.state)
+        self.ctx.emit(A2ACancelled(remote_task_id=task.id, state=state))
         return task
 
     # -- INPUT_REQUIRED ----------------------------------------------------------------

@@ -10,7 +10,13 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import Escalation, EscalationAnswer, EscalationDecision, check_id
+from agentrt.protocols import (
+    Escalation,
+    EscalationAnswer,
+    EscalationDecision,
+    EscalationWaiting,
+    check_id,
+)
 from agentrt.runtime import (
     Actor,
     Request,
@@ -162,11 +168,12 @@ class Human(Actor):
             f"escalation {ticket.ticket_id} ({ticket.reason}) waits for an answer in {path}",
         )
         # For whoever serves answers (the A2A gateway): in the trace of the job that escalated.
-        self.ctx.event(
-            "escalation.waiting",
-            ticket_id=ticket.ticket_id,
-            ticket_path=str(folder / f"{ticket.ticket_id}.json"),
-            answer_path=str(path),
+        self.ctx.emit(
+            EscalationWaiting(
+                ticket_id=ticket.ticket_id,
+                ticket_path=str(child_path(folder, f"{ticket.ticket_id}.json", "ticketId")),
+                answer_path=str(path),
+            )
         )
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:

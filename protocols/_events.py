@@ -459,6 +459,74 @@ class McpToolClash(TraceEvent, tag="mcp.tool-clash", kw_only=True):
     text: str = ""
 
 
+# -- A2A (the gateway, A2AAgent, and the human's answers they serve) -----------------------
+
+
+class EscalationWaiting(TraceEvent, tag="escalation.waiting", kw_only=True):
+    """A human actor waits for an answer file to a ticket (its `wait-file` policy); whoever
+    serves answers (the A2A gateway) finds the ticket and where the answer goes."""
+
+    ticket_id: str
+    ticket_path: str
+    answer_path: str
+
+
+class GatewayStarted(TraceEvent, tag="gateway.started", kw_only=True):
+    url: str
+    actors: list[str] = []
+
+
+class GatewayTask(TraceEvent, tag="gateway.task", kw_only=True):
+    """An A2A SendMessage became an ask of the run (`task_id` is the A2A task's)."""
+
+    skill: str
+    to: str
+    message_id: str
+
+
+class GatewayAnswered(TraceEvent, tag="gateway.answered", kw_only=True):
+    """An A2A client's reply answered the ticket its task waited on."""
+
+    ticket_id: str
+    decision: str
+
+
+class GatewayWarning(TraceEvent, tag="gateway.warning", kw_only=True):
+    text: str
+
+
+class A2AAgentReady(TraceEvent, tag="a2a.agent", kw_only=True):
+    """An A2AAgent read its remote's card and offers its skills."""
+
+    url: str
+    remote: str
+    skills: list[str] = []
+
+
+class A2ASent(TraceEvent, tag="a2a.sent", kw_only=True):
+    """A request went to the remote agent as a new task (journaled under its key)."""
+
+    remote_task_id: str
+    skill: str
+
+
+class A2AResumed(TraceEvent, tag="a2a.resumed", kw_only=True):
+    """A request that came again follows the remote task journaled for it."""
+
+    remote_task_id: str
+    state: str
+
+
+class A2ACancelled(TraceEvent, tag="a2a.cancelled", kw_only=True):
+    remote_task_id: str
+    state: str
+
+
+class A2ACancelFailed(TraceEvent, tag="a2a.cancel-failed", kw_only=True):
+    remote_task_id: str
+    error: str
+
+
 Event = (
     EnvelopeSent
     | EnvelopeReceived
@@ -522,6 +590,16 @@ Event = (
     | McpApproval
     | McpToolsChanged
     | McpToolClash
+    | EscalationWaiting
+    | GatewayStarted
+    | GatewayTask
+    | GatewayAnswered
+    | GatewayWarning
+    | A2AAgentReady
+    | A2ASent
+    | A2AResumed
+    | A2ACancelled
+    | A2ACancelFailed
 )
 
 _json_decoder = msgspec.json.Decoder(Event)

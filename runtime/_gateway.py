@@ -50,13 +50,29 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentrt.protocols import AgentCard, DataPart, EscalationAnswer, SchemaError, SpecError, new_id
+from agentrt.protocols import (
+    AgentCard,
+    DataPart,
+    EscalationAnswer,
+    EscalationWaiting,
+    Event,
+    GatewayAnswered,
+    GatewayStarted,
+    GatewayTask,
+    GatewayWarning,
+    SchemaError,
+    SpecError,
+    TaskDuplicate,
+    TaskRejected,
+    TaskStateChanged,
+    new_id,
+)
 
 from . import a2a as mapping
 from ._messenger import TaskResult
 from ._spec import A2ASpec
 from ._supervisor import Runtime
-from ._tracing import get_logger
+from ._tracing import emit, get_logger
 from ._validation import validate
 
 
@@ -68,9 +84,9 @@ class _Job:
     task_id: str
     trace_id: str
     future: Future[TaskResult]
-    # ("progress", a task.state event), ("ticket", an escalation ticket) or ("settled", the
-    # asked actor's own end of the task), in the order the trace events arrived
-    events: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
+    # ("progress", a TaskStateChanged), ("ticket", an escalation ticket as a dict) or
+    # ("settled", the asked actor's own end of the task), in the order the events arrived
+    events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     ticket: dict[str, Any] | None = None  # the escalation ticket it waits on, if any
     settled: bool = False  # the asked actor's own end of the task is in the trace
 
@@ -264,7 +280,9 @@ class Gateway:
         self._by_trace: dict[str, _Job] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.log = get_logger(actor="gateway")
-        entry = runtime.spec.run.entry
+        run = runtime.spec.run
+        offering = [c.name for c in runtime.messenger.cards.values() if c.skill(run.skill)]
+        entry = run.entry or (offering[0] if len(offering) == 1 else None)
         names = self.config.expose or [a.name for n in runtime.spec.nodes for a in n.actors]
         self.cards: dict[str, AgentCard] = {n: runtime.messenger.card(n) for n in names}
         routes: list[Any] = []
@@ -272,10 +290,12 @@ class Gateway:
         tokens = caller_tokens(self.config.callers)
         callers = _Callers(tokens)
         if tokens and not self.config.tls_cert and bound_host not in ("127.0.0.1", "[::1]"):
-            self.log.warning(
-                "gateway.plain-http",
-                text="bearer tokens over plain HTTP beyond this host: set a2a.tls_cert and "
-                "a2a.tls_key, or terminate TLS in a proxy in front of the gateway",
+            emit(
+                self.log,
+                GatewayWarning(
+                    text="bearer tokens over plain HTTP beyond this host: set a2a.tls_cert and "
+                    "a2a.tls_key, or terminate TLS in a proxy in front of the gateway"
+                ),
             )
         for name, card in self.cards.items():
             a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/", bearer=bool(tokens))
@@ -332,7 +352,7 @@ class Gateway:
             if not self._thread.is_alive():
                 raise RuntimeError(f"the A2A gateway could not start on {self.config.listen}")
             threading.Event().wait(0.02)
-        self.log.info("gateway.started", url=self.url, actors=sorted(self.cards))
+        emit(self.log, GatewayStarted(url=self.url, actors=sorted(self.cards)))
         return self
 
     def stop(self) -> None:
@@ -431,7 +451,16 @@ class Gateway:
         while len(self.by_message) > _REMEMBERED_MESSAGES:
             self.by_message.popitem(last=False)
         self._by_trace[trace_id] = job
-        self.log.info("gateway.task", task_id=task_id, skill=skill, trace_id=trace_id, to=actor)
+        emit(
+            self.log,
+            GatewayTask(
+                task_id=task_id,
+                trace_id=trace_id,
+                skill=skill,
+                to=actor,
+                message_id=message.message_id,
+            ),
+        )
         return job
 
     async def follow(self, job: _Job, updater: TaskUpdater) -> None:
@@ -486,12 +515,17 @@ class Gateway:
                 await updater.failed(failed)
 
     @staticmethod
-    async def _progress(updater: TaskUpdater, event: dict[str, Any]) -> None:
-        what = f"{event.get('skill')} on {event.get('actor')}: {event.get('state')}"
+    async def _progress(updater: TaskUpdater, event: TaskStateChanged) -> None:
+        what = f"{event.skill} on {event.actor}: {event.state}"
         await updater.update_status(
             pb.TASK_STATE_WORKING,
             message=updater.new_agent_message([pb.Part(text=what)]),
-            metadata={k: event.get(k) for k in ("actor", "skill", "state", "duration_s")},
+            metadata={
+                "actor": event.actor,
+                "skill": event.skill,
+                "state": event.state,
+                "durationS": event.duration_s,
+            },
         )
 
     async def _last_progress(self, job: _Job, updater: TaskUpdater) -> None:
@@ -521,31 +555,33 @@ class Gateway:
 
     # -- escalations -------------------------------------------------------------------
 
-    def _on_event(self, event: dict[str, Any]) -> None:
+    def _on_event(self, event: Event) -> None:
         """Trace events (the collector's thread), in the trace of one of our tasks: a skill
         run that ended is progress (the asked actor's own end of the task settles it); a
         human actor waiting for an answer file is a ticket."""
-        name = event.get("event")
-        if name not in ("task.state", "task.duplicate", "task.rejected", "escalation.waiting"):
+        if not isinstance(
+            event, TaskStateChanged | TaskDuplicate | TaskRejected | EscalationWaiting
+        ):
             return
-        job = self._by_trace.get(str(event.get("trace_id")))
+        job = self._by_trace.get(str(event.trace_id))
         if job is None or self.loop is None:
             return
         put = job.events.put_nowait
-        if name != "escalation.waiting":
-            if event.get("task_id") == job.task_id and event.get("state") != "working":
-                self.loop.call_soon_threadsafe(put, ("settled", event))
-            elif name == "task.state" and event.get("state") != "working":
-                self.loop.call_soon_threadsafe(put, ("progress", event))
+        if isinstance(event, EscalationWaiting):
+            path = Path(event.ticket_path)
+            try:
+                ticket = msgspec.json.decode(path.read_bytes())
+            except (OSError, msgspec.DecodeError) as exc:
+                emit(self.log, GatewayWarning(text=f"ticket {path} unreadable: {exc}"))
+                return
+            ticket["answerPath"] = event.answer_path
+            self.loop.call_soon_threadsafe(put, ("ticket", ticket))
             return
-        path = Path(str(event.get("ticket_path", "")))
-        try:
-            ticket = msgspec.json.decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError) as exc:
-            self.log.warning("gateway.ticket-unreadable", path=str(path), error=str(exc))
-            return
-        ticket["answerPath"] = str(event.get("answer_path", ""))
-        self.loop.call_soon_threadsafe(put, ("ticket", ticket))
+        ended = not isinstance(event, TaskStateChanged) or event.state != "working"
+        if ended and event.task_id == job.task_id:
+            self.loop.call_soon_threadsafe(put, ("settled", event))
+        elif ended and isinstance(event, TaskStateChanged):
+            self.loop.call_soon_threadsafe(put, ("progress", event))
 
     def _answer_of(self, job: _Job, message: pb.Message) -> EscalationAnswer:
         """The client's reply to a ticket as an answer: a data part `{"decision",
@@ -575,11 +611,11 @@ class Gateway:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(answer))
         tmp.rename(path)  # the human actor never reads half a file
-        self.log.info(
-            "gateway.answered",
-            task_id=job.task_id,
-            ticket_id=answer.ticket_id,
-            decision=answer.decision,
+        emit(
+            self.log,
+            GatewayAnswered(
+                task_id=job.task_id, ticket_id=answer.ticket_id, decision=answer.decision
+            ),
         )
         job.ticket = None
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentrt.protocols import A2ASent
 from agentrt.runtime import Runtime, read_trace, run
 
 from .conftest import ROOT, make_spec
@@ -163,7 +164,7 @@ def test_a_restarted_proxy_follows_the_remote_task_without_sending_it_again(
     spec = make_spec({"proxy": [proxy(remote)]}, run={"entry": "style", "skill": "slow"})
     sent = threading.Event()
     with Runtime(spec, runs_dir=runs_dir) as rt:
-        rt.writer.listeners.append(lambda e: sent.set() if e.get("event") == "a2a.sent" else None)
+        rt.writer.listeners.append(lambda e: sent.set() if isinstance(e, A2ASent) else None)
         future = rt.ask_async("style", "slow", {"s": 3}, idempotency_key="nap-1")
         assert sent.wait(30), "the remote task was sent and journaled"
         os.kill(rt.pids["proxy"], signal.SIGKILL)

@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agentrt.runtime import Gateway, Runtime, load_spec, read_trace, spec_from_dict
+from agentrt.runtime import Gateway, Runtime, load_spec, read_events, read_trace, spec_from_dict
 
 from .conftest import ROOT
 from .test_a2a_agent import free_port
@@ -51,6 +51,11 @@ def test_the_demo_served_and_called_with_the_sdk_client(runs_dir: Path) -> None:
         if e.get("event") == "task.state" and e.get("state") == "completed"
     }
     assert {("style", "headline"), ("worker", "lookup"), ("worker", "write")} <= ran
+    # Every line the gateway, the A2A worker and the rest wrote is a typed event.
+    assert len(read_events(rt.trace_path)) == len(read_trace(rt.trace_path))
+    assert {"gateway.started", "gateway.task", "a2a.agent", "a2a.sent"} <= {
+        e["event"] for e in read_trace(rt.trace_path)
+    }
     assert result["results"]["headline"] == {"headline": "Idempotency Keys Make Retries Safe"}
     # The stream: the task, progress as the job's skill runs end, the result, the end. Progress
     # travels with the trace, apart from replies: from other nodes it is best effort.

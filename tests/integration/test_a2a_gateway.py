@@ -22,7 +22,7 @@ from a2a.utils.errors import (
 )
 from google.protobuf import json_format
 
-from agentrt.runtime import A2ASpec, Gateway, Runtime
+from agentrt.runtime import A2ASpec, Gateway, Runtime, read_events, read_trace
 from agentrt.runtime import a2a as mapping
 
 from .conftest import make_spec
@@ -399,6 +399,11 @@ def test_an_escalation_is_input_required_and_the_client_answers_it(tmp_path: Pat
             asyncio.run(go())
         finally:
             gw.stop()
+    events = read_trace(rt.trace_path)
+    assert len(read_events(rt.trace_path)) == len(events)  # every line a typed event
+    (answered,) = [e for e in events if e["event"] == "gateway.answered"]
+    assert answered["decision"] == "accept-best"
+    assert any(e["event"] == "escalation.waiting" for e in events)
 
 
 def test_with_callers_each_sees_only_its_own_tasks(
