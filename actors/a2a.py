@@ -70,6 +70,8 @@ class A2AAgent(Actor):
         )
         self.thread.start()
         self.inflight: dict[str, str] = {}  # our task id -> the remote task it runs as
+        self._cancel_sent: set[str] = set()  # remote tasks a cancel was sent for
+        self._cancel_lock = threading.Lock()
         # Stateful skills one at a time, as on any actor (read-only ones run on the host's pool).
         self.calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.ctx.name}-call")
         self.http = self._sync(self._open())
@@ -212,6 +214,7 @@ class A2AAgent(Actor):
                     events = core.seen(mapping.state_from_a2a(task.status.state))
                 elif isinstance(command, Cancel):
                     task = self._cancel(command.task_id)
+                    assert task is not None
                     events = core.seen(mapping.state_from_a2a(task.status.state))
                 elif isinstance(command, Escalate):
                     assert task is not None
@@ -271,24 +274,29 @@ class A2AAgent(Actor):
         return self._sync(go())
 
     def _cancel_remote(self, remote_task_id: str) -> None:
-        try:
-            self._sync(
-                self.client.cancel_task(pb.CancelTaskRequest(id=remote_task_id)), timeout_s=5
-            )
-            self.ctx.emit(A2ACancelled(remote_task_id=remote_task_id, state="canceled"))
-        except Exception as exc:  # it ended meanwhile, or the remote is gone
-            self.ctx.emit(A2ACancelFailed(remote_task_id=remote_task_id, error=str(exc)))
+        """Cancel now, from `on_cancel` or `on_stop` (the run may stop right after)."""
+        self._cancel(remote_task_id, read_back=False)
 
-    def _cancel(self, task_id: str) -> pb.Task:
-        """Cancel the remote task; what it is now (a cancel it refuses, e.g. already ended,
-        is read back with GetTask)."""
-        try:
-            task = self._sync(self.client.cancel_task(pb.CancelTaskRequest(id=task_id)))
-        except Exception as exc:
-            self.ctx.emit(A2ACancelFailed(remote_task_id=task_id, error=str(exc)))
+    def _cancel(self, task_id: str, read_back: bool = True) -> pb.Task | None:
+        """Cancel the remote task once, whoever asks first (the actor's thread on a cancel,
+        the request's loop, the node stopping); what it is now, read back when asked (a
+        cancel it refuses, e.g. already ended, is read with GetTask)."""
+        with self._cancel_lock:
+            first = task_id not in self._cancel_sent
+            self._cancel_sent.add(task_id)
+        task = None
+        if first:
+            try:
+                task = self._sync(
+                    self.client.cancel_task(pb.CancelTaskRequest(id=task_id)), timeout_s=10
+                )
+            except Exception as exc:
+                self.ctx.emit(A2ACancelFailed(remote_task_id=task_id, error=str(exc)))
+        if task is None and read_back:
             task = self._get(task_id)
-        state = mapping.state_from_a2a(task.status.state)
-        self.ctx.emit(A2ACancelled(remote_task_id=task.id, state=state))
+        if task is not None:
+            state = mapping.state_from_a2a(task.status.state)
+            self.ctx.emit(A2ACancelled(remote_task_id=task.id, state=state))
         return task
 
     # -- INPUT_REQUIRED ----------------------------------------------------------------
