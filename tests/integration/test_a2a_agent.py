@@ -44,11 +44,11 @@ class Remote:
         return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.fixture
-def remote(tmp_path: Path) -> Iterator[Remote]:
-    """The demo's style desk, an a2a-sdk server, in a process of its own."""
+@pytest.fixture(scope="module")
+def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    """The demo's style desk, an a2a-sdk server, in a process of its own (one per module)."""
     port = free_port()
-    log = tmp_path / "remote"
+    log = tmp_path_factory.mktemp("remote")
     proc = subprocess.Popen(
         [sys.executable, str(AGENT), "--port", str(port), "--log", str(log)],
         stdout=subprocess.DEVNULL,
@@ -75,6 +75,14 @@ def remote(tmp_path: Path) -> Iterator[Remote]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture
+def remote(agent_process: Remote) -> Remote:
+    """The style desk with empty logs: each test counts the tasks and cancels it caused."""
+    for name in ("tasks.log", "cancels.log"):
+        (agent_process.log / name).unlink(missing_ok=True)
+    return agent_process
 
 
 def proxy(remote: Remote, **config: Any) -> dict[str, Any]:
