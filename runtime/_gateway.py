@@ -43,7 +43,7 @@ from a2a.server.routes import (
 )
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
-from a2a.utils.errors import InvalidParamsError
+from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
@@ -81,6 +81,7 @@ class _Job:
     """One A2A task of the gateway and the runtime ask behind it."""
 
     actor: str
+    owner: str  # the caller (its name under a2a.callers; "" on an open gateway)
     task_id: str
     trace_id: str
     future: Future[TaskResult]
@@ -177,7 +178,7 @@ class _Handler(DefaultRequestHandler):
     async def on_message_send(
         self, params: pb.SendMessageRequest, context: ServerCallContext
     ) -> Any:
-        self.gateway.check(self.actor, params)
+        self.gateway.check(self.actor, params, context.user.user_name)
         first = self._repeated(params, context)
         if first is None:
             return await super().on_message_send(params, context)
@@ -200,7 +201,7 @@ class _Handler(DefaultRequestHandler):
     async def on_message_send_stream(
         self, params: pb.SendMessageRequest, context: ServerCallContext
     ) -> Any:
-        self.gateway.check(self.actor, params)
+        self.gateway.check(self.actor, params, context.user.user_name)
         first = self._repeated(params, context)
         if first is None:
             async for event in super().on_message_send_stream(params, context):
@@ -233,7 +234,7 @@ class _Executor(AgentExecutor):
         task_id, context_id = str(context.task_id), str(context.context_id)
         updater = TaskUpdater(event_queue, task_id, context_id)
         job = self.gateway.jobs.get(task_id)
-        if context.current_task is None or job is None:
+        if context.current_task is None:
             message = context.message
             assert message is not None
             await event_queue.enqueue_event(
@@ -245,8 +246,10 @@ class _Executor(AgentExecutor):
                 )
             )
             job = self.gateway.ask(self.actor, task_id, context)
-        elif job.ticket is not None and context.message is not None:
+        elif job is not None and job.ticket is not None and context.message is not None:
             self.gateway.answer(job, context.message)
+        else:
+            return  # a message for a task that asks nothing: `check` lets none through
         await updater.start_work()
         await self.gateway.follow(job, updater)
 
@@ -400,17 +403,23 @@ class Gateway:
             data = {required[0]: text}
         return data, text
 
-    def check(self, actor: str, params: pb.SendMessageRequest) -> None:
+    def check(self, actor: str, params: pb.SendMessageRequest, owner: str) -> None:
         """Raise InvalidParamsError (-32602, with field violations) for a message that cannot
-        become a task: no such skill, or input that breaks the skill's schema. A reply to a
-        task waiting on a ticket must be an answer to it."""
+        become a task: no such skill, or input that breaks the skill's schema. A message on a
+        task must answer the ticket it waits on; one that runs takes none (the spec's
+        UnsupportedOperation)."""
         message = params.message
-        job = self.jobs.get(message.task_id) if message.task_id else None
-        if job is not None and job.ticket is not None:
+        if message.task_id:
+            job = self.jobs.get(message.task_id)
+            if job is None or job.actor != actor or job.owner != owner:
+                return  # the SDK answers: TaskNotFound, or UnsupportedOperation once it ended
+            if job.ticket is None:
+                raise UnsupportedOperationError(
+                    message=f"task '{job.task_id}' is running and takes no message until it "
+                    "asks for input (TASK_STATE_INPUT_REQUIRED); send a new message for new work"
+                )
             self._answer_of(job, message)
             return
-        if message.task_id:
-            return  # the SDK answers TaskNotFound / terminal-state errors
         skill = self.skill_of(actor, message, mapping.from_struct(params.metadata))
         data, _ = self.input_of(actor, skill, message)
         declared = self.cards[actor].skill(skill)
@@ -435,19 +444,21 @@ class Gateway:
         skill = self.skill_of(actor, message, dict(context.metadata or {}))
         data, text = self.input_of(actor, skill, message)
         trace_id = new_id()
+        owner = context.call_context.user.user_name
         future = self.runtime.ask_async(
             actor,
             skill,
             data,
             text=text,
-            idempotency_key=f"a2a:{message.message_id}",  # the client's retry runs it once
+            # The caller's retry runs it once; another caller's same messageId is another task.
+            idempotency_key=f"a2a:{owner}:{message.message_id}",
             task_id=task_id,
             trace_id=trace_id,
             validate=False,  # checked in `check`, with the A2A error
         )
-        job = _Job(actor=actor, task_id=task_id, trace_id=trace_id, future=future)
+        job = _Job(actor=actor, owner=owner, task_id=task_id, trace_id=trace_id, future=future)
         self.jobs[task_id] = job
-        self.by_message[(context.call_context.user.user_name, actor, message.message_id)] = task_id
+        self.by_message[(owner, actor, message.message_id)] = task_id
         while len(self.by_message) > _REMEMBERED_MESSAGES:
             self.by_message.popitem(last=False)
         self._by_trace[trace_id] = job

@@ -19,6 +19,7 @@ from a2a.utils.errors import (
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
+    UnsupportedOperationError,
 )
 from google.protobuf import json_format
 
@@ -222,6 +223,25 @@ def test_progress_of_the_runs_a_task_caused(tmp_path: Path) -> None:
     }
 
 
+def test_a_running_task_takes_no_message(gateway: Gateway, tmp_path: Path) -> None:
+    """Only a task that asks for input takes a message; a running one answers the spec's
+    UnsupportedOperation, and one that ended too."""
+
+    async def go() -> None:
+        client = await client_for(gateway, "desk", streaming=False)
+        msg = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
+        (event,) = await send(client, msg, return_immediately=True)
+        task_id = event.task.id
+        with pytest.raises(UnsupportedOperationError, match="takes no message"):
+            await send(client, message(pb.Part(text="and also"), task_id=task_id))
+        await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+        with pytest.raises(UnsupportedOperationError):
+            await send(client, message(pb.Part(text="too late"), task_id=task_id))
+        await client.close()
+
+    asyncio.run(go())
+
+
 def test_cancel_task_cancels_at_the_worker(gateway: Gateway, tmp_path: Path) -> None:
     async def go() -> None:
         client = await client_for(gateway, "desk", streaming=False)
@@ -412,17 +432,22 @@ def test_with_callers_each_sees_only_its_own_tasks(
     monkeypatch.setenv("AGENTRT_A2A_TOKEN_ALICE", "alice-secret")
     monkeypatch.setenv("AGENTRT_A2A_TOKEN_BOB", "bob-secret")
     spec = make_spec(
-        {"n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}]},
+        {
+            "n1": [
+                {"name": "shouter", "class": "a2a_actors:Shouter"},
+                {"name": "desk", "class": "a2a_actors:Desk"},
+            ]
+        },
         run={"entry": "shouter", "skill": "shout"},
     )
     with Runtime(spec, runs_dir=tmp_path) as rt:
         gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", callers=["alice", "bob"])).start()
         try:
 
-            async def as_caller(token: str) -> Any:
+            async def as_caller(token: str, actor: str = "shouter") -> Any:
                 http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"})
                 return await create_client(
-                    f"{gw.url}/a2a/shouter",
+                    f"{gw.url}/a2a/{actor}",
                     client_config=ClientConfig(streaming=False, httpx_client=http),
                 )
 
@@ -446,6 +471,17 @@ def test_with_callers_each_sees_only_its_own_tasks(
                     card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"]
                     == "Bearer"
                 )
+                # One messageId from two callers: two tasks, and the skill runs for each.
+                counts = []
+                for token in ("alice-secret", "bob-secret"):
+                    desk = await as_caller(token, "desk")
+                    msg = message(data({"dir": str(tmp_path)}), skill="count", message_id="same")
+                    (event,) = await send(desk, msg)
+                    counts.append(artifact_data(event.task)["count"])
+                assert counts == [1, 2]
+                # A message on alice's task from bob: as if it did not exist.
+                with pytest.raises(TaskNotFoundError):
+                    await send(bob, message(pb.Part(text="hijack"), task_id=task_id))
                 nobody = await httpx.AsyncClient().post(f"{gw.url}/a2a/shouter/", json={})
                 assert nobody.status_code == 401 and "a2a.callers" in nobody.text
 
