@@ -269,7 +269,10 @@ class Gateway:
         self.runtime = runtime
         self.config = config or A2ASpec()
         host, _, port = self.config.listen.rpartition(":")
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only on sockets that say it, and
+        # without it every reply on a kept-alive connection waited ~40 ms (Nagle, delayed ACK).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host.strip("[]") or "127.0.0.1", int(port or 8000)))
         bound_host, bound_port = self.sock.getsockname()[:2]
@@ -445,23 +448,28 @@ class Gateway:
         data, text = self.input_of(actor, skill, message)
         trace_id = new_id()
         owner = context.call_context.user.user_name
-        future = self.runtime.ask_async(
-            actor,
-            skill,
-            data,
-            text=text,
-            # The caller's retry runs it once; another caller's same messageId is another task.
-            idempotency_key=f"a2a:{owner}:{message.message_id}",
-            task_id=task_id,
-            trace_id=trace_id,
-            validate=False,  # checked in `check`, with the A2A error
-        )
-        job = _Job(actor=actor, owner=owner, task_id=task_id, trace_id=trace_id, future=future)
+        # Known by its trace before the ask leaves: its first events may come back at once.
+        job = _Job(actor=actor, owner=owner, task_id=task_id, trace_id=trace_id, future=Future())
         self.jobs[task_id] = job
+        self._by_trace[trace_id] = job
         self.by_message[(owner, actor, message.message_id)] = task_id
         while len(self.by_message) > _REMEMBERED_MESSAGES:
             self.by_message.popitem(last=False)
-        self._by_trace[trace_id] = job
+        try:
+            job.future = self.runtime.ask_async(
+                actor,
+                skill,
+                data,
+                text=text,
+                # The caller's retry runs it once; another caller's same messageId is another task.
+                idempotency_key=f"a2a:{owner}:{message.message_id}",
+                task_id=task_id,
+                trace_id=trace_id,
+                validate=False,  # checked in `check`, with the A2A error
+            )
+        except Exception:
+            self.forget(job)
+            raise
         emit(
             self.log,
             GatewayTask(
