@@ -626,3 +626,48 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
             asyncio.run(go())
         finally:
             gw.stop()
+
+
+def test_a_served_task_survives_the_death_of_its_node(tmp_path: Path) -> None:
+    """The gateway asks through the Runtime, so a node that dies mid-task is restarted and
+    asked again (as `agentrt serve` supervises in its main thread): the A2A task completes."""
+    import os
+    import signal
+    import threading
+    from concurrent.futures import Future
+
+    spec = make_spec(
+        {"n1": [{"name": "desk", "class": "a2a_actors:Desk"}]},
+        run={"entry": "desk", "skill": "hold"},
+    )
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+        outcome: Future[pb.Task] = Future()
+
+        async def go() -> pb.Task:
+            client = await client_for(gw, "desk", streaming=False)
+            msg = message(data({"dir": str(tmp_path), "s": 1}), skill="hold")
+            (event,) = await send(client, msg, return_immediately=True)
+            for _ in range(400):
+                if (tmp_path / "started").exists():
+                    break
+                await asyncio.sleep(0.05)
+            os.kill(rt.pids["n1"], signal.SIGKILL)
+            task = await until_terminal(client, event.task.id)
+            await client.close()
+            return task
+
+        def caller() -> None:
+            try:
+                outcome.set_result(asyncio.run(go()))
+            except BaseException as exc:
+                outcome.set_exception(exc)
+
+        threading.Thread(target=caller, daemon=True).start()
+        try:
+            task = rt.wait(outcome, timeout_s=120)  # supervising meanwhile, as `serve` does
+        finally:
+            gw.stop()
+    assert task.status.state == pb.TASK_STATE_COMPLETED
+    assert artifact_data(task) == {"held": "done"}
+    assert any(e["event"] == "node.restarted" for e in read_trace(rt.trace_path))
