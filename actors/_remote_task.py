@@ -76,8 +76,11 @@ Command = Send | Journal | Get | Cancel | Escalate | Reply | Finish
 class RemoteCall:
     """The core. `start()` first, then one event per command that asks for one."""
 
-    def __init__(self, poll_s: float = 0.1, cancel_polls: int = 50) -> None:
-        self.poll_s = poll_s
+    def __init__(
+        self, poll_s: float = 0.1, cancel_polls: int = 50, first_poll_s: float = 0.01
+    ) -> None:
+        self.poll_s = poll_s  # reads of a running task: from first_poll_s, doubling up to this
+        self.next_poll_s = min(first_poll_s, poll_s)
         self.cancel_polls = cancel_polls  # reads after a cancel before giving up on it
         self.polls_cancelling = 0
         self.task_id: str | None = None
@@ -144,7 +147,8 @@ class RemoteCall:
                 return self._finish(
                     "canceled", f"the remote did not confirm the cancel (task {state})"
                 )
-        return [Get(self.task_id, self.poll_s)]
+        after, self.next_poll_s = self.next_poll_s, min(self.next_poll_s * 2, self.poll_s)
+        return [Get(self.task_id, after)]
 
     def _finish(self, state: str, why: str) -> list[Command]:
         self.finished = True

@@ -19,15 +19,17 @@ from agentrt.actors._remote_task import (
 
 
 def test_send_once_then_poll_to_the_end() -> None:
-    core = RemoteCall(poll_s=0.5)
+    core = RemoteCall(poll_s=0.5, first_poll_s=0.2)
     assert core.start(None) == [Send()]
-    assert core.sent("r1", "submitted") == [Journal("r1"), Get("r1", 0.5)]
+    assert core.sent("r1", "submitted") == [Journal("r1"), Get("r1", 0.2)]
+    assert core.seen("working") == [Get("r1", 0.4)]  # soon at first, then less often
+    assert core.seen("working") == [Get("r1", 0.5)]
     assert core.seen("working") == [Get("r1", 0.5)]
     assert core.seen("completed") == [Finish("completed", "r1")]
 
 
 def test_a_journaled_task_is_followed_not_sent_again() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     assert core.start("r1") == [Get("r1", 0.0)]
     assert core.seen("working") == [Get("r1", 0.1)]
     assert core.seen("completed") == [Finish("completed", "r1")]
@@ -35,26 +37,26 @@ def test_a_journaled_task_is_followed_not_sent_again() -> None:
 
 
 def test_a_journaled_task_that_failed_is_sent_anew() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     assert core.start("r1") == [Get("r1", 0.0)]
     assert core.seen("failed") == [Send()]
     assert core.sent("r2", "working") == [Journal("r2"), Get("r2", 0.1)]
 
 
 def test_a_journaled_task_that_completed_is_its_result() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     core.start("r1")
     assert core.seen("completed") == [Finish("completed", "r1")]
 
 
 def test_cancelled_before_sending_sends_nothing() -> None:
-    assert RemoteCall().start(None, cancelled=True) == [
+    assert RemoteCall(first_poll_s=0.1).start(None, cancelled=True) == [
         Finish("canceled", None, "cancelled before it was sent")
     ]
 
 
 def test_a_cancel_cancels_the_remote_task_once() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     core.start(None)
     core.sent("r1", "working")
     assert core.cancel() == [Cancel("r1")]
@@ -64,14 +66,14 @@ def test_a_cancel_cancels_the_remote_task_once() -> None:
 
 
 def test_a_cancel_before_the_task_exists_is_applied_when_it_does() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     core.start(None)
     assert core.cancel() == []
     assert core.sent("r1", "working") == [Journal("r1"), Cancel("r1")]
 
 
 def test_a_cancel_the_remote_never_confirms_ends_after_a_bound() -> None:
-    core = RemoteCall(cancel_polls=2)
+    core = RemoteCall(cancel_polls=2, first_poll_s=0.1)
     core.start(None)
     core.sent("r1", "working")
     core.cancel()
@@ -86,7 +88,7 @@ def test_a_cancel_the_remote_never_confirms_ends_after_a_bound() -> None:
 
 
 def test_input_required_escalates_and_the_answer_goes_back() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     core.start(None)
     assert core.sent("r1", "input-required") == [Journal("r1"), Escalate("r1")]
     assert core.answered("continue", "yes") == [Reply("r1", "yes")]
@@ -94,12 +96,12 @@ def test_input_required_escalates_and_the_answer_goes_back() -> None:
 
 
 def test_abort_or_no_human_cancels() -> None:
-    core = RemoteCall()
+    core = RemoteCall(first_poll_s=0.1)
     core.start(None)
     core.sent("r1", "input-required")
     assert core.answered("abort") == [Cancel("r1")]
     assert core.seen("canceled") == [Finish("canceled", "r1")]
-    lonely = RemoteCall()
+    lonely = RemoteCall(first_poll_s=0.1)
     lonely.start(None)
     lonely.sent("r1", "input-required")
     assert lonely.answered(None) == [Cancel("r1")]
