@@ -361,10 +361,13 @@ class Gateway:
         emit(self.log, GatewayStarted(url=self.url, actors=sorted(self.cards)))
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Stop taking connections, let the requests in flight (a blocking SendMessage, a
+        stream) finish for up to `grace_s`, then stop."""
+        self.server.config.timeout_graceful_shutdown = grace_s
         self.server.should_exit = True
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(grace_s + 10)
         with contextlib.suppress(ValueError):
             self.runtime.writer.listeners.remove(self._on_event)
         self.sock.close()
@@ -661,15 +664,20 @@ def serve(
     terminal: str | None = None,
 ) -> None:
     """Start the spec's nodes and serve them over A2A until Ctrl-C / SIGTERM, supervising the
-    nodes meanwhile (a node that dies is restarted as in `agentrt run`)."""
+    nodes meanwhile (a node that dies is restarted as in `agentrt run`). On Ctrl-C / SIGTERM
+    no new connection is taken, and the requests in flight have `run.drain_s` to finish."""
     config = spec.a2a or A2ASpec()
     if listen:
         config = msgspec.structs.replace(config, listen=listen)
     with Runtime(spec, run_id=run_id, runs_dir=runs_dir, terminal=terminal) as rt:
         gateway = Gateway(rt, config).start()
+        grace_s = 2.0
         try:
             if on_ready is not None:
                 on_ready(gateway)
             rt.wait(Future())  # supervise until interrupted
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the answers in flight still go out
+            grace_s = spec.run.drain_s
+            raise
         finally:
-            gateway.stop()
+            gateway.stop(grace_s)

@@ -511,31 +511,29 @@ def test_the_sdks_0_3_client_on_the_same_routes(gateway: Gateway, binding: str) 
     asyncio.run(go())
 
 
-def test_agentrt_serve_until_sigterm(tmp_path: Path) -> None:
-    """The CLI: `agentrt serve SPEC --a2a HOST:PORT` serves until SIGTERM, then stops its nodes."""
+def test_agentrt_serve_until_sigterm_finishing_what_is_in_flight(tmp_path: Path) -> None:
+    """The CLI: `agentrt serve SPEC --a2a HOST:PORT` serves until SIGTERM; then it takes no
+    new connection, lets the request in flight finish (run.drain_s), and stops its nodes."""
     import json
+    import shutil
     import signal
     import subprocess
     import sys
+    import threading
+    from concurrent.futures import Future
 
-    from .conftest import ROOT, alive
+    from .conftest import HERE, alive
     from .test_a2a_agent import free_port
 
+    shutil.copy(HERE / "a2a_actors.py", tmp_path / "a2a_actors.py")
+    (tmp_path / "spec.toml").write_text(
+        '[run]\nentry = "desk"\nskill = "count"\n\n[[nodes]]\nname = "n1"\n'
+        'actors = [{ name = "desk", class = "a2a_actors:Desk" }]\n'
+    )
     port = free_port()
+    cli = [sys.executable, "-m", "agentrt.runtime._cli", "serve", str(tmp_path)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentrt.runtime._cli",
-            "serve",
-            str(ROOT / "demos" / "hello"),
-            "--a2a",
-            f"127.0.0.1:{port}",
-            "--runs-dir",
-            str(tmp_path),
-            "--run-id",
-            "served",
-        ],
+        [*cli, "--a2a", f"127.0.0.1:{port}", "--runs-dir", str(tmp_path), "--run-id", "served"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -548,18 +546,32 @@ def test_agentrt_serve_until_sigterm(tmp_path: Path) -> None:
             if "Ctrl-C stops it" in line:
                 break
         assert f"serving A2A at http://127.0.0.1:{port}" in "".join(lines), "".join(lines)
+        held: Future[dict[str, Any]] = Future()
 
-        async def go() -> dict[str, Any]:
+        async def hold() -> dict[str, Any]:
             client = await create_client(
                 f"http://127.0.0.1:{port}", client_config=ClientConfig(streaming=False)
             )
-            (event,) = await send(client, message(data({"name": "ada"})))
+            # 3 s: longer than the 2 s any stop allows, shorter than run.drain_s (10 s)
+            msg = message(data({"dir": str(tmp_path), "s": 3}), skill="hold")
+            (event,) = await send(client, msg)  # blocking: its answer comes after SIGTERM
             await client.close()
             return artifact_data(event.task)
 
-        assert asyncio.run(go()) == {"greeting": "HELLO ADA!", "greeted": 1}
+        def caller() -> None:
+            try:
+                held.set_result(asyncio.run(hold()))
+            except BaseException as exc:
+                held.set_exception(exc)
+
+        threading.Thread(target=caller, daemon=True).start()
+        for _ in range(400):
+            if (tmp_path / "started").exists():
+                break
+            time.sleep(0.05)
         nodes = json.loads((tmp_path / "served" / "nodes.json").read_text())["nodes"]
         proc.send_signal(signal.SIGTERM)
+        assert held.result(30) == {"held": "done"}
         assert proc.wait(30) == 130
         assert not any(alive(n["pid"]) for n in nodes.values())
     finally:
