@@ -40,7 +40,8 @@ class A2AAgent(Actor):
     - `url`: the remote's agent card (`http://host/.well-known/agent-card.json`) or base URL;
     - `read_only` (false): for skills whose card does not say (agentrt's schema extension does);
     - `timeout_s`: a default per-skill timeout for the coordinator (else the run's);
-    - `poll_s` (0.1): how often a running remote task is read (GetTask);
+    - `poll_s` (0.1): the most time between two reads of a running remote task (GetTask;
+      the first comes after 10 ms, then the wait doubles up to this);
     - `connect_s` (30): how long to keep trying for the remote's card at start;
     - `human` (the run's actor with an `escalate` skill): who answers INPUT_REQUIRED.
 
