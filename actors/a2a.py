@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
@@ -31,6 +31,7 @@ from ._remote_task import Cancel, Command, Escalate, Finish, Get, Journal, Remot
 
 T = TypeVar("T")
 _WELL_KNOWN = ".well-known/agent-card.json"
+_BELL_FALLBACK_S = 2.0  # with a stream ringing on updates, the task is still read this often
 
 
 class A2AAgent(Actor):
@@ -40,8 +41,9 @@ class A2AAgent(Actor):
     - `url`: the remote's agent card (`http://host/.well-known/agent-card.json`) or base URL;
     - `read_only` (false): for skills whose card does not say (agentrt's schema extension does);
     - `timeout_s`: a default per-skill timeout for the coordinator (else the run's);
-    - `poll_s` (0.1): the most time between two reads of a running remote task (GetTask;
-      the first comes after 10 ms, then the wait doubles up to this);
+    - `poll_s` (0.1): with a remote that does not stream, the most time between two reads of
+      a running remote task (GetTask; the first after 10 ms, the wait doubling up to this);
+      a remote that streams is subscribed to (SubscribeToTask), and read when it updates;
     - `connect_s` (30): how long to keep trying for the remote's card at start;
     - `human` (the run's actor with an `escalate` skill): who answers INPUT_REQUIRED.
 
@@ -78,14 +80,19 @@ class A2AAgent(Actor):
         self.http = self._sync(self._open())
         card = self._fetch_card(url, float(self.config.get("connect_s", 30)))
         self.remote = card
-        factory = ClientFactory(
-            ClientConfig(
-                streaming=False,
-                httpx_client=self.http,
-                supported_protocol_bindings=["JSONRPC", "HTTP+JSON"],
-            )
+        bindings = ["JSONRPC", "HTTP+JSON"]
+        config = ClientConfig(
+            streaming=False, httpx_client=self.http, supported_protocol_bindings=bindings
         )
-        self.client = factory.create(card)
+        self.client = ClientFactory(config).create(card)
+        # With a remote that streams, a running task's updates ring a bell (SubscribeToTask)
+        # and the task is read when one comes, instead of on a timer.
+        self.streams = bool(card.capabilities.streaming)
+        watching = ClientConfig(
+            streaming=True, httpx_client=self.http, supported_protocol_bindings=bindings
+        )
+        self.watcher = ClientFactory(watching).create(card)
+        self.bells: dict[str, threading.Event] = {}  # our task id -> its wake-up
         schemas = mapping.skill_schemas(card)
         for remote in card.skills:
             declared = schemas.get(remote.id, {})
@@ -108,6 +115,9 @@ class A2AAgent(Actor):
         remote = self.inflight.get(req.task_id)
         if remote is not None:
             self._cancel_remote(remote)
+        bell = self.bells.get(req.task_id)
+        if bell is not None:
+            bell.set()
 
     def on_stop(self) -> None:
         if getattr(self, "loop", None) is None:
@@ -189,43 +199,73 @@ class A2AAgent(Actor):
         core = RemoteCall(poll_s=self.poll_s)
         commands = core.start(known["taskId"] if known else None, req.cancelled.is_set())
         task: pb.Task | None = None
-        while True:
-            events: list[Command] = []
-            for command in commands:
-                if isinstance(command, Finish):
-                    return command, task
-                if isinstance(command, Journal):
-                    self.ctx.state.put(key, {"taskId": command.task_id})
-                    self.inflight[req.task_id] = command.task_id
-                    self.ctx.emit(A2ASent(remote_task_id=command.task_id, skill=skill_id))
-                elif isinstance(command, Send):
-                    task = self._send(self._request(req, skill_id))
-                    events = core.sent(task.id, mapping.state_from_a2a(task.status.state))
-                elif isinstance(command, Get):
-                    if command.after_s and req.cancelled.wait(command.after_s):
-                        cancelling = core.cancel()
-                        if cancelling:
-                            events = cancelling
-                            continue
-                    task = self._get(command.task_id)
-                    if known is not None and core.resuming:
-                        self.inflight[req.task_id] = task.id
-                        state = mapping.state_from_a2a(task.status.state)
-                        self.ctx.emit(A2AResumed(remote_task_id=task.id, state=state))
-                    events = core.seen(mapping.state_from_a2a(task.status.state))
-                elif isinstance(command, Cancel):
-                    task = self._cancel(command.task_id)
-                    assert task is not None
-                    events = core.seen(mapping.state_from_a2a(task.status.state))
-                elif isinstance(command, Escalate):
-                    assert task is not None
-                    decision, feedback = self._escalate(req, task)
-                    events = core.answered(decision, feedback)
-                elif isinstance(command, Reply):
-                    assert task is not None
-                    task = self._send(self._reply(task, command.text))
-                    events = core.seen(mapping.state_from_a2a(task.status.state))
-            commands = events
+        bell = self.bells[req.task_id] = threading.Event()  # rung by updates and by a cancel
+        streams, watch = self.streams, None  # watch: the stream ringing `bell`, if any
+        try:
+            while True:
+                events: list[Command] = []
+                for command in commands:
+                    if isinstance(command, Finish):
+                        return command, task
+                    if isinstance(command, Journal):
+                        self.ctx.state.put(key, {"taskId": command.task_id})
+                        self.inflight[req.task_id] = command.task_id
+                        self.ctx.emit(A2ASent(remote_task_id=command.task_id, skill=skill_id))
+                    elif isinstance(command, Send):
+                        task = self._send(self._request(req, skill_id))
+                        events = core.sent(task.id, mapping.state_from_a2a(task.status.state))
+                    elif isinstance(command, Get):
+                        if command.after_s:
+                            if streams and watch is None:
+                                watch = self._watch(command.task_id, bell)
+                            # While a stream rings on updates, the timer is only a fallback;
+                            # once it has ended (it may end early), the task is polled.
+                            live = watch is not None and not watch.done()
+                            bell.wait(_BELL_FALLBACK_S if live else command.after_s)
+                            bell.clear()
+                            if req.cancelled.is_set() and (cancelling := core.cancel()):
+                                events = cancelling
+                                continue
+                        task = self._get(command.task_id)
+                        if known is not None and core.resuming:
+                            self.inflight[req.task_id] = task.id
+                            state = mapping.state_from_a2a(task.status.state)
+                            self.ctx.emit(A2AResumed(remote_task_id=task.id, state=state))
+                        events = core.seen(mapping.state_from_a2a(task.status.state))
+                    elif isinstance(command, Cancel):
+                        task = self._cancel(command.task_id)
+                        assert task is not None
+                        events = core.seen(mapping.state_from_a2a(task.status.state))
+                    elif isinstance(command, Escalate):
+                        assert task is not None
+                        decision, feedback = self._escalate(req, task)
+                        events = core.answered(decision, feedback)
+                    elif isinstance(command, Reply):
+                        assert task is not None
+                        task = self._send(self._reply(task, command.text))
+                        if watch is not None and watch.done():
+                            watch = None  # its stream closed at INPUT_REQUIRED: a new one
+                        events = core.seen(mapping.state_from_a2a(task.status.state))
+                commands = events
+        finally:
+            self.bells.pop(req.task_id, None)
+            if watch is not None:
+                watch.cancel()
+
+    def _watch(self, task_id: str, bell: threading.Event) -> Future[None]:
+        """Ring `bell` on each update of the remote task (SubscribeToTask), and once more
+        when the stream ends (the task ended or asks for input; or the stream broke)."""
+
+        async def watch() -> None:
+            try:
+                async for _ in self.watcher.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
+                    bell.set()
+            except Exception:  # ended, refused, or the remote is gone: polling goes on
+                pass
+            finally:
+                bell.set()
+
+        return asyncio.run_coroutine_threadsafe(watch(), self.loop)
 
     def _request(self, req: Request, skill_id: str) -> pb.Message:
         """The request as an A2A message: `messageId` is its idempotency key, so the

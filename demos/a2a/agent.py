@@ -10,13 +10,16 @@ Skills (the message's `metadata.skill`):
   completes with the answer it is given on the same task.
 Its card publishes each skill's JSON Schemas in agentrt's schema extension, which A2A
 clients that do not know it ignore. With `--log DIR`, every new task is a line of
-DIR/tasks.log ("<skill> <messageId>") and every cancel a line of DIR/cancels.log.
+DIR/tasks.log ("<skill> <messageId>"), every cancel a line of DIR/cancels.log, and every
+JSON-RPC call's method a line of DIR/calls.log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import threading
 import time
@@ -150,18 +153,48 @@ class StyleDesk(AgentExecutor):
         await TaskUpdater(event_queue, str(context.task_id), str(context.context_id)).cancel()
 
 
-def app(url: str, log: Path | None = None) -> Starlette:
+def app(url: str, log: Path | None = None) -> Any:
     agent_card = card(url)
     handler = DefaultRequestHandler(
         agent_executor=StyleDesk(log), task_store=InMemoryTaskStore(), agent_card=agent_card
     )
-    return Starlette(
+    served = Starlette(
         routes=[
             *create_agent_card_routes(agent_card),
             *create_jsonrpc_routes(handler, "/"),
             *create_rest_routes(handler),
         ]
     )
+    return served if log is None else _CallLog(served, log / "calls.log")
+
+
+class _CallLog:
+    """With --log: each JSON-RPC call's method is a line of calls.log (ASGI middleware)."""
+
+    def __init__(self, app: Any, path: Path) -> None:
+        self.app, self.path = app, path
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/":
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        with contextlib.suppress(ValueError, AttributeError), self.path.open("a") as f:
+            f.write(str(json.loads(body).get("method")) + "\n")
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _exit_with(parent: int) -> None:

@@ -333,3 +333,18 @@ def test_a_remote_input_required_reaches_the_gateways_client(
         finally:
             gateway.stop()
     assert len(remote.lines("tasks.log")) == 1
+
+
+def test_a_running_remote_task_is_read_when_it_changes_not_on_a_timer(
+    remote: Remote, runs_dir: Path
+) -> None:
+    """The remote streams, so the proxy subscribes to its task and reads it when an update
+    comes: a task of 1.5 s costs a few GetTasks, not one every poll (0.1 s)."""
+    spec = make_spec({"proxy": [proxy(remote)]}, run={"entry": "style", "skill": "slow"})
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        (remote.log / "calls.log").unlink(missing_ok=True)
+        result = rt.ask("style", "slow", {"s": 1.5})
+    assert result.ok and result.data == {"slept": 1.5}
+    calls = remote.lines("calls.log")
+    assert calls.count("SendMessage") == 1 and calls.count("SubscribeToTask") == 1
+    assert 1 <= calls.count("GetTask") <= 4, calls
