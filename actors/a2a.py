@@ -201,6 +201,7 @@ class A2AAgent(Actor):
         task: pb.Task | None = None
         bell = self.bells[req.task_id] = threading.Event()  # rung by updates and by a cancel
         streams, watch = self.streams, None  # watch: the stream ringing `bell`, if any
+        sends = int(known.get("sends", 1)) if known else 0  # remote tasks made for this key
         try:
             while True:
                 events: list[Command] = []
@@ -208,11 +209,12 @@ class A2AAgent(Actor):
                     if isinstance(command, Finish):
                         return command, task
                     if isinstance(command, Journal):
-                        self.ctx.state.put(key, {"taskId": command.task_id})
+                        sends += 1
+                        self.ctx.state.put(key, {"taskId": command.task_id, "sends": sends})
                         self.inflight[req.task_id] = command.task_id
                         self.ctx.emit(A2ASent(remote_task_id=command.task_id, skill=skill_id))
                     elif isinstance(command, Send):
-                        task = self._send(self._request(req, skill_id))
+                        task = self._send(self._request(req, skill_id, sends))
                         events = core.sent(task.id, mapping.state_from_a2a(task.status.state))
                     elif isinstance(command, Get):
                         if command.after_s:
@@ -267,11 +269,14 @@ class A2AAgent(Actor):
 
         return asyncio.run_coroutine_threadsafe(watch(), self.loop)
 
-    def _request(self, req: Request, skill_id: str) -> pb.Message:
-        """The request as an A2A message: `messageId` is its idempotency key, so the
-        coordinator's retries carry the same one."""
+    def _request(self, req: Request, skill_id: str, sent_before: int) -> pb.Message:
+        """The request as an A2A message. Its `messageId` is its idempotency key, so sending
+        it again (this node died before it journaled the task) makes no second task at a
+        remote that knows the id; after a remote task of this key failed, the next is another
+        message (`<key>:<n>`), or such a remote would answer with the failed one again."""
+        key = f"{self.ctx.name}:{req.idempotency_key or req.task_id}"
         message = pb.Message(
-            message_id=f"{self.ctx.name}:{req.idempotency_key or req.task_id}",
+            message_id=key if sent_before == 0 else f"{key}:{sent_before}",
             role=pb.ROLE_USER,
             parts=mapping.parts_to_a2a(req.parts),
         )

@@ -348,3 +348,43 @@ def test_a_running_remote_task_is_read_when_it_changes_not_on_a_timer(
     calls = remote.lines("calls.log")
     assert calls.count("SendMessage") == 1 and calls.count("SubscribeToTask") == 1
     assert 1 <= calls.count("GetTask") <= 4, calls
+
+
+def test_a_retry_after_a_failed_remote_task_is_a_new_message(
+    tmp_path: Path, runs_dir: Path
+) -> None:
+    """The remote (here an agentrt gateway) answers a repeated messageId with the task it
+    made; so the coordinator's retry of a request whose remote task failed must be another
+    message, or it would get the failure again."""
+    from agentrt.runtime import A2ASpec, Gateway
+
+    serving = make_spec(
+        {"n1": [{"name": "chaos", "class": "custom_actors:Chaos"}]},
+        run={"entry": "chaos", "skill": "flaky"},
+    )
+    with Runtime(serving, runs_dir=runs_dir) as a:
+        gateway = Gateway(a, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+            url = f"{gateway.url}/a2a/chaos/.well-known/agent-card.json"
+            calling = make_spec(
+                {
+                    "proxy": [
+                        {
+                            "name": "remote",
+                            "class": "agentrt.actors:A2AAgent",
+                            "config": {"url": url, "read_only": True},
+                        }
+                    ]
+                },
+                run={"entry": "remote", "skill": "flaky"},
+            )
+            with Runtime(calling, runs_dir=runs_dir) as b:
+                args = {"dir": str(tmp_path), "fail_first": 1}
+                first = b.ask("remote", "flaky", args, idempotency_key="job-1")
+                assert first.state == "failed" and "flaky failure 1" in first.error
+                again = b.ask("remote", "flaky", args, idempotency_key="job-1")  # a retry
+                assert again.ok and again.data == {"calls": 2}
+        finally:
+            gateway.stop()
+    tasks = [e for e in read_trace(a.trace_path) if e["event"] == "gateway.task"]
+    assert [t["message_id"] for t in tasks] == ["remote:job-1", "remote:job-1:1"]
