@@ -47,8 +47,8 @@ class A2AAgent(Actor):
     - `connect_s` (30): how long to keep trying for the remote's card at start;
     - `human` (the run's actor with an `escalate` skill): who answers INPUT_REQUIRED.
 
-    Each request is sent once with `messageId` = its idempotency key, so the coordinator's
-    retries carry the same id; the remote task id is journaled in this actor's state under
+    Each request is sent once with `messageId` = its idempotency key (after a remote task of
+    it failed, a retry is `<key>:<n>`); the remote task id is journaled in this actor's state under
     that key, so a request that comes again after this node restarted follows the remote task
     (GetTask) instead of sending it again. A cancel (the coordinator's timeout, or the run
     stopping) cancels the remote task. A remote INPUT_REQUIRED becomes an escalation ticket
