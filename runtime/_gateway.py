@@ -268,6 +268,7 @@ class Gateway:
     def __init__(self, runtime: Runtime, config: A2ASpec | None = None) -> None:
         self.runtime = runtime
         self.config = config or A2ASpec()
+        tokens = caller_tokens(self.config.callers)  # a missing token fails before binding
         host, _, port = self.config.listen.rpartition(":")
         # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only on sockets that say it, and
         # without it every reply on a kept-alive connection waited ~40 ms (Nagle, delayed ACK).
@@ -293,7 +294,6 @@ class Gateway:
         self.cards: dict[str, AgentCard] = {n: runtime.messenger.card(n) for n in names}
         routes: list[Any] = []
         handlers = []
-        tokens = caller_tokens(self.config.callers)
         callers = _Callers(tokens)
         if tokens and not self.config.tls_cert and bound_host not in ("127.0.0.1", "[::1]"):
             emit(
