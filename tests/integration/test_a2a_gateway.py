@@ -23,7 +23,7 @@ from a2a.utils.errors import (
 )
 from google.protobuf import json_format
 
-from agentrt.runtime import A2ASpec, Gateway, Runtime, read_events, read_trace
+from agentrt.runtime import A2ASpec, Gateway, Runtime, SpecError, read_events, read_trace
 from agentrt.runtime import a2a as mapping
 
 from .conftest import make_spec
@@ -441,6 +441,11 @@ def test_with_callers_each_sees_only_its_own_tasks(
         run={"entry": "shouter", "skill": "shout"},
     )
     with Runtime(spec, runs_dir=tmp_path) as rt:
+        with pytest.raises(
+            SpecError,
+            match=r"a2a.callers names 'carol': set its bearer token in \$AGENTRT_A2A_TOKEN_CAROL",
+        ):
+            Gateway(rt, A2ASpec(listen="127.0.0.1:0", callers=["carol"]))
         gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", callers=["alice", "bob"])).start()
         try:
 
