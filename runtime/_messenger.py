@@ -638,9 +638,9 @@ class Messenger:
                 with self._lock:
                     self.delivery.acked(ids)
                 return
-            case TaskRequest() | Task() | CancelTask():
-                if not self._take(envelope, size):
-                    return
+        # What its sender sends reliably (and only that) is acknowledged and deduplicated here.
+        if isinstance(body, _RELIABLE) and not self._take(envelope, size):
+            return
         now = time.time()
         if envelope.deadline is not None and envelope.deadline < now:
             self.dead_letter(

@@ -337,3 +337,43 @@ def test_only_who_asked_for_a_task_may_cancel_it(runs_dir: Path, tmp_path: Path)
     [letter] = dead_letters(trace, "node:w")
     assert letter["reason"] == "not-allowed" and letter["sender"] == "stranger"
     assert "'stranger' may not cancel task 'slow-1'" in letter["detail"]
+
+
+def test_drain_and_drained_are_acknowledged_and_handed_on_once(tmp_path: Path) -> None:
+    """Drain and Drained are sent reliably, so the receiver must acknowledge and deduplicate
+    them like task requests: else each is handed on once per resend (on_drain ran up to
+    max_sends times) and then dead-lettered `undelivered` at its sender. Two messengers over
+    real sockets, with resends quick enough that the old code resent within the test."""
+    from agentrt.protocols import Drain, Drained, Limits
+    from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._messenger import Messenger
+
+    policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=4, give_up_s=2.0, window_s=4.0)
+    a_at, b_at = f"ipc://{tmp_path}/a.sock", f"ipc://{tmp_path}/b.sock"
+    a = Messenger(name="a", endpoint=a_at, limits=Limits(), policy=policy)
+    b = Messenger(name="b", endpoint=b_at, limits=Limits(), policy=policy)
+    a.routes.update({"entry": b_at})
+    b.routes.update({"a": a_at})
+    drains: list = []
+    drained: list = []
+    b.local["entry"] = drains.append
+    a.on_control = drained.append  # as the supervisor takes a Drained
+    a.start()
+    b.start()
+    try:
+        a.send(a.envelope(sender="a", recipient="entry", body=Drain(reason="stop")))
+        deadline = time.time() + 30
+        while time.time() < deadline and (not drains or a.delivery.waiting):
+            time.sleep(0.01)
+        b.send(b.envelope(sender="entry", recipient="a", body=Drained(actor="entry")))
+        while time.time() < deadline and b.delivery.waiting:
+            time.sleep(0.01)
+        time.sleep(0.3)  # longer than every resend of the policy: a copy would be here by now
+    finally:
+        a.stop()
+        b.stop()
+    assert len(drains) == 1, "the Drain was handed on once, not once per resend"
+    assert len(drained) == 1, "and so was the Drained"
+    assert a.delivery.waiting == 0 and b.delivery.waiting == 0, "both were acknowledged"
+    for m in (a, b):
+        assert m.stats.get("resent", 0) == 0 and m.stats.get("dead.undelivered", 0) == 0
