@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from ._errors import FrameTooDeep, FrameTooLarge, InvalidFrame, MalformedFrame
-from ._model import MAX_ID, MAX_NAME, Envelope
+from ._model import Envelope
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,19 +34,6 @@ _decoder = msgspec.msgpack.Decoder(Envelope)
 # <= 256", "Expected `int` >= 1", "Expected `float` <= 1e11". Too many items in an array is
 # a shape error (malformed), as the schema's part bound always was.
 _VALUE_RULE = re.compile(r"^Expected `(str|int|float)`( of length)? [<>]=? ")
-
-
-_ID_FIELDS = (
-    "message_id",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "context_id",
-    "task_id",
-    "idempotency_key",
-    "sender",
-    "recipient",
-)
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -82,21 +69,16 @@ def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
 
 
 def check_limits(envelope: Envelope, frame: bytes, limits: Limits) -> None:
-    """What a receiver would refuse, checked by the sender: FrameTooLarge, FrameTooDeep, or
-    InvalidFrame for an envelope field over its bound (encoding does not check them)."""
-    for name in _ID_FIELDS:
-        value = getattr(envelope, name)
-        if value is not None and len(value) > (
-            MAX_NAME if name in ("sender", "recipient") else MAX_ID
-        ):
-            limit = MAX_NAME if name in ("sender", "recipient") else MAX_ID
-            raise InvalidFrame(f"{_camel(name)} is {len(value)} characters; the limit is {limit}")
+    """What a receiver would refuse, checked by the sender on the very bytes it would send:
+    FrameTooLarge, then whatever `decode` raises there (InvalidFrame for a field over its
+    bound, anywhere in the envelope; MalformedFrame; FrameTooDeep). Encoding checks no bounds,
+    so only the receiver's own decode can say that nothing sent will be refused."""
     if len(frame) > limits.max_frame_bytes:
         raise FrameTooLarge(
             f"{envelope.kind} to '{envelope.recipient}' is {len(frame)} bytes encoded; the limit "
             f"is {limits.max_frame_bytes} (max_frame_bytes): send large content as a file part by uri"
         )
-    check_depth(envelope, limits.max_depth)
+    decode(frame, limits)
 
 
 def check_depth(envelope: Envelope, max_depth: int) -> None:

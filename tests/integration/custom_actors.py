@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentrt.protocols import TextPart
 from agentrt.runtime import Actor, RateLimited, Request, skill
 
 NAME_IN = {
@@ -243,6 +244,11 @@ class Big(Actor):
     @skill(input={"type": "object"}, read_only=True)
     def big(self, req: Request) -> dict[str, Any]:
         return {"blob": "x" * int(float(req.data.get("mb", 5)) * 1_000_000)}
+
+    @skill(input={"type": "object"}, read_only=True)
+    def parts(self, req: Request) -> list[TextPart]:
+        """A result of `n` text parts: small, but over the schema's bound on parts."""
+        return [TextPart(text="p")] * int(req.data.get("n", 300))
 
 
 class Asker(Actor):

@@ -61,6 +61,22 @@ def test_a_5_mb_reply_fails_at_once_at_the_sender_and_is_never_resent(runs_dir: 
     )
 
 
+def test_a_reply_over_the_parts_bound_fails_at_once_at_the_sender(runs_dir: Path) -> None:
+    """Not only size and depth: any bound of the schema a receiver checks (here, at most 256
+    parts) is checked by the sender, so the reply is never sent to be refused and resent."""
+    spec = make_spec(
+        {"n1": [{"name": "big", "class": "custom_actors:Big"}]},
+        run={"entry": "big", "skill": "parts"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        result = rt.ask("big", "parts", {"n": 300}, timeout_s=30)
+        assert result.state == "failed" and "timed out" not in result.error
+        assert "parts" in result.error and "length <= 256" in result.error
+        assert rt.ask("big", "parts", {"n": 3}).ok
+        stats = rt.node_stats("n1")
+    assert stats["dead.over-limit"] == 1 and stats.get("resent", 0) == 0
+
+
 def test_a_request_over_the_limit_fails_at_the_sender(runs_dir: Path, greeter_spec) -> None:
     with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
         with pytest.raises(Exception, match="max_frame_bytes"):

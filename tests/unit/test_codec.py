@@ -19,6 +19,7 @@ from agentrt.protocols import (
     DataPart,
     Directory,
     Drain,
+    Drained,
     Envelope,
     FrameError,
     FrameTooDeep,
@@ -252,8 +253,46 @@ def test_sender_side_check_refuses_what_a_receiver_would() -> None:
     with pytest.raises(FrameTooDeep):
         check_limits(deep, encode(deep), DEFAULT_LIMITS)
     long_id = envelope([], task_id="job/" + "t" * 300)
-    with pytest.raises(InvalidFrame, match="taskId is 304 characters; the limit is 256"):
+    with pytest.raises(InvalidFrame, match=r"length <= 256 - at `\$\.taskId`"):
         check_limits(long_id, encode(long_id), DEFAULT_LIMITS)
+
+
+# Envelopes a sender can build (encoding checks no bounds) that a receiver refuses: before,
+# the sender's check passed every one of them, so each was sent, refused at the receiver
+# without an ack, resent 10 times and given up (for a reply: its asker timed out).
+_REFUSED_AT_THE_RECEIVER = {
+    "plan task over the id bound": lambda: envelope([], plan_task="p" * 300),
+    "a deadline past 1e11 (timeout_s=1e12)": lambda: envelope([], deadline=1e12),
+    "an infinite deadline (timeout_s=inf)": lambda: envelope([], deadline=float("inf")),
+    "attempt 0": lambda: envelope([], attempt=0),
+    "a nested message id over the bound": lambda: msgspec.structs.replace(
+        envelope([]),
+        body=TaskRequest(skill="s", message=Message(message_id="m" * 300, role="user", parts=[])),
+    ),
+    "a reply of 300 parts": lambda: msgspec.structs.replace(
+        envelope([]),
+        body=Task(
+            id="t",
+            context_id="c",
+            status=TaskStatus(state="completed"),
+            artifacts=[Artifact(artifact_id="a", parts=[TextPart(text="p")] * 300)],
+        ),
+    ),
+    "a drained naming a 200-character actor": lambda: msgspec.structs.replace(
+        envelope([]), body=Drained(actor="a" * 200)
+    ),
+    "an ack of 5000 ids": lambda: msgspec.structs.replace(envelope([]), body=Ack(ids=["i"] * 5000)),
+}
+
+
+@pytest.mark.parametrize("make", _REFUSED_AT_THE_RECEIVER.values(), ids=_REFUSED_AT_THE_RECEIVER)
+def test_the_sender_refuses_every_envelope_the_receiver_would(make) -> None:
+    env = make()
+    frame = encode(env)
+    with pytest.raises(FrameError) as at_receiver:
+        decode(frame)
+    with pytest.raises(type(at_receiver.value)):
+        check_limits(env, frame, DEFAULT_LIMITS)
 
 
 @given(st.binary(max_size=300))
