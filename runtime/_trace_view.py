@@ -163,7 +163,7 @@ def render_tree(
     pids = {e.pid for e in events if e.pid}
     lines = [f"{len(events)} events, {len(sent)} messages, {len(pids)} processes"]
 
-    def walk(e: EnvelopeSent, prefix: str, last: bool) -> None:
+    def line(e: EnvelopeSent, prefix: str, last: bool) -> None:
         branch = "`- " if last else "|- "
         extra = ""
         done = [s for s in states.get(e.span_id or "", []) if s.state != "working"]
@@ -175,13 +175,22 @@ def render_tree(
             if s.error:
                 extra += f" error: {s.error}"
         lines.append(f"{prefix}{branch}+{e.ts - t0:7.3f}s {_label(e)}{extra}")
-        kids = sorted(children.get(e.span_id, []), key=lambda k: k.ts)
-        for i, kid in enumerate(kids):
-            walk(kid, prefix + ("   " if last else "|  "), i == len(kids) - 1)
 
+    # Depth first with a stack, each span's children listed once: a causal chain of any
+    # depth, or a span recorded as its own ancestor (events are written by actors too),
+    # cannot exhaust the stack or loop.
+    expanded: set[str | None] = set()
     roots = sorted(children.get(None, []), key=lambda k: k.ts)
-    for i, root in enumerate(roots):
-        walk(root, "", i == len(roots) - 1)
+    stack = [(root, "", i == len(roots) - 1) for i, root in reversed(list(enumerate(roots)))]
+    while stack:
+        e, prefix, last = stack.pop()
+        line(e, prefix, last)
+        if e.span_id in expanded:
+            continue
+        expanded.add(e.span_id)
+        kids = sorted(children.get(e.span_id, []), key=lambda k: k.ts)
+        inner = prefix + ("   " if last else "|  ")
+        stack.extend((kid, inner, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids))))
     rejected = [e for e in events if isinstance(e, MessageDeadLetter | TaskRejected)]
     if rejected:
         lines.append(f"rejected: {len(rejected)}")

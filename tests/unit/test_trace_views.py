@@ -1,0 +1,83 @@
+"""The trace tools read events that actors write too (`ctx.emit`, `ctx.event` with a built-in
+event's name), so no list of valid events may break them: links between spans and plan tasks
+that loop, repeat or go deep included."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import typing
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from agentrt.protocols import EnvelopeSent, Event, RunError, decode_event, event_to_dict
+from agentrt.runtime._deadletters import render
+from agentrt.runtime._trace_export import chrome, html_page, otel
+from agentrt.runtime._trace_view import diff, render_tree, timeline, why
+
+from .test_events import ENVELOPE, _events
+
+_LINKS = st.sampled_from(["a", "b", "c"]) | st.none()
+_TASKS = st.sampled_from(["t1", "t2", "g"]) | st.none()
+
+
+def sent(span: str, parent: str | None, ts: float) -> EnvelopeSent:
+    return EnvelopeSent(
+        span_id=span,
+        parent_span_id=parent,
+        message_id=f"m-{span}",
+        kind="task-request",
+        sender="a",
+        recipient="b",
+        ts=ts,
+        envelope=ENVELOPE,
+    )
+
+
+def test_the_tree_shows_a_span_recorded_as_its_own_ancestor_once() -> None:
+    # Before: RecursionError (an actor can emit these with ctx.emit / ctx.event).
+    lines = render_tree([sent("x", None, 1.0), sent("x", "x", 2.0)])
+    assert len(lines) == 3 and lines[1].startswith("`- ") and lines[2].startswith("   `- ")
+
+
+def test_the_tree_shows_a_causal_chain_deeper_than_the_stack() -> None:
+    chain = [sent(f"s{i}", f"s{i - 1}" if i else None, float(i)) for i in range(3000)]
+    lines = render_tree(chain)  # before: RecursionError past ~1000 levels
+    assert len(lines) == 3001 and lines[-1].lstrip().startswith("`- ")
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> list[Event]:
+    """Events of every type, whose spans and plan tasks link up (and loop) by chance."""
+    kinds = typing.get_args(Event)
+    out = []
+    for _ in range(draw(st.integers(0, 30))):
+        event = draw(st.sampled_from(kinds).flatmap(_events))
+        links = {"span_id": draw(_LINKS), "parent_span_id": draw(_LINKS), "plan_task": draw(_TASKS)}
+        event = msgspec.structs.replace(event, **links)
+        # Through the file, as the tools read it: what does not decode is left out there.
+        try:
+            out.append(decode_event(msgspec.json.encode(event_to_dict(event))))
+        except msgspec.ValidationError:
+            continue
+    return out
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(a=traces(), b=traces())
+def test_no_trace_of_valid_events_breaks_a_trace_tool(a: list[Event], b: list[Event]) -> None:
+    render_tree(a)
+    render_tree(a, include_control=True, errors=True, task="t1")
+    Console(file=io.StringIO(), width=100).print(timeline(a, width=40))
+    for task in ("t1", "g"):
+        with contextlib.suppress(RunError):  # no such plan task here: the tool says so
+            why(a, task)
+    diff(a, b)
+    json.dumps(chrome(a))
+    json.dumps(otel(a))
+    html_page(a, "run")
+    render(a)
