@@ -625,7 +625,8 @@ class _Host(pykka.ThreadingActor):
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, type(actor).concurrency), thread_name_prefix=f"{ctx.name}-skill"
         )
-        self.running: dict[str, Request] = {}
+        # Requests being run, by (sender, task id): task ids are chosen by whoever asks.
+        self.running: dict[tuple[str, str], Request] = {}
         self._running_lock = threading.Lock()
         # Idempotency (Stripe's semantics): a request whose (sender, skill, key) already
         # completed gets the first result again, one that arrives while the first still runs
@@ -722,17 +723,19 @@ class _Host(pykka.ThreadingActor):
         if isinstance(body, TaskRequest):
             self._start(envelope, body)
         elif isinstance(body, CancelTask):
+            # Only who asked for a task (or the run itself) may cancel it; task ids are the
+            # askers' own, so another asker's task of the same id is not this cancel's.
             with self._running_lock:
-                req = self.running.get(body.task_id)
-            if req is not None and envelope.sender not in (req.sender, "supervisor"):
-                # Only who asked for a task (or the run itself) may cancel it.
+                same_id = [r for (_, t), r in self.running.items() if t == body.task_id]
+            mine = [r for r in same_id if envelope.sender in (r.sender, "supervisor")]
+            if same_id and not mine:
                 self.messenger.dead_letter(
                     "not-allowed",
                     f"'{envelope.sender}' may not cancel task '{body.task_id}': "
-                    f"'{req.sender}' asked for it",
+                    f"'{same_id[0].sender}' asked for it",
                     envelope=envelope,
                 )
-            elif req is not None:
+            for req in mine:
                 req.cancelled.set()
                 self.actor.on_cancel(req, body.reason or "cancelled")
                 emit(
@@ -794,7 +797,7 @@ class _Host(pykka.ThreadingActor):
                 return
         req.key = key
         with self._running_lock:
-            self.running[req.task_id] = req
+            self.running[(req.sender, req.task_id)] = req
         emit(
             self.log,
             TaskStateChanged(
@@ -887,7 +890,7 @@ class _Host(pykka.ThreadingActor):
         if not req._claim():
             return
         with self._running_lock:
-            self.running.pop(req.task_id, None)
+            self.running.pop((req.sender, req.task_id), None)
         state = "failed" if error is not None else "completed"
         parts: list[Part] = []
         if error is None:

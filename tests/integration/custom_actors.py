@@ -256,7 +256,9 @@ class Asker(Actor):
 
     @skill(input={"type": "object", "required": ["to", "skill"]}, read_only=True)
     def ask_of(self, req: Request) -> dict[str, Any]:
-        result = self.ctx.ask(req.data["to"], req.data["skill"], req.data.get("data", {})).result(30)
+        result = self.ctx.ask(
+            req.data["to"], req.data["skill"], req.data.get("data", {}), task_id=req.data.get("task_id")
+        ).result(30)
         return {"state": result.state, "error": result.error, "data": result.data}
 
     @skill(input={"type": "object", "required": ["to", "task_id"]}, read_only=True)

@@ -393,3 +393,31 @@ def test_drain_and_drained_are_acknowledged_and_handed_on_once(tmp_path: Path) -
     assert a.delivery.waiting == 0 and b.delivery.waiting == 0, "both were acknowledged"
     for m in (a, b):
         assert m.stats.get("resent", 0) == 0 and m.stats.get("dead.undelivered", 0) == 0
+
+
+def test_another_askers_task_with_the_same_id_takes_nothing_from_the_first(
+    runs_dir: Path, tmp_path: Path
+) -> None:
+    """Task ids are chosen by whoever asks, so two askers' tasks may share one: each stays its
+    own. Before, the actor kept its running tasks by task id alone: the stranger's request
+    replaced the first in that table and, when it finished, removed it, so the first asker's
+    cancel found nothing (and a death of the actor would not have answered it)."""
+    spec = make_spec(
+        {
+            "w": [{"name": "worker", "class": "custom_actors:Chaos"}],
+            "o": [{"name": "stranger", "class": "custom_actors:Asker"}],
+        },
+        run={"entry": "worker", "skill": "slow"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        future = rt.ask_async(
+            "worker", "slow", {"dir": str(tmp_path), "name": "a", "s": 600}, task_id="slow-1", timeout_s=120
+        )
+        other = {"dir": str(tmp_path), "name": "b", "s": 0.2}
+        theirs = rt.ask("stranger", "ask_of", {"to": "worker", "skill": "slow", "data": other, "task_id": "slow-1"})
+        assert theirs.ok and theirs.data["state"] == "completed"
+        assert not future.done()
+        rt.cancel("worker", "slow-1")
+        result = rt.wait(future, 60)
+    assert result.state == "canceled"
+    assert (tmp_path / "cancelled-a").exists() and not (tmp_path / "cancelled-b").exists()
