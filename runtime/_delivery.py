@@ -13,7 +13,9 @@ the sender yet (not acknowledged: its resend brings it again), `stale` for a cop
 the deduplication window (dropped: its sender gave up on it long ago, so handing it on could
 run it twice).
 
-Memory is bounded: an outgoing message is kept at most until its last resend; a received id
+Memory is bounded: an outgoing message is kept at most until its last resend, and at most
+`max_link_bytes` of frames wait for acks per link (a peer that never acknowledges holds no
+more; a message that does not fit is given up at once, unsent); a received id
 is remembered for `window_s` after it was first sent (longer than any resend of it), and when
 `max_seen` ids (or `max_seen_bytes`) are remembered, new messages are answered `later`
 instead of forgetting ids early, so the bound never costs exactly-once.
@@ -49,8 +51,9 @@ class Acknowledge:
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
-    """`message_id` was sent `sends` times and never acknowledged: it is undelivered. `tag` is
-    what the shell gave `send` (e.g. whom to tell)."""
+    """`message_id` was sent `sends` times and never acknowledged (0 times: its link already
+    held `max_link_bytes` waiting for acks): it is undelivered. `tag` is what the shell gave
+    `send` (e.g. whom to tell)."""
 
     message_id: str
     link: str
@@ -74,6 +77,7 @@ class Policy:
     window_s: float = 60.0
     max_seen: int = 200_000
     max_seen_bytes: int = 64 * 1024 * 1024
+    max_link_bytes: int = 128 * 1024 * 1024  # frames kept for resending, per link
 
     def __post_init__(self) -> None:
         if not self.resend_span_s() < self.give_up_s < self.window_s:
@@ -115,13 +119,19 @@ class Delivery:
         self._seen: dict[str, float] = {}  # id -> when it may be forgotten
         self._expiry: list[tuple[float, str]] = []  # the same, as a heap
         self._seen_bytes = 0
+        self._link_bytes: dict[str, int] = {}  # link -> bytes of its frames kept in _out
 
     # -- sending -------------------------------------------------------------------------
 
     def send(
         self, message_id: str, link: str, frame: bytes, now: float, tag: object = None
     ) -> list[Command]:
-        """Send `frame` reliably: kept, and sent again until `acked`."""
+        """Send `frame` reliably: kept, and sent again until `acked`. A GiveUp with no send
+        instead when the link's unacknowledged frames already fill `max_link_bytes`."""
+        held = self._link_bytes.get(link, 0)
+        if held + len(frame) > self.policy.max_link_bytes:
+            return [GiveUp(message_id, link, 0, tag)]
+        self._link_bytes[link] = held + len(frame)
         out = _Outgoing(link, frame, now, now + self.policy.wait(1), tag)
         self._out[message_id] = out
         heapq.heappush(self._timers, (out.due, message_id))
@@ -129,7 +139,20 @@ class Delivery:
 
     def acked(self, ids: list[str] | tuple[str, ...]) -> int:
         """The receiver has these: no more resends. Returns how many were waiting."""
-        return sum(self._out.pop(i, None) is not None for i in ids)
+        n = 0
+        for message_id in ids:
+            out = self._out.pop(message_id, None)
+            if out is not None:
+                self._release(out)
+                n += 1
+        return n
+
+    def _release(self, out: _Outgoing) -> None:
+        left = self._link_bytes[out.link] - len(out.frame)
+        if left:
+            self._link_bytes[out.link] = left
+        else:
+            del self._link_bytes[out.link]
 
     def due(self, now: float) -> list[Command]:
         """Resends whose wait is over, and give-ups past `max_sends`."""
@@ -141,6 +164,7 @@ class Delivery:
                 continue  # acknowledged meanwhile
             if out.sends >= self.policy.max_sends or now - out.first >= self.policy.give_up_s:
                 del self._out[message_id]
+                self._release(out)
                 commands.append(GiveUp(message_id, out.link, out.sends, out.tag))
                 continue
             out.sends += 1

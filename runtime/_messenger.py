@@ -366,7 +366,12 @@ class Messenger:
 
     def _gave_up(self, message_id: str, sends: int, tag: Any) -> None:
         self.stats["undelivered"] += 1
-        detail = f"sent {sends} times, never acknowledged"
+        detail = (
+            f"sent {sends} times, never acknowledged"
+            if sends
+            else f"not sent: {self.delivery.policy.max_link_bytes} bytes (max_link_bytes) already "
+            "wait for its acknowledgements"
+        )
         if isinstance(tag, _Reliable):
             self.dead_letter(
                 "undelivered",

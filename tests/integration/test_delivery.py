@@ -325,6 +325,44 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
     assert messenger.delivery.waiting == 0
 
 
+def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tmp_path: Path) -> None:
+    """A peer that never acknowledges holds at most max_link_bytes of the sender's memory: past
+    that, an ask fails at once as undelivered, unsent, while the first ones are still resent."""
+    from agentrt.protocols import AgentCard, AgentSkill, Limits
+    from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._messenger import Messenger
+
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.ROUTER)
+    sink_at = f"ipc://{tmp_path}/sink.sock"
+    sink.bind(sink_at)
+    policy = Policy(max_link_bytes=20_000)
+    messenger = Messenger(
+        name="asker", endpoint=f"ipc://{tmp_path}/asker.sock", limits=Limits(), policy=policy
+    )
+    messenger.routes["silent"] = sink_at
+    messenger.cards["silent"] = AgentCard(
+        name="silent", description="never acks", skills=[AgentSkill(id="s", name="s")]
+    )
+    messenger.start()
+    try:
+        futures = [
+            messenger.ask(sender="asker", recipient="silent", skill="s", data={"x": "y" * 3000}, timeout_s=60)
+            for _ in range(10)
+        ]
+        done = [f for f in futures if f.done()]
+        waiting = messenger.delivery.waiting
+    finally:
+        messenger.stop()
+        sink.close(linger=0)
+        ctx.term()
+    assert 0 < waiting < 10 and len(done) == 10 - waiting
+    for f in done:
+        result = f.result()
+        assert result.state == "failed" and "max_link_bytes" in result.error
+    assert messenger.stats["dead.undelivered"] == len(done)
+
+
 def test_only_who_asked_for_a_task_may_cancel_it(runs_dir: Path, tmp_path: Path) -> None:
     spec = make_spec(
         {

@@ -206,6 +206,28 @@ def test_seen_ids_are_bounded_by_count_and_bytes_without_losing_exactly_once(gap
     assert len(handed_on) == len(set(handed_on))
 
 
+@given(st.lists(st.tuples(st.sampled_from(["p", "q"]), st.integers(1, 400), st.booleans()), max_size=80))
+def test_frames_kept_for_resending_are_bounded_in_bytes_per_link(sends: list) -> None:
+    """A peer that never acknowledges (stalled, or hostile: it asks for big results and never
+    acks them) holds at most max_link_bytes of this process's memory; what does not fit is
+    given up at once, never sent (so 'undelivered' is true), and other links are unaffected."""
+    policy = Policy(max_link_bytes=1000)
+    core = Delivery(policy)
+    for n, (link, size, ack) in enumerate(sends):
+        commands = core.send(f"m{n}", link, b"x" * size, now=float(n) / 1000)
+        kept = sum(len(o.frame) for o in core._out.values() if o.link == link)
+        assert kept <= policy.max_link_bytes
+        [command] = commands
+        if isinstance(command, GiveUp):
+            assert command.sends == 0 and f"m{n}" not in core._out
+        else:
+            assert isinstance(command, Transmit) and f"m{n}" in core._out
+        if ack:
+            core.acked([f"m{n}"])
+    core.acked(list(core._out))
+    assert core.waiting == 0 and not any(core._link_bytes.values())
+
+
 def test_a_window_shorter_than_the_resends_is_refused() -> None:
     with pytest.raises(ValueError, match="window_s"):
         Policy(window_s=20.0)
