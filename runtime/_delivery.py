@@ -10,13 +10,13 @@ message whose ack is late (waits double from `ack_wait_s` up to `max_wait_s`) an
 with one arriving copy: `deliver` the first copy, `duplicate` for the others (both
 acknowledged: the ack of the first may have been lost), `later` when there is no way back to
 the sender yet (not acknowledged: its resend brings it again), `stale` for a copy older than
-the deduplication window (dropped: its sender gave up on it long ago, so handing it on could
-run it twice).
+the sender's resends (dropped: its sender has given up on it, or will at its next timer, and
+said it was undelivered, so handing it on could run it twice).
 
 Memory is bounded: an outgoing message is kept at most until its last resend, and at most
 `max_link_bytes` of frames wait for acks per link (a peer that never acknowledges holds no
 more; a message that does not fit is given up at once, unsent); a received id
-is remembered for `window_s` after it was first sent (longer than any resend of it), and when
+is remembered for `window_s` after it was first sent (longer than any copy is handed on), and when
 `max_seen` ids (or `max_seen_bytes`) are remembered, new messages are answered `later`
 instead of forgetting ids early, so the bound never costs exactly-once.
 
@@ -192,11 +192,16 @@ class Delivery:
     ) -> tuple[Verdict, list[Command]]:
         """One arriving copy of a reliable message from `link` (None: no way back yet)."""
         self._forget(now)
-        # A copy sent before the window is stale; a clock ahead of ours (or a forged time)
-        # cannot make an id be remembered for longer than the window from now.
-        forget_at = min(sent_at, now) + self.policy.window_s
-        if forget_at <= now:
-            return "stale", [Acknowledge(link, (message_id,))] if link is not None else []
+        # A copy is handed on only while its sender may still wait for it: its sender gives
+        # up (and says 'undelivered', and its asker may retry elsewhere) at the end of its
+        # resends at the earliest, so an older copy is stale. A clock ahead of ours (or a
+        # forged time) cannot make an id be remembered for longer than the window from now.
+        # Not acknowledged either: a sender whose timers ran late may still be resending it,
+        # and must give up on it (at give_up_s at the latest), not be told it arrived.
+        born = min(sent_at, now)
+        if now - born >= self.policy.resend_span_s():
+            return "stale", []
+        forget_at = born + self.policy.window_s
         if link is None:
             return "later", []
         ack: list[Command] = [Acknowledge(link, (message_id,))]

@@ -723,7 +723,7 @@ class Messenger:
         elif verdict == "stale":
             self.dead_letter(
                 "expired",
-                "older than the delivery window: its sender gave up on it",
+                "older than its sender's resends: its sender gives up on it (undelivered)",
                 envelope=envelope,
                 size=size,
             )

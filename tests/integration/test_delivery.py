@@ -402,7 +402,7 @@ def test_drain_and_drained_are_acknowledged_and_handed_on_once(tmp_path: Path) -
     from agentrt.runtime._delivery import Policy
     from agentrt.runtime._messenger import Messenger
 
-    policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=4, give_up_s=2.0, window_s=4.0)
+    policy = Policy(ack_wait_s=0.05, max_wait_s=0.5, max_sends=6, give_up_s=3.0, window_s=4.0)
     a_at, b_at = f"ipc://{tmp_path}/a.sock", f"ipc://{tmp_path}/b.sock"
     a = Messenger(name="a", endpoint=a_at, limits=Limits(), policy=policy)
     b = Messenger(name="b", endpoint=b_at, limits=Limits(), policy=policy)

@@ -30,6 +30,8 @@ class World:
     delivered: dict[str, list[str]] = field(default_factory=lambda: {"a": [], "b": []})
     acked_at_sender: set[str] = field(default_factory=set)
     given_up: set[str] = field(default_factory=set)
+    given_up_at: dict[str, float] = field(default_factory=dict)
+    handed_on_at: dict[str, float] = field(default_factory=dict)
     sent: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +51,7 @@ class World:
                 self.net.append(Packet(to=cmd.link, ack=cmd.ids))
             elif isinstance(cmd, GiveUp):
                 self.given_up.add(cmd.message_id)
+                self.given_up_at[cmd.message_id] = self.now
 
     def send(self, side: str, n: int) -> None:
         message_id = f"{side}{n}"
@@ -62,6 +65,7 @@ class World:
             verdict, commands = core.receive(message_id, self.other(packet.to), sent_at, self.now)
             if verdict == "deliver":
                 self.delivered[packet.to].append(message_id)
+                self.handed_on_at[message_id] = self.now
             self.apply(packet.to, commands)
         else:
             core.acked(packet.ack)
@@ -128,6 +132,11 @@ def test_exactly_once_while_the_link_eventually_delivers(script: list) -> None:
         missing = expected - set(handed_on) - world.given_up
         assert not missing, f"never delivered and never given up: {missing}"
     assert all(core.waiting == 0 for core in world.cores.values()), "memory held after every ack"
+    # 'undelivered' is the truth as far as the receiver can make it: no copy is handed on
+    # after its sender gave up on it (and told its asker, who may retry elsewhere). Only a
+    # copy handed on before, whose acks were all lost, is given up and handed on.
+    for message_id, at in world.handed_on_at.items():
+        assert at < world.given_up_at.get(message_id, float("inf")), "handed on after its give-up"
 
 
 @settings(max_examples=200, deadline=None)
@@ -175,12 +184,15 @@ def test_give_up_after_max_sends_with_growing_waits() -> None:
     assert core.waiting == 0
 
 
-def test_a_copy_older_than_the_window_is_stale_and_not_handed_on() -> None:
+def test_a_copy_older_than_the_resends_is_stale_and_neither_handed_on_nor_acknowledged() -> None:
     core = Delivery()
+    span = core.policy.resend_span_s()  # 15.75 s: the sender gives up then at the earliest
     assert core.receive("m1", "peer", sent_at=0.0, now=1.0)[0] == "deliver"
-    assert core.receive("m1", "peer", sent_at=0.0, now=30.0)[0] == "duplicate"
-    verdict, commands = core.receive("m1", "peer", sent_at=0.0, now=61.0)
-    assert verdict == "stale" and commands == [Acknowledge("peer", ("m1",))]
+    assert core.receive("m1", "peer", sent_at=0.0, now=span - 0.1)[0] == "duplicate"
+    assert core.receive("m1", "peer", sent_at=0.0, now=span) == ("stale", [])
+    # A first copy that late is not handed on either: its sender says 'undelivered'.
+    assert core.receive("m2", "peer", sent_at=0.0, now=span + 1) == ("stale", [])
+    assert core.receive("m3", "peer", sent_at=100.0, now=161.0)[0] == "stale"
     assert core.remembered == 0  # forgotten once no copy can be handed on any more
 
 
