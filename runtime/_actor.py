@@ -7,7 +7,6 @@ skills, which run concurrently on a bounded pool (they do not touch the actor's 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -56,7 +55,7 @@ from agentrt.protocols import (
     new_id,
 )
 
-from ._idempotency import Cached, Conflict, Idempotency, Key, Run
+from ._idempotency import Cached, Conflict, Idempotency, Key, Run, payload_hash
 from ._messenger import ActorGone, Messenger, TaskResult, failed_task, status_message
 from ._models import Model, ModelError, ModelResponse, RateLimited, Usage
 from ._store import Namespace, Store
@@ -792,7 +791,7 @@ class _Host(pykka.ThreadingActor):
             return
         key = None
         if envelope.idempotency_key:
-            key = Key(envelope.sender, decl.id, envelope.idempotency_key, _payload_hash(body))
+            key = Key(envelope.sender, decl.id, envelope.idempotency_key, payload_hash(body.message.parts))
             if self._deduplicate(key, envelope):
                 return
         req.key = key
@@ -1007,14 +1006,6 @@ class _Host(pykka.ThreadingActor):
             raise
         except Exception as exc:
             emit(self.log, TaskReplyFailed(task_id=task.id, error=f"{type(exc).__name__}: {exc}"))
-
-
-_payload_encoder = msgspec.msgpack.Encoder(order="sorted")
-
-
-def _payload_hash(body: TaskRequest) -> str:
-    """What the request asks for: its parts (not its ids, metadata or attempt)."""
-    return hashlib.sha256(_payload_encoder.encode(body.message.parts)).hexdigest()
 
 
 _task_encoder = msgspec.msgpack.Encoder()

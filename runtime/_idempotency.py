@@ -11,14 +11,40 @@ not kept (a retry runs again). No locks, no clocks: the caller serialises calls.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 T = TypeVar("T")  # what the caller answers later: a request, for us
 R = TypeVar("R")  # a result
+
+
+_sorted = msgspec.msgpack.Encoder(order="sorted")
+_plain = msgspec.msgpack.Encoder()
+
+
+def payload_hash(parts: Any) -> str:
+    """The hash of what a request asks for (its parts), the same whatever the order of its
+    dicts' keys. Defined for every value a frame can carry: a dict nested in a data part may
+    have keys that are not strings (msgpack allows it), which the sorted encoder refuses."""
+    try:
+        packed = _sorted.encode(parts)
+    except TypeError:
+        packed = b"\x00" + _plain.encode(_canonical(msgspec.to_builtins(parts, str_keys=False)))
+    return hashlib.sha256(packed).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with every dict as its items sorted by their packed keys (any key type)."""
+    if isinstance(value, dict):
+        items = [(_plain.encode(_canonical(k)), _canonical(v)) for k, v in value.items()]
+        return ["dict", sorted(items, key=lambda kv: kv[0])]
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
 
 
 class Key(msgspec.Struct, frozen=True):

@@ -145,6 +145,17 @@ def test_an_idempotency_key_reused_with_another_payload_is_refused(
         }
 
 
+def test_a_keyed_request_whose_data_has_non_string_keys_is_answered(runs_dir: Path, greeter_spec) -> None:
+    """msgpack carries dicts keyed by numbers; hashing such a payload for its idempotency key
+    raised TypeError on the actor's thread, and the request was never answered."""
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        data = {"name": "ada", "tags": {1: "one", "b": "two"}}
+        first = rt.ask("greeter", "count", data, idempotency_key="k-1", timeout_s=20)
+        assert first.ok and first.data == {"count": 1}, first.error
+        same = {"tags": {"b": "two", 1: "one"}, "name": "ada"}  # the same payload, reordered
+        assert rt.ask("greeter", "count", same, idempotency_key="k-1").data == {"count": 1}
+
+
 def test_allow_rules_refuse_a_request_naming_the_rule(runs_dir: Path) -> None:
     spec = make_spec(
         {

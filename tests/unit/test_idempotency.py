@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentrt.runtime._idempotency import Cached, Conflict, Idempotency, Join, Key, Run
+from agentrt.protocols import DataPart
+from agentrt.runtime._idempotency import Cached, Conflict, Idempotency, Join, Key, Run, payload_hash
 
 
 def key(payload: str = "p", *, sender: str = "a", skill: str = "s", name: str = "k") -> Key:
@@ -98,3 +100,30 @@ def test_one_attempt_per_key_every_joiner_answered_once_and_no_payload_swapped(
         answered += keys.end(k, "late", completed=False)
     assert sorted(answered) == sorted(joined), "every request that joined was answered, once"
     assert keys.running == 0 and keys.kept <= 3
+
+
+_keys = st.one_of(st.text(max_size=4), st.integers(-3, 3), st.none(), st.booleans(), st.floats(allow_nan=False))
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=6) | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _reordered(value):
+    if isinstance(value, dict):
+        return {k: _reordered(v) for k, v in reversed(list(value.items()))}
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    return value
+
+
+@given(st.dictionaries(st.text(max_size=4), _values, max_size=4))
+def test_the_payload_hash_is_defined_for_any_decodable_value_and_blind_to_key_order(data: dict) -> None:
+    """A frame may carry a dict with keys that are not strings inside a data part (msgpack
+    allows it). Before, hashing such a payload raised TypeError on the actor's thread, and a
+    request with an idempotency key was never answered."""
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode([DataPart(data=data)]), type=list[DataPart])
+    h = payload_hash(wire)
+    assert h == payload_hash([DataPart(data=_reordered(data))])
+    assert h != payload_hash([DataPart(data={**data, "\x00another": 1})])
