@@ -33,12 +33,14 @@ def payload_hash(parts: Any) -> str:
     try:
         packed = _sorted.encode(parts)
     except TypeError:
-        packed = b"\x00" + _plain.encode(_canonical(msgspec.to_builtins(parts, str_keys=False)))
+        packed = b"\x00" + _plain.encode(_canonical(parts))
     return hashlib.sha256(packed).hexdigest()
 
 
 def _canonical(value: Any) -> Any:
     """`value` with every dict as its items sorted by their packed keys (any key type)."""
+    if isinstance(value, msgspec.Struct):
+        return [type(value).__name__, [_canonical(getattr(value, f)) for f in value.__struct_fields__]]
     if isinstance(value, dict):
         items = [(_plain.encode(_canonical(k)), _canonical(v)) for k, v in value.items()]
         return ["dict", sorted(items, key=lambda kv: kv[0])]

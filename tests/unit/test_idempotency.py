@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,7 +106,13 @@ def test_one_attempt_per_key_every_joiner_answered_once_and_no_payload_swapped(
 
 _keys = st.one_of(st.text(max_size=4), st.integers(-3, 3), st.none(), st.booleans(), st.floats(allow_nan=False))
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=6) | st.binary(max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.text(max_size=6)
+    | st.binary(max_size=4)
+    | st.builds(msgspec.msgpack.Ext, st.integers(0, 127), st.binary(max_size=3))
+    | st.datetimes(timezones=st.just(datetime.UTC)),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=4),
     max_leaves=12,
 )
