@@ -32,20 +32,24 @@ class Sampler:
 def summarize(events: list[Event]) -> tuple[dict[tuple[str, str], int], list[MessageDeadLetter]]:
     """(counts by (node, reason), samples in trace order). A process traces a few dead letters
     per reason per second, each with the running count of its reason, and the exact counts
-    when it stops; the count of a node that died without stopping is its last sample's."""
-    counts: dict[tuple[str, str], int] = defaultdict(int)
+    when it stops; the count of a process that died without stopping is its last sample's.
+    Each life of a restarted node (each pid) counts from zero: its lives' counts add up."""
+    per_life: dict[tuple[str, int | None, str], int] = defaultdict(int)
     samples = []
     for e in events:
         if isinstance(e, MessageDeadLetter):
             samples.append(e)
-            key = (str(e.node), e.reason)
-            counts[key] = max(counts[key], e.count or 1)
+            key = (str(e.node), e.pid, e.reason)
+            per_life[key] = max(per_life[key], e.count or 1)
         elif isinstance(e, MessageDeadLetterCounts):
             for name, n in e.counts.items():
                 reason = name.removeprefix("dead.")
                 if reason in DEAD_LETTER_REASONS:
-                    key = (str(e.node), reason)
-                    counts[key] = max(counts[key], n)
+                    key = (str(e.node), e.pid, reason)
+                    per_life[key] = max(per_life[key], n)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for (node, _, reason), n in per_life.items():
+        counts[(node, reason)] += n
     return dict(counts), samples
 
 

@@ -291,3 +291,24 @@ def test_dead_letters_view_counts_exactly_and_shows_capped_samples() -> None:
     assert sum("frame is not valid msgpack" in line for line in lines) == 1  # capped at 1 per reason
     assert any("x -> g task-request" in line for line in lines)
     assert render([]) == ["no dead letters: every message was delivered"]
+
+
+def test_dead_letter_counts_add_up_over_the_lives_of_a_restarted_node() -> None:
+    """Each life of a node counts from zero: before, the view took the largest count per node
+    and reason, so a node restarted after 100 dead letters that then refused 5 more showed 100
+    (and 5 if its second life's counts came alone), not 105."""
+    from agentrt.protocols import MessageDeadLetter, MessageDeadLetterCounts
+    from agentrt.runtime._deadletters import render, summarize
+
+    def letter(pid: int, count: int) -> MessageDeadLetter:
+        return MessageDeadLetter(ts=1.0, node="node:n1", pid=pid, reason="invalid", count=count, at=1.0, detail="d")
+
+    events = [
+        letter(100, 1),
+        letter(100, 60),  # the first life died without stopping: its last sample says 60
+        letter(200, 1),
+        MessageDeadLetterCounts(ts=9.0, node="node:n1", pid=200, counts={"dead.invalid": 5}),
+    ]
+    counts, _ = summarize(events)
+    assert counts == {("node:n1", "invalid"): 65}
+    assert render(events)[0] == "dead letters: 65"
