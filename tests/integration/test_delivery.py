@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -230,8 +231,15 @@ def test_mib_ids_and_garbage_are_dead_lettered_without_growing_memory_or_the_tra
     assert stats["dead.invalid"] == 300 and stats["dead.malformed"] == 3000, "counts are exact"
     assert growth_mib < 20, f"node grew {growth_mib:.1f} MiB"
     samples = dead_letters(trace, "node:n1")
-    assert 0 < len(samples) < 200, "samples are capped per reason per second"
-    assert trace_growth < 300_000, f"the trace grew {trace_growth} bytes for 3,300 refused frames"
+    # The cap is per reason per second, so how many samples there are depends on how long
+    # the node took; what may not vary is the cap itself, and that each traced line is small
+    # (no megabyte id copied into it): the trace grows with the samples, not the frames.
+    per_second = Counter((s["reason"], int(s["at"])) for s in samples)
+    assert samples and max(per_second.values()) <= 10, "at most 10 per reason per second"
+    assert len(samples) < 3300
+    assert trace_growth < (len(samples) + 50) * 1500, (
+        f"the trace grew {trace_growth} bytes for {len(samples)} samples of 3,300 refused frames"
+    )
     assert max(s["count"] for s in samples if s["reason"] == "malformed") <= 3000
 
     out = subprocess.run(
