@@ -362,6 +362,14 @@ class Runtime:
                 if waiter is not None:
                     waiter.set_result(dict(counts))
             case Drained(actor=actor) as drained:
+                if actor != envelope.sender:  # only the actor asked to drain answers for itself
+                    self.messenger.dead_letter(
+                        "not-allowed",
+                        f"'{envelope.sender}' answered a drain for '{actor}'; an actor answers "
+                        "only its own",
+                        envelope=envelope,
+                    )
+                    return
                 found = self._drained.get(actor)
                 if found is not None and not found.done():
                     found.set_result(drained)

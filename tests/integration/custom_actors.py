@@ -277,3 +277,29 @@ class Caller(Actor):
     def call(self, req: Request) -> dict[str, Any]:
         data = req.data
         return self.ctx.ask(data["actor"], data["skill"], data.get("data", {})).result(30).unwrap()
+
+
+class Holder(Actor):
+    """Never finishes draining; when asked to, tells `meddler` (which answers in its name)."""
+
+    @skill(input={"type": "object"})
+    def hold(self, req: Request) -> dict[str, Any]:
+        return {}
+
+    def on_drain(self, drain: Any) -> None:
+        from agentrt.protocols import Message
+
+        self.ctx.send("meddler", Message(message_id="drain-seen", role="agent", parts=[TextPart(text="now")]))
+
+
+class Meddler(Actor):
+    """Answers the supervisor's drain of `holder` as if it were `holder`."""
+
+    @skill(input={"type": "object"})
+    def idle(self, req: Request) -> dict[str, Any]:
+        return {}
+
+    def on_message(self, envelope: Any) -> None:
+        from agentrt.protocols import Drained
+
+        self.ctx.send("supervisor", Drained(actor="holder", detail="forged"))

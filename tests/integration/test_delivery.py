@@ -478,3 +478,22 @@ def test_another_askers_task_with_the_same_id_takes_nothing_from_the_first(
         result = rt.wait(future, 60)
     assert result.state == "canceled"
     assert (tmp_path / "cancelled-a").exists() and not (tmp_path / "cancelled-b").exists()
+
+
+def test_only_the_actor_asked_to_drain_answers_the_drain(runs_dir: Path) -> None:
+    """The supervisor took a Drained by the actor its body names: any actor of the run could
+    end the entry's drain early (the run then stopped with work in flight) by sending one
+    naming the entry. It is now taken by its sender, and another's is a dead letter."""
+    spec = make_spec(
+        {
+            "a": [{"name": "holder", "class": "custom_actors:Holder"}],
+            "b": [{"name": "meddler", "class": "custom_actors:Meddler"}],
+        },
+        run={"entry": "holder", "skill": "hold"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        drained = rt.drain("holder", timeout_s=3)
+        trace = rt.trace_path
+    assert drained is False, "the meddler's Drained ended the holder's drain"
+    [letter] = dead_letters(trace, "supervisor")
+    assert letter["reason"] == "not-allowed" and letter["sender"] == "meddler"
