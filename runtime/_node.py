@@ -91,6 +91,7 @@ class Node:
         self.log = get_logger(actor=self.address)
         self.messenger.routes["supervisor"] = boot.supervisor_endpoint
         self.messenger.on_control = self._on_control
+        self.messenger.controls_from = "supervisor"
         if boot.allow:
             rules = boot.allow
             self.messenger.authorize = lambda env: refusal(

@@ -303,3 +303,12 @@ class Meddler(Actor):
         from agentrt.protocols import Drained
 
         self.ctx.send("supervisor", Drained(actor="holder", detail="forged"))
+
+    @skill(input={"type": "object", "required": ["to", "kind"]})
+    def control(self, req: Request) -> dict[str, Any]:
+        """Send a control operation of the supervisor's (stop, node-down) to `to`, as itself."""
+        from agentrt.protocols import NodeDown, Stop
+
+        body = Stop() if req.data["kind"] == "stop" else NodeDown(node="a", pid=1, actors=["holder"])
+        self.ctx.send(req.data["to"], body)
+        return {}

@@ -497,3 +497,29 @@ def test_only_the_actor_asked_to_drain_answers_the_drain(runs_dir: Path) -> None
     assert drained is False, "the meddler's Drained ended the holder's drain"
     [letter] = dead_letters(trace, "supervisor")
     assert letter["reason"] == "not-allowed" and letter["sender"] == "meddler"
+
+
+def test_control_operations_on_a_node_come_only_from_the_supervisor(runs_dir: Path) -> None:
+    """An actor can address any body to any address of the directory, a node's own included:
+    a Stop sent by an actor stopped that node, and a NodeDown told an actor a live node had
+    died (a coordinator re-dispatches its work). Both are now not-allowed dead letters."""
+    spec = make_spec(
+        {
+            "a": [{"name": "holder", "class": "custom_actors:Holder"}],
+            "b": [{"name": "meddler", "class": "custom_actors:Meddler"}],
+        },
+        run={"entry": "holder", "skill": "hold"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        assert rt.ask("meddler", "control", {"to": "node:a", "kind": "stop"}).ok
+        assert rt.ask("meddler", "control", {"to": "holder", "kind": "node-down"}).ok
+        deadline = time.time() + 30
+        while time.time() < deadline and rt.node_stats("a").get("dead.not-allowed", 0) < 2:
+            time.sleep(0.05)
+        assert rt.ask("holder", "hold", {}).ok, "node a still runs"
+        trace = rt.trace_path
+    letters = dead_letters(trace, "node:a")
+    assert sorted((d["reason"], d["kind"], d["sender"]) for d in letters) == [
+        ("not-allowed", "node-down", "meddler"),
+        ("not-allowed", "stop", "meddler"),
+    ]
