@@ -8,13 +8,16 @@ from agentrt.protocols import DEAD_LETTER_REASONS, Event, MessageDeadLetter, Mes
 
 
 class Sampler:
-    """Which dead letters are traced: at most `per_s` per reason per second (a flood of garbage
-    cannot fill the disk); the others are only counted, and the next sample says how many."""
+    """Which dead letters are traced: at most `per_s` per reason per second, and `per_reason`
+    in all per reason (a flood of garbage, however long, cannot fill the disk: a process
+    traces at most per_reason samples of each of the closed set of reasons); the others are
+    only counted, and the next sample says how many."""
 
-    def __init__(self, per_s: int = 10) -> None:
-        self.per_s = per_s
+    def __init__(self, per_s: int = 10, per_reason: int = 1000) -> None:
+        self.per_s, self.per_reason = per_s, per_reason
         self._second = 0
         self._taken: Counter[str] = Counter()
+        self._traced: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
 
     def admit(self, reason: str, now: float) -> int | None:
@@ -22,10 +25,11 @@ class Sampler:
         second = int(now)
         if second != self._second:
             self._second, self._taken = second, Counter()
-        if self._taken[reason] >= self.per_s:
+        if self._taken[reason] >= self.per_s or self._traced[reason] >= self.per_reason:
             self.suppressed[reason] += 1
             return None
         self._taken[reason] += 1
+        self._traced[reason] += 1
         return self.suppressed.pop(reason, 0)
 
 

@@ -268,6 +268,17 @@ def test_dead_letter_samples_are_capped_per_reason_per_second_and_say_what_was_s
     )  # next second: the sample says how many went untraced
 
 
+def test_dead_letter_samples_are_capped_in_all_per_reason_however_long_the_flood() -> None:
+    """Ten a second is still 36,000 lines an hour per reason: a flood that lasts must not grow
+    the trace without end. Before, every second admitted more (20,000 traced here)."""
+    from agentrt.runtime._deadletters import Sampler
+
+    sampler = Sampler(per_s=10, per_reason=1000)
+    traced = sum(sampler.admit("malformed", float(t)) is not None for t in range(2000) for _ in range(20))
+    assert traced == 1000
+    assert sampler.admit("invalid", 1e4) == 0  # each reason has its own
+
+
 def test_dead_letters_view_counts_exactly_and_shows_capped_samples() -> None:
     from agentrt.protocols import MessageDeadLetter, MessageDeadLetterCounts, RunStarted
     from agentrt.runtime._deadletters import render, summarize
