@@ -67,8 +67,9 @@ _VALUE_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]
     ),
     # Credentials in URLs: scheme://user:password@host keeps the scheme and the host.
     (re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@\"'<>]*:[^\s/?#@\"'<>]*@"), rf"\1{REDACTED}@"),
-    # HTTP authorization schemes followed by their credential.
-    (re.compile(r"\b((?i:bearer)|Basic|Digest)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
+    # HTTP authorization schemes followed by their credential (one that looks like a token:
+    # not a plain word, so "Basic arithmetic" and "bearer instruments" stay prose).
+    (re.compile(r"\b((?i:bearer)|Basic|Digest)\s+([A-Za-z0-9._~+/=-]{8,})"), lambda m: _scheme(m)),
     # JWTs (header.payload.signature, base64url; the header is JSON, so it starts `eyJ`).
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     # Anthropic (sk-ant-...), OpenAI (sk-..., sk-proj-...) and similar `sk-` keys.
@@ -88,21 +89,64 @@ _VALUE_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]
 ]
 
 # `name: value`, `name=value`, `"name": "value"` inside text (headers in an error message,
-# a query string, a dict's repr in a traceback): the value goes when the name is secret.
+# a query string, a dict's repr in a traceback): the value goes when the name is secret. A
+# quoted value goes whole, to its closing quote (a passphrase has spaces; a bytes repr starts
+# `b'`).
 _PAIR = re.compile(
     r"""(?<![A-Za-z0-9_.-])
     ([A-Za-z][A-Za-z0-9_.-]*)                       # the name
-    (["']?[ \t]*[:=][ \t]*["']?)                     # separator, maybe quoted
-    ((?:(?i:bearer|basic|digest|token)[ \t]+)?(?:\[redacted\]|[^\s"',;&)}\]]+))  # the value
+    (["']?[ \t]*[:=][ \t]*)                         # separator, maybe after a closing quote
+    (b?"(?:[^"\\\n]|\\.)*"|b?'(?:[^'\\\n]|\\.)*'   # the value: quoted,
+    |["']?(?:(?i:bearer|basic|digest|token)[ \t]+)?(?:\[redacted\]|[^\s"',;&)}\]]+))  # or not
     """,
     re.VERBOSE,
 )
+# A header pair's repr, `('x-api-key', 'value')` or `(b'cookie', b'value')`.
+_TUPLE = re.compile(
+    r"""(\([ \t]*b?["']([A-Za-z][A-Za-z0-9_.-]*)["'],[ \t]*)(b?"(?:[^"\\\n]|\\.)*"|b?'(?:[^'\\\n]|\\.)*')"""
+)
+_QUOTED = re.compile(r"(b?)([\"'])(.*)\2", re.S)
 
 
-def _pair(m: re.Match[str]) -> str:
-    if not secret_key(m.group(1)) or m.group(3).endswith(REDACTED):
+def _masked(value: str) -> str:
+    """`value` (a quoted or a bare value) with what it holds replaced, its quotes kept."""
+    quoted = _QUOTED.fullmatch(value)
+    if quoted is not None:
+        prefix, inner, close = quoted.group(1) + quoted.group(2), quoted.group(3), quoted.group(2)
+    else:  # bare, or an opening quote never closed on this line
+        prefix = value[0] if value[0] in "\"'" else ""
+        inner, close = value[len(prefix) :], ""
+    return value if inner.endswith(REDACTED) else f"{prefix}{REDACTED}{close}"
+
+
+def _pairs(text: str) -> str:
+    """`text` with the value of every secret-named pair masked. A pair whose name is not
+    secret gives back all but its name to the scan: its value may be the next pair
+    (`login failed: password=...`)."""
+    out, pos = [], 0
+    while (m := _PAIR.search(text, pos)) is not None:
+        name, sep, value = m.groups()
+        if secret_key(name):
+            out.append(f"{text[pos : m.start()]}{name}{sep}{_masked(value)}")
+            pos = m.end()
+        else:
+            out.append(text[pos : m.end(1)])
+            pos = m.end(1)
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _tuple(m: re.Match[str]) -> str:
+    return m.group(1) + _masked(m.group(3)) if secret_key(m.group(2)) else m.group(0)
+
+
+def _scheme(m: re.Match[str]) -> str:
+    """`Bearer <credential>` and the like: the credential goes when it looks like one (a
+    digit, a symbol, or a capital after its first letter), not when it is a plain word."""
+    cred = m.group(2)
+    if cred.isalpha() and (cred[1:].islower() or cred.isupper()):
         return m.group(0)
-    return f"{m.group(1)}{m.group(2)}{REDACTED}"
+    return f"{m.group(1)} {REDACTED}"
 
 
 # Every match of a rule above contains one of these (in lower case): text without any of
@@ -150,7 +194,9 @@ def _text(value: str, exact: re.Pattern[str] | None) -> str:
     for pattern, replacement in _VALUE_RULES:
         value = pattern.sub(replacement, value)
     if ":" in value or "=" in value:
-        value = _PAIR.sub(_pair, value)
+        value = _pairs(value)
+    if "(" in value:
+        value = _TUPLE.sub(_tuple, value)
     return value
 
 
@@ -240,3 +286,34 @@ def _is_secret_name(name: str | bytes) -> bool:
     if isinstance(name, bytes):
         name = name.decode(errors="replace")
     return len(name) <= 64 and secret_key(name)
+
+
+_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
+_KEY_BODY = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]*|[A-Za-z-]+:.*)[ \t]*\r?\n?")  # base64, or Proc-Type: ...
+
+
+class LineRedactor:
+    """`redact` for text that arrives line by line (a node's output, copied into its log): a
+    private key block spans lines, so the lines after its BEGIN line, up to its END line, go
+    too (while they look like a key's body: base64 or `Name: value` headers)."""
+
+    def __init__(self, secrets: list[str] | tuple[str, ...] | None = None) -> None:
+        self._exact = _exact(tuple(known_secrets() if secrets is None else secrets))
+        self._in_key = False
+
+    def __call__(self, line: str) -> str:
+        if self._in_key:
+            end = _KEY_END.search(line)
+            if end is not None:
+                self._in_key = False
+                line = line[end.end() :]
+            elif _KEY_BODY.fullmatch(line):
+                return ""
+            else:  # not a key's body after all (the block was cut off): back to normal
+                self._in_key = False
+        begins = list(_KEY_BEGIN.finditer(line))
+        if begins and not _KEY_END.search(line, begins[-1].end()):
+            self._in_key = True
+        body = line.rstrip("\r\n")
+        return _text(body, self._exact) + line[len(body) :]  # a cut-off key block keeps its newline

@@ -66,7 +66,7 @@ from agentrt.protocols import (
 
 from ._files import append_private, child_path, private_dir, write_private
 from ._messenger import Messenger, TaskResult
-from ._redact import known_secrets, redact
+from ._redact import LineRedactor, redact
 from ._spec import NodeBoot, Spec, entry_actor
 from ._store import PostgresAdmin, describe, is_postgres
 from ._tracing import TraceWriter, configure, emit, get_logger
@@ -85,10 +85,10 @@ def default_runs_dir() -> Path:
 def _pump_log(stream: Any, path: Path) -> None:
     """Copy a node's stdout and stderr (its tracebacks, and whatever its children print) into
     its log, line by line, secrets redacted."""
-    secrets = known_secrets()
+    clean = LineRedactor()
     with stream, append_private(path) as log:
         for line in iter(lambda: stream.readline(1 << 20), b""):
-            log.write(redact(line.decode(errors="replace"), secrets).encode())
+            log.write(clean(line.decode(errors="replace")).encode())
             log.flush()
 
 

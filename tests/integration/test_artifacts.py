@@ -215,6 +215,10 @@ class Dying(Actor):
     def die(self, req: Request) -> dict:
         print("giving up; Authorization: Bearer " + req.data["bearer"], file=sys.stderr, flush=True)
         print("upstream said x-api-key " + req.data["key"], flush=True)
+        # A key block arrives in the log a line at a time; a dict's repr quotes a passphrase.
+        pem = "-----BEGIN RSA PRIVATE KEY-----\\n" + req.data["pem"] + "\\n-----END RSA PRIVATE KEY-----"
+        print(pem, file=sys.stderr, flush=True)
+        print("login failed:", {"password": req.data["passphrase"]}, file=sys.stderr, flush=True)
         os._exit(3)
 """
 
@@ -223,7 +227,7 @@ def test_a_run_error_quoting_a_dead_node_log_holds_no_secret(tmp_path: Path) -> 
     """A node that dies is not restarted (temporary) while the run waits on it: the RunError
     quotes the last lines of its log, which held secrets when it printed them."""
     (tmp_path / "dying.py").write_text(DYING)
-    key, bearer = "sk-ant-api03-" + rand(40), rand(32)
+    key, bearer, pem, passphrase = "sk-ant-api03-" + rand(40), rand(32), "MIIE" + rand(60), f"{rand(8)} {rand(8)} {rand(8)}"
     from agentrt.runtime import spec_from_dict
 
     spec = spec_from_dict(
@@ -232,12 +236,14 @@ def test_a_run_error_quoting_a_dead_node_log_holds_no_secret(tmp_path: Path) -> 
         base_dir=str(tmp_path),
     )
     with pytest.raises(RunError) as info, Runtime(spec, run_id="dying", runs_dir=tmp_path / "runs") as rt:
-        rt.ask("d", "die", {"key": key, "bearer": bearer}, timeout_s=60)
+        rt.ask("d", "die", {"key": key, "bearer": bearer, "pem": pem, "passphrase": passphrase}, timeout_s=60)
     message = str(info.value)
     assert "last lines of" in message and "giving up; Authorization: Bearer [redacted]" in message
-    assert "x-api-key [redacted]" in message and key not in message and bearer not in message
+    assert "x-api-key [redacted]" in message
     log = (tmp_path / "runs" / "dying" / "logs" / "n.log").read_text()
-    assert key not in log and bearer not in log and "x-api-key [redacted]" in log
+    assert "x-api-key [redacted]" in log and "login failed: {'password': '[redacted]'}" in log
+    for secret in (key, bearer, pem, *passphrase.split()):
+        assert secret not in message and secret not in log, secret
 
 
 def test_names_that_look_secret_keep_every_trace_event_valid(tmp_path: Path) -> None:

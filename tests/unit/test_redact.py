@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentrt.runtime import redact
-from agentrt.runtime._redact import _HINT, REDACTED, known_secrets, secret_key
+from agentrt.runtime._redact import _HINT, REDACTED, LineRedactor, known_secrets, secret_key
 
 # Secrets recognised by their form, wherever they appear.
 VALUE_FORMS = {
@@ -58,11 +58,49 @@ def test_a_secret_of_each_form_goes_from_free_text(form: str) -> None:
             "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----",
             "MIIEowIBAAKCAQEA7",
         ),
+        # A quoted value goes whole: a passphrase has spaces, a dict's repr quotes bytes.
+        ("{'client_secret': 'correct horse battery staple'}", "staple"),
+        ('password: "two words"', "words"),
+        ('{"password": "a\\"b\\" zq9tail"}', "zq9tail"),
+        ("{'password': b'raw-bytes-123'}", "raw-bytes-123"),
+        # A header pair's repr (a list of headers in a traceback).
+        ("[('accept', 'json'), ('x-api-key', 'k 123456')]", "k 123456"),
+        ("[(b'cookie', b'sid=s3ss10n')]", "s3ss10n"),
+        # A pair after another `name:` (the other's value is not the end of the scan).
+        ("login failed: password=hunter22", "hunter22"),
+        ("db said: password='opaque with spaces' and gave up", "with spaces"),
     ],
 )
 def test_credentials_in_text_go_and_their_names_stay(text: str, secret: str) -> None:
     out = redact(text, [])
     assert secret not in out and REDACTED in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Basic arithmetic and bearer instruments",
+        "Digest everything before the summary",
+        "the Bearer Instrument of record",
+        "missing fields ['token', 'secret']",
+    ],
+)
+def test_prose_after_an_auth_scheme_word_stays(text: str) -> None:
+    """An authorization scheme's name followed by a plain word is prose, not a credential: a
+    model's answer, an actor's state read back, keep it."""
+    assert redact(text, []) == text
+
+
+def test_a_private_key_printed_line_by_line_goes_whole() -> None:
+    """A node's output reaches its log a line at a time: the key's body lines go too, and
+    the lines after its END line are kept."""
+    key = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nMIIEpAIBAAKCAQEAbody1+/=\nbody2line\n-----END RSA PRIVATE KEY-----\n"
+    text = "before\n" + key + "after: done\nexpected -----BEGIN PRIVATE KEY----- got garbage\nprose goes on\n"
+    clean = LineRedactor([])
+    out = "".join(clean(line) for line in text.splitlines(keepends=True))
+    assert "body1" not in out and "body2line" not in out and "ENCRYPTED" not in out
+    assert out.startswith("before\n[redacted]\n") and "after: done\n" in out
+    assert out.endswith("expected [redacted]\nprose goes on\n")
 
 
 @pytest.mark.parametrize(
