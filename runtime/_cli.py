@@ -28,7 +28,7 @@ from agentrt.protocols import (
     event_from_dict,
 )
 
-from ._files import write_private
+from ._files import write_named, write_private
 from ._redact import redact
 from ._spec import load_spec, with_model_kind
 from ._supervisor import RunSummary, default_runs_dir, run
@@ -344,10 +344,18 @@ def cmd_trace_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(text: str, out: str | None, what: str) -> None:
-    if out:
-        write_private(Path(out), text)
-        say(f"wrote {what} to {out}")
+def _write(text: str, out: str | None, what: str, *, run_file: Path | None = None) -> None:
+    """`text` to `out` (a path the user named), else to `run_file` (a file of the run's
+    folder: private, never through a symlink), else to stdout."""
+    if out or run_file is not None:
+        target = Path(out) if out else run_file
+        try:
+            write_named(target, text) if out else write_private(target, text)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise AgentRuntimeError(
+                f"cannot write {what} to {target}: {exc.strerror or exc}; name a file in a folder you can write"
+            ) from None
+        say(f"wrote {what} to {target}")
     else:
         sys.stdout.write(text)
 
@@ -365,8 +373,7 @@ def cmd_trace_html(args: argparse.Namespace) -> int:
     from ._trace_export import html_page
 
     path, events = _events(args, terminal=False)
-    out = args.output or str(path.parent / "trace.html")
-    _write(html_page(events, path.parent.name), out, "the run's page")
+    _write(html_page(events, path.parent.name), args.output, "the run's page", run_file=path.parent / "trace.html")
     return 0
 
 

@@ -32,6 +32,16 @@ def write_private(path: Path, data: bytes | str) -> Path:
     return path
 
 
+def write_named(path: Path, data: bytes | str) -> Path:
+    """Write `data` to a path the user named on the command line (`-o`): followed as named (a
+    symlink, `/dev/stdout`), created 0600 when new; an existing file keeps the mode its owner
+    gave it. Files the run makes in its own folder use `write_private`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
 def append_private(path: Path) -> IO[bytes]:
     """`path` opened for appending bytes, created 0600 (and made 0600 if it was not)."""
     return os.fdopen(_open_fd(path, os.O_WRONLY | os.O_APPEND), "ab")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,30 @@ def test_printable_tree_escapes_every_string_keys_included() -> None:
 
     tree = {"a\x1b[2J": ["x\x9by", {"k": "ok\nline"}], "n": 3}
     assert printable_tree(tree) == {"a\\x1b[2J": ["x\\x9by", {"k": "ok\nline"}], "n": 3}
+
+
+def test_an_export_goes_where_the_user_names_it_symlinks_and_devices_too(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`-o` is the user's own choice: a symlink they made, or /dev/stdout, is followed (O_NOFOLLOW
+    is for the run's own files); a new file is private; an unwritable place is a clear error."""
+    from agentrt.runtime._cli import main
+
+    os.umask(0o022)
+    runs = private_dir(tmp_path / "runs")
+    private_dir(runs / "r1")
+    write_private(runs / "r1" / "trace.jsonl", b"")
+    real = tmp_path / "real.json"
+    (tmp_path / "link.json").symlink_to(real)
+    assert main(["trace", "export", "r1", "--format", "otel", "-o", str(tmp_path / "link.json"), "--runs-dir", str(runs)]) == 0
+    assert '"resourceSpans"' in real.read_text() and mode(real) == 0o600
+    piped = subprocess.run(
+        [sys.executable, "-m", "agentrt.runtime._cli", "trace", "export", "r1", "--format", "chrome", "-o", "/dev/stdout", "--runs-dir", str(runs)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert piped.returncode == 0 and '"traceEvents"' in piped.stdout, piped.stderr
+    assert main(["trace", "export", "r1", "--format", "chrome", "-o", str(tmp_path / "no" / "x.json"), "--runs-dir", str(runs)]) == 2
+    err = capfd.readouterr().err
+    assert "agentrt: error: cannot write chrome trace to" in err and "Traceback" not in err
+    # The page's default place is a file of the run: a symlink planted there is refused.
+    (runs / "r1" / "trace.html").symlink_to(tmp_path / "elsewhere.html")
+    assert main(["trace", "html", "r1", "--runs-dir", str(runs)]) == 2
+    assert not (tmp_path / "elsewhere.html").exists()
