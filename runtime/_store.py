@@ -176,20 +176,32 @@ CREATE TABLE IF NOT EXISTS agentrt_owner (
     PRIMARY KEY (run_id, namespace)
 );
 ALTER TABLE agentrt_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE agentrt_owner ENABLE ROW LEVEL SECURITY;
 """
 
-# A node's role reads its run's rows and writes only rows of the namespaces it owns.
+# A node's role reads its run's rows and writes only rows of the namespaces it owns; of the
+# ownership table it sees only its own rows (not the runs and actors of others).
 _PG_POLICIES = {
-    "agentrt_read": "FOR SELECT USING (EXISTS (SELECT 1 FROM agentrt_owner o "
-    "WHERE o.run_id = agentrt_state.run_id AND o.role = current_user))",
-    "agentrt_insert": "FOR INSERT WITH CHECK (EXISTS (SELECT 1 FROM agentrt_owner o "
-    "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
-    "AND o.role = current_user))",
-    "agentrt_update": "FOR UPDATE USING (EXISTS (SELECT 1 FROM agentrt_owner o "
-    "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
-    "AND o.role = current_user)) WITH CHECK (EXISTS (SELECT 1 FROM agentrt_owner o "
-    "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
-    "AND o.role = current_user))",
+    "agentrt_owner_read": ("agentrt_owner", "FOR SELECT USING (role = current_user)"),
+    "agentrt_read": (
+        "agentrt_state",
+        "FOR SELECT USING (EXISTS (SELECT 1 FROM agentrt_owner o "
+        "WHERE o.run_id = agentrt_state.run_id AND o.role = current_user))",
+    ),
+    "agentrt_insert": (
+        "agentrt_state",
+        "FOR INSERT WITH CHECK (EXISTS (SELECT 1 FROM agentrt_owner o "
+        "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
+        "AND o.role = current_user))",
+    ),
+    "agentrt_update": (
+        "agentrt_state",
+        "FOR UPDATE USING (EXISTS (SELECT 1 FROM agentrt_owner o "
+        "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
+        "AND o.role = current_user)) WITH CHECK (EXISTS (SELECT 1 FROM agentrt_owner o "
+        "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
+        "AND o.role = current_user))",
+    ),
 }
 
 _RLS_ERROR = re.compile(r"row-level security", re.IGNORECASE)
@@ -352,13 +364,12 @@ class PostgresAdmin:
             conn.execute("SELECT pg_advisory_lock(hashtext('agentrt-schema'))")
             try:
                 conn.execute(_PG_TABLES)
-                for name, clause in _PG_POLICIES.items():
+                for name, (table, clause) in _PG_POLICIES.items():
                     exists = conn.execute(
-                        "SELECT 1 FROM pg_policies WHERE tablename='agentrt_state' AND policyname=%s",
-                        (name,),
+                        "SELECT 1 FROM pg_policies WHERE tablename=%s AND policyname=%s", (table, name)
                     ).fetchone()
                     if not exists:
-                        conn.execute(f"CREATE POLICY {name} ON agentrt_state {clause}")
+                        conn.execute(f"CREATE POLICY {name} ON {table} {clause}")
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtext('agentrt-schema'))")
             for node, actors in nodes:
@@ -369,6 +380,8 @@ class PostgresAdmin:
                     conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(ident, sql.Literal(password)))
                 else:
                     conn.execute(sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(ident, sql.Literal(password)))
+                # Dropped by release() from now on, even if a later step of the set-up fails.
+                self._roles.append(role)
                 conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON agentrt_state TO {}").format(ident))
                 conn.execute(sql.SQL("GRANT SELECT ON agentrt_owner TO {}").format(ident))
                 for actor in actors:
@@ -377,7 +390,6 @@ class PostgresAdmin:
                         "ON CONFLICT (run_id, namespace) DO UPDATE SET role=excluded.role",
                         (self.run_id, actor, role),
                     )
-                self._roles.append(role)
                 urls[node] = with_credentials(self.url, role, password)
         return urls
 

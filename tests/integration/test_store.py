@@ -150,3 +150,35 @@ def test_store_urls_are_described_without_their_password() -> None:
     assert describe("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert "s3cret" not in describe("postgres://u:s3cret@h/db")
     assert describe("/tmp/state.sqlite") == "/tmp/state.sqlite"
+
+
+def test_postgres_set_up_that_fails_half_way_leaves_no_role_and_nodes_see_only_their_run(postgres_url: str) -> None:
+    """A set-up that fails after a node's role was made (here: an owner row the database
+    refuses) still drops that role on release; and a node's role sees its own rows of the
+    ownership table only, not which runs and actors share the database."""
+    import psycopg
+
+    def roles() -> set[str]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'agentrt_%'")}
+
+    before = roles()
+    broken = PostgresAdmin(postgres_url, f"test-{new_id()[:8]}")
+    with pytest.raises(psycopg.errors.DataError):
+        broken.prepare([("n1", ["ok"]), ("n2", ["nul\x00"])])
+    broken.release()
+    assert roles() == before
+    mine, other = (PostgresAdmin(postgres_url, f"test-{new_id()[:8]}") for _ in range(2))
+    url = mine.prepare([("n", ["alice"])])["n"]
+    other.prepare([("m", ["bob"])])
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute("SELECT run_id, namespace FROM agentrt_owner").fetchall()
+        assert rows == [(mine.run_id, "alice")]
+        ns = Namespace(PostgresStore(url, mine.run_id), "alice")  # the state policies still hold
+        ns.put("k", 1)
+        assert ns.get("k") == 1
+    finally:
+        mine.release()
+        other.release()
+    assert roles() == before
