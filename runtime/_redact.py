@@ -52,7 +52,11 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 
 @functools.lru_cache(maxsize=4096)
 def secret_key(name: str) -> bool:
-    """True if a field called `name` holds a secret (its value is redacted wherever it is)."""
+    """True if a field called `name` holds a secret (its value is redacted wherever it is).
+    A name with a `:` is an id (a plan task `auth:login`, a dict keyed by task ids), not a
+    field's, a header's or a variable's name: never secret."""
+    if ":" in name:
+        return False
     norm = _NON_WORD.sub("_", _CAMEL.sub(r"\1_\2", name).lower()).strip("_")
     return bool(_KEY_RULE.search(norm))
 
@@ -91,11 +95,12 @@ _VALUE_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]
 # `name: value`, `name=value`, `"name": "value"` inside text (headers in an error message,
 # a query string, a dict's repr in a traceback): the value goes when the name is secret. A
 # quoted value goes whole, to its closing quote (a passphrase has spaces; a bytes repr starts
-# `b'`).
+# `b'`). A bare `name:value` (no space, no quote) is not a pair: it is an id (`auth:login`,
+# `token:refresh` are valid plan task ids; `node:auth` is an address).
 _PAIR = re.compile(
     r"""(?<![A-Za-z0-9_.-])
     ([A-Za-z][A-Za-z0-9_.-]*)                       # the name
-    (["']?[ \t]*[:=][ \t]*)                         # separator, maybe after a closing quote
+    ((?:["'][ \t]*[:=]|[ \t]*=|[ \t]*:(?=[ \t"']))[ \t]*)  # separator, maybe after a quote
     (b?"(?:[^"\\\n]|\\.)*"|b?'(?:[^'\\\n]|\\.)*'   # the value: quoted,
     |["']?(?:(?i:bearer|basic|digest|token)[ \t]+)?(?:\[redacted\]|[^\s"',;&)}\]]+))  # or not
     """,

@@ -259,12 +259,18 @@ def test_names_that_look_secret_keep_every_trace_event_valid(tmp_path: Path) -> 
         run={"entry": "coordinator", "skill": "run", "input": {"goal": "g", "plan": {"goal": "g", "tasks": [
             {"id": "token", "skill": "greet", "args": {"name": "ada"}},
             {"id": "after", "skill": "greet", "args": {"name": "bob"}, "deps": ["token"]},
+            # Ids of the id rule that start like a secret's name: kept, and kept apart.
+            {"id": "auth:login", "skill": "greet", "args": {"name": "cy"}, "deps": ["after"]},
+            {"id": "auth:logout", "skill": "greet", "args": {"name": "di"}, "deps": ["auth:login"]},
         ]}}},
     )  # fmt: skip
     summary = run(spec, run_id="names", runs_dir=tmp_path)
     assert summary.state == "completed" and isinstance(summary.pids["auth"], int)
+    assert summary.report is not None
+    assert {t.id for t in summary.report.tasks} == {"token", "after", "auth:login", "auth:logout"}
     trace = tmp_path / "names" / "trace.jsonl"
     assert len(read_events(trace)) == len(read_trace(trace))
+    assert '"auth:logout":["auth:login"]' in trace.read_text()  # the plan's deps, as planned
 
 
 # -- ids that name files -------------------------------------------------------------------

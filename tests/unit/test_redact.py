@@ -83,12 +83,24 @@ def test_credentials_in_text_go_and_their_names_stay(text: str, secret: str) -> 
         "Digest everything before the summary",
         "the Bearer Instrument of record",
         "missing fields ['token', 'secret']",
+        # Ids of the id rule (':' allowed): a plan's tasks, an address.
+        "auth:login",
+        "token:refresh after auth:logout",
+        "node:auth",
     ],
 )
 def test_prose_after_an_auth_scheme_word_stays(text: str) -> None:
-    """An authorization scheme's name followed by a plain word is prose, not a credential: a
-    model's answer, an actor's state read back, keep it."""
+    """An authorization scheme's name followed by a plain word is prose, not a credential, and
+    `name:value` with no space is an id: a model's answer, a plan's task ids, an actor's state
+    read back, keep them."""
     assert redact(text, []) == text
+
+
+def test_ids_keyed_by_a_secret_looking_prefix_do_not_collapse() -> None:
+    """Two plan tasks `auth:login` and `auth:logout`, as dict keys (a plan's deps, a journal):
+    both stay, distinct."""
+    deps = {"auth:login": [], "auth:logout": ["auth:login"]}
+    assert redact({"deps": deps}, []) == {"deps": deps}
 
 
 def test_a_private_key_printed_line_by_line_goes_whole() -> None:
