@@ -178,8 +178,9 @@ class Human(Actor):
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
             if path.is_file():
+                raw = path.read_bytes()
                 try:
-                    answer = self._validated(msgspec.json.decode(path.read_bytes()))
+                    answer = self._validated(msgspec.json.decode(raw))
                     if answer.ticket_id != ticket.ticket_id:
                         raise ValueError(
                             f"ticketId is '{answer.ticket_id}', expected '{ticket.ticket_id}'"
@@ -188,12 +189,13 @@ class Human(Actor):
                         raise ValueError(
                             f"decision '{answer.decision}' is not one of {ticket.options}"
                         )
+                    # Written by a person, now a file of the run: private and redacted too.
+                    write_private(path, redact(raw))
                     return answer
                 except (ValueError, msgspec.DecodeError) as exc:
                     # Set the bad answer aside with the reason, and keep waiting for a good one.
-                    rejected = child_path(folder, path.with_suffix(".rejected").name)
-                    path.rename(rejected)
-                    os.chmod(rejected, 0o600)  # written by a person: private like the rest
+                    write_private(child_path(folder, path.with_suffix(".rejected").name), redact(raw))
+                    path.unlink()
                     write_private(
                         child_path(folder, path.with_suffix(".error.txt").name),
                         redact(f"answer refused: {exc}\n"),

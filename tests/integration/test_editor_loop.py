@@ -4,6 +4,8 @@ answered by policy, by an answer file, and by a person at a real pseudo-terminal
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 import threading
@@ -73,18 +75,20 @@ def test_wait_file_policy_refuses_a_bad_answer_then_takes_a_good_one(tmp_path: P
     spec = demo_spec({"fallback": "wait-file", "wait_s": 120})
     folder = tmp_path / "filed" / "escalations"
     seen: dict[str, Any] = {}
+    planted = ["q9Z" + os.urandom(12).hex(), "w8Y" + os.urandom(12).hex()]  # in the answers' feedback
 
     def answer_when_asked() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(folder.glob("judge-1.json")):
             time.sleep(0.05)
         answer = folder / "judge-1.answer.json"
-        answer.write_text(json.dumps({"ticketId": "judge-1", "decision": "maybe"}))
+        os.umask(0o022)  # a person's file, with the usual modes
+        answer.write_text(json.dumps({"ticketId": "judge-1", "decision": "maybe", "feedback": f"token={planted[0]}"}))
         while time.monotonic() < deadline and not (folder / "judge-1.answer.error.txt").exists():
             time.sleep(0.05)
         seen["error"] = (folder / "judge-1.answer.error.txt").read_text()
         tmp = folder / "tmp.json"
-        tmp.write_text(json.dumps({"ticketId": "judge-1", "decision": "abort", "by": "ops"}))
+        tmp.write_text(json.dumps({"ticketId": "judge-1", "decision": "abort", "by": "ops", "feedback": f"password={planted[1]}"}))
         tmp.rename(answer)
 
     helper = threading.Thread(target=answer_when_asked, daemon=True)
@@ -96,6 +100,13 @@ def test_wait_file_policy_refuses_a_bad_answer_then_takes_a_good_one(tmp_path: P
     out = summary.output
     assert out["state"] == "failed" and "aborted by ops after escalation (oscillation)" in out["reason"]
     assert out["escalations"][0]["answer"]["decision"] == "abort"
+    # The answer files, written by a person, are files of the run now: private and redacted.
+    files = sorted(folder.iterdir())
+    assert {f.name for f in files} >= {"judge-1.answer.json", "judge-1.answer.rejected"}
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        assert not any(secret.encode() in f.read_bytes() for secret in planted), f
+    assert json.loads((folder / "judge-1.answer.json").read_text())["feedback"] == "password=[redacted]"
 
 
 def test_interactive_prompt_in_a_real_pseudo_terminal(tmp_path: Path) -> None:
