@@ -29,7 +29,7 @@ from mcp.client.subscriptions import ListenNotSupportedError
 from mcp.shared.exceptions import MCPError
 
 from agentrt.protocols import Escalation, EscalationAnswer, new_id
-from agentrt.runtime import Actor, Request, SpecError, redact
+from agentrt.runtime import Actor, LineRedactor, Request, SpecError, known_secrets
 
 from ._mcp_core import (
     APPROVE,
@@ -351,7 +351,9 @@ class _StderrPump:
         read_fd, write_fd = os.pipe()
         self.file = os.fdopen(write_fd, "w")
         self.server = server
-        self.secrets = secrets
+        # One redactor for the stream: a private key block spans lines. The secrets of this
+        # server's config (its ${NAME} values) on top of the environment's.
+        self.clean = LineRedactor([*known_secrets(), *secrets])
         self.pid: int | None = None  # the server's process, from the launcher's first line
         self.thread = threading.Thread(target=self._pump, args=(read_fd,), daemon=True, name=f"mcp-stderr-{server}")
         self.thread.start()
@@ -362,7 +364,9 @@ class _StderrPump:
     def _pump(self, fd: int) -> None:
         with os.fdopen(fd, "rb") as stream:
             for raw in stream:
-                line = redact(redact(raw.decode(errors="replace").rstrip()), self.secrets)
+                line = self.clean(raw.decode(errors="replace")).rstrip()
+                if not line and raw.strip():  # a private key's body line, masked whole
+                    continue
                 if line.startswith(PID_LINE):  # the launcher's first line: a new server process
                     self.pid = int(line.removeprefix(PID_LINE))
                 sys.stderr.write(f"[mcp {self.server}] {line}\n")

@@ -42,7 +42,7 @@ from ._models import (
     Usage,
     model_from_config,
 )
-from ._redact import redact
+from ._redact import LineRedactor, known_secrets, redact
 from ._spec import A2ASpec, ActorSpec, NodeSpec, RunSpec, Spec, load_spec, spec_from_dict
 from ._supervisor import RunSummary, Runtime, run
 from ._terminal import printable
@@ -63,6 +63,7 @@ __all__ = [
     "FrameError",
     "Gateway",
     "InvalidId",
+    "LineRedactor",
     "Model",
     "ModelConfig",
     "ModelError",
@@ -91,6 +92,7 @@ __all__ = [
     "child_path",
     "current_request",
     "format_ticket",
+    "known_secrets",
     "load_spec",
     "model_from_config",
     "printable",

@@ -83,6 +83,8 @@ def crash_once(marker: str) -> str:
 def leak() -> str:
     """Writes a secret to stderr (the node's log must not show it)."""
     print(f"token in use: {os.environ.get('SERVER_TOKEN', '')} and sk-ant-api03-abcdefghijkl", file=sys.stderr, flush=True)
+    # A key block, a line at a time (its body must not reach the log either).
+    print("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BKEYBODY1\nKEYBODY2xyz\n-----END PRIVATE KEY-----", file=sys.stderr, flush=True)
     return "leaked to stderr"
 
 

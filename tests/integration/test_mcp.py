@@ -372,6 +372,7 @@ def test_server_stderr_goes_to_the_nodes_log_redacted(monkeypatch: pytest.Monkey
         if written.is_file() and written.suffix != ".sqlite":
             assert "tok-1234567890" not in written.read_text(errors="replace"), written
     assert "sk-ant-api03" not in text
+    assert "KEYBODY" not in text and "[mcp notes] [redacted]" in text
 
 
 def test_a_server_setting_that_names_a_missing_environment_variable_is_refused(runs_dir: Path) -> None:
