@@ -295,13 +295,13 @@ def _is_secret_name(name: str | bytes) -> bool:
 
 _KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
-_KEY_BODY = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]*|[A-Za-z-]+:.*)[ \t]*\r?\n?")  # base64, or Proc-Type: ...
+_KEY_BODY = re.compile(r"[ \t]*(?:[A-Za-z0-9+/=]*|(?:Proc-Type|DEK-Info):.*)[ \t]*\r?\n?")  # base64, or its headers
 
 
 class LineRedactor:
     """`redact` for text that arrives line by line (a node's output, copied into its log): a
     private key block spans lines, so the lines after its BEGIN line, up to its END line, go
-    too (while they look like a key's body: base64 or `Name: value` headers)."""
+    too (while they look like a key's body: base64 or its `Proc-Type:`/`DEK-Info:` headers)."""
 
     def __init__(self, secrets: list[str] | tuple[str, ...] | None = None) -> None:
         self._exact = _exact(tuple(known_secrets() if secrets is None else secrets))

@@ -113,6 +113,10 @@ def test_a_private_key_printed_line_by_line_goes_whole() -> None:
     assert "body1" not in out and "body2line" not in out and "ENCRYPTED" not in out
     assert out.startswith("before\n[redacted]\n") and "after: done\n" in out
     assert out.endswith("expected [redacted]\nprose goes on\n")
+    # A cut-off block: the lines after it that are not a key's body are kept.
+    clean = LineRedactor([])
+    lines = ["bad key: -----BEGIN PRIVATE KEY-----\n", "MIIEvQIBADAN\n", "ValueError: not a key\n", "Done\n"]
+    assert "".join(clean(line) for line in lines) == "bad key: [redacted]\nValueError: not a key\nDone\n"
 
 
 @pytest.mark.parametrize(
