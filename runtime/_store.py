@@ -372,6 +372,21 @@ class PostgresAdmin:
                         conn.execute(f"CREATE POLICY {name} ON {table} {clause}")
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtext('agentrt-schema'))")
+            nodes = list(nodes)
+            # A run id names one run at a time: if another live run holds this id (its node roles
+            # have sessions), taking its roles over would hand this run its rows and let our
+            # release() drop its roles under it. (Roles without sessions, left by a run that was
+            # killed, are taken over: that is a resume.)
+            roles = [node_role(self.run_id, node) for node, _ in nodes]
+            live = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY(%s)", (roles,)
+            ).fetchone()[0]
+            if live:
+                raise ConflictError(
+                    f"run '{self.run_id}' is live in this database ({live} open session(s) of its "
+                    f"node roles): a run id names one run at a time; pick another run id, or stop "
+                    f"that run first"
+                )
             for node, actors in nodes:
                 role = node_role(self.run_id, node)
                 password = secrets.token_urlsafe(24)

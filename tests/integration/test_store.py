@@ -182,3 +182,27 @@ def test_postgres_set_up_that_fails_half_way_leaves_no_role_and_nodes_see_only_t
         mine.release()
         other.release()
     assert roles() == before
+
+
+def test_postgres_refuses_a_second_live_run_with_the_same_id(postgres_url: str) -> None:
+    """Two runs started with the same run id on one database: the second is refused while the
+    first's nodes are connected (it would share the first's rows, and drop its roles on
+    release); once the first has stopped, the id can be used again (a resume)."""
+    run_id = f"test-{new_id()[:8]}"
+    first = PostgresAdmin(postgres_url, run_id)
+    store = PostgresStore(first.prepare([("n1", ["alice"])])["n1"], run_id)
+    Namespace(store, "alice").put("k", "first's")
+    second = PostgresAdmin(postgres_url, run_id)
+    with pytest.raises(ConflictError, match=f"run '{run_id}' is live in this database"):
+        second.prepare([("n1", ["alice"])])
+    second.release()  # nothing of the first's is dropped
+    Namespace(store, "alice").put("k", "still writing")  # the first's role and password hold
+    store.close()
+    first.release()
+    again = PostgresAdmin(postgres_url, run_id)
+    resumed = PostgresStore(again.prepare([("n1", ["alice"])])["n1"], run_id)
+    try:
+        assert Namespace(resumed, "alice").get("k") == "still writing"
+    finally:
+        resumed.close()
+        again.release()
