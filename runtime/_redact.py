@@ -252,9 +252,16 @@ def _walk(value: Any, exact: re.Pattern[str] | None) -> Any:
                 out[k] = _walk(v, exact)
         return out
     if isinstance(value, list | tuple):
-        # A header as a (name, value) pair: the value goes when the name is secret.
-        if len(value) == 2 and isinstance(value[0], str | bytes) and _is_secret_name(value[0]):
+        # A header as a (name, value) pair: the value goes when the name is secret. A pair is a
+        # 2-tuple, or a 2-list in a list of them (headers); a lone 2-list is just a list (a
+        # task's deps ["token", "fetch"], two words from a model).
+        if isinstance(value, tuple) and _pair_of(value, secret=True):
             return [_walk(value[0], exact), _mask(value[1], exact)]
+        if value and all(_pair_of(v) for v in value):
+            return [
+                [_walk(v[0], exact), _mask(v[1], exact)] if _pair_of(v, secret=True) else _walk(v, exact)
+                for v in value
+            ]
         return [_walk(v, exact) for v in value]
     if isinstance(value, bytes | bytearray):
         try:
@@ -287,9 +294,13 @@ _SHORT = 256
 _short = functools.lru_cache(maxsize=16384)(_text)
 
 
-def _is_secret_name(name: str | bytes) -> bool:
-    if isinstance(name, bytes):
-        name = name.decode(errors="replace")
+def _pair_of(value: Any, *, secret: bool = False) -> bool:
+    """True if `value` is a (name, value) pair (and, with `secret`, its name is secret)."""
+    if not (isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str | bytes)):
+        return False
+    if not secret:
+        return True
+    name = value[0].decode(errors="replace") if isinstance(value[0], bytes) else value[0]
     return len(name) <= 64 and secret_key(name)
 
 

@@ -262,15 +262,18 @@ def test_names_that_look_secret_keep_every_trace_event_valid(tmp_path: Path) -> 
             # Ids of the id rule that start like a secret's name: kept, and kept apart.
             {"id": "auth:login", "skill": "greet", "args": {"name": "cy"}, "deps": ["after"]},
             {"id": "auth:logout", "skill": "greet", "args": {"name": "di"}, "deps": ["auth:login"]},
+            {"id": "zz", "skill": "greet", "args": {"name": "ed"}},
+            {"id": "last", "skill": "greet", "args": {"name": "fy"}, "deps": ["token", "zz"]},  # 2 deps: not a header pair
         ]}}},
     )  # fmt: skip
     summary = run(spec, run_id="names", runs_dir=tmp_path)
     assert summary.state == "completed" and isinstance(summary.pids["auth"], int)
     assert summary.report is not None
-    assert {t.id for t in summary.report.tasks} == {"token", "after", "auth:login", "auth:logout"}
+    assert {t.id for t in summary.report.tasks} == {"token", "after", "auth:login", "auth:logout", "zz", "last"}
     trace = tmp_path / "names" / "trace.jsonl"
     assert len(read_events(trace)) == len(read_trace(trace))
     assert '"auth:logout":["auth:login"]' in trace.read_text()  # the plan's deps, as planned
+    assert '"last":["token","zz"]' in trace.read_text()
 
 
 # -- ids that name files -------------------------------------------------------------------

@@ -171,6 +171,14 @@ def test_a_secret_used_as_a_dict_key_goes_too() -> None:
 def test_headers_as_name_value_pairs() -> None:
     out = redact({"headers": [["Proxy-Authorization", "opaque"], ("accept", "json")]}, [])
     assert out["headers"] == [["Proxy-Authorization", REDACTED], ["accept", "json"]]
+    assert redact({"h": ("x-api-key", b"opaque")}, []) == {"h": ["x-api-key", REDACTED.encode()]}
+
+
+def test_a_two_item_list_is_not_a_header_pair() -> None:
+    """A task's deps on tasks `token` and `fetch`, two words of a model's answer: kept (a 2-list
+    is a pair only in a list of pairs, as headers come)."""
+    value = {"deps": {"c": ["token", "fetch"]}, "words": ["password", "reset"]}
+    assert redact(value, []) == value
 
 
 def test_exact_values_of_secret_environment_variables() -> None:
