@@ -220,12 +220,24 @@ _MIN_SECRET_LEN = 8
 _PLAIN = re.compile(r"[a-z]+(?:[_-][a-z]+)*|[0-9]+|/\S*")
 
 
+# A variable's name is secret by the key rule, or when one of its words says so wherever it is
+# (AGENTRT_A2A_TOKEN_<NAME>, SECRET_<X>_FILE): variable names are words joined by `_`.
+_ENV_WORD = re.compile(r"(?:^|_)(?:token|secret|secrets|password|passwd|passphrase|credentials?)(?:_|$)")
+
+
+def _secret_variable(name: str) -> bool:
+    return secret_key(name) or bool(_ENV_WORD.search(name.lower()))
+
+
 def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The values of this process's environment variables whose names are secret by the key
-    rules (at least 8 characters, and not a plain lower-case word, a number or a path)."""
+    """The values of this process's environment variables whose names are secret (the key
+    rules, or a secret word anywhere in the name), at least 8 characters, and not a plain
+    lower-case word, a number or a path."""
     env = os.environ if environ is None else environ
     return [
-        v for k, v in env.items() if len(v) >= _MIN_SECRET_LEN and not _PLAIN.fullmatch(v) and secret_key(k)
+        v
+        for k, v in env.items()
+        if len(v) >= _MIN_SECRET_LEN and not _PLAIN.fullmatch(v) and _secret_variable(k)
     ]
 
 

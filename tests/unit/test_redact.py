@@ -197,6 +197,18 @@ def test_exact_values_of_secret_environment_variables() -> None:
     assert out == {"note": f"connected with {REDACTED} as root", "list": [REDACTED.encode()]}
 
 
+def test_a_secret_word_anywhere_in_a_variable_name_makes_its_value_secret() -> None:
+    """The gateway's caller tokens are AGENTRT_A2A_TOKEN_<NAME>: 'token' is not at the end."""
+    env = {
+        "AGENTRT_A2A_TOKEN_ALICE": "Zx81kq0pL2mm",
+        "SECRET_KEY_BASE_X": "b4se-Secret-99",
+        "TOKENIZERS_PARALLELISM": "False123",  # a word that starts with 'token' is not 'token'
+        "MAX_TOKENS_LIMIT": "4096x4096",
+    }
+    assert sorted(known_secrets(env)) == ["Zx81kq0pL2mm", "b4se-Secret-99"]
+    assert redact("caller token Zx81kq0pL2mm refused", known_secrets(env)) == f"caller token {REDACTED} refused"
+
+
 def test_the_default_secrets_are_this_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SERVICE_CREDENTIAL", "zq9-yyyy-xxxx")
     assert redact("value zq9-yyyy-xxxx here") == f"value {REDACTED} here"
