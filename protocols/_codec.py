@@ -41,7 +41,7 @@ def encode(envelope: Envelope) -> bytes:
     return _encoder.encode(envelope)
 
 
-def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+def decode(frame: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Decode and check one frame; raises a FrameError subclass naming what was wrong."""
     if len(frame) > limits.max_frame_bytes:
         raise FrameTooLarge(

@@ -16,6 +16,7 @@ DeadLetterReason = Literal[
     "forged-sender",  # the authenticated peer does not host the envelope's sender
     "not-allowed",  # the sender may not ask this skill of this actor (the spec's allow rules)
     "unroutable",  # no route to the recipient
+    "queue-full",  # a send queue at its high-water mark (the peer does not read): dropped, not blocked on
     "actor-dead",  # the recipient actor is not running
     "expired",  # past its deadline on arrival
     "undelivered",  # resent the maximum number of times, never acknowledged
@@ -33,7 +34,7 @@ class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     detail: str
     node: str  # the process that refused it
     at: float  # unix seconds
-    peer: str | None = None  # the authenticated peer (a node name), or the raw routing id in hex
+    peer: str | None = None  # the member it came from ("supervisor" or a node name), if it authenticated
     message_id: str | None = None
     sender: str | None = None
     recipient: str | None = None

@@ -137,6 +137,11 @@ class Delivery:
         heapq.heappush(self._timers, (out.due, message_id))
         return [Transmit(message_id, link, frame, 1)]
 
+    def link_of(self, message_id: str) -> str | None:
+        """Where a message still waiting for its ack went (None: nothing waits under that id)."""
+        out = self._out.get(message_id)
+        return out.link if out is not None else None
+
     def acked(self, ids: list[str] | tuple[str, ...]) -> int:
         """The receiver has these: no more resends. Returns how many were waiting."""
         n = 0

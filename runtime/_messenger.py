@@ -34,7 +34,6 @@ from agentrt.protocols import (
     FrameError,
     Heartbeat,
     Limits,
-    MalformedFrame,
     Message,
     MessageDeadLetter,
     MessageDeadLetterCounts,
@@ -55,11 +54,13 @@ from agentrt.protocols import (
     new_trace_id,
 )
 
+from ._auth import authenticate
 from ._deadletters import Sampler
 from ._delivery import Acknowledge, Command, Delivery, GiveUp, Policy, Transmit
+from ._keys import Trust, member_of_address
 from ._timers import Timers
 from ._tracing import emit, get_logger
-from ._transport import Transport
+from ._transport import DeathHandler, TraceHandler, Transport
 from ._validation import validate
 
 
@@ -134,9 +135,6 @@ def failed_task(task_id: str, context_id: str, state: str, text: str) -> Task:
 
 
 Deliver = Callable[[Envelope], None]
-# Decides whether a received envelope's sender may be trusted, given the authenticated peer
-# it came from: a dead-letter reason ("unauthenticated", "forged-sender") or None to accept.
-Authenticate = Callable[[bytes, Envelope], DeadLetterReason | None]
 # Decides whether a task request may be run: the text of the refusal (naming the rule) or None.
 Authorize = Callable[[Envelope], str | None]
 
@@ -207,27 +205,29 @@ class Messenger:
         name: str,
         endpoint: str,
         limits: Limits,
+        trust: Trust,
         trace_to: str | None = None,
         collect_at: str | None = None,
-        on_trace: Callable[[bytes], None] | None = None,
+        on_trace: TraceHandler | None = None,
+        on_death: DeathHandler | None = None,
         timers: Timers | None = None,
         policy: Policy | None = None,
     ) -> None:
         self.name = name
+        self.trust = trust
         self.limits = limits
         self.routes: dict[str, str] = {}  # address -> endpoint
         self.cards: dict[str, AgentCard] = {}
         self.local: dict[str, Deliver] = {}
         self.on_control: Callable[[Envelope], None] | None = None
         self.on_heartbeat: Callable[[Heartbeat], None] | None = None
-        self.authenticate: Authenticate | None = None
         self.authorize: Authorize | None = None
         # The one sender whose control operations this process takes (a node: the
         # supervisor's); None to take them from anyone (the supervisor: its nodes report).
         self.controls_from: str | None = None
         self.stats: Counter[str] = Counter()
         self.timers = timers or Timers()
-        self._pending: dict[tuple[str, int], Future[TaskResult]] = {}
+        self._pending: dict[tuple[str, int], tuple[Future[TaskResult], str]] = {}  # -> (future, asked)
         self._pending_lock = threading.Lock()
         self.delivery = Delivery(policy)
         self._lock = threading.Lock()  # the delivery core's: it is not thread-safe
@@ -239,10 +239,13 @@ class Messenger:
         self._log = get_logger()
         self.transport = Transport(
             bind=endpoint,
-            on_frames=self._on_frames,
+            trust=trust,
+            on_frame=self._on_frame,
+            on_refused=self._on_refused,
             trace_to=trace_to,
             collect_at=collect_at,
             on_trace=on_trace,
+            on_death=on_death,
             max_frame_bytes=limits.max_frame_bytes,
         )
         self.endpoint = endpoint
@@ -260,8 +263,17 @@ class Messenger:
 
     # -- directory -----------------------------------------------------------------------
 
+    def route(self, address: str, endpoint: str) -> None:
+        """Send what is addressed to `address` to `endpoint`. A member's own address (the
+        supervisor's, a node's) also tells the transport whose key that endpoint must show."""
+        self.routes[address] = endpoint
+        member = member_of_address(address)
+        if member is not None:
+            self.transport.expect(endpoint, member)
+
     def set_directory(self, routes: dict[str, str], cards: list[AgentCard]) -> None:
-        self.routes.update(routes)
+        for address, endpoint in routes.items():
+            self.route(address, endpoint)
         self.cards.update({c.name: c for c in cards})
 
     def card(self, actor: str) -> AgentCard:
@@ -533,7 +545,7 @@ class Messenger:
         future: Future[TaskResult] = Future()
         key = (task_id, attempt)
         with self._pending_lock:
-            self._pending[key] = future
+            self._pending[key] = (future, recipient)
         if timeout is not None:
             handle = self.timers.schedule(
                 timeout,
@@ -559,11 +571,17 @@ class Messenger:
 
     def _resolve(self, key: tuple[str, int], task: Task) -> bool:
         with self._pending_lock:
-            future = self._pending.pop(key, None)
-        if future is None:
+            pending = self._pending.pop(key, None)
+        if pending is None:
             return False
-        future.set_result(TaskResult(task))
+        pending[0].set_result(TaskResult(task))
         return True
+
+    def _asked(self, key: tuple[str, int]) -> str | None:
+        """Who the pending ask `key` went to (None if there is no such ask)."""
+        with self._pending_lock:
+            pending = self._pending.get(key)
+        return pending[1] if pending is not None else None
 
     # -- dead letters ----------------------------------------------------------------------
 
@@ -607,35 +625,31 @@ class Messenger:
 
     # -- receiving (on the I/O thread) -----------------------------------------------------
 
-    def _on_frames(self, peer: bytes, frames: list[bytes]) -> None:
+    def _on_refused(self, reason: DeadLetterReason, detail: str, peer: str | None, size: int) -> None:
+        """What the transport refused (a multi-part message, a failed handshake, a full queue)."""
+        self.dead_letter(reason, detail, peer=peer, size=size)
+
+    def _on_frame(self, peer: str | None, frame: memoryview) -> None:
         try:
-            self._receive(peer, frames)
+            self._receive(peer, frame)
         except Exception as exc:  # nothing a peer sends may kill the I/O thread
             self.stats["errors"] += 1
             emit(self._log, NodeError(where="receive", error=f"{type(exc).__name__}: {exc}"))
 
-    def _receive(self, peer: bytes, frames: list[bytes]) -> None:
-        size = sum(len(f) for f in frames)
+    def _receive(self, peer: str | None, frame: memoryview) -> None:
+        """One frame from the member `peer` (None: not authenticated)."""
+        size = len(frame)
         try:
-            if len(frames) != 1:
-                raise MalformedFrame(f"expected 1 frame per message, got {len(frames)}")
-            envelope = decode(frames[0], self.limits)
+            envelope = decode(frame, self.limits)
         except FrameError as exc:
-            self.dead_letter(exc.reason, str(exc), peer=peer.hex(), size=size)  # type: ignore[arg-type]
+            self.dead_letter(exc.reason, str(exc), peer=peer, size=size)  # type: ignore[arg-type]
             return
-        # The one place a sender is checked against the peer it came from (before anything
+        # The one place a sender is checked against the member it came from (before anything
         # about the envelope is believed: dedup, acks, routing).
-        if self.authenticate is not None:
-            refused = self.authenticate(peer, envelope)
-            if refused is not None:
-                self.dead_letter(
-                    refused,
-                    "the peer may not send as this sender",
-                    envelope=envelope,
-                    peer=peer.hex(),
-                    size=size,
-                )
-                return
+        refusal = authenticate(peer, envelope, self.trust)
+        if refusal is not None:
+            self.dead_letter(refusal[0], refusal[1], envelope=envelope, peer=peer, size=size)
+            return
         body = envelope.body
         match body:
             case Heartbeat():
@@ -643,8 +657,7 @@ class Messenger:
                     self.on_heartbeat(body)
                 return
             case Ack(ids=ids):
-                with self._lock:
-                    self.delivery.acked(ids)
+                self._acked(peer, envelope, ids, size)
                 return
         # What its sender sends reliably (and only that) is acknowledged and deduplicated here.
         if isinstance(body, _RELIABLE) and not self._take(envelope, size):
@@ -675,12 +688,20 @@ class Messenger:
                 bytes=size,
             ),
         )
-        if (
-            isinstance(body, Task)
-            and body.status.state in TERMINAL_STATES
-            and self._resolve((body.id, envelope.attempt), body)
-        ):
-            return
+        if isinstance(body, Task) and body.status.state in TERMINAL_STATES:
+            key = (body.id, envelope.attempt)
+            asked = self._asked(key)
+            if asked is not None and asked != envelope.sender:
+                self.dead_letter(
+                    "forged-sender",
+                    f"a reply to task '{body.id}' from '{envelope.sender}', but the task was asked of '{asked}'",
+                    envelope=envelope,
+                    peer=peer,
+                    size=size,
+                )
+                return
+            if self._resolve(key, body):
+                return
         if (
             isinstance(body, CONTROL_BODIES)
             and self.controls_from is not None
@@ -722,6 +743,22 @@ class Messenger:
             self.dead_letter("actor-dead", str(exc), envelope=envelope, size=size)
             if isinstance(body, TaskRequest):
                 self.answer(envelope, "failed", str(exc))
+
+    def _acked(self, peer: str | None, envelope: Envelope, ids: list[str], size: int) -> None:
+        """Acknowledgements from `peer`: only the member a message went to may stop its resends."""
+        with self._lock:
+            links = {i: self.delivery.link_of(i) for i in ids}
+            foreign = {i: link for i, link in links.items() if link is not None and self.trust.host_of(link) != peer}
+            self.delivery.acked([i for i in ids if i not in foreign])
+        if foreign:
+            sent_to = sorted({str(self.trust.host_of(link)) for link in foreign.values()})
+            self.dead_letter(
+                "forged-sender",
+                f"member '{peer}' acknowledged {len(foreign)} message(s) sent to {', '.join(sent_to)}",
+                envelope=envelope,
+                peer=peer,
+                size=size,
+            )
 
     def _take(self, envelope: Envelope, size: int) -> bool:
         """Run a reliable envelope past the delivery core: True to hand it on (its first copy)."""

@@ -35,13 +35,15 @@ from agentrt.protocols import (
 )
 
 from ._actor import Actor, Context, _Host, host
+from ._keys import SUPERVISOR
 from ._messenger import Messenger
 from ._models import model_from_config
 from ._spec import ActorSpec, NodeBoot, refusal
 from ._store import open_store
-from ._tracing import configure, emit, get_logger
+from ._tracing import configure, emit, event_name, get_logger
 
 _packer = msgspec.msgpack.Encoder()
+IO_DIED = 70  # the exit code of a node whose I/O thread died (EX_SOFTWARE)
 
 
 def load_class(path: str) -> type[Actor]:
@@ -77,19 +79,17 @@ class Node:
         self.refs: list[Any] = []
         self.hosts: list[_Host] = []
         # structlog first: loggers bound before `configure` would keep the default setup.
-        configure(
-            lambda event: self.messenger.transport.ship(_packer.encode(event)),
-            run_id=boot.run_id,
-            node=self.name,
-        )
+        configure(self._ship, run_id=boot.run_id, node=self.name)
         self.messenger = Messenger(
             name=self.address,
             endpoint=boot.endpoint,
             limits=boot.limits,
+            trust=boot.trust,
             trace_to=boot.trace_endpoint,
+            on_death=self._io_died,
         )
         self.log = get_logger(actor=self.address)
-        self.messenger.routes["supervisor"] = boot.supervisor_endpoint
+        self.messenger.route(SUPERVISOR, boot.supervisor_endpoint)
         self.messenger.on_control = self._on_control
         self.messenger.controls_from = "supervisor"
         if boot.allow:
@@ -98,6 +98,27 @@ class Node:
                 rules, env.sender, env.recipient, getattr(env.body, "skill", "")
             )
         self.store = open_store(boot.store, run_id=boot.run_id)
+
+    def _ship(self, event: dict[str, Any]) -> None:
+        """Send one trace event to the collector; one that cannot be encoded is dropped with an
+        `unencodable` dead letter, never raised into the actor that logged it."""
+        try:
+            frame = _packer.encode(event)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.messenger.dead_letter(
+                "unencodable",
+                f"trace event '{event_name(event)}' of '{event.get('actor')}' cannot be encoded: {exc}",
+            )
+            return
+        self.messenger.transport.ship(frame)
+
+    def _io_died(self, reason: str) -> None:
+        """The I/O thread died: nothing can be sent or received any more, so exit loudly (the
+        supervisor sees the exit, restarts the node and shows this in its log tail) rather
+        than linger as a node that looks alive and does nothing."""
+        with contextlib.suppress(Exception):
+            print(f"agentrt node '{self.name}': the I/O thread died; exiting. {reason}", file=sys.stderr, flush=True)
+        os._exit(IO_DIED)
 
     def _control(self, body: Body) -> None:
         self.messenger.send(
@@ -112,6 +133,7 @@ class Node:
             case StatsQuery(query_id=query_id):
                 counts = dict(self.messenger.stats)
                 counts["dropped_traces"] = self.messenger.transport.dropped_traces
+                counts.update({f"io.{where}": n for where, n in self.messenger.transport.errors.items()})
                 self._control(Stats(node=self.name, query_id=query_id, counts=counts))
             case Stop():
                 self.stopping.set()

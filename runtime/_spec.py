@@ -13,6 +13,7 @@ import msgspec
 
 from agentrt.protocols import Limits, SpecError
 
+from ._keys import Trust
 from ._models import ModelConfig
 
 # Node and actor names: addresses and file names (logs/<node>.log). A subset of the id rule
@@ -173,6 +174,7 @@ class NodeBoot(_SpecStruct, kw_only=True):
     allow: list[AllowRule] = []
     sys_path: list[str] = []
     terminal: str | None = None  # the user's terminal device, when the run has one
+    trust: Trust  # this node's CurveZMQ keypair (secret: stdin only) and the run's public keys
 
 
 def entry_actor(run: RunSpec, offering: list[str]) -> str:
@@ -199,6 +201,8 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
         where = f"{origin}: nodes[{i}]"
         if not _NAME.fullmatch(node.name):
             raise SpecError(f"{where}.name {node.name!r} must match {_NAME.pattern} (it names a log file and an address)")
+        if node.name == "supervisor":
+            raise SpecError(f"{where}.name 'supervisor' is the supervisor's; name the node otherwise")
         if node.name in seen_nodes:
             raise SpecError(f"{where}.name '{node.name}' is used by two nodes; names are unique")
         seen_nodes.add(node.name)

@@ -65,13 +65,12 @@ from agentrt.protocols import (
 )
 
 from ._files import append_private, child_path, private_dir, write_private
+from ._keys import SUPERVISOR, issue
 from ._messenger import Messenger, TaskResult
 from ._redact import LineRedactor, redact
 from ._spec import NodeBoot, Spec, entry_actor
 from ._store import PostgresAdmin, describe, is_postgres
-from ._tracing import TraceWriter, configure, emit, get_logger
-
-SUPERVISOR = "supervisor"
+from ._tracing import TraceWriter, configure, emit, event_name, get_logger
 
 
 def new_run_id() -> str:
@@ -159,8 +158,8 @@ class Runtime:
         self.writer = TraceWriter(self.trace_path)
         if on_event is not None:
             self.writer.listeners.append(on_event)
-        # ipc paths are limited to ~100 bytes, so sockets live in a short temp folder.
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="agentrt-"))
+        # One CurveZMQ keypair per member of this run, made now, handed to each node on stdin.
+        self._trust = issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
         self.nodes: dict[str, NodeProcess] = {}
         self._controls: queue.Queue[Envelope] = queue.Queue()
         self._stats_waiters: dict[str, Future[dict[str, int]]] = {}
@@ -171,15 +170,27 @@ class Runtime:
         self._restarts: list[float] = []  # when nodes were restarted (for the intensity)
         self._asks: list[_PendingAsk] = []  # our asks still waiting for a reply
         self.started_at = time.time()
-        configure(self.writer.write, run_id=self.run_id, node=SUPERVISOR)
+        self._unpack = msgspec.msgpack.Decoder()
+        self._io_failure: str | None = None
+        configure(self._record, run_id=self.run_id, node=SUPERVISOR)
         self.log = get_logger(actor=SUPERVISOR)
-        self.messenger = Messenger(
-            name=SUPERVISOR,
-            endpoint=self._ipc(SUPERVISOR),
-            limits=spec.limits,
-            collect_at=self._ipc("trace"),
-            on_trace=self.writer.write_packed,
-        )
+        # ipc paths are limited to ~100 bytes, so sockets live in a short temp folder, which
+        # stop() removes (and this, if the messenger cannot even be made).
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="agentrt-"))
+        try:
+            self.messenger = Messenger(
+                name=SUPERVISOR,
+                endpoint=self._ipc(SUPERVISOR),
+                limits=spec.limits,
+                trust=self._trust[SUPERVISOR],
+                collect_at=self._ipc("trace"),
+                on_trace=self._collect,
+                on_death=self._io_died,
+            )
+        except BaseException:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+            self.writer.close()
+            raise
         self.messenger.on_control = self._on_control
         self.messenger.on_heartbeat = self._on_heartbeat
         # The state store: a SQLite file in the run's folder, or PostgreSQL with a login role
@@ -191,6 +202,47 @@ class Runtime:
 
     def _ipc(self, name: str) -> str:
         return f"ipc://{self.sock_dir}/{name}.sock"
+
+    # -- trace events and the I/O thread ---------------------------------------------
+
+    def _record(self, event: dict[str, Any]) -> None:
+        """Write one of the supervisor's own events (structlog's sink)."""
+        try:
+            self.writer.write(event)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._unencodable(event, SUPERVISOR, exc)
+
+    def _collect(self, node: str, frame: memoryview) -> None:
+        """Write one event shipped by `node` (the run's node its frame authenticated as; no
+        other process gets into the collector). On the I/O thread: nothing here may raise."""
+        try:
+            event = self._unpack.decode(frame)
+        except msgspec.DecodeError as exc:
+            self.messenger.dead_letter("malformed", f"a trace event that is not msgpack: {exc}", peer=node, size=len(frame))
+            return
+        if not isinstance(event, dict):
+            self.messenger.dead_letter("malformed", "a trace event that is not a map", peer=node, size=len(frame))
+            return
+        try:
+            self.writer.write(event)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._unencodable(event, node, exc)
+
+    def _unencodable(self, event: dict[str, Any], node: str, exc: Exception) -> None:
+        if not hasattr(self, "messenger"):  # an event of __init__'s, before there is one
+            return
+        self.messenger.dead_letter(
+            "unencodable",
+            f"trace event '{event_name(event)}' of '{event.get('actor')}' on '{node}' cannot be "
+            f"written as JSON ({exc}); it was dropped",
+            peer=node,
+        )
+
+    def _io_died(self, reason: str) -> None:
+        """The supervisor's I/O thread died: the run cannot go on; the next check fails it."""
+        self._io_failure = reason
+        with contextlib.suppress(Exception):
+            print(f"agentrt: the supervisor's I/O thread died: {reason}", file=sys.stderr, flush=True)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -222,7 +274,8 @@ class Runtime:
         deadline = time.time() + self.spec.run.start_timeout_s
         self._await(lambda: all(n.registered for n in self.nodes.values()), deadline, "register")
         directory = self._directory()
-        self.messenger.routes.update(directory.routes)
+        for address, endpoint in directory.routes.items():
+            self.messenger.route(address, endpoint)
         for name in self.nodes:
             self._control(f"node:{name}", directory)
         self._await(lambda: all(n.ready for n in self.nodes.values()), deadline, "ready")
@@ -260,6 +313,7 @@ class Runtime:
             allow=self.spec.allow,
             sys_path=[self.spec.base_dir] if self.spec.base_dir else [],
             terminal=self.terminal,
+            trust=self._trust[node.name],
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log_path = child_path(self.run_dir / "logs", f"{node.name}.log", "node name")
@@ -284,7 +338,7 @@ class Runtime:
             name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid, spec=node, pump=pump
         )
         self.nodes[node.name] = entry
-        self.messenger.routes[f"node:{node.name}"] = endpoint
+        self.messenger.route(f"node:{node.name}", endpoint)
         emit(self.log, NodeSpawned(node_name=node.name, node_pid=proc.pid))
         return entry
 
@@ -419,6 +473,10 @@ class Runtime:
         fail the run with the reason."""
         if self._stopped:
             return
+        if self._failure is None and self._io_failure is not None:
+            self._failure = RunError(
+                f"the supervisor's I/O thread died, so the run cannot go on: {self._io_failure.splitlines()[0]}"
+            )
         if self._failure is not None:
             raise self._failure
         silent_after = time.monotonic() - self.spec.supervision.heartbeat_timeout_s
@@ -497,6 +555,25 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        try:
+            self._stop_nodes(timeout_s)
+            time.sleep(0.2)  # let the last trace events from the nodes arrive
+            if self._pg is not None:
+                try:
+                    self._pg.release()
+                except Exception as exc:  # the run is over either way; say what was left behind
+                    emit(self.log, StoreReleaseFailed(error=f"{type(exc).__name__}: {exc}"))
+            for node in self.nodes.values():
+                if node.pump is not None:
+                    node.pump.join(2.0)
+        finally:
+            try:
+                self.messenger.stop()  # bounded, whatever state its I/O thread is in
+            finally:
+                self.writer.close()
+                shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def _stop_nodes(self, timeout_s: float) -> None:
         live = [n for n in self.nodes.values() if n.proc.poll() is None]
         for node in live:
             with contextlib.suppress(Exception):
@@ -512,21 +589,10 @@ class Runtime:
                     node.proc.wait(3)
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
-                    node.proc.wait(3)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        node.proc.wait(3)
         codes = {n.name: n.proc.returncode for n in self.nodes.values()}
         emit(self.log, RunStopped(exit_codes=codes, wall_s=round(time.time() - self.started_at, 3)))
-        time.sleep(0.2)  # let the last trace events from the nodes arrive
-        if self._pg is not None:
-            try:
-                self._pg.release()
-            except Exception as exc:  # the run is over either way; say what was left behind
-                emit(self.log, StoreReleaseFailed(error=f"{type(exc).__name__}: {exc}"))
-        for node in self.nodes.values():
-            if node.pump is not None:
-                node.pump.join(2.0)
-        self.messenger.stop()
-        self.writer.close()
-        shutil.rmtree(self.sock_dir, ignore_errors=True)
 
     # -- talking to actors ----------------------------------------------------------------
 

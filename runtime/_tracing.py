@@ -60,6 +60,12 @@ def emit(log: Any, event: TraceEvent) -> None:
     log.info(fields.pop("event"), **fields)
 
 
+def event_name(event: dict[str, Any]) -> str:
+    """An event's name as its writer gave it (a custom actor's `ctx.event` name, not 'user')."""
+    name = event.get("name") if event.get("event") == "user" else event.get("event")
+    return str(name)[:100]
+
+
 class TraceWriter:
     """Appends events to one JSONL file; thread-safe; used by the supervisor's collector.
     Listeners get each event typed; one that is not a valid event is written (the file keeps
@@ -71,11 +77,14 @@ class TraceWriter:
         self._file: IO[bytes] = append_private(path)
         self._lock = threading.Lock()
         self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.msgpack.Decoder()
         self.listeners: list[Listener] = []
         self.invalid = 0
+        self.listener_errors = 0
 
     def write(self, event: dict[str, Any]) -> None:
+        """Append `event` and show it to the listeners. Raises TypeError (nothing written) for
+        an event JSON cannot hold, e.g. a dict with tuple keys; a listener that raises is
+        counted in `listener_errors`, and the others still see the event."""
         line = self._encoder.encode(event) + b"\n"
         with self._lock:
             if not self._file.closed:
@@ -88,16 +97,10 @@ class TraceWriter:
             self.invalid += 1
             return
         for listener in self.listeners:
-            listener(typed)
-
-    def write_packed(self, frame: bytes) -> None:
-        """Write one msgpack-encoded event shipped by a node."""
-        try:
-            event = self._decoder.decode(frame)
-        except msgspec.DecodeError:
-            return
-        if isinstance(event, dict):
-            self.write(event)
+            try:
+                listener(typed)
+            except Exception:
+                self.listener_errors += 1
 
     def flush(self) -> None:
         with self._lock:

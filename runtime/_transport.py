@@ -4,22 +4,80 @@ Incoming frames arrive on one ROUTER bound at the process's endpoint. Outgoing f
 through one DEALER per peer endpoint. Other threads never touch those sockets: they hand
 frames to the I/O thread over an inproc PUSH socket of their own (ZeroMQ sockets are not
 thread-safe). Trace events take the same path to a PUSH socket aimed at the collector.
+
+Every socket that faces another process is CurveZMQ: the ROUTER and the collector are CURVE
+servers behind the ZAP gate (`_auth.Gate`, served on the I/O thread too), every DEALER and the
+trace PUSH are CURVE clients that know the public key of the member they connect to. A frame is
+handed on with the name of the member it came from (its `User-Id`).
+
+Bounds, and what happens at each (zguide's high-water mark of 1000 messages is the default):
+
+- ROUTER (envelopes in): RCVHWM 1000 per connected peer; when a peer's queue is full libzmq
+  stops reading its connection, so the backlog stays in the sender's queue. MAXMSGSIZE is twice
+  the frame limit: a frame over the limit but under that is read and refused as `too-large`
+  (a dead letter); over it, libzmq drops the connection before allocating the frame. A message
+  of several parts is read part by part and every part after the first is discarded unread by
+  Python: it is refused as `malformed`. (libzmq hands a message over only once all its parts
+  are in, and bounds only the size of each: a member of the run can make it hold parts x
+  MAXMSGSIZE for a moment. No libzmq option bounds the number of parts.)
+- DEALER (envelopes out, one per peer): SNDHWM 1000; sent with NOBLOCK, so a full queue (a peer
+  that does not read) drops the frame as a `queue-full` dead letter instead of blocking. Work
+  the messenger keeps for acknowledgement is sent again later. LINGER 3 s at close.
+- Trace PUSH (node -> collector): SNDHWM 10,000 (events are small and many); NOBLOCK, a full
+  queue drops the event and counts it (`dropped_traces`). Collector PULL: RCVHWM 10,000 per node,
+  MAXMSGSIZE twice the frame limit, one part per event, only from the run's nodes.
+- Inproc PUSH (any thread -> the I/O thread): HWM 1000 each side; a send waits at most 5 s for
+  room, then the frame is dropped as `queue-full`: no thread ever blocks forever on the I/O
+  thread.
+
+No callback can kill the I/O thread: each one runs under a guard that counts and reports what it
+raised. If the thread dies anyway, `on_death` is called with the reason; the node exits loudly
+(and the supervisor restarts it) rather than wedging.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import traceback
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from agentrt.protocols import DeadLetterReason
+
+from ._auth import MESSAGES_DOMAIN, TRACE_DOMAIN, Gate
+from ._keys import SUPERVISOR, Trust
 
 _OUT, _TRACE, _STOP = b"E", b"T", b"X"
-_DRAIN = 512  # frames taken from one socket per poll, so no socket starves the others
+_DRAIN = 512  # messages taken from one socket per poll, so no socket starves the others
 _counter = itertools.count()
 
-FrameHandler = Callable[[bytes, list[bytes]], None]
+HWM = 1000  # zguide's default: messages queued per socket (per peer for ROUTER/PULL)
+TRACE_HWM = 10_000
+INPROC_WAIT_MS = 5000  # how long a thread may wait for room in the I/O thread's queue
+LINGER_MS = 3000  # how long a closing socket may still try to deliver what it holds
+# A peer that offers a key not of the run fails AUTH; one that offers no CURVE fails PROTOCOL
+# or, when it sees the mismatch first and hangs up, NO_DETAIL (as a peer dying mid-handshake
+# would, which is rare: handshakes take milliseconds).
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_HOW = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "it hung up mid-handshake",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "it does not speak CurveZMQ with this socket's key",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its key is not one of the run's",
+}
+
+# A received frame is handed on as a view of libzmq's buffer (no copy); it is valid only
+# during the call.
+FrameHandler = Callable[[str | None, memoryview], None]  # (the member it came from, the frame)
+TraceHandler = Callable[[str, memoryview], None]  # (the node it came from, the packed event)
+RefusalHandler = Callable[[DeadLetterReason, str, str | None, int], None]  # reason, detail, peer, bytes
+DeathHandler = Callable[[str], None]
 
 
 class Transport:
@@ -29,164 +87,374 @@ class Transport:
         self,
         *,
         bind: str,
-        on_frames: FrameHandler,
+        trust: Trust,
+        on_frame: FrameHandler,
+        on_refused: RefusalHandler,
         trace_to: str | None = None,
         collect_at: str | None = None,
-        on_trace: Callable[[bytes], None] | None = None,
+        on_trace: TraceHandler | None = None,
+        on_death: DeathHandler | None = None,
         max_frame_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.endpoint = bind
-        self._on_frames = on_frames
+        self.trust = trust
+        self._on_frame = on_frame
+        self._on_refused = on_refused
         self._on_trace = on_trace
-        self._ctx = zmq.Context()
+        self._on_death = on_death
+        self._max_msg = max(2 * max_frame_bytes, 64 * 1024)
+        self._ctx: zmq.Context[Any] = zmq.Context()
         self._inproc = f"inproc://agentrt-out-{next(_counter)}"
         self._local = threading.local()
-        self._pushes: list[zmq.Socket] = []
+        self._pushes: list[zmq.Socket[Any]] = []
         self._pushes_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._io_ident: int | None = None  # the I/O thread's, once it runs
+        self._closed = False
+        self._server_keys: dict[str, bytes] = {}  # endpoint -> the public key of who binds it
         self.dropped_traces = 0
+        self.errors: Counter[str] = Counter()  # what the guards caught, by where
+        self.failure: str | None = None  # why the I/O thread died, if it did
 
         # Created here, then owned by the I/O thread alone (thread start is a full barrier).
-        self._router = self._ctx.socket(zmq.ROUTER)
-        # Hard ceiling against memory exhaustion; the codec enforces the real, smaller limit
-        # so an oversized frame is rejected and traced rather than silently disconnected.
-        self._router.setsockopt(zmq.MAXMSGSIZE, max(max_frame_bytes * 4, 1 << 20))
-        self._router.setsockopt(zmq.RCVHWM, 0)
-        self._router.setsockopt(zmq.LINGER, 0)
+        # The ZAP gate binds first: a CURVE server with no ZAP handler would admit any key.
+        self._gate = Gate(self._ctx, trust)
+        self._gate.start()
+        self._router = self._server(zmq.ROUTER, MESSAGES_DOMAIN, HWM)
         self._router.bind(bind)
+        self._monitors = [self._router.get_monitor_socket(_HANDSHAKE_FAILED, self._monitor_address())]
         self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.RCVHWM, 0)
+        self._pull.setsockopt(zmq.RCVHWM, HWM)
         self._pull.bind(self._inproc)
-        self._collector: zmq.Socket | None = None
+        self._collector: zmq.Socket[Any] | None = None
         if collect_at is not None:
-            self._collector = self._ctx.socket(zmq.PULL)
-            self._collector.setsockopt(zmq.RCVHWM, 0)
-            self._collector.setsockopt(zmq.LINGER, 0)
+            self._collector = self._server(zmq.PULL, TRACE_DOMAIN, TRACE_HWM)
             self._collector.bind(collect_at)
-        self._trace_out: zmq.Socket | None = None
+            self._monitors.append(self._collector.get_monitor_socket(_HANDSHAKE_FAILED, self._monitor_address()))
+        self._trace_out: zmq.Socket[Any] | None = None
         if trace_to is not None:
-            self._trace_out = self._ctx.socket(zmq.PUSH)
-            self._trace_out.setsockopt(zmq.SNDHWM, 0)
-            self._trace_out.setsockopt(zmq.LINGER, 3000)
+            # The collector is the supervisor's: its key is the one to expect there.
+            self._trace_out = self._client(zmq.PUSH, trust.public_key(SUPERVISOR), TRACE_HWM)
             self._trace_out.connect(trace_to)
-        self._dealers: dict[bytes, zmq.Socket] = {}
+        self._dealers: dict[bytes, zmq.Socket[Any]] = {}
+
+    @staticmethod
+    def _monitor_address() -> str:
+        return f"inproc://agentrt-monitor-{next(_counter)}"
+
+    def _server(self, kind: int, domain: str, hwm: int) -> zmq.Socket[Any]:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.trust.keys.secret.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.trust.keys.public.encode("ascii"))
+        sock.setsockopt_string(zmq.ZAP_DOMAIN, domain)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler: refuse, never admit
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_msg)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        return sock
+
+    def _client(self, kind: int, server_key: bytes | None, hwm: int) -> zmq.Socket[Any]:
+        if server_key is None:
+            raise KeyError("no public key for the member that binds this endpoint")
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.trust.keys.secret.encode("ascii"))
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.trust.keys.public.encode("ascii"))
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.LINGER, LINGER_MS)
+        return sock
 
     # -- any thread ------------------------------------------------------------------
+
+    def expect(self, endpoint: str, member: str) -> None:
+        """Say which member binds `endpoint`: connections to it check that member's key."""
+        key = self.trust.public_key(member)
+        if key is not None:
+            self._server_keys[endpoint] = key
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="agentrt-io", daemon=True)
         self._thread.start()
 
-    def _push(self) -> zmq.Socket:
-        sock: zmq.Socket | None = getattr(self._local, "sock", None)
+    def _push(self) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
         if sock is None:
-            sock = self._ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self._inproc)
-            self._local.sock = sock
             with self._pushes_lock:
+                if self._closed:
+                    raise zmq.ContextTerminated()
+                sock = self._ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.SNDHWM, HWM)
+                sock.setsockopt(zmq.SNDTIMEO, INPROC_WAIT_MS)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(self._inproc)
                 self._pushes.append(sock)
+            self._local.sock = sock
         return sock
 
     def send(self, endpoint: str, frame: bytes) -> None:
         """Queue `frame` for the process bound at `endpoint` (sent at once when called on the
-        I/O thread, as acknowledgements are: it owns the sockets)."""
+        I/O thread, as acknowledgements are: it owns the sockets). Never raises, never blocks
+        for long: a frame that cannot be queued is refused as a dead letter."""
         if threading.get_ident() == self._io_ident:
             self._out(endpoint.encode(), frame)
-        else:
+            return
+        try:
             self._push().send_multipart([_OUT, endpoint.encode(), frame], copy=False)
+        except zmq.Again:
+            self._refuse(
+                "queue-full",
+                f"the I/O thread's queue stayed full for {INPROC_WAIT_MS / 1000:g}s; a frame for "
+                f"{endpoint} was dropped",
+                None,
+                len(frame),
+            )
+        except zmq.ZMQError as exc:  # stopping: the context is gone
+            self.errors["send"] += 1
+            if not self._closed:
+                self._refuse("unroutable", f"a frame for {endpoint} could not be queued: {exc}", None, len(frame))
 
     def ship(self, event: bytes) -> None:
-        """Queue one packed trace event for the collector (dropped if there is none)."""
-        if self._trace_out is not None:
-            if threading.get_ident() == self._io_ident:
-                self._trace(event)
-            else:
-                self._push().send_multipart([_TRACE, event], copy=False)
-        elif self._on_trace is not None:
-            self._on_trace(event)
+        """Queue one packed trace event for the collector (dropped and counted if it cannot)."""
+        if self._trace_out is None:
+            return
+        if threading.get_ident() == self._io_ident:
+            self._trace(event)
+            return
+        try:
+            self._push().send_multipart([_TRACE, event], copy=False)
+        except zmq.ZMQError:
+            self.dropped_traces += 1
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the I/O thread (flushing queued frames) and release every socket."""
-        if self._thread is not None and self._thread.is_alive():
-            self._push().send_multipart([_STOP])
+        """Stop the I/O thread (flushing queued frames) and release every socket. Returns
+        within about `2 * timeout_s` whatever state the I/O thread is in."""
+        if self._thread is None:  # never started: its sockets are this thread's to close
+            self._close_sockets()
+        elif self._thread.is_alive():
+            try:
+                self._push().send_multipart([_STOP])
+            except zmq.ZMQError:
+                self.errors["stop"] += 1
             self._thread.join(timeout_s)
         with self._pushes_lock:
+            self._closed = True
             for sock in self._pushes:
                 sock.close(linger=0)
             self._pushes.clear()
-        self._ctx.term()
+        if self._thread is not None and self._thread.is_alive():
+            # Wedged in a callback: its sockets stay open, so term() would wait forever.
+            # The process is on its way out; leave the context to it.
+            self.errors["stop-timeout"] += 1
+            return
+        closer = threading.Thread(target=self._ctx.term, name="agentrt-io-term", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
 
     # -- the I/O thread ----------------------------------------------------------------
 
-    def _dealer(self, endpoint: bytes) -> zmq.Socket:
+    def _refuse(self, reason: DeadLetterReason, detail: str, peer: str | None, size: int) -> None:
+        try:
+            self._on_refused(reason, detail, peer, size)
+        except Exception:  # the report failed; the frame is dropped all the same
+            self.errors["on_refused"] += 1
+
+    def _dealer(self, endpoint: bytes) -> zmq.Socket[Any]:
         sock = self._dealers.get(endpoint)
         if sock is None:
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.SNDHWM, 0)
-            sock.setsockopt(zmq.LINGER, 3000)
-            sock.connect(endpoint.decode())
+            where = endpoint.decode()
+            sock = self._client(zmq.DEALER, self._server_keys.get(where), HWM)
+            try:
+                sock.connect(where)
+            except zmq.ZMQError:
+                sock.close(linger=0)
+                raise
             self._dealers[endpoint] = sock
         return sock
 
     def _out(self, endpoint: bytes, frame: Any) -> None:
-        self._dealer(endpoint).send(frame, zmq.NOBLOCK)
+        size = len(frame)
+        try:
+            self._dealer(endpoint).send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self._refuse(
+                "queue-full",
+                f"the send queue to {endpoint.decode()} is full ({HWM} frames, SNDHWM): its node "
+                "is not reading; the frame was dropped",
+                None,
+                size,
+            )
+        except KeyError:
+            self._refuse(
+                "unroutable",
+                f"{endpoint.decode()} is not an endpoint of a member of the run (no public key "
+                "to check it with); the frame was not sent",
+                None,
+                size,
+            )
+        except Exception as exc:  # a bad endpoint, a closed socket: refuse the frame, keep going
+            self._refuse("unroutable", f"cannot send to {endpoint.decode()}: {type(exc).__name__}: {exc}", None, size)
 
     def _trace(self, event: Any) -> None:
         assert self._trace_out is not None  # events are shipped only when there is one
         try:
             self._trace_out.send(event, zmq.NOBLOCK)
-        except zmq.Again:
+        except zmq.ZMQError:
             self.dropped_traces += 1
+
+    def _receive(self, sock: zmq.Socket[Any], *, routed: bool) -> tuple[str | None, memoryview | None] | None:
+        """One message from `sock`, part by part: (its member, its one frame), or (member, None)
+        for a message of several parts, refused here and its other parts discarded unread.
+        None when there is nothing to read."""
+        try:
+            if routed:  # the ROUTER's routing id comes first
+                sock.recv(zmq.NOBLOCK)
+                if not sock.getsockopt(zmq.RCVMORE):
+                    return None, None
+            part = sock.recv(zmq.NOBLOCK, copy=False)  # a Frame: it carries the User-Id
+        except zmq.Again:
+            return None
+        frame = part
+        peer = _user_id(frame)
+        parts, size = 1, len(frame)
+        while part.more:
+            part = sock.recv(copy=False)  # the rest of the message is already here: no wait
+            parts += 1
+            size += len(part)
+        if parts > 1:
+            self._refuse(
+                "malformed",
+                f"a message of {parts} parts ({size} bytes); one frame per message is the rule",
+                peer,
+                size,
+            )
+            return peer, None
+        return peer, frame.buffer  # a view of the frame libzmq received: no copy
+
+    def _drain_router(self) -> None:
+        for _ in range(_DRAIN):
+            got = self._receive(self._router, routed=True)
+            if got is None:
+                return
+            peer, frame = got
+            if frame is not None:
+                try:
+                    self._on_frame(peer, frame)
+                except Exception:
+                    self.errors["on_frame"] += 1
+
+    def _drain_collector(self, collector: zmq.Socket[Any]) -> None:
+        for _ in range(_DRAIN):
+            got = self._receive(collector, routed=False)
+            if got is None:
+                return
+            peer, event = got
+            if event is None or self._on_trace is None:
+                continue
+            if peer is None or peer not in self.trust.members or peer == self.trust.me:
+                self._refuse("unauthenticated", "a trace event from a peer that is not a node of the run", peer, len(event))
+                continue
+            try:
+                self._on_trace(peer, event)
+            except Exception:
+                self.errors["on_trace"] += 1
+
+    def _drain_inproc(self) -> bool:
+        """Send what other threads queued; False once asked to stop."""
+        for _ in range(_DRAIN):
+            try:
+                msg = self._pull.recv_multipart(zmq.NOBLOCK)  # small frames: copying is cheaper
+            except zmq.Again:
+                return True
+            tag = msg[0]
+            if tag == _OUT:
+                self._out(msg[1], msg[2])
+            elif tag == _TRACE:
+                self._trace(msg[1])
+            elif tag == _STOP:
+                return False
+        return True
+
+    def _handshake_failed(self, monitor: zmq.Socket[Any]) -> None:
+        event = recv_monitor_message(monitor, zmq.NOBLOCK)
+        endpoint = event.get("endpoint", b"")
+        where = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint)
+        self._refuse(
+            "unauthenticated",
+            f"a peer failed the CurveZMQ handshake at {where}: {_HOW.get(event['event'], 'failed')} "
+            f"({zmq.Event(event['event']).name}, code {event['value']}); only the run's members hold "
+            "its keys, and nothing it sent was read",
+            None,
+            0,
+        )
+
+    def _guarded(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except zmq.Again:
+            return None
+        except Exception:
+            self.errors[where] += 1
+            return None
 
     def _loop(self) -> None:
         self._io_ident = threading.get_ident()
+        try:
+            self._run()
+        except BaseException as exc:
+            self.failure = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            if self._on_death is not None:
+                try:
+                    self._on_death(self.failure)
+                except BaseException:
+                    self.errors["on_death"] += 1
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        socks = [self._router, self._pull, self._collector, self._trace_out, *self._dealers.values(), *self._monitors]
+        for sock in socks:
+            if sock is not None:
+                try:
+                    sock.close()
+                except Exception:
+                    self.errors["close"] += 1
+        try:
+            self._gate.stop()
+        except Exception:
+            self.errors["close"] += 1
+
+    def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
-        if self._collector is not None:
-            poller.register(self._collector, zmq.POLLIN)
-        running = True
-        try:
-            while running:
-                ready = dict(poller.poll(1000))
-                if self._router in ready:
-                    for _ in range(_DRAIN):
-                        try:
-                            frames = self._router.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._on_frames(frames[0], frames[1:])
-                if self._collector is not None and self._collector in ready:
-                    for _ in range(_DRAIN):
-                        try:
-                            event = self._collector.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        if self._on_trace is not None:
-                            self._on_trace(event)
-                if self._pull in ready:
-                    for _ in range(_DRAIN):
-                        try:
-                            msg = self._pull.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        tag = msg[0]
-                        if tag == _OUT:
-                            self._out(msg[1], msg[2])
-                        elif tag == _TRACE:
-                            self._trace(msg[1])
-                        elif tag == _STOP:
-                            running = False
-                            break
-        finally:
-            self._router.close()
-            self._pull.close()
-            if self._collector is not None:
-                self._collector.close()
-            if self._trace_out is not None:
-                self._trace_out.close()
-            for sock in self._dealers.values():
-                sock.close()
+        poller.register(self._gate.zap_socket, zmq.POLLIN)
+        for monitor in self._monitors:
+            poller.register(monitor, zmq.POLLIN)
+        collector = self._collector
+        if collector is not None:
+            poller.register(collector, zmq.POLLIN)
+        zap = self._gate.zap_socket
+        while True:
+            ready = dict(poller.poll(1000))
+            if zap in ready:
+                self._guarded("zap", self._gate.handle)
+            if self._router in ready:
+                self._guarded("router", self._drain_router)
+            if collector is not None and collector in ready:
+                self._guarded("collector", self._drain_collector, collector)
+            for monitor in self._monitors:
+                if monitor in ready:
+                    self._guarded("monitor", self._handshake_failed, monitor)
+            if self._pull in ready and self._guarded("inproc", self._drain_inproc) is False:
+                return
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The member a frame came from: the User-Id the ZAP gate gave its connection."""
+    try:
+        return frame.get("User-Id")  # type: ignore[no-any-return]
+    except zmq.ZMQError:
+        return None
+
+

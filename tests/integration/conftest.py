@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
-from agentrt.runtime import Spec, spec_from_dict
+from agentrt.runtime import Runtime, Spec, spec_from_dict
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -31,6 +34,35 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@contextlib.contextmanager
+def as_member(
+    rt: Runtime, member: str, to: str, kind: int = zmq.DEALER, linger_ms: int = 2000
+) -> Iterator[zmq.Socket]:
+    """A raw socket of another process that holds `member`'s keys (a stolen node key, or an
+    actor process of the run that misbehaves), connected to the member `to` ("supervisor",
+    a node name, or "trace" for the collector). Closing it waits up to `linger_ms` for what it
+    has queued to go (libzmq fixes a connection's linger when it connects)."""
+    trust = rt._trust[member]
+    if to == "trace":
+        endpoint, server = rt._ipc("trace"), "supervisor"
+    elif to == "supervisor":
+        endpoint, server = rt.messenger.endpoint, "supervisor"
+    else:
+        endpoint, server = rt.nodes[to].endpoint, to
+    ctx = zmq.Context()
+    sock = ctx.socket(kind)
+    sock.curve_secretkey = trust.keys.secret.encode()
+    sock.curve_publickey = trust.keys.public.encode()
+    sock.curve_serverkey = trust.members[server].encode()
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.connect(endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        ctx.term()
 
 
 @pytest.fixture

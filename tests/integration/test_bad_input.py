@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
 from agentrt.protocols import DataPart, Envelope, Message, SchemaError, TaskRequest, encode
 from agentrt.runtime import Runtime, read_trace
+
+from .conftest import as_member
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ def raw_request(task_id: str, data: dict) -> bytes:
             message_id=f"m-{task_id}",
             trace_id="a" * 32,
             span_id="b" * 16,
-            sender="supervisor",
+            sender="relay",  # n2's actor: these frames come from a process holding n2's keys
             recipient="greeter",
             task_id=task_id,
             sent_at=time.time(),
@@ -39,19 +40,15 @@ def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_
         cursor["d"] = {}
         cursor = cursor["d"]
     with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.connect(rt.nodes["n1"].endpoint)
-        sock.send(b"\xc1\xc1 this is not msgpack")
-        sock.send(b"\x00" * (greeter_spec.limits.max_frame_bytes + 1))
-        sock.send_multipart([b"two", b"frames"])
-        sock.send(raw_request("deep-1", deep))
-        # The same connection still delivers a valid message afterwards.
-        sock.send(raw_request("raw-ok", {"name": "after garbage"}))
-        time.sleep(0.5)
-        sock.close()
-        ctx.term()
+        # From another process holding node n2's keys: bad input from inside the run.
+        with as_member(rt, "n2", "n1") as sock:
+            sock.send(b"\xc1\xc1 this is not msgpack")
+            sock.send(b"\x00" * (greeter_spec.limits.max_frame_bytes + 1))
+            sock.send_multipart([b"two", b"frames"])
+            sock.send(raw_request("deep-1", deep))
+            # The same connection still delivers a valid message afterwards.
+            sock.send(raw_request("raw-ok", {"name": "after garbage"}))
+            time.sleep(0.5)
         assert rt.ask("greeter", "greet", {"name": "still alive"}).data == {"greeting": "hello still alive"}
         stats = rt.node_stats("n1")
         trace = rt.trace_path
@@ -66,6 +63,7 @@ def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_
     assert sorted(e["reason"] for e in rejected) == ["malformed", "malformed", "too-deep", "too-large"]
     assert all(e["detail"] for e in rejected)
     assert any("max_frame_bytes" in e["detail"] for e in rejected)
+    assert any("2 parts" in e["detail"] and e["peer"] == "n2" for e in rejected)
     done = [e for e in events if e["event"] == "task.state" and e.get("task_id") == "raw-ok"]
     assert [e["state"] for e in done] == ["working", "completed"]
 

@@ -17,7 +17,7 @@ import zmq
 from agentrt.protocols import RunError
 from agentrt.runtime import Runtime, read_trace
 
-from .conftest import make_spec
+from .conftest import as_member, make_spec
 from .test_bad_input import raw_request
 
 pytestmark = pytest.mark.integration
@@ -204,24 +204,22 @@ def test_mib_ids_and_garbage_are_dead_lettered_without_growing_memory_or_the_tra
         assert rt.ask("greeter", "greet", {"name": "warm"}).ok
         before_rss = rss_kib(node.pid)
         before_trace = rt.trace_path.stat().st_size
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 5000)
-        sock.connect(node.endpoint)
-        raw = msgspec.msgpack.decode(raw_request("big-id", {"name": "x"}))
-        for i in range(300):
-            raw["messageId"] = f"{i:06d}" + "i" * (1024 * 1024)
-            sock.send(msgspec.msgpack.encode(raw))
-        for i in range(3000):
-            sock.send(b"\xc1garbage" + i.to_bytes(4, "big"))
-        sock.close()
-        ctx.term()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            stats = rt.node_stats("n1")
-            if stats.get("dead.malformed", 0) >= 3000 and stats.get("dead.invalid", 0) >= 300:
-                break
-            time.sleep(0.2)
+        # A process holding n2's keys. It stays connected until the node has read everything:
+        # what a node has not read yet (its queue at the high-water mark) is lost if the peer
+        # hangs up.
+        with as_member(rt, "n2", "n1") as sock:
+            raw = msgspec.msgpack.decode(raw_request("big-id", {"name": "x"}))
+            for i in range(300):
+                raw["messageId"] = f"{i:06d}" + "i" * (1024 * 1024)
+                sock.send(msgspec.msgpack.encode(raw))
+            for i in range(3000):
+                sock.send(b"\xc1garbage" + i.to_bytes(4, "big"))
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                stats = rt.node_stats("n1")
+                if stats.get("dead.malformed", 0) >= 3000 and stats.get("dead.invalid", 0) >= 300:
+                    break
+                time.sleep(0.2)
         assert rt.ask("greeter", "greet", {"name": "still here"}).ok
         growth_mib = (rss_kib(node.pid) - before_rss) / 1024
         time.sleep(0.3)
@@ -275,19 +273,13 @@ def test_expired_and_unroutable_requests_are_dead_lettered_with_their_reason(
     runs_dir: Path, greeter_spec
 ) -> None:
     with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
-        node = rt.nodes["n1"]
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 2000)
-        sock.connect(node.endpoint)
-        late = msgspec.msgpack.decode(raw_request("late-1", {"name": "late"}))
-        late["deadline"] = time.time() - 5
-        sock.send(msgspec.msgpack.encode(late))
-        lost = msgspec.msgpack.decode(raw_request("lost-1", {"name": "lost"}))
-        lost["recipient"] = "nobody"
-        sock.send(msgspec.msgpack.encode(lost))
-        sock.close()
-        ctx.term()
+        with as_member(rt, "n2", "n1") as sock:  # a process holding n2's keys
+            late = msgspec.msgpack.decode(raw_request("late-1", {"name": "late"}))
+            late["deadline"] = time.time() - 5
+            sock.send(msgspec.msgpack.encode(late))
+            lost = msgspec.msgpack.decode(raw_request("lost-1", {"name": "lost"}))
+            lost["recipient"] = "nobody"
+            sock.send(msgspec.msgpack.encode(lost))
         deadline = time.time() + 60
         while time.time() < deadline and rt.node_stats("n1").get("dead", 0) < 2:
             time.sleep(0.1)
@@ -307,16 +299,25 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
     """The messenger shell over real sockets: a peer that takes frames and never acks."""
     from agentrt.protocols import AgentCard, AgentSkill, Limits
     from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._keys import issue
     from agentrt.runtime._messenger import Messenger
 
+    trust = issue({"asker": ["asker"], "sink": ["silent"]})
     ctx = zmq.Context()
     sink = ctx.socket(zmq.ROUTER)
+    sink.curve_server = True  # a member of the run, as far as the keys go
+    sink.curve_secretkey = trust["sink"].keys.secret.encode()
     sink_at = f"ipc://{tmp_path}/sink.sock"
     sink.bind(sink_at)
     policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=4, give_up_s=2.0, window_s=4.0)
     messenger = Messenger(
-        name="asker", endpoint=f"ipc://{tmp_path}/asker.sock", limits=Limits(), policy=policy
+        name="asker",
+        endpoint=f"ipc://{tmp_path}/asker.sock",
+        limits=Limits(),
+        trust=trust["asker"],
+        policy=policy,
     )
+    messenger.route("node:sink", sink_at)
     messenger.routes["silent"] = sink_at
     messenger.cards["silent"] = AgentCard(
         name="silent", description="never acks", skills=[AgentSkill(id="s", name="s")]
