@@ -312,3 +312,27 @@ class Meddler(Actor):
         body = Stop() if req.data["kind"] == "stop" else NodeDown(node="a", pid=1, actors=["holder"])
         self.ctx.send(req.data["to"], body)
         return {}
+
+
+class Misbehaving(Actor):
+    """Does what an ordinary actor may do by mistake, and what a hostile one may try."""
+
+    @skill(input={"type": "object"}, read_only=True)
+    def tuple_event(self, req: Request) -> dict[str, Any]:
+        """A trace event msgpack can encode and JSON cannot (a tuple key)."""
+        self.ctx.event("pair.stats", counts={("a", "b"): 1})
+        return {"ok": True}
+
+    @skill(input={"type": "object"})
+    def poison_io(self, req: Request) -> dict[str, Any]:
+        """Make the next frame this node receives kill its I/O thread, past every guard (a
+        BaseException): what no input should ever do, to see what the node does then."""
+
+        class Poison(BaseException):
+            pass
+
+        def die(peer: Any, frame: bytes) -> None:
+            raise Poison("a frame the I/O thread could not survive")
+
+        self.ctx._messenger.transport._on_frame = die  # type: ignore[attr-defined]
+        return {"poisoned": True}
