@@ -2,7 +2,8 @@
 
 The baseline is the least a ZeroMQ program can do for the same exchange: a DEALER in one
 process and a ROUTER in another, msgspec-encoded request and reply frames, no validation,
-no tracing, no actor threads. agentrt adds envelopes, schema checks at sender and
+no tracing, no actor threads; `raw curve` is the same over CurveZMQ, as agentrt's sockets
+are (what the encryption alone costs). agentrt adds envelopes, schema checks at sender and
 receiver, pykka hand-offs, and a trace event for each send, receive and task state.
 
     python bench/message_path.py [--n 2000] [--window 32]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
 import statistics
 import tempfile
 import time
@@ -28,9 +30,12 @@ from agentrt.runtime import Runtime, spec_from_dict
 HERE = Path(__file__).resolve().parent
 
 
-def _raw_echo_server(endpoint: str, ready: mp.Event) -> None:  # type: ignore[valid-type]
+def _raw_echo_server(endpoint: str, ready: mp.Event, secret: bytes | None) -> None:  # type: ignore[valid-type]
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
+    if secret is not None:  # CurveZMQ as agentrt's sockets use it (without ZAP: crypto only)
+        sock.curve_server = True
+        sock.curve_secretkey = secret
     sock.bind(endpoint)
     ready.set()
     dec = msgspec.msgpack.Decoder()
@@ -45,15 +50,21 @@ def _raw_echo_server(endpoint: str, ready: mp.Event) -> None:  # type: ignore[va
     ctx.term()
 
 
-def raw(n: int, window: int) -> tuple[list[float], float]:
+def raw(n: int, window: int, curve: bool = False) -> tuple[list[float], float]:
     sock_dir = tempfile.mkdtemp(prefix="agentrt-bench-")
     endpoint = f"ipc://{sock_dir}/echo.sock"
+    server_public, server_secret = zmq.curve_keypair()
     ready = mp.get_context("spawn").Event()
-    server = mp.get_context("spawn").Process(target=_raw_echo_server, args=(endpoint, ready))
+    server = mp.get_context("spawn").Process(
+        target=_raw_echo_server, args=(endpoint, ready, server_secret if curve else None)
+    )
     server.start()
     ready.wait(30)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
+    if curve:
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+        sock.curve_serverkey = server_public
     sock.connect(endpoint)
     enc = msgspec.msgpack.Encoder()
     dec = msgspec.msgpack.Decoder()
@@ -76,6 +87,7 @@ def raw(n: int, window: int) -> tuple[list[float], float]:
     server.join(10)
     sock.close(linger=0)
     ctx.term()
+    shutil.rmtree(sock_dir, ignore_errors=True)
     return rtts, pipelined
 
 
@@ -109,6 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs:
         results = {
             "raw pyzmq": raw(args.n, args.window),
+            "raw curve": raw(args.n, args.window, curve=True),
             "agentrt": agentrt(args.n, args.window, runs),
         }
     print(f"message path: {args.n} round trips between 2 processes, window {args.window}")
