@@ -168,7 +168,7 @@ def main() -> None:
         sock.curve_publickey = trust.keys.public.encode()
         sock.curve_serverkey = trust.members[TARGET].encode()
         sock.setsockopt(zmq.SNDTIMEO, 30_000)  # the node's queue is full: wait for it to read
-        sock.setsockopt(zmq.LINGER, 60_000)
+        sock.setsockopt(zmq.LINGER, 0)
         sock.connect(rt.nodes[TARGET].endpoint)
         frames = Frames(random.Random(args.seed), spec.limits.max_frame_bytes)
         t0 = time.perf_counter()
@@ -180,11 +180,10 @@ def main() -> None:
                 sock.send_multipart(parts)
             except zmq.Again:
                 unsent += 1
-        sock.close()  # waits (LINGER) until the node has taken every queued frame
-        ctx.term()
         sent_s = time.perf_counter() - t0
-        # Let the node work through what it has read: until its counters stop moving (but
-        # `sent` and `received`, which every stats request and reply moves).
+        # Let the node work through everything before hanging up (what a node at its mark has
+        # not read yet is lost when the peer goes): until its counters stop moving (but `sent`
+        # and `received`, which every stats request and reply moves).
         stats: dict[str, Any] = {}
         while True:
             time.sleep(0.5)
@@ -193,6 +192,8 @@ def main() -> None:
             if now == stats:
                 break
             stats = now
+        sock.close()
+        ctx.term()
         answer = rt.ask("greeter", "greet", {"name": "ada"}, timeout_s=30)
         still = answer.ok and answer.data.get("greeting") == "HELLO ADA!"
         same = rt.nodes[TARGET].pid == pid and rt.nodes[TARGET].proc.poll() is None
