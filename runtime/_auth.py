@@ -15,7 +15,7 @@ import zmq
 from zmq.auth import Authenticator
 from zmq.utils import z85
 
-from agentrt.protocols import CONTROL_BODIES, DeadLetterReason, Drained, Envelope, Heartbeat
+from agentrt.protocols import CONTROL_BODIES, DeadLetterReason, Envelope, Heartbeat
 
 from ._keys import NODE_PREFIX, SUPERVISOR, Trust
 
@@ -108,6 +108,4 @@ def authenticate(peer: str | None, envelope: Envelope, trust: Trust) -> Refusal 
             f"member '{peer}' sent '{kind}' as '{sender}' for node '{named}'; a node reports only "
             "for itself, from its own address",
         )
-    elif isinstance(body, Drained) and body.actor != sender:
-        return "forged-sender", f"'{sender}' said that '{body.actor}' drained; an actor drains only for itself"
     return None

@@ -222,9 +222,6 @@ class Messenger:
         self.on_control: Callable[[Envelope], None] | None = None
         self.on_heartbeat: Callable[[Heartbeat], None] | None = None
         self.authorize: Authorize | None = None
-        # The one sender whose control operations this process takes (a node: the
-        # supervisor's); None to take them from anyone (the supervisor: its nodes report).
-        self.controls_from: str | None = None
         self.stats: Counter[str] = Counter()
         self.timers = timers or Timers()
         self._pending: dict[tuple[str, int], tuple[Future[TaskResult], str]] = {}  # -> (future, asked)
@@ -702,19 +699,6 @@ class Messenger:
                 return
             if self._resolve(key, body):
                 return
-        if (
-            isinstance(body, CONTROL_BODIES)
-            and self.controls_from is not None
-            and envelope.sender != self.controls_from
-        ):
-            self.dead_letter(
-                "not-allowed",
-                f"'{envelope.sender}' sent control '{envelope.kind}' to '{envelope.recipient}'; "
-                f"control operations come only from '{self.controls_from}'",
-                envelope=envelope,
-                size=size,
-            )
-            return
         if (
             isinstance(body, CONTROL_BODIES)
             and self.on_control is not None

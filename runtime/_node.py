@@ -91,7 +91,6 @@ class Node:
         self.log = get_logger(actor=self.address)
         self.messenger.route(SUPERVISOR, boot.supervisor_endpoint)
         self.messenger.on_control = self._on_control
-        self.messenger.controls_from = "supervisor"
         if boot.allow:
             rules = boot.allow
             self.messenger.authorize = lambda env: refusal(

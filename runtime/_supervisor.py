@@ -575,9 +575,12 @@ class Runtime:
 
     def _stop_nodes(self, timeout_s: float) -> None:
         live = [n for n in self.nodes.values() if n.proc.poll() is None]
-        for node in live:
-            with contextlib.suppress(Exception):
-                self._control(f"node:{node.name}", Stop())
+        if self._io_failure is not None:
+            timeout_s = 0  # no Stop can reach them: go straight to SIGTERM
+        else:
+            for node in live:
+                with contextlib.suppress(Exception):
+                    self._control(f"node:{node.name}", Stop())
         deadline = time.time() + timeout_s
         for node in live:
             with contextlib.suppress(subprocess.TimeoutExpired):

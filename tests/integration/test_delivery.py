@@ -350,16 +350,25 @@ def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tm
     that, an ask fails at once as undelivered, unsent, while the first ones are still resent."""
     from agentrt.protocols import AgentCard, AgentSkill, Limits
     from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._keys import issue
     from agentrt.runtime._messenger import Messenger
 
+    trust = issue({"asker": ["asker"], "sink": ["silent"]})
     ctx = zmq.Context()
     sink = ctx.socket(zmq.ROUTER)
+    sink.curve_server = True  # a member of the run, as far as the keys go
+    sink.curve_secretkey = trust["sink"].keys.secret.encode()
     sink_at = f"ipc://{tmp_path}/sink.sock"
     sink.bind(sink_at)
     policy = Policy(max_link_bytes=20_000)
     messenger = Messenger(
-        name="asker", endpoint=f"ipc://{tmp_path}/asker.sock", limits=Limits(), policy=policy
+        name="asker",
+        endpoint=f"ipc://{tmp_path}/asker.sock",
+        limits=Limits(),
+        trust=trust["asker"],
+        policy=policy,
     )
+    messenger.route("node:sink", sink_at)
     messenger.routes["silent"] = sink_at
     messenger.cards["silent"] = AgentCard(
         name="silent", description="never acks", skills=[AgentSkill(id="s", name="s")]
@@ -420,14 +429,17 @@ def test_drain_and_drained_are_acknowledged_and_handed_on_once(tmp_path: Path) -
     real sockets, with resends quick enough that the old code resent within the test."""
     from agentrt.protocols import Drain, Drained, Limits
     from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._keys import issue
     from agentrt.runtime._messenger import Messenger
 
     policy = Policy(ack_wait_s=0.05, max_wait_s=0.5, max_sends=6, give_up_s=3.0, window_s=4.0)
     a_at, b_at = f"ipc://{tmp_path}/a.sock", f"ipc://{tmp_path}/b.sock"
-    a = Messenger(name="a", endpoint=a_at, limits=Limits(), policy=policy)
-    b = Messenger(name="b", endpoint=b_at, limits=Limits(), policy=policy)
-    a.routes.update({"entry": b_at})
-    b.routes.update({"a": a_at})
+    trust = issue({"b": ["entry"]})  # `a` is the supervisor: drains come only from it
+    a = Messenger(name="supervisor", endpoint=a_at, limits=Limits(), trust=trust["supervisor"], policy=policy)
+    b = Messenger(name="node:b", endpoint=b_at, limits=Limits(), trust=trust["b"], policy=policy)
+    a.route("node:b", b_at)
+    a.routes["entry"] = b_at
+    b.route("supervisor", a_at)
     drains: list = []
     drained: list = []
     b.local["entry"] = drains.append
@@ -435,11 +447,11 @@ def test_drain_and_drained_are_acknowledged_and_handed_on_once(tmp_path: Path) -
     a.start()
     b.start()
     try:
-        a.send(a.envelope(sender="a", recipient="entry", body=Drain(reason="stop")))
+        a.send(a.envelope(sender="supervisor", recipient="entry", body=Drain(reason="stop")))
         deadline = time.time() + 30
         while time.time() < deadline and (not drains or a.delivery.waiting):
             time.sleep(0.01)
-        b.send(b.envelope(sender="entry", recipient="a", body=Drained(actor="entry")))
+        b.send(b.envelope(sender="entry", recipient="supervisor", body=Drained(actor="entry")))
         while time.time() < deadline and b.delivery.waiting:
             time.sleep(0.01)
         time.sleep(0.3)  # longer than every resend of the policy: a copy would be here by now
