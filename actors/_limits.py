@@ -122,6 +122,60 @@ class Budget:
         return self.cap is not None and self.spent >= self.cap
 
 
+class Ledger:
+    """A run's one account of tokens and cost: every model call of the run (the plan, each
+    task attempt, each critique and verdict) reserves its worst case here before it is sent
+    and settles what it used when it is back. `usd_per_mtok` prices reserved tokens."""
+
+    def __init__(
+        self, token_budget: float | None, cost_budget: float | None = None, usd_per_mtok: float = 0.0
+    ) -> None:
+        self.tokens = Budget(token_budget)
+        self.cost = Budget(cost_budget)
+        self.price = usd_per_mtok / 1e6
+
+    def fits(self, tokens: float) -> bool:
+        return self.tokens.fits(tokens) and self.cost.fits(tokens * self.price)
+
+    def shortfall(self, tokens: float) -> str | None:
+        """Why a call needing `tokens` cannot be sent (None: it can), naming what was spent
+        and what was asked."""
+        if not self.tokens.fits(tokens):
+            b, need, unit = self.tokens, tokens, ""
+            which = "token"
+        elif not self.cost.fits(tokens * self.price):
+            b, need, unit = self.cost, tokens * self.price, " USD"
+            which = "cost"
+        else:
+            return None
+        held = f", {b.reserved:g}{unit} reserved by calls in flight" if b.reserved else ""
+        return f"{which} budget {b.cap:g}{unit} reached: {b.spent:g}{unit} spent{held}, next call needs {need:g}{unit}"
+
+    def reserve(self, tokens: float) -> None:
+        self.tokens.reserve(tokens)
+        self.cost.reserve(tokens * self.price)
+
+    def settle(self, reserved: float, used: float, used_cost: float | None = None) -> None:
+        """A call that reserved `reserved` tokens used `used` (and cost `used_cost`, if the
+        provider priced it; else `used` at the ledger's price)."""
+        self.tokens.settle(reserved, used)
+        self.cost.settle(reserved * self.price, used_cost if used_cost is not None else used * self.price)
+
+    @property
+    def committed(self) -> float:
+        """Tokens spent plus reserved: what the run may have spent, at most, right now."""
+        return self.tokens.spent + self.tokens.reserved
+
+    @property
+    def committed_cost(self) -> float:
+        return self.cost.spent + self.cost.reserved
+
+    def restore(self, tokens: float, cost: float) -> None:
+        """Start from what an earlier life of the run may have spent (resume)."""
+        self.tokens.spent = max(self.tokens.spent, tokens)
+        self.cost.spent = max(self.cost.spent, cost)
+
+
 def derive_bound(
     *,
     token_budget: float | None = None,

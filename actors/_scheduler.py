@@ -9,14 +9,21 @@ no slot is left with a long task at the end. All of it within every bound of the
 
 - at most `max_in_flight` tasks at once, `per_worker` on one worker, `per_skill[s]` of a skill;
 - stateful tasks (skill not read-only) on the same `resource` one at a time, in plan order;
-- a requests/tokens-per-minute `RateLimiter` drawn from at dispatch; a 429 pauses it;
-- token and cost budgets: nothing is dispatched that could take the run past the cap;
+- a requests/tokens-per-minute `RateLimiter` drawn from at dispatch; a 429 pauses it (for at
+  most `retry_after_max_s`, whatever the worker's Retry-After says);
+- token and cost budgets (one `Ledger` per run, shared with every other model call of the run):
+  nothing is dispatched that could take the run past the cap, and each attempt's reservation
+  is its allowance: the callee's model calls may not spend more;
 - a timeout per attempt (task, then skill, then policy), after which the task is
   cancelled at the worker and counts as failed;
 - retries with exponential backoff and jitter, then an optional fallback skill; every
   attempt carries the task's idempotency key;
 - fan-out groups that settle all-settled, fail-fast or quorum k-of-n;
-- a queue limit: submitting past it raises `QueueFull`.
+- a queue limit: submitting past it raises `QueueFull`;
+- a review phase: a reply may be held (`reviewing`) until the caller passes it on
+  (`review_passed`), redoes it as a new attempt (`review_redo`) or fails it (`review_failed`);
+- a stateful task whose worker is lost mid-run is in doubt: cancelled at the old worker and
+  held (`in-doubt`) until `unhold` or `abandon`; read-only ones are re-dispatched.
 
 Time comes in with each event (`now`, seconds on any monotonic clock); waiting is a
 `SetTimer` command whose key comes back through `on_timer`. Every decision is a
@@ -44,7 +51,7 @@ from agentrt.protocols import (
     validate_plan,
 )
 
-from ._limits import Budget, RateLimiter
+from ._limits import Ledger, RateLimiter
 
 # -- configuration ---------------------------------------------------------------------
 
@@ -74,6 +81,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     usd_per_mtok: float = 0.0  # to price tokens for the cost budget
     queue_limit: int | None = None  # most tasks waiting to be dispatched
     seed: int = 0  # for backoff jitter
+    retry_after_max_s: float = 60.0  # a worker's or provider's Retry-After is capped at this
 
     def __post_init__(self) -> None:
         def at_least(name: str, value: float | None, low: float) -> None:
@@ -90,7 +98,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         at_least("cost_budget", self.cost_budget, 0)
         for skill, bound in self.per_skill.items():
             at_least(f"per_skill.{skill}", bound, 1)
-        for name in ("timeout_s", "rpm", "tpm", "burst_s"):
+        for name in ("timeout_s", "rpm", "tpm", "burst_s", "retry_after_max_s"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"policy field '{name}' must be > 0, got {value}")
@@ -129,6 +137,7 @@ class Dispatch:
     attempt: int = 1
     idempotency_key: str = ""
     timeout_s: float | None = None
+    allowance: int = 0  # tokens reserved for this attempt: its model calls may spend no more
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,9 @@ DecisionKind = Literal[
     "stale",
     "group-completed",
     "group-failed",
+    "reviewing",
+    "redo",
+    "in-doubt",
 ]
 
 
@@ -193,12 +205,21 @@ class Finish:
     skipped: dict[str, str]
     cancelled: dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    budget: bool = False  # the run's budget stopped it
 
 
 Command = Dispatch | Cancel | SetTimer | Decision | Finish
 
 TaskPhase = Literal[
-    "pending", "ready", "running", "backoff", "completed", "failed", "skipped", "cancelled"
+    "pending",
+    "ready",
+    "running",
+    "reviewing",
+    "backoff",
+    "completed",
+    "failed",
+    "skipped",
+    "cancelled",
 ]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "skipped", "cancelled"})
 _WAITING = frozenset({"pending", "ready", "backoff"})
@@ -222,6 +243,10 @@ class _Node:
     held: str = ""  # the last hold reported, so each is traced once
     priority: float = 0.0  # longest expected path from here to the end
     started: float = 0.0  # when the current attempt was dispatched
+    need: float = 0.0  # tokens a callee said one of its calls needs (its worst case)
+    round: int = 1  # rounds of review redos; each has an idempotency key of its own
+    round_start: int = 0  # attempts before this round (retries are counted per round)
+    args: dict[str, Any] | None = None  # a redo's arguments (with the reviewer's feedback)
 
 
 @dataclass
@@ -296,6 +321,7 @@ class Scheduler:
         policy: Policy | None = None,
         skills: Mapping[str, SkillInfo] | None = None,
         max_in_flight: int | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         validate_plan(plan)
         policy = policy or Policy()
@@ -320,8 +346,11 @@ class Scheduler:
         self.down: set[str] = set()  # workers whose process died
         self.running_by_skill: Counter[str] = Counter()
         self.limiter = RateLimiter(rpm=policy.rpm, tpm=policy.tpm, burst_s=policy.burst_s)
-        self.tokens = Budget(policy.token_budget)
-        self.cost = Budget(policy.cost_budget)
+        # The run's one ledger (shared with its other model calls when the caller passes it).
+        self.ledger = ledger or Ledger(policy.token_budget, policy.cost_budget, policy.usd_per_mtok)
+        self.tokens = self.ledger.tokens
+        self.cost = self.ledger.cost
+        self.reviewing = 0  # tasks replied to and held for review
         self.queued = 0  # tasks pending, ready or in backoff
         self.in_flight = 0
         self._rng = random.Random(policy.seed)
@@ -335,6 +364,7 @@ class Scheduler:
         self._finished = False
         self._finish_reason = ""
         self.draining = False  # dispatch nothing more; what runs may finish
+        self._budget_stop = False
         self.held: set[str] = set()  # not to be dispatched until released (see resume)
         for name, group in plan.groups.items():
             self.groups[name] = _Group(
@@ -379,6 +409,7 @@ class Scheduler:
         failed: Mapping[str, str] | None = None,
         prefer: Mapping[str, str] | None = None,
         held: Iterable[str] = (),
+        attempts: Mapping[str, tuple[int, int, dict[str, Any] | None]] | None = None,
     ) -> list[Command]:
         """Start a schedule whose tasks in `done` (id -> result, from a journal) completed in
         an earlier life of the run: they are not run again, and their dependents see their
@@ -386,9 +417,18 @@ class Scheduler:
         `prefer` (id -> worker; where it was running) goes back to that worker if it can, so
         the worker's idempotency cache answers instead of running it again. Everything else
         runs as after `start`, except tasks `held`: not dispatched until `unhold` (or failed
-        with `abandon`), as while a person decides about them."""
+        with `abandon`), as while a person decides about them. `attempts` (id -> (attempts
+        sent, round, the round's arguments)) carries on each task's count where the earlier
+        life left it: the attempt that was in flight then does not count against max_attempts,
+        and a redo round keeps its arguments and its idempotency key."""
         failed = dict(failed or {})
         self.held.update(held)
+        for tid, (sent, round_, args) in (attempts or {}).items():
+            node = self.nodes.get(tid)
+            if node is not None and sent > 0:
+                node.attempt, node.round, node.args = sent, round_, args
+                node.lost = 1  # the attempt in flight when the run stopped
+                node.round_start = 0 if round_ == 1 else sent - 1
         for tid, worker in (prefer or {}).items():
             if tid in self.nodes:
                 self.nodes[tid].prefer = worker
@@ -463,18 +503,59 @@ class Scheduler:
         now: float = 0.0,
         tokens: float | None = None,
         cost: float | None = None,
+        review: bool = False,
     ) -> list[Command]:
+        """The current attempt of `task_id` answered `result`. With `review`, the task is
+        held (`reviewing`: its worker's slot is free, its dependents still wait) until
+        `review_passed`, `review_redo` or `review_failed`."""
         node = self._current(task_id, attempt)
         if node is None:
             return [self._stale(task_id, attempt)]
         used = node.reserved if tokens is None else tokens
         self._release(node, used_tokens=used, used_cost=cost)
+        if review:
+            node.phase = "reviewing"
+            self.reviewing += 1
+            return [Decision(task_id, "reviewing", f"attempt {node.attempt} on {node.worker}: held for review")] + self._pump(now)
+        return self._complete(node, result, f"attempt {node.attempt} on {node.worker}", now)
+
+    def _complete(self, node: _Node, result: Any, why: str, now: float) -> list[Command]:
+        task_id = node.task.id
         node.phase = "completed"
         self.results[task_id] = result
-        out: list[Command] = [Decision(task_id, "completed", f"attempt {node.attempt} on {node.worker}")]
+        out: list[Command] = [Decision(task_id, "completed", why)]
         self._ended(node, out)
         self._satisfy(node.dependents, out)
         return out + self._pump(now)
+
+    def _reviewed(self, task_id: str) -> _Node:
+        node = self.nodes[task_id]
+        if node.phase != "reviewing":
+            raise ValueError(f"task '{task_id}' is {node.phase}, not reviewing")
+        self.reviewing -= 1
+        return node
+
+    def review_passed(self, task_id: str, result: Any, reason: str = "", now: float = 0.0) -> list[Command]:
+        """The reviewed task completes with `result`; its dependents may start."""
+        node = self._reviewed(task_id)
+        return self._complete(node, result, reason or f"attempt {node.attempt} on {node.worker}: passed review", now)
+
+    def review_redo(self, task_id: str, args: dict[str, Any], reason: str, now: float = 0.0) -> list[Command]:
+        """The review asks for the task again: a new round, run as a new attempt with `args`
+        (and an idempotency key of its own), within every bound, limit, budget and timeout
+        of any other attempt."""
+        node = self._reviewed(task_id)
+        node.round += 1
+        node.round_start = node.attempt - node.lost
+        node.args = args
+        self.queued += 1
+        self._make_ready(task_id)
+        return [Decision(task_id, "redo", f"round {node.round} (attempt {node.attempt + 1}): {reason}")] + self._pump(now)
+
+    def review_failed(self, task_id: str, reason: str, now: float = 0.0) -> list[Command]:
+        """The review fails the task: its dependents are skipped."""
+        self._reviewed(task_id)
+        return self._fail(task_id, reason) + self._pump(now)
 
     def task_failed(
         self,
@@ -486,17 +567,31 @@ class Scheduler:
         retryable: bool = True,
         retry_after_s: float | None = None,
         tokens: float | None = None,
+        need_tokens: float | None = None,
     ) -> list[Command]:
+        """The current attempt failed. `need_tokens`: the callee refused a model call that
+        needs that many tokens (its worst case) where its allowance was less; the task goes
+        again as soon as the run's budget can reserve that much (the refused attempt does
+        not count), and if it never can, the budget stops the run."""
         node = self._current(task_id, attempt)
         if node is None:
             return [self._stale(task_id, attempt)]
         self._release(node, used_tokens=tokens or 0.0, used_cost=None)
         out: list[Command] = []
+        if need_tokens is not None and need_tokens > node.need:
+            node.need = float(need_tokens)
+            node.lost += 1
+            self.queued += 1
+            self._make_ready(task_id)
+            out.append(Decision(task_id, "retried", f"attempt {node.attempt}: {error}; again with {need_tokens:g} tokens reserved"))
+            return out + self._pump(now)
         if retry_after_s is not None:
-            self.limiter.pause(now + retry_after_s)
-            out.append(
-                Decision(task_id, "rate-limited", f"429: quota paused for {retry_after_s:g}s")
-            )
+            cap = self.policy.retry_after_max_s
+            capped = min(retry_after_s, cap)
+            self.limiter.pause(now + capped)
+            note = f" (Retry-After {retry_after_s:g}s capped by retry_after_max_s)" if capped < retry_after_s else ""
+            out.append(Decision(task_id, "rate-limited", f"429: quota paused for {capped:g}s{note}"))
+            retry_after_s = capped
         out.extend(self._attempt_failed(node, error, now, retryable, retry_after_s))
         return out + self._pump(now)
 
@@ -533,9 +628,23 @@ class Scheduler:
         """Fail a task that has not run (its dependents are skipped)."""
         self.held.discard(task_id)
         node = self.nodes[task_id]
-        if node.phase in TERMINAL or node.phase == "running":
+        if node.phase in TERMINAL or node.phase in ("running", "reviewing"):
             return []
         return self._fail(task_id, reason) + self._pump(now)
+
+    def exhaust(self, reason: str, now: float = 0.0) -> list[Command]:
+        """The run's budget cannot pay for a call it needs (`reason` names what was spent and
+        what was asked): nothing more is dispatched, waiting tasks are skipped, what is in
+        flight may finish, and the Finish says the budget stopped the run."""
+        if self._finished:
+            return []
+        out: list[Command] = []
+        self._stop_for_budget(reason, out)
+        return out + self._pump(now)
+
+    def pump(self, now: float = 0.0) -> list[Command]:
+        """Dispatch what can go now (after the caller settled a call on the shared ledger)."""
+        return self._pump(now)
 
     def drain(self, reason: str) -> list[Command]:
         """Dispatch nothing more (tasks in flight finish; retries wait): the run is stopping,
@@ -544,9 +653,12 @@ class Scheduler:
         return [Decision(t, "waiting", f"draining: {reason}") for t, n in self.nodes.items() if n.phase == "ready"]
 
     def worker_lost(self, worker: str, reason: str, now: float = 0.0) -> list[Command]:
-        """`worker` is gone (its process died): nothing more goes to it until `worker_back`,
-        and each task running there is dispatched again, to a live worker, as a new attempt
-        with the same idempotency key; the lost attempt does not count against max_attempts."""
+        """`worker` is gone (its process died): nothing more goes to it until `worker_back`.
+        Each read-only task running there is dispatched again, to a live worker, as a new
+        attempt with the same idempotency key (the lost attempt does not count against
+        max_attempts). A stateful one is in doubt (its effect may or may not have happened):
+        it is cancelled at the old worker and held until `unhold` (run it again, same key)
+        or `abandon` (fail it); it is never re-run without that decision."""
         if self._finished or worker not in self.workers:
             return []
         self.down.add(worker)
@@ -556,11 +668,19 @@ class Scheduler:
                 self._release(node, used_tokens=node.reserved, used_cost=None)
                 node.lost += 1
                 self.queued += 1
+                lost = f"attempt {node.attempt} lost with {worker} ({reason})"
+                if not self.read_only(node):
+                    self.held.add(tid)
+                    out.append(Cancel(tid, worker, node.attempt, f"in doubt: {lost}"))
+                    self._make_ready(tid)
+                    out.append(Decision(tid, "in-doubt", f"{lost}; its effect may or may not have happened: held for a decision"))
+                    continue
                 self._make_ready(tid)
-                out.append(
-                    Decision(tid, "redispatched", f"attempt {node.attempt} lost with {worker} ({reason})")
-                )
+                out.append(Decision(tid, "redispatched", lost))
         return out + self._pump(now)
+
+    def read_only(self, node: _Node) -> bool:
+        return self.skills.get(node.skill, SkillInfo()).read_only
 
     def worker_back(self, worker: str, now: float = 0.0) -> list[Command]:
         """`worker` is alive again (its node restarted): it may be given work."""
@@ -575,7 +695,7 @@ class Scheduler:
             return []
         out: list[Command] = []
         for tid, node in self.nodes.items():
-            if node.phase == "running" or node.phase in _WAITING:
+            if node.phase in ("running", "reviewing") or node.phase in _WAITING:
                 out.extend(self._cancel_task(tid, reason))
         self._finish_reason = f"cancelled: {reason}"
         return out + self._pump(now)
@@ -668,9 +788,7 @@ class Scheduler:
         if node.worker is not None:
             self.load[node.worker] -= 1
         self.running_by_skill[node.skill] -= 1
-        price = self.policy.usd_per_mtok / 1e6
-        self.tokens.settle(node.reserved, used_tokens)
-        self.cost.settle(node.reserved * price, used_cost if used_cost is not None else used_tokens * price)
+        self.ledger.settle(node.reserved, used_tokens, used_cost)
         self.limiter.settle(node.reserved, used_tokens)
         node.reserved = 0.0
 
@@ -703,8 +821,9 @@ class Scheduler:
     ) -> list[Command]:
         tid = node.task.id
         max_attempts = node.task.max_attempts or self.policy.max_attempts
-        if retryable and not node.on_fallback and node.attempt - node.lost < max_attempts:
-            base = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (node.attempt - 1))
+        tries = node.attempt - node.lost - node.round_start  # attempts of this round that count
+        if retryable and not node.on_fallback and tries < max_attempts:
+            base = min(self.policy.backoff_max_s, self.policy.backoff_s * 2 ** (tries - 1))
             delay = base * (1 - self.policy.jitter * self._rng.random())
             delay = max(delay, retry_after_s or 0.0)
             node.phase = "backoff"
@@ -713,7 +832,12 @@ class Scheduler:
                 Decision(
                     tid,
                     "retried",
-                    f"attempt {node.attempt} of {max_attempts} failed ({error}); "
+                    (
+                        f"attempt {node.attempt} of {max_attempts}"
+                        if tries == node.attempt
+                        else f"attempt {node.attempt} ({tries} of {max_attempts} this round)"
+                    )
+                    + f" failed ({error}); "
                     f"attempt {node.attempt + 1} in {delay:.3g}s",
                 ),
                 SetTimer(now + delay, ("retry", tid)),
@@ -766,6 +890,8 @@ class Scheduler:
         if node.phase == "running":
             out.append(Cancel(task_id, node.worker or "", node.attempt, reason))
             self._release(node, used_tokens=node.reserved, used_cost=None)
+        elif node.phase == "reviewing":
+            self.reviewing -= 1
         elif node.phase in _WAITING:
             self.queued -= 1
         else:
@@ -916,17 +1042,9 @@ class Scheduler:
                 deferred.append(entry)
                 continue
             est = self._est_tokens(node)
-            price = self.policy.usd_per_mtok / 1e6
-            if not self.tokens.fits(est) or not self.cost.fits(est * price):
-                which = "token" if not self.tokens.fits(est) else "cost"
-                budget = self.tokens if which == "token" else self.cost
-                self._hold(
-                    node,
-                    "held-by-budget",
-                    f"{which} budget {budget.cap:g}: {budget.spent:g} spent, "
-                    f"{budget.reserved:g} reserved, this task needs {est * (1 if which == 'token' else price):g}",
-                    out,
-                )
+            short = self.ledger.shortfall(est)
+            if short is not None:
+                self._hold(node, "held-by-budget", short, out)
                 deferred.append(entry)
                 budget_held = True
                 continue
@@ -940,8 +1058,7 @@ class Scheduler:
                     out.append(SetTimer(at, ("wake",)))
                 break
             self.limiter.take(est, now)
-            self.tokens.reserve(est)
-            self.cost.reserve(est * price)
+            self.ledger.reserve(est)
             node.reserved = est
             node.phase = "running"
             node.started = now
@@ -959,10 +1076,11 @@ class Scheduler:
                     tid,
                     node.skill,
                     worker,
-                    resolve(node.task.args, self.results),
+                    node.args if node.args is not None else resolve(node.task.args, self.results),
                     attempt=node.attempt,
-                    idempotency_key=tid,
+                    idempotency_key=tid if node.round == 1 else f"{tid}@round{node.round}",
                     timeout_s=timeout,
+                    allowance=int(est),
                 )
             )
             if timeout is not None:
@@ -977,9 +1095,9 @@ class Scheduler:
                         node, "held-by-bound", f"{self.in_flight} in flight = max_in_flight", out
                     )
         self._fresh.clear()
-        if budget_held and self.in_flight == 0 and not self._pending_timers():
+        if budget_held and self.in_flight == 0 and not self.reviewing and not self._pending_timers():
             self._exhaust_budget(out)
-        if self.queued == 0 and self.in_flight == 0:
+        if self.queued == 0 and self.in_flight == 0 and not self.reviewing:
             self._finish(out)
         return out
 
@@ -1055,14 +1173,21 @@ class Scheduler:
 
     def _est_tokens(self, node: _Node) -> float:
         est = node.task.est_tokens
-        return float(est if est is not None else self.policy.est_tokens)
+        return max(float(est if est is not None else self.policy.est_tokens), node.need)
 
     def _exhaust_budget(self, out: list[Command]) -> None:
-        ready = [n for n in self.nodes.values() if n.phase == "ready"]
-        over = any(not self.tokens.fits(self._est_tokens(n)) for n in ready)
-        budget, which = (self.tokens, "token") if over else (self.cost, "cost")
-        reason = f"{which} budget of {budget.cap:g} reached ({budget.spent:g} spent)"
-        self._finish_reason = reason
+        ready = [n for n in self.nodes.values() if n.phase == "ready" and n.task.id not in self.held]
+        reason = next(
+            (r for n in ready if (r := self.ledger.shortfall(self._est_tokens(n))) is not None),
+            "the run's budget is spent",
+        )
+        self._stop_for_budget(reason, out)
+
+    def _stop_for_budget(self, reason: str, out: list[Command]) -> None:
+        if not self._budget_stop:
+            self._budget_stop = True
+            self._finish_reason = reason
+        self.draining = True
         for tid, node in self.nodes.items():
             if node.phase in _WAITING:
                 out.extend(self._skip(tid, reason))
@@ -1077,6 +1202,8 @@ class Scheduler:
         else:
             state = "failed"
         reason = self._finish_reason
+        if state == "completed" and self._budget_stop:
+            reason = ""  # the final task made it; what the budget stopped did not matter
         if state == "failed" and not reason:
             why = self.failed.get(final) or self.skipped.get(final) or self.cancelled.get(final)
             reason = f"final task '{final}' did not complete" + (f": {why}" if why else "")
@@ -1088,5 +1215,6 @@ class Scheduler:
                 dict(self.skipped),
                 dict(self.cancelled),
                 reason,
+                budget=self._budget_stop and state != "completed",
             )
         )

@@ -204,7 +204,7 @@ def test_token_budget_stops_dispatch_and_returns_partial_results() -> None:
     out = s.task_succeeded("t1", 1, tokens=450)  # 900 spent: 400 more would pass 1000
     (finish,) = of(Finish, out)
     assert finish.state == "failed" and finish.results == {"t0": 0, "t1": 1}
-    assert finish.reason == "token budget of 1000 reached (900 spent)"
+    assert finish.reason == "token budget 1000 reached: 900 spent, next call needs 400" and finish.budget
     assert set(finish.skipped) == {"t2", "t3"}
 
 
@@ -282,11 +282,16 @@ def test_token_bucket_and_budget_arithmetic() -> None:
 
 
 def test_a_lost_worker_has_its_tasks_redispatched_to_a_live_one_without_using_an_attempt() -> None:
-    from agentrt.actors._scheduler import Decision, Dispatch, Policy, Scheduler
+    from agentrt.actors._scheduler import Decision, Dispatch, Policy, Scheduler, SkillInfo
     from agentrt.protocols import Plan, PlanTask
 
     plan = Plan(goal="g", tasks=[PlanTask(id=f"t{i}", skill="s") for i in range(4)])
-    s = Scheduler(plan, {"w1": ["s"], "w2": ["s"]}, policy=Policy(max_attempts=1, max_in_flight=4))
+    s = Scheduler(
+        plan,
+        {"w1": ["s"], "w2": ["s"]},
+        policy=Policy(max_attempts=1, max_in_flight=4),
+        skills={"s": SkillInfo(read_only=True)},  # read-only: safe to run again
+    )
     first = [c for c in s.start(0.0) if isinstance(c, Dispatch)]
     on_w1 = sorted(c.task_id for c in first if c.worker == "w1")
     assert len(first) == 4 and on_w1
@@ -310,6 +315,24 @@ def test_a_lost_worker_has_its_tasks_redispatched_to_a_live_one_without_using_an
             s.task_succeeded(c.task.id, "ok", attempt=c.attempt, now=3.2)
     s.submit([PlanTask(id="later", skill="s")], now=3.5)
     assert s.nodes["later"].worker == "w1"  # the least loaded, now that it is back
+
+
+def test_a_stateful_task_lost_with_its_worker_is_in_doubt_not_run_again() -> None:
+    """Old code re-dispatched it to w2 with the same key; w2 has no record of that key, so
+    the side effect ran twice. Now it is cancelled at the old worker and held for a decision."""
+    from agentrt.actors._scheduler import Cancel, Decision, Dispatch, Policy, Scheduler
+    from agentrt.protocols import Plan, PlanTask
+
+    plan = Plan(goal="g", tasks=[PlanTask(id="pay", skill="charge")])
+    s = Scheduler(plan, {"w1": ["charge"], "w2": ["charge"]}, policy=Policy(max_in_flight=4))
+    (first,) = [c for c in s.start(0.0) if isinstance(c, Dispatch)]
+    out = s.worker_lost(first.worker, "process died", 1.0)
+    assert not [c for c in out if isinstance(c, Dispatch)]
+    assert [(c.task_id, c.worker) for c in out if isinstance(c, Cancel)] == [("pay", first.worker)]
+    assert [c.decision for c in out if isinstance(c, Decision)][0] == "in-doubt"
+    assert s.pump(2.0) == [] and s.phase("pay") == "ready" and not s.finished
+    (again,) = [c for c in s.unhold("pay", 3.0) if isinstance(c, Dispatch)]  # a person said continue
+    assert again.idempotency_key == first.idempotency_key and again.attempt == 2
 
 
 def test_resume_skips_journaled_tasks_fails_in_doubt_ones_and_prefers_the_old_worker() -> None:
