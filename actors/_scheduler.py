@@ -516,7 +516,7 @@ class Scheduler:
         if review:
             node.phase = "reviewing"
             self.reviewing += 1
-            return [Decision(task_id, "reviewing", f"attempt {node.attempt} on {node.worker}: held for review")] + self._pump(now)
+            return [Decision(task_id, "reviewing", f"attempt {node.attempt} on {node.worker}: held for review"), *self._pump(now)]
         return self._complete(node, result, f"attempt {node.attempt} on {node.worker}", now)
 
     def _complete(self, node: _Node, result: Any, why: str, now: float) -> list[Command]:
@@ -550,7 +550,7 @@ class Scheduler:
         node.args = args
         self.queued += 1
         self._make_ready(task_id)
-        return [Decision(task_id, "redo", f"round {node.round} (attempt {node.attempt + 1}): {reason}")] + self._pump(now)
+        return [Decision(task_id, "redo", f"round {node.round} (attempt {node.attempt + 1}): {reason}"), *self._pump(now)]
 
     def review_failed(self, task_id: str, reason: str, now: float = 0.0) -> list[Command]:
         """The review fails the task: its dependents are skipped."""

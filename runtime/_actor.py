@@ -57,7 +57,15 @@ from agentrt.protocols import (
 
 from ._idempotency import Cached, Conflict, Idempotency, Key, Run, payload_hash
 from ._messenger import ActorGone, Messenger, TaskResult, failed_task, status_message
-from ._models import Model, ModelError, ModelResponse, RateLimited, Usage
+from ._models import (
+    Model,
+    ModelError,
+    ModelResponse,
+    RateLimited,
+    TokenAllowanceExceeded,
+    Usage,
+    clip_to_allowance,
+)
 from ._store import Namespace, Store
 from ._tracing import emit, get_logger
 from ._validation import validate
@@ -159,6 +167,12 @@ class Request:
         self.text = "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
         self.usage = Usage()
         self.cost_usd = 0.0
+        allowance = self.metadata.get("allowance") or {}
+        # Tokens the caller reserved for this request: `ctx.model` calls made for it may
+        # spend no more (None: no allowance; the caller keeps no budget).
+        self.token_allowance: int | None = (
+            int(allowance["tokens"]) if isinstance(allowance, dict) and "tokens" in allowance else None
+        )
         self.started_at = time.time()
         self._decl = decl
         self._host = host
@@ -227,6 +241,19 @@ class _MeteredModel:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: dict[str, Any] | None = None,
     ) -> ModelResponse:
+        req = current_request()
+        if req is not None and req.token_allowance is not None:
+            # The caller reserved this much for the request: clip the call to what is left,
+            # or do not send it at all.
+            left = req.token_allowance - req.usage.input_tokens - req.usage.output_tokens
+            try:
+                clipped = clip_to_allowance(left, messages, system, max_tokens, tools)
+            except TokenAllowanceExceeded as exc:
+                self._ctx.event("model.refused", reason=str(exc), need_tokens=exc.need_tokens)
+                raise
+            if clipped < max_tokens:
+                self._ctx.event("model.clipped", max_tokens=max_tokens, clipped_to=clipped, allowance=req.token_allowance)
+            max_tokens = clipped
         estimate = self._draw(messages, system, max_tokens)
         t0 = time.time()
         try:
@@ -249,7 +276,6 @@ class _MeteredModel:
             if limits.get("requestsRemaining") == 0 and limits.get("requestsResetS"):
                 # The provider says the window is spent: hold every process's calls till reset.
                 self._ctx.ask(self._quota, "pause", {"retryAfterS": limits["requestsResetS"]})
-        req = current_request()
         if req is not None:
             req.usage = req.usage + response.usage
             req.cost_usd += response.cost_usd
@@ -329,11 +355,16 @@ class Context:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         validate: bool = True,
+        token_allowance: int | None = None,
     ) -> Future[TaskResult]:
         """Ask `recipient` to run `skill` with `data`. Input is checked against the skill's
         schema here (SchemaError) before anything is sent. With `then`, the result is handed
         to `then` on this actor's thread; otherwise wait on the returned future. `plan_task`
-        names the plan task the request runs (the trace tools group its runs by it)."""
+        names the plan task the request runs (the trace tools group its runs by it).
+        `token_allowance`: the tokens the callee's model calls for this request may spend
+        (the callee's `ctx.model` clips each call to it and refuses one that cannot fit)."""
+        if token_allowance is not None:
+            metadata = dict(metadata or {}, allowance={"tokens": int(token_allowance)})
         trace_id, parent, context_id = self._span()
         future = self._messenger.ask(
             sender=self.name,
@@ -853,6 +884,8 @@ class _Host(pykka.ThreadingActor):
         try:
             handler = req._decl.handler or getattr(self.actor, req._decl.method)
             result = handler(req)
+        except TokenAllowanceExceeded as exc:
+            self.finish(req, error=str(exc), retryable=False, need_tokens=exc.need_tokens)
         except RateLimited as exc:
             self.finish(req, error=f"rate limited: {exc}", retry_after_s=exc.retry_after_s)
         except ModelError as exc:
@@ -883,6 +916,7 @@ class _Host(pykka.ThreadingActor):
         error: str | None = None,
         retry_after_s: float | None = None,
         retryable: bool = True,
+        need_tokens: int | None = None,
     ) -> None:
         """Reply to `req` exactly once: completed with `result`, or failed with `error`
         (`retryable=False`: trying again cannot help, e.g. the model refused the request)."""
@@ -924,6 +958,8 @@ class _Host(pykka.ThreadingActor):
             metadata["retryable"] = False
         if retry_after_s is not None:  # a 429 upstream: the caller should pause, then retry
             metadata["retryAfterS"] = retry_after_s
+        if need_tokens is not None:  # a model call did not fit the request's token allowance
+            metadata["needTokens"] = need_tokens
         status_msg = None
         if error is not None:
             status_msg = Message(message_id=new_id(), role="agent", parts=[TextPart(text=error)])

@@ -143,10 +143,9 @@ class OfflineModel:
             f"{picks[3]} matters for {picks[4]}, while {picks[5]} limits {picks[6]}. "
             f"Net: {picks[7]} over {picks[8]}, with {picks[9]} as the main {picks[10]}."
         )
-        words = text.split()
         out_limit = max(1, max_tokens)
         if estimate_tokens(text) > out_limit:
-            text = " ".join(words[: max(1, out_limit)])
+            text = text[: 4 * out_limit].rstrip() or text[:1]  # ~4 characters a token
         delay = self.latency_for(system, prompt) * self.time_scale
         if delay > 0:
             time.sleep(delay)
@@ -197,6 +196,44 @@ class ModelRequestError(ModelError):
     """The provider refused the request itself (a 4xx other than 429): not retried."""
 
     retryable = False
+
+
+class TokenAllowanceExceeded(ModelError):
+    """A call was not sent: its input alone does not fit the token allowance the caller
+    reserved for this request. `need_tokens` is the call's worst case (input + max_tokens),
+    so the caller can reserve that much and ask again, or stop."""
+
+    retryable = False
+
+    def __init__(self, message: str, need_tokens: int) -> None:
+        super().__init__(message)
+        self.need_tokens = need_tokens
+
+
+def input_tokens(
+    messages: list[dict[str, Any]], system: str | None = None, tools: list[dict[str, Any]] | None = None
+) -> int:
+    """An upper estimate of a call's input tokens (system, messages and tools), the way the
+    offline model counts its usage."""
+    prompt = "\n".join(_content_text(m.get("content")) for m in messages)
+    extra = estimate_tokens(msgspec.json.encode(tools).decode()) if tools else 0
+    return estimate_tokens((system or "") + prompt) + extra + len(messages)
+
+
+def clip_to_allowance(
+    left: int, messages: list[dict[str, Any]], system: str | None, max_tokens: int, tools: list[dict[str, Any]] | None = None
+) -> int:
+    """`max_tokens` clipped so the call's worst case fits `left` tokens; raises
+    TokenAllowanceExceeded when not even one output token fits."""
+    need_in = input_tokens(messages, system, tools)
+    if need_in + 1 > left:
+        raise TokenAllowanceExceeded(
+            f"model call not sent: it needs up to {need_in + max_tokens} tokens "
+            f"({need_in} input + max_tokens {max_tokens}) and this request's token allowance "
+            f"has {max(0, left)} left",
+            need_tokens=need_in + max_tokens,
+        )
+    return min(max_tokens, left - need_in)
 
 
 def model_from_config(config: ModelConfig) -> Model:
