@@ -231,6 +231,7 @@ class Run:
         self.judge_loop: Loop | None = None
         self.calls: dict[int, _Call] = {}
         self._calls = 0
+        self.deferred: list[dict[str, Any]] = []  # calls of the core's own waiting for the budget
         self.reviews: dict[str, _Review] = {}
         self.args: dict[str, dict[str, Any]] = {}
         self.records: dict[str, dict[str, Any]] = {}
@@ -286,13 +287,17 @@ class Run:
         tokens = float(usage.get("inputTokens", 0)) + float(usage.get("outputTokens", 0))
         cost = usage.get("costUsd")
         if call.kind == "task":
-            return self._task_replied(call, result, tokens, cost, now)
+            return self._task_replied(call, result, tokens, cost, now) + self._retry_deferred(now)
         self.ledger.settle(call.reserved, tokens, cost)
         need = meta.get("needTokens")
         if not result.ok and need is not None and float(need) > call.reserved and call.kind != "human":
             # The callee's call needed more than its allowance: ask again with that much
             # reserved, if the budget has it (else the budget stops the run).
-            return self._ask_model(call.kind, call.actor, "", call.data, now, reserve=float(need), like=call) + self._pump(now)
+            if call.kind == "critique":
+                self.pending_critiques -= 1  # asked again below
+            skill_id = {"plan": "plan", "critique": "critique", "verdict": "judge"}[call.kind]
+            again = self._ask_model(call.kind, call.actor, skill_id, call.data, now, task=call.task, attempt=call.attempt, gate=call.gate, reserve=float(need))
+            return again + self._pump(now)
         if call.kind == "plan":
             out = self._plan_ready(result.output, now) if result.ok else self._end(error=f"planning failed: {result.error}")
         elif call.kind == "critique":
@@ -306,7 +311,7 @@ class Run:
     def timer(self, key: tuple[Any, ...], now: float) -> list[RunCommand]:
         if self.done or self.scheduler is None or key[0] != "sched":
             return []
-        return self._sched(self.scheduler.on_timer(key[1:], now), now)
+        return self._sched(self.scheduler.on_timer(key[1:], now), now) + self._retry_deferred(now)
 
     def node_down(self, actors: list[str], why: str, now: float) -> list[RunCommand]:
         """The node hosting `actors` died: read-only work there goes to live workers; stateful
@@ -316,7 +321,7 @@ class Run:
         out: list[RunCommand] = []
         for actor in actors:
             out += self._sched(self.scheduler.worker_lost(actor, why, now), now)
-        return out
+        return out + self._retry_deferred(now)
 
     def node_up(self, actors: list[str], now: float) -> list[RunCommand]:
         if self.done or self.scheduler is None:
@@ -352,7 +357,11 @@ class Run:
             elif not isinstance(error, str):
                 text = str(error)
             meta = {"retryable": retryable}
-            return self.replied(cmd.call, Result(ok=False, state="failed", error=f"not sent: {text}", metadata=meta), now)
+            out: list[RunCommand] = []
+            if cmd.task is not None and self.calls.get(cmd.call, _Call("plan", "")).kind == "task":
+                # Never sent, so never in doubt: the journal says so before anything else.
+                out += self._journal(f"task/{cmd.task}", {"state": "not-sent", "attempt": cmd.attempt, "committed": self._committed()})
+            return out + self.replied(cmd.call, Result(ok=False, state="failed", error=f"not sent: {text}", metadata=meta), now)
         if isinstance(cmd, Reply):
             return []
         return [Trace("coordinator.command-failed", {"command": type(cmd).__name__, "error": text})]
@@ -451,10 +460,11 @@ class Run:
         return out
 
     def _pump(self, now: float) -> list[RunCommand]:
-        """After a settle on the ledger, tasks held by the budget may fit."""
+        """After a settle on the ledger, calls and tasks held by the budget may fit."""
+        out = self._retry_deferred(now)
         if self.done or self.scheduler is None or self.scheduler.finished:
-            return []
-        return self._sched(self.scheduler.pump(now), now)
+            return out
+        return out + self._sched(self.scheduler.pump(now), now)
 
     # -- task replies and reviews ------------------------------------------------------------
 
@@ -727,25 +737,38 @@ class Run:
         attempt: int = 1,
         gate: bool = False,
         reserve: float | None = None,
-        like: _Call | None = None,
     ) -> list[RunCommand]:
         """Ask for a call that may use a model (plan, critique, verdict): its worst case is
-        reserved first; if the budget cannot pay for it, it is not asked for and the budget
-        stops the run."""
-        if like is not None:
-            task, attempt, gate = like.task, like.attempt, like.gate
-            skill_id = {"plan": "plan", "critique": "critique", "verdict": "judge"}[kind]
-            if kind == "critique":
-                self.pending_critiques -= 1  # counted again below
+        reserved first. If the budget cannot pay for it now, it waits for the calls in flight
+        to settle; if none is in flight, it is not asked for and the budget stops the run."""
         est = float(reserve if reserve is not None else self.policy.est_tokens)
+        if kind == "critique":
+            self.pending_critiques += 1  # until it is back (or given up with the run)
         short = self.ledger.shortfall(est)
+        if short is not None and self.ledger.tokens.reserved > 0:
+            self.deferred.append(dict(kind=kind, actor=actor, skill_id=skill_id, data=data, task=task, attempt=attempt, gate=gate, reserve=est))
+            return [Trace("budget.wait", {"call": kind, "plan_task": task, "reason": short})]
         if short is not None:
+            if kind == "critique":
+                self.pending_critiques -= 1
             return self._budget_stop(kind, short, task if gate or kind == "verdict" else None, now)
         self.ledger.reserve(est)
-        if kind == "critique":
-            self.pending_critiques += 1
         call = self._new_call(_Call(kind, actor, est, task=task, attempt=attempt, gate=gate, data=data))
         return [Ask(call, actor, skill_id, data, allowance=int(est))]
+
+    def _retry_deferred(self, now: float) -> list[RunCommand]:
+        """Calls that waited for the budget, in order, once there is room (or nothing left in
+        flight to make room)."""
+        out: list[RunCommand] = []
+        while self.deferred and not self.done:
+            d = self.deferred[0]
+            if not self.ledger.fits(d["reserve"]) and self.ledger.tokens.reserved > 0:
+                break
+            self.deferred.pop(0)
+            if d["kind"] == "critique":
+                self.pending_critiques -= 1
+            out += self._ask_model(d.pop("kind"), d.pop("actor"), d.pop("skill_id"), d.pop("data"), now, **d)
+        return out
 
     def _budget_stop(self, kind: CallKind, reason: str, task: str | None, now: float) -> list[RunCommand]:
         """A call the run needs does not fit its budget: nothing more is asked for; the run

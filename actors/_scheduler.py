@@ -673,7 +673,7 @@ class Scheduler:
                     self.held.add(tid)
                     out.append(Cancel(tid, worker, node.attempt, f"in doubt: {lost}"))
                     self._make_ready(tid)
-                    out.append(Decision(tid, "in-doubt", f"{lost}; its effect may or may not have happened: held for a decision"))
+                    out.append(Decision(tid, "in-doubt", f"in doubt: {lost}; its effect may or may not have happened, so it is held for a decision"))
                     continue
                 self._make_ready(tid)
                 out.append(Decision(tid, "redispatched", lost))

@@ -329,7 +329,7 @@ def test_a_stateful_task_lost_with_its_worker_is_in_doubt_not_run_again() -> Non
     out = s.worker_lost(first.worker, "process died", 1.0)
     assert not [c for c in out if isinstance(c, Dispatch)]
     assert [(c.task_id, c.worker) for c in out if isinstance(c, Cancel)] == [("pay", first.worker)]
-    assert [c.decision for c in out if isinstance(c, Decision)][0] == "in-doubt"
+    assert next(c.decision for c in out if isinstance(c, Decision)) == "in-doubt"
     assert s.pump(2.0) == [] and s.phase("pay") == "ready" and not s.finished
     (again,) = [c for c in s.unhold("pay", 3.0) if isinstance(c, Dispatch)]  # a person said continue
     assert again.idempotency_key == first.idempotency_key and again.attempt == 2
