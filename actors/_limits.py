@@ -137,6 +137,24 @@ class Ledger:
     def fits(self, tokens: float) -> bool:
         return self.tokens.fits(tokens) and self.cost.fits(tokens * self.price)
 
+    def room(self) -> float:
+        """Tokens a call could still reserve (inf: no cap)."""
+        room = float("inf")
+        if self.tokens.cap is not None:
+            room = self.tokens.cap - self.tokens.spent - self.tokens.reserved
+        if self.cost.cap is not None and self.price > 0:
+            room = min(room, (self.cost.cap - self.cost.spent - self.cost.reserved) / self.price)
+        return max(0.0, room)
+
+    def grant(self, want: float, least: float) -> float | None:
+        """What to reserve for a call whose worst case is `want` and which can still run with
+        `least` (its input and one output token): `want` if it fits, else what is left if
+        that is at least `least` (the call's max_tokens is clipped to it), else None."""
+        room = self.room()
+        if want <= room:
+            return want
+        return room if room >= least else None
+
     def shortfall(self, tokens: float) -> str | None:
         """Why a call needing `tokens` cannot be sent (None: it can), naming what was spent
         and what was asked."""

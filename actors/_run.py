@@ -296,7 +296,8 @@ class Run:
             if call.kind == "critique":
                 self.pending_critiques -= 1  # asked again below
             skill_id = {"plan": "plan", "critique": "critique", "verdict": "judge"}[call.kind]
-            again = self._ask_model(call.kind, call.actor, skill_id, call.data, now, task=call.task, attempt=call.attempt, gate=call.gate, reserve=float(need))
+            least = meta.get("leastTokens")
+            again = self._ask_model(call.kind, call.actor, skill_id, call.data, now, task=call.task, attempt=call.attempt, gate=call.gate, reserve=float(need), least=float(least) if least is not None else None)
             return again + self._pump(now)
         if call.kind == "plan":
             out = self._plan_ready(result.output, now) if result.ok else self._end(error=f"planning failed: {result.error}")
@@ -498,7 +499,7 @@ class Run:
         self.records[tid] = record
         if not result.ok:
             retry_after = meta.get("retryAfterS")
-            need = meta.get("needTokens")
+            need, least = meta.get("needTokens"), meta.get("leastTokens")
             return self._sched(
                 scheduler.task_failed(
                     tid,
@@ -509,6 +510,7 @@ class Run:
                     retry_after_s=float(retry_after) if retry_after is not None else None,
                     tokens=tokens,
                     need_tokens=float(need) if need is not None else None,
+                    least_tokens=float(least) if least is not None else None,
                 ),
                 now,
             )
@@ -737,21 +739,25 @@ class Run:
         attempt: int = 1,
         gate: bool = False,
         reserve: float | None = None,
+        least: float | None = None,
     ) -> list[RunCommand]:
         """Ask for a call that may use a model (plan, critique, verdict): its worst case is
         reserved first. If the budget cannot pay for it now, it waits for the calls in flight
         to settle; if none is in flight, it is not asked for and the budget stops the run."""
-        est = float(reserve if reserve is not None else self.policy.est_tokens)
+        want = float(reserve if reserve is not None else self.policy.est_tokens)
         if kind == "critique":
             self.pending_critiques += 1  # until it is back (or given up with the run)
-        short = self.ledger.shortfall(est)
-        if short is not None and self.ledger.tokens.reserved > 0:
-            self.deferred.append(dict(kind=kind, actor=actor, skill_id=skill_id, data=data, task=task, attempt=attempt, gate=gate, reserve=est))
+        granted = self.ledger.grant(want, float(least) if least is not None else want)
+        if granted is None and self.ledger.tokens.reserved > 0:
+            short = self.ledger.shortfall(float(least) if least is not None else want)
+            self.deferred.append(dict(kind=kind, actor=actor, skill_id=skill_id, data=data, task=task, attempt=attempt, gate=gate, reserve=want, least=least))
             return [Trace("budget.wait", {"call": kind, "plan_task": task, "reason": short})]
-        if short is not None:
+        if granted is None:
             if kind == "critique":
                 self.pending_critiques -= 1
+            short = self.ledger.shortfall(float(least) if least is not None else want) or "the run's budget is spent"
             return self._budget_stop(kind, short, task if gate or kind == "verdict" else None, now)
+        est = granted
         self.ledger.reserve(est)
         call = self._new_call(_Call(kind, actor, est, task=task, attempt=attempt, gate=gate, data=data))
         return [Ask(call, actor, skill_id, data, allowance=int(est))]
@@ -762,7 +768,8 @@ class Run:
         out: list[RunCommand] = []
         while self.deferred and not self.done:
             d = self.deferred[0]
-            if not self.ledger.fits(d["reserve"]) and self.ledger.tokens.reserved > 0:
+            least = d["least"] if d["least"] is not None else d["reserve"]
+            if self.ledger.grant(d["reserve"], least) is None and self.ledger.tokens.reserved > 0:
                 break
             self.deferred.pop(0)
             if d["kind"] == "critique":

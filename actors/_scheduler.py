@@ -240,10 +240,12 @@ class _Node:
     on_fallback: bool = False
     worker: str | None = None
     reserved: float = 0.0  # estimated tokens drawn at dispatch
+    reserved_last: float = 0.0  # what the last attempt had reserved (its allowance)
     held: str = ""  # the last hold reported, so each is traced once
     priority: float = 0.0  # longest expected path from here to the end
     started: float = 0.0  # when the current attempt was dispatched
     need: float = 0.0  # tokens a callee said one of its calls needs (its worst case)
+    need_least: float = 0.0  # ... and the least it can run with (input + one output token)
     round: int = 1  # rounds of review redos; each has an idempotency key of its own
     round_start: int = 0  # attempts before this round (retries are counted per round)
     args: dict[str, Any] | None = None  # a redo's arguments (with the reviewer's feedback)
@@ -568,6 +570,7 @@ class Scheduler:
         retry_after_s: float | None = None,
         tokens: float | None = None,
         need_tokens: float | None = None,
+        least_tokens: float | None = None,
     ) -> list[Command]:
         """The current attempt failed. `need_tokens`: the callee refused a model call that
         needs that many tokens (its worst case) where its allowance was less; the task goes
@@ -578,8 +581,9 @@ class Scheduler:
             return [self._stale(task_id, attempt)]
         self._release(node, used_tokens=tokens or 0.0, used_cost=None)
         out: list[Command] = []
-        if need_tokens is not None and need_tokens > node.need:
+        if need_tokens is not None and need_tokens > node.reserved_last:
             node.need = float(need_tokens)
+            node.need_least = float(least_tokens if least_tokens is not None else need_tokens)
             node.lost += 1
             self.queued += 1
             self._make_ready(task_id)
@@ -1041,13 +1045,13 @@ class Scheduler:
                 )
                 deferred.append(entry)
                 continue
-            est = self._est_tokens(node)
-            short = self.ledger.shortfall(est)
-            if short is not None:
-                self._hold(node, "held-by-budget", short, out)
+            granted, short = self._grant(node)
+            if granted is None:
+                self._hold(node, "held-by-budget", short or "budget", out)
                 deferred.append(entry)
                 budget_held = True
                 continue
+            est = granted
             wait = self.limiter.wait_s(est, now) if self.limiter.active else 0.0
             if wait > 0:
                 self._hold(node, "held-by-rate-limit", "rate limit: waiting for quota", out)
@@ -1059,7 +1063,7 @@ class Scheduler:
                 break
             self.limiter.take(est, now)
             self.ledger.reserve(est)
-            node.reserved = est
+            node.reserved = node.reserved_last = est
             node.phase = "running"
             node.started = now
             self._running.add(tid)
@@ -1175,12 +1179,23 @@ class Scheduler:
         est = node.task.est_tokens
         return max(float(est if est is not None else self.policy.est_tokens), node.need)
 
+    def _grant(self, node: _Node) -> tuple[float | None, str | None]:
+        """(tokens to reserve for the node's next attempt, or None and why not). A callee's
+        call that needs more than is left gets what is left, if it can run with that."""
+        est = self._est_tokens(node)
+        short = self.ledger.shortfall(est)
+        if short is None:
+            return est, None
+        if node.need and node.need_least:
+            granted = self.ledger.grant(est, max(node.need_least, 1.0))
+            if granted is not None:
+                return granted, None
+            return None, self.ledger.shortfall(node.need_least)
+        return None, short
+
     def _exhaust_budget(self, out: list[Command]) -> None:
         ready = [n for n in self.nodes.values() if n.phase == "ready" and n.task.id not in self.held]
-        reason = next(
-            (r for n in ready if (r := self.ledger.shortfall(self._est_tokens(n))) is not None),
-            "the run's budget is spent",
-        )
+        reason = next((r for n in ready if (r := self._grant(n)[1]) is not None), "the run's budget is spent")
         self._stop_for_budget(reason, out)
 
     def _stop_for_budget(self, reason: str, out: list[Command]) -> None:

@@ -885,7 +885,7 @@ class _Host(pykka.ThreadingActor):
             handler = req._decl.handler or getattr(self.actor, req._decl.method)
             result = handler(req)
         except TokenAllowanceExceeded as exc:
-            self.finish(req, error=str(exc), retryable=False, need_tokens=exc.need_tokens)
+            self.finish(req, error=str(exc), retryable=False, need_tokens=(exc.need_tokens, exc.least_tokens))
         except RateLimited as exc:
             self.finish(req, error=f"rate limited: {exc}", retry_after_s=exc.retry_after_s)
         except ModelError as exc:
@@ -916,7 +916,7 @@ class _Host(pykka.ThreadingActor):
         error: str | None = None,
         retry_after_s: float | None = None,
         retryable: bool = True,
-        need_tokens: int | None = None,
+        need_tokens: tuple[int, int] | None = None,
     ) -> None:
         """Reply to `req` exactly once: completed with `result`, or failed with `error`
         (`retryable=False`: trying again cannot help, e.g. the model refused the request)."""
@@ -959,7 +959,7 @@ class _Host(pykka.ThreadingActor):
         if retry_after_s is not None:  # a 429 upstream: the caller should pause, then retry
             metadata["retryAfterS"] = retry_after_s
         if need_tokens is not None:  # a model call did not fit the request's token allowance
-            metadata["needTokens"] = need_tokens
+            metadata["needTokens"], metadata["leastTokens"] = need_tokens
         status_msg = None
         if error is not None:
             status_msg = Message(message_id=new_id(), role="agent", parts=[TextPart(text=error)])

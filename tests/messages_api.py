@@ -210,5 +210,9 @@ class MessagesAPI:
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": max(1, len(prompt) // 4), "output_tokens": max(1, len(text) // 4)},
+            # Like the API, never more output than max_tokens allows.
+            "usage": {
+                "input_tokens": max(1, len(prompt) // 4),
+                "output_tokens": max(1, min(len(text) // 4, int(body.get("max_tokens") or 1 << 30))),
+            },
         }

@@ -166,29 +166,50 @@ class Leaky(Actor):
 
 
 class Effect(Actor):
-    """A task with a side effect that must happen once: it records its idempotency key with
-    O_EXCL (a second run of the same key finds it and does not repeat the effect), counts
-    every run in `runs.log`, and returns n squared."""
+    """Two skills over a folder `dir`. `compute` is read-only: it counts each run in
+    `runs.log` and returns n squared (running it twice is harmless). `effect` is stateful:
+    each run appends its effect to `effects.log` (`s` seconds before, `after_s` seconds after)
+    and nothing here deduplicates it: that an effect happens once must come from the
+    runtime (idempotency keys, delivery dedup, in-doubt handling), never from this actor."""
 
     @skill(
         input={"type": "object", "required": ["dir", "n"], "properties": {"s": {"type": "number"}}},
         read_only=True,
     )
-    def effect(self, req: Request) -> dict[str, Any]:
+    def compute(self, req: Request) -> dict[str, Any]:
         import os
 
         d = Path(req.data["dir"])
         time.sleep(float(req.data.get("s", 0.02)))
         with open(d / "runs.log", "a") as f:
             f.write(f"{req.data['n']} {self.ctx.name} {os.getpid()}\n")
-        key = (req.envelope.idempotency_key or req.task_id).replace("/", "_")
-        try:
-            fd = os.open(d / f"effect-{key}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, f"{req.data['n']}\n".encode())
-            os.close(fd)
-        except FileExistsError:
-            pass  # done before, by an earlier attempt: the effect stays single
         return {"n": req.data["n"], "value": req.data["n"] ** 2}
+
+    @skill(
+        input={
+            "type": "object",
+            "required": ["dir", "n"],
+            "properties": {"s": {"type": "number"}, "after_s": {"type": "number"}},
+        }
+    )
+    def effect(self, req: Request) -> dict[str, Any]:
+        import os
+
+        d = Path(req.data["dir"])
+        time.sleep(float(req.data.get("s", 0.02)))
+        with open(d / "effects.log", "a") as f:
+            f.write(f"{req.data['n']} {self.ctx.name} {os.getpid()}\n")
+        time.sleep(float(req.data.get("after_s", 0.0)))
+        return {"n": req.data["n"], "value": req.data["n"] ** 2}
+
+
+def effect_counts(d: Path) -> dict[int, int]:
+    """How many times each n's effect happened (from `effects.log`)."""
+    from collections import Counter
+
+    log = d / "effects.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return dict(Counter(int(line.split()[0]) for line in lines))
 
 
 class CrashOnStart(Actor):
