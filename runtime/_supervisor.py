@@ -838,8 +838,9 @@ def run(
         state, error = result.state, result.error
         output = result.data or {}
         report = report_from(output) if result.ok else None
-        if report is not None and report.state == "failed":  # a job that reports its own failure
-            state, error = "failed", report.reason or "the job failed"
+        if report is not None and report.state in ("failed", "partial"):  # a job's own failure,
+            # or a budget that stopped it part-way: never reported as completed
+            state, error = report.state, report.reason or "the job failed"
         time.sleep(0.1)  # the last task events may trail the reply by a few milliseconds
         summary = RunSummary(
             run_id=rt.run_id,
