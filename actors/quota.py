@@ -3,7 +3,9 @@
 Models configured with `quota = "<name>"` ask it before each call. It answers at once with
 how long to wait, having already counted the call against its requests- and
 tokens-per-minute buckets, so N worker processes together stay within the limit and
-callers queue in the order they asked. A 429's Retry-After pauses it for everyone.
+callers queue in the order they asked. A 429's Retry-After pauses it for everyone, for at
+most `retry_after_max_s` (a provider, or a proxy, that says "a day" does not stop the run
+for a day; the cap is traced when it applies).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ _SETTLE = {
 
 
 class Quota(Actor):
-    """Config: `rpm`, `tpm` (either or both), `burst_s` (1.0: the buckets hold one second's worth)."""
+    """Config: `rpm`, `tpm` (either or both), `burst_s` (1.0: the buckets hold one second's
+    worth), `retry_after_max_s` (60: the longest pause a Retry-After may cause)."""
 
     description = "Owns the run's rate limits; every model call draws from it."
 
@@ -49,6 +52,9 @@ class Quota(Actor):
             tpm=self.config.get("tpm"),
             burst_s=float(self.config.get("burst_s", 1.0)),
         )
+        self.retry_after_max_s = float(self.config.get("retry_after_max_s", 60.0))
+        if not self.retry_after_max_s > 0:
+            raise ValueError(f"quota '{self.ctx.name}': config.retry_after_max_s must be > 0, got {self.retry_after_max_s}")
 
     # Stateful skills run one at a time on the actor's thread: the buckets need no lock.
     @skill(input=_ACQUIRE, output={"type": "object", "required": ["waitS"]})
@@ -62,9 +68,14 @@ class Quota(Actor):
 
     @skill(input=_PAUSE)
     def pause(self, req: Request) -> dict[str, Any]:
-        """A provider said 429: nobody calls for `retryAfterS` seconds."""
-        self.limiter.pause(time.monotonic() + float(req.data["retryAfterS"]))
-        return {}
+        """A provider said 429: nobody calls for `retryAfterS` seconds (at most
+        `retry_after_max_s`)."""
+        asked = float(req.data["retryAfterS"])
+        pause = min(asked, self.retry_after_max_s)
+        if pause < asked:
+            self.ctx.event("quota.retry-after-capped", retry_after_s=asked, paused_s=pause, cap_s=self.retry_after_max_s)
+        self.limiter.pause(time.monotonic() + pause)
+        return {"pausedS": pause}
 
     @skill(input=_SETTLE)
     def settle(self, req: Request) -> dict[str, Any]:

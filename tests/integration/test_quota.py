@@ -46,3 +46,17 @@ def test_workers_in_two_processes_share_one_rate_limit(runs_dir: Path) -> None:
 def test_a_quota_that_is_not_an_actor_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match=r"nodes\[0\]\.actors\[0\]\.model\.quota 'nope' is not an actor"):
         make_spec({"n": [{"name": "w", "class": "agentrt.actors:Worker", "model": {"quota": "nope"}}]}, run={"entry": "w"})
+
+
+def test_a_retry_after_of_a_day_pauses_the_quota_for_its_cap_and_says_so(runs_dir: Path) -> None:
+    spec = make_spec(
+        {"limits": [{"name": "quota", "class": "agentrt.actors:Quota", "config": {"rpm": 600, "retry_after_max_s": 2}}]},
+        run={"entry": "quota"},
+    )
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        assert rt.ask("quota", "pause", {"retryAfterS": 86400}).unwrap() == {"pausedS": 2.0}
+        wait = rt.ask("quota", "acquire", {"tokens": 1}).unwrap()["waitS"]
+        trace = rt.trace_path
+    assert 0 < wait <= 2.0  # not a day
+    (capped,) = [e for e in read_trace(trace) if e["event"] == "quota.retry-after-capped"]
+    assert capped["retry_after_s"] == 86400 and capped["paused_s"] == 2.0
