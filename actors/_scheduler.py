@@ -15,7 +15,7 @@ no slot is left with a long task at the end. All of it within every bound of the
   nothing is dispatched that could take the run past the cap, and each attempt's reservation
   is its allowance: the callee's model calls may not spend more;
 - a timeout per attempt (task, then skill, then policy), after which the task is
-  cancelled at the worker and counts as failed;
+  cancelled at the worker and counts as failed (read-only) or is in doubt (stateful);
 - retries with exponential backoff and jitter, then an optional fallback skill; every
   attempt carries the task's idempotency key;
 - fan-out groups that settle all-settled, fail-fast or quorum k-of-n;
@@ -614,7 +614,15 @@ class Scheduler:
             out.append(Cancel(tid, node.worker or "", attempt, reason))
             out.append(Decision(tid, "timed-out", f"attempt {attempt} on {node.worker}: {reason}"))
             self._release(node, used_tokens=node.reserved, used_cost=None)
-            out.extend(self._attempt_failed(node, reason, now, True, None))
+            if self.read_only(node):
+                out.extend(self._attempt_failed(node, reason, now, True, None))
+            else:
+                # A stateful attempt that did not answer may or may not have had its effect:
+                # in doubt, held for a decision, never retried blindly.
+                self.held.add(tid)
+                self.queued += 1
+                self._make_ready(tid)
+                out.append(Decision(tid, "in-doubt", f"in doubt: attempt {attempt} on {node.worker} {reason} without an answer; its effect may or may not have happened, so it is held for a decision"))
         elif kind == "retry":
             node = self.nodes.get(key[1])
             if node is not None and node.phase == "backoff":

@@ -102,6 +102,8 @@ def simulate(scheduler: Scheduler, behaviour: Behaviour, *, horizon: float = 1e9
                 push(max(cmd.at, now), "timer", cmd.key)
             elif isinstance(cmd, Decision):
                 decisions.append(cmd)
+                if cmd.decision == "in-doubt":  # no human here: by policy, not run again
+                    push(now, "abandon", (cmd.task_id, cmd.reason))
             elif isinstance(cmd, Finish):
                 finish = cmd
 
@@ -121,6 +123,9 @@ def simulate(scheduler: Scheduler, behaviour: Behaviour, *, horizon: float = 1e9
         now = at
         if kind == "timer":
             call(scheduler.on_timer, payload, now)
+            continue
+        if kind == "abandon":
+            call(scheduler.abandon, payload[0], f"{payload[1]}; not run again (no decision)", now)
             continue
         task_id, attempt, outcome = payload
         a = running.pop((task_id, attempt), None)

@@ -68,6 +68,7 @@ def test_timeout_cancels_at_the_worker_and_counts_as_a_failed_attempt() -> None:
         plan(PlanTask(id="a", skill="s", timeout_s=5)),
         {"w": ["s"]},
         policy=Policy(max_attempts=2, backoff_s=0),
+        skills={"s": SkillInfo(read_only=True)},
     )
     out = s.start(now=0.0)
     (d,) = of(Dispatch, out)
@@ -81,6 +82,16 @@ def test_timeout_cancels_at_the_worker_and_counts_as_a_failed_attempt() -> None:
     assert d2.attempt == 2
     assert decisions(s.task_succeeded("a", "late", attempt=1, now=6.0), "stale")
     assert of(Finish, s.task_succeeded("a", "ok", attempt=2, now=7.0))[0].results == {"a": "ok"}
+
+
+def test_a_stateful_attempt_that_times_out_is_in_doubt_not_retried() -> None:
+    """Its effect may have happened: a blind retry could repeat it (old code retried it)."""
+    s = Scheduler(plan(PlanTask(id="a", skill="s", timeout_s=5)), {"w": ["s"]}, policy=Policy(max_attempts=3, backoff_s=0))
+    (timer,) = of(SetTimer, s.start(now=0.0))
+    out = s.on_timer(timer.key, 5.0)
+    assert of(Cancel, out) and decisions(out, "in-doubt") and not decisions(out, "retried")
+    assert not of(Dispatch, out) and not of(SetTimer, out)
+    assert s.abandon("a", "in doubt; not run again", 6.0) and s.phase("a") == "failed"
 
 
 def test_timeout_defaults_come_from_the_skill_then_the_policy() -> None:
