@@ -793,7 +793,7 @@ class Run:
                 out += self._sched(scheduler.review_passed(task, review.output, f"not judged: {reason}", now=now), now)
             else:
                 out += self._sched(scheduler.review_failed(task, f"not reviewed: {reason}", now=now), now)
-        return out + self._maybe_done()
+        return out + self._maybe_judge(now) + self._maybe_done()
 
     def _new_call(self, call: _Call) -> int:
         self._calls += 1

@@ -1,4 +1,6 @@
-"""A discrete-event simulator: drives the real `Scheduler` in virtual time.
+"""A discrete-event simulator: drives the real `Scheduler` (`simulate`), or the whole run
+core (`simulate_run`: plan, gate, loops, budget, journal, resume, lost workers), in
+virtual time.
 
 Each dispatched task takes the simulated duration the workload gives it, and its attempts
 can be made to fail or to hit a 429 with Retry-After. Nothing sleeps: a run of 10,000 tasks
@@ -11,11 +13,12 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentrt.protocols import Plan, dependencies
 
+from ._run import Ask, CancelCall, Journal, Reply, Result, Resumed, Trace
 from ._scheduler import Cancel, Command, Decision, Dispatch, Finish, Scheduler, SetTimer
 
 
@@ -223,3 +226,236 @@ def topological(plan: Plan) -> list[str]:
                 order.append(c)
         i += 1
     return order
+
+
+# -- the whole run: the run core in virtual time -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one task attempt does at its worker: run `duration`, then answer; `tokens` it
+    would spend (the callee clips to its allowance), or `need`: its call needs that many
+    tokens (it refuses when its allowance is less)."""
+
+    duration: float
+    kind: Literal["ok", "error", "429"] = "ok"
+    tokens: float = 0.0
+    need: float = 0.0
+    retry_after_s: float = 1.0
+
+
+@dataclass
+class RunWorld:
+    """The simulated processes around a run core."""
+
+    task: Callable[[Any], TaskOutcome]  # an Ask for a plan task -> what the attempt does
+    stateful: frozenset[str] = frozenset()  # skills whose effect counts
+    critic_passes: Callable[[Any], bool] = lambda ask: True
+    judge_says: Callable[[Any], str] = lambda ask: "accept"
+    human_says: Callable[[Any], str | None] = lambda ticket: None  # None: no answer (failed)
+    ask_fails: Callable[[Any], BaseException | None] = lambda ask: None
+    review_tokens: float = 20.0  # a critique's or verdict's usage (clipped to its allowance)
+    kills: list[tuple[float, str, float]] = field(default_factory=list)  # (at, worker, down for)
+    crash_at: float | None = None  # the coordinator's process dies then, and restarts
+
+
+@dataclass
+class RunSimResult:
+    reply: Any  # the run core's Reply (None: it never replied)
+    spent: float  # tokens used by every call of every life, as the callees reported them
+    effects: dict[tuple[str, str], int]  # (task, idempotency key) -> effects that happened
+    continues: dict[str, int]  # task -> `continue` decisions a human gave about it
+    max_running: int  # most task attempts running at once (per coordinator life)
+    batches: int
+    commands: int
+    applied: int  # commands carried out (failed ones included: tried, then fed back)
+    lives: int
+    now: float
+
+
+def simulate_run(
+    make_run: Callable[[], Any],
+    data: Mapping[str, Any],
+    world: RunWorld,
+    *,
+    horizon: float = 1e6,
+) -> RunSimResult:
+    """Drive a run core (`make_run()` builds one; again after a coordinator crash, resuming
+    from the journal) to its reply in virtual time, with workers that keep an idempotency
+    cache (lost with their process), may be killed, and count stateful effects."""
+    queue: list[tuple[float, int, str, Any]] = []
+    seq = 0
+    now = 0.0
+    life = 1
+    run = make_run()
+    journal: dict[str, Any] = {}
+    down: set[str] = set()
+    parked: dict[str, list[tuple[int, Any]]] = {}  # asks resent until their worker is back
+    epoch: dict[str, int] = {}  # a worker's process: replies of an older one are lost
+    cache: dict[tuple[str, str], Any] = {}  # (worker, key) -> result
+    effects: dict[tuple[str, str], int] = {}
+    continues: dict[str, int] = {}
+    running: dict[tuple[int, int], str] = {}  # attempts running at live workers -> worker
+    stats = {"max_running": 0, "batches": 0, "commands": 0, "applied": 0, "spent": 0.0}
+    reply: Any = None
+
+    def push(at: float, kind: str, payload: Any) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(queue, (at, seq, kind, payload))
+
+    def usage(tokens: float) -> dict[str, Any]:
+        stats["spent"] += tokens
+        return {"usage": {"inputTokens": tokens, "outputTokens": 0}}
+
+    def ask(cmd: Any) -> None:
+        if cmd.skill == "critique":
+            used = min(world.review_tokens, cmd.allowance or 0)
+            good = world.critic_passes(cmd)
+            out = {"taskId": cmd.data["taskId"], "score": 0.9 if good else 0.2, "passed": good, "issues": [] if good else ["not good enough"]}
+            push(now + 0.1, "reply", (life, cmd.call, Result(ok=True, output=out, metadata=usage(used))))
+        elif cmd.skill == "judge":
+            used = min(world.review_tokens, cmd.allowance or 0)
+            d = world.judge_says(cmd)
+            out = {"decision": d, "reason": d, "iteration": cmd.data["iteration"], "feedback": "again", "score": 0.5}
+            push(now + 0.1, "reply", (life, cmd.call, Result(ok=True, output=out, metadata=usage(used))))
+        elif cmd.skill == "escalate":
+            d = world.human_says(cmd.data)
+            result = (
+                Result(ok=True, output={"ticketId": cmd.data["ticketId"], "decision": d, "by": "sim"})
+                if d is not None
+                else Result(ok=False, state="failed", error="nobody answered")
+            )
+            if d == "continue" and cmd.data["reason"] == "in-doubt":
+                task = cmd.data["details"]["task"]
+                continues[task] = continues.get(task, 0) + 1
+            push(now + 0.5, "reply", (life, cmd.call, result))
+        else:
+            worker, key = cmd.actor, cmd.key or ""
+            if worker in down:
+                # Sent to a dead process: the messenger resends until it is back (the kills
+                # here last less than its ~15 s of resends), and the new process runs it.
+                parked.setdefault(worker, []).append((life, cmd))
+                return
+            cached = cache.get((worker, key))
+            if cached is not None:
+                push(now + 0.01, "reply", (life, cmd.call, Result(ok=True, output=cached)))
+                return
+            outcome = world.task(cmd)
+            allowance = cmd.allowance if cmd.allowance is not None else float("inf")
+            if outcome.need > allowance:
+                meta = {"needTokens": outcome.need, "leastTokens": outcome.need / 2, "retryable": False, **usage(0.0)}
+                push(now + 0.01, "reply", (life, cmd.call, Result(ok=False, state="failed", error="allowance", metadata=meta)))
+                return
+            running[(life, cmd.call)] = worker
+            stats["max_running"] = max(stats["max_running"], sum(1 for lf, _ in running if lf == life))
+            if cmd.skill in world.stateful and outcome.kind == "ok":
+                # Half-way through: a worker lost after this leaves the task in doubt. (A
+                # failed answer means no effect: a skill that fails does not half-commit.)
+                push(now + outcome.duration / 2, "effect", (worker, epoch.get(worker, 0), cmd.task, key))
+            push(now + outcome.duration, "done", (life, cmd, worker, epoch.get(worker, 0), outcome, min(outcome.tokens, allowance)))
+
+    def apply(commands: list[Any]) -> None:
+        nonlocal reply
+        stats["batches"] += 1
+        failures: list[tuple[Any, BaseException]] = []
+        for cmd in commands:
+            stats["commands"] += 1
+            try:
+                if isinstance(cmd, Ask):
+                    exc = world.ask_fails(cmd)
+                    if exc is not None:
+                        raise exc
+                    ask(cmd)
+                elif isinstance(cmd, SetTimer):
+                    push(max(cmd.at, now), "timer", (life, cmd.key))
+                elif isinstance(cmd, Journal):
+                    journal[cmd.key] = cmd.value
+                elif isinstance(cmd, Reply):
+                    reply = cmd
+                elif isinstance(cmd, CancelCall | Trace):
+                    pass
+            except Exception as exc:
+                failures.append((cmd, exc))
+            finally:
+                stats["applied"] += 1
+        for cmd, exc in failures:
+            apply(run.command_failed(cmd, exc, now))
+
+    def resumed() -> Any:
+        prefix = "task/"
+        tasks = {k[len(prefix) :]: v for k, v in journal.items() if k.startswith(prefix)}
+        return Resumed(plan=journal["plan"], tasks=tasks, run=journal.get("run", {}))
+
+    for at, worker, down_for in world.kills:
+        push(at, "kill", (worker, down_for))
+    if world.crash_at is not None:
+        push(world.crash_at, "crash", None)
+    apply(run.start(data, now))
+    while queue and reply is None:
+        at, _, kind, payload = heapq.heappop(queue)
+        if at > horizon:
+            break
+        now = at
+        if kind == "reply":
+            lf, call, result = payload
+            if lf == life:
+                apply(run.replied(call, result, now))
+        elif kind == "done":
+            lf, cmd, worker, ep, outcome, tokens = payload
+            running.pop((lf, cmd.call), None)
+            if epoch.get(worker, 0) != ep:
+                continue  # the process that ran it is gone
+            meta = usage(tokens)
+            if outcome.kind == "ok":
+                out = {"task": cmd.task, "attempt": cmd.attempt}
+                cache[(worker, cmd.key or "")] = out
+                result = Result(ok=True, output=out, metadata=meta)
+            elif outcome.kind == "429":
+                result = Result(ok=False, state="failed", error="429", metadata={**meta, "retryAfterS": outcome.retry_after_s})
+            else:
+                result = Result(ok=False, state="failed", error="simulated error", metadata=meta)
+            if lf == life:
+                apply(run.replied(cmd.call, result, now))
+        elif kind == "effect":
+            worker, ep, task, key = payload
+            if epoch.get(worker, 0) == ep:
+                effects[(task, key)] = effects.get((task, key), 0) + 1
+        elif kind == "timer":
+            lf, key = payload
+            if lf == life:
+                apply(run.timer(key, now))
+        elif kind == "kill":
+            worker, down_for = payload
+            down.add(worker)
+            epoch[worker] = epoch.get(worker, 0) + 1
+            for k in [k for k in cache if k[0] == worker]:
+                del cache[k]
+            for k in [k for k, w in running.items() if w == worker]:
+                del running[k]
+            apply(run.node_down([worker], f"{worker} killed", now))
+            push(now + down_for, "up", worker)
+        elif kind == "up":
+            down.discard(payload)
+            for lf, cmd in parked.pop(payload, []):
+                sched = run.scheduler
+                if lf != life or sched is None or not sched.is_current(cmd.task, cmd.attempt):
+                    continue  # given up on meanwhile (lost, re-dispatched): not delivered
+                ask(cmd)
+            apply(run.node_up([payload], now))
+        elif kind == "crash" and "plan" in journal:
+            life += 1
+            run = make_run()
+            apply(run.start(data, now, resumed()))
+    return RunSimResult(
+        reply,
+        stats["spent"],
+        effects,
+        continues,
+        int(stats["max_running"]),
+        int(stats["batches"]),
+        int(stats["commands"]),
+        int(stats["applied"]),
+        life,
+        now,
+    )
