@@ -307,7 +307,7 @@ class Run:
             out = self._verdict_back(call, result, now)
         else:
             out = self._answer_back(call, result, now)
-        return out + self._journal_run() + self._pump(now)
+        return out + self._journal_run() + self._pump(now) + self._maybe_done()
 
     def timer(self, key: tuple[Any, ...], now: float) -> list[RunCommand]:
         if self.done or self.scheduler is None or key[0] != "sched":
@@ -590,6 +590,8 @@ class Run:
         if not self.want_judge or self.pending_critiques > 0 or self.done:
             return []
         self.want_judge = False
+        if self.scheduler is None or self.scheduler.phase(self.final) != "reviewing":
+            return self._maybe_done()  # cancelled or stopped meanwhile: nothing to judge
         loop = self.judge_loop
         assert loop is not None and self.roles.judge is not None
         data = {"goal": self.goal, "answer": self.answer, "critiques": list(self.critiques), "iteration": loop.iteration, "maxIterations": loop.cap}

@@ -406,3 +406,24 @@ def test_a_workers_retry_after_is_capped_and_the_cap_is_traced(retry_after: floa
     (retry,) = [t for t in h.timers if t.key[:2] == ("sched", "retry")]
     assert retry.at == 60.0
     assert any("capped by retry_after_max_s" in t.fields["reason"] for t in h.traces if t.event == "schedule.decision")
+
+
+def test_cancelling_a_run_whose_final_task_awaits_its_review_still_replies() -> None:
+    critique_back: list[Ask] = []
+
+    def respond(a: Ask) -> Result | None:
+        if a.skill == "critique":
+            return passed(a) if critique_back else None
+        if a.skill == "judge":
+            return accept(a)
+        return ok({"text": "draft"})
+
+    h = Harness(make(Roles(critic="critic", judge="judge"), gate=False), respond)
+    h.start({"goal": "g", "plan": plan({"id": "t", "skill": "write", "args": {}})})
+    h.settle()  # the critique has not come back: the judge waits for it
+    h.feed(h.run.cancel("user pressed Ctrl-C", h.now))
+    assert h.reply is None  # the critique asked for is awaited
+    critique_back.append(h.asks[-1])
+    h.settle()
+    assert h.output["state"] == "failed" and "cancelled" in h.output["reason"]
+    assert not [a for a in h.asks if a.skill == "judge"]  # nothing left to judge
