@@ -828,7 +828,10 @@ class Run:
                         "runIterations": g.run_iterations,
                         "taskRuns": g.task_runs,
                         "issued": g.issued,
-                        "loops": {n: {"iteration": lp.iteration, "scores": [r.score for r in lp.rounds]} for n, lp in g.loops.items()},
+                        "loops": {
+                            n: {"iteration": lp.iteration, "rounds": [[r.iteration, r.score, r.answer] for r in lp.rounds]}
+                            for n, lp in g.loops.items()
+                        },
                     },
                     "escalations": self.escalations,
                 },
@@ -874,7 +877,7 @@ class Run:
         for name, state in (g.get("loops") or {}).items():
             loop = self.governor.open(name)
             loop.iteration = int(state.get("iteration", 1))
-            loop.rounds = [_Round(i + 1, None, s) for i, s in enumerate(state.get("scores", []))]
+            loop.rounds = [_Round(int(i), answer, score) for i, score, answer in state.get("rounds", [])]
         self.judge_loop = self.governor.loops.get("judge") or self.governor.open("judge")
         self.escalations = list(resumed.run.get("escalations") or [])
         out: list[RunCommand] = [

@@ -368,6 +368,7 @@ def test_resume_keeps_what_was_spent_the_attempts_the_loop_counters_and_the_tick
     h2.start({"goal": "g"}, resumed=h.resumed())
     assert life2.ledger.tokens.spent >= spent_before  # what the first life may have spent
     assert life2.governor.run_iterations == 1 and life2.judge_loop is not None and life2.judge_loop.iteration == 2
+    assert [(r.iteration, r.score, r.answer) for r in life2.judge_loop.rounds] == [(1, 0.4, "a1")]  # its best so far
     sent_b = [a for a in h2.asks if a.task == "b"]
     assert sent_b and sent_b[0].attempt == 2 and sent_b[0].key == "job/b"  # same key, next attempt
     h2.settle()
