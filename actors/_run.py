@@ -40,12 +40,33 @@ import msgspec
 from agentrt.protocols import (
     AgentCard,
     AgentRuntimeError,
+    BudgetFigures,
+    BudgetStop,
+    BudgetWait,
+    CommandFailed,
+    CriticGate,
     Critique,
     Escalation,
     EscalationAnswer,
     EscalationDecision,
+    EscalationRecord,
+    JournalInDoubt,
+    JournalResume,
+    LoopAnswer,
+    LoopEnd,
+    LoopEscalated,
+    LoopSummary,
+    LoopVerdict,
     Plan,
+    PlanAccepted,
+    RunReport,
+    ScheduleCancel,
+    ScheduleDecision,
+    ScheduleDispatch,
+    ScheduleFigures,
     SchemaError,
+    TaskRecord,
+    TraceEvent,
     Verdict,
     dependency_graph,
 )
@@ -103,15 +124,16 @@ class Journal:
 
 @dataclass(frozen=True)
 class Trace:
-    event: str
-    fields: dict[str, Any]
+    """Record a typed trace event."""
+
+    event: TraceEvent
 
 
 @dataclass(frozen=True)
 class Reply:
-    """Answer the job: its output, or an error."""
+    """Answer the job: its report, or an error."""
 
-    output: dict[str, Any] | None = None
+    output: RunReport | None = None
     error: str | None = None
 
 
@@ -365,7 +387,7 @@ class Run:
             return out + self.replied(cmd.call, Result(ok=False, state="failed", error=f"not sent: {text}", metadata=meta), now)
         if isinstance(cmd, Reply):
             return []
-        return [Trace("coordinator.command-failed", {"command": type(cmd).__name__, "error": text})]
+        return [Trace(CommandFailed(command=type(cmd).__name__, error=text))]
 
     # -- planning --------------------------------------------------------------------------
 
@@ -390,7 +412,7 @@ class Run:
         if resumed is None:
             self.judge_loop = self.governor.open("judge")
             out += self._journal("plan", msgspec.to_builtins(plan))
-        out.append(Trace("plan.accepted", {"tasks": len(plan.tasks), "final": plan.final_task(), "deps": dependency_graph(plan)}))
+        out.append(Trace(PlanAccepted(tasks=len(plan.tasks), final=plan.final_task(), deps=dependency_graph(plan))))
         if resumed is None:
             return out + self._sched(scheduler.start(now=now), now)
         return out + self._resume(resumed, now)
@@ -406,12 +428,12 @@ class Run:
             if isinstance(cmd, Dispatch):
                 out += self._dispatch(cmd, now)
             elif isinstance(cmd, Cancel):
-                out.append(Trace("schedule.cancel", {"plan_task": cmd.task_id, "worker": cmd.worker, "reason": cmd.reason}))
+                out.append(Trace(ScheduleCancel(plan_task=cmd.task_id, worker=cmd.worker, reason=cmd.reason)))
                 out.append(CancelCall(cmd.worker, cmd.task_id, cmd.reason))
             elif isinstance(cmd, SetTimer):
                 out.append(SetTimer(cmd.at, ("sched", *cmd.key)))
             elif isinstance(cmd, Decision):
-                out.append(Trace("schedule.decision", {"plan_task": cmd.task_id, "decision": cmd.decision, "reason": cmd.reason}))
+                out.append(Trace(ScheduleDecision(plan_task=cmd.task_id, decision=cmd.decision, reason=cmd.reason)))
                 out += self._decided(cmd, now)
             elif isinstance(cmd, Finish):
                 self.finish = cmd
@@ -437,7 +459,7 @@ class Run:
         if node.round > 1:
             entry["args"] = cmd.args
         return [
-            Trace("schedule.dispatch", {"plan_task": cmd.task_id, "skill": cmd.skill, "worker": cmd.worker, "attempt": cmd.attempt}),
+            Trace(ScheduleDispatch(plan_task=cmd.task_id, skill=cmd.skill, worker=cmd.worker, attempt=cmd.attempt)),
             Ask(call, cmd.worker, cmd.skill, cmd.args, task=cmd.task_id, attempt=cmd.attempt, key=f"{self.key}/{cmd.idempotency_key}", allowance=cmd.allowance),
             # After the ask: a task whose ask failed is journaled failed, never in doubt.
             *self._journal(f"task/{cmd.task_id}", entry),
@@ -490,8 +512,8 @@ class Run:
             "startedAt": meta.get("startedAt", 0.0),
             "finishedAt": meta.get("finishedAt", 0.0),
             "durationS": meta.get("durationS", 0.0),
-            "inputTokens": usage.get("inputTokens", 0),
-            "outputTokens": usage.get("outputTokens", 0),
+            "inputTokens": int(usage.get("inputTokens", 0)),
+            "outputTokens": int(usage.get("outputTokens", 0)),
             "costUsd": usage.get("costUsd", 0.0),
         }
         if not result.ok:
@@ -557,13 +579,13 @@ class Run:
             assert tid is not None and review is not None
             if critique is None:
                 # No review is no reason to lose the work: it goes on, and the trace says why.
-                out.append(Trace("critic.gate", {"plan_task": tid, "decision": "passed", "reason": f"critic failed: {result.error}"}))
+                out.append(Trace(CriticGate(plan_task=tid, decision="passed", reason=f"critic failed: {result.error}")))
                 out += self._reviewed(tid, review.output, now)
             elif critique.passed:
-                out.append(Trace("critic.gate", {"plan_task": tid, "decision": "passed", "score": critique.score}))
+                out.append(Trace(CriticGate(plan_task=tid, decision="passed", score=critique.score)))
                 out += self._reviewed(tid, review.output, now)
             else:
-                out.append(Trace("critic.gate", {"plan_task": tid, "decision": "held", "score": critique.score, "issues": critique.issues}))
+                out.append(Trace(CriticGate(plan_task=tid, decision="held", score=critique.score, issues=critique.issues)))
                 name = f"critic:{tid}"
                 loop = self.governor.loops.get(name) or self.governor.open(name)
                 reason = f"critic score {critique.score:.2f} below the pass mark"
@@ -616,7 +638,7 @@ class Run:
         self._sync_governor()
         step = self.governor.on_verdict(loop, verdict, answer=self.answer, sender=self.final_worker, judge=call.actor, task=final)
         out: list[RunCommand] = [
-            Trace("loop.verdict", {"loop": loop.name, "decision": verdict.decision, "iteration": verdict.iteration, "score": verdict.score, "next": type(step).__name__})
+            Trace(LoopVerdict(loop=loop.name, decision=verdict.decision, iteration=verdict.iteration, score=verdict.score, next=type(step).__name__))
         ]
         return out + self._loop_step(loop, step, now)
 
@@ -637,7 +659,7 @@ class Run:
             args = self._with_feedback(review.worker, skill_id, self.args.get(tid, {}), step.feedback)
             return self._sched(self.scheduler.review_redo(tid, args, f"{loop.name}: {step.feedback}", now=now), now)
         out: list[RunCommand] = [
-            Trace("loop.end", {"loop": loop.name, "state": step.state, "reason": step.reason, "iteration": step.iteration, "scope": step.scope})
+            Trace(LoopEnd(loop=loop.name, state=step.state, reason=step.reason, iteration=step.iteration or 0, scope=step.scope))
         ]
         if loop is self.judge_loop:
             self.outcome = step
@@ -678,12 +700,12 @@ class Run:
         if ticket.ticket_id in self.tickets:  # asked again: a fresh ticket id
             ticket = msgspec.structs.replace(ticket, ticket_id=f"{ticket.ticket_id}-{len(self.escalations) + 1}")
         self.tickets[ticket.ticket_id] = _Ticket("in-doubt", ticket, "abort", tid, why=why)
-        return [Trace("journal.in-doubt", {"plan_task": tid, "reason": why}), *self._to_human(ticket, now)]
+        return [Trace(JournalInDoubt(plan_task=tid, reason=why)), *self._to_human(ticket, now)]
 
     def _to_human(self, ticket: Escalation, now: float) -> list[RunCommand]:
         self.escalations.append({"ticket": msgspec.to_builtins(ticket)})
         out: list[RunCommand] = [
-            Trace("loop.escalated", {"ticket_id": ticket.ticket_id, "loop": ticket.loop, "reason": ticket.reason, "iteration": ticket.iteration, "summary": ticket.summary})
+            Trace(LoopEscalated(ticket_id=ticket.ticket_id, loop=ticket.loop, reason=ticket.reason, iteration=ticket.iteration, summary=ticket.summary))
         ]
         human = self.roles.human
         if human is None:
@@ -715,7 +737,7 @@ class Run:
             answer = EscalationAnswer(ticket_id=ticket_id, decision=entry.fallback, by=f"policy ({why_not})")
         record = next(r for r in reversed(self.escalations) if r["ticket"]["ticketId"] == ticket_id)
         record["answer"] = msgspec.to_builtins(answer)
-        out: list[RunCommand] = [Trace("loop.answer", {"ticket_id": ticket_id, "decision": answer.decision, "by": answer.by})]
+        out: list[RunCommand] = [Trace(LoopAnswer(ticket_id=ticket_id, decision=answer.decision, by=answer.by))]
         assert self.scheduler is not None
         if self.done or self.scheduler.finished:
             return out
@@ -753,7 +775,7 @@ class Run:
         if granted is None and self.ledger.tokens.reserved > 0:
             short = self.ledger.shortfall(float(least) if least is not None else want)
             self.deferred.append(dict(kind=kind, actor=actor, skill_id=skill_id, data=data, task=task, attempt=attempt, gate=gate, reserve=want, least=least))
-            return [Trace("budget.wait", {"call": kind, "plan_task": task, "reason": short})]
+            return [Trace(BudgetWait(call=kind, plan_task=task, reason=short or ""))]
         if granted is None:
             if kind == "critique":
                 self.pending_critiques -= 1
@@ -783,7 +805,7 @@ class Run:
         """A call the run needs does not fit its budget: nothing more is asked for; the run
         ends partial (or failed), never completed."""
         self.budget_reason = self.budget_reason or reason
-        out: list[RunCommand] = [Trace("budget.stop", {"call": kind, "plan_task": task, "reason": reason})]
+        out: list[RunCommand] = [Trace(BudgetStop(call=kind, plan_task=task, reason=reason))]
         if kind == "plan" or self.scheduler is None:
             return out + self._end(error=f"planning not started: {reason}")
         scheduler = self.scheduler
@@ -881,7 +903,7 @@ class Run:
         self.judge_loop = self.governor.loops.get("judge") or self.governor.open("judge")
         self.escalations = list(resumed.run.get("escalations") or [])
         out: list[RunCommand] = [
-            Trace("journal.resume", {"job": self.key, "done": len(done), "in_doubt": len(in_doubt), "spent": self.ledger.tokens.spent})
+            Trace(JournalResume(job=self.key, done=len(done), in_doubt=len(in_doubt)))
         ]
         out += self._sched(scheduler.resume(done, now, failed=failed, prefer=prefer, held=in_doubt, attempts=attempts), now)
         for tid, why in in_doubt.items():
@@ -935,47 +957,47 @@ class Run:
             return [Reply(error=error)]
         return [Reply(output=self.output())]
 
-    def output(self) -> dict[str, Any]:
+    def output(self) -> RunReport:
         finish = self.finish
         assert finish is not None and self.plan is not None and self.judge_loop is not None
         state, reason = self.state()
         if not self.answer and self.final in finish.results:
             self.answer = answer_of(finish.results[self.final])
         outcome = self.outcome
-        return {
-            "answer": self.answer,
-            "state": state,
-            "reason": reason,
+        return RunReport(
+            answer=self.answer,
+            state=state,  # type: ignore[arg-type]
+            reason=reason,
             # Partial results too, when the plan failed or a budget stopped it.
-            "results": finish.results,
-            "schedule": {
-                "coreCpuS": round(self.cpu_s, 6),
-                "coreEvents": self.events,
-                "dispatches": len(self.dispatched_at),
-                "dispatchSpanS": round(self.dispatched_at[-1] - self.dispatched_at[0], 6) if self.dispatched_at else 0.0,
-                "rpmLimit": self.policy.rpm,
-                "maxInFlight": self.policy.max_in_flight,
-                "failed": finish.failed,
-                "skipped": finish.skipped,
-                "cancelled": finish.cancelled,
-            },
-            "budget": {
-                "tokenBudget": self.ledger.tokens.cap,
-                "tokensSpent": self.ledger.tokens.spent,
-                "costBudget": self.ledger.cost.cap,
-                "costSpent": round(self.ledger.cost.spent, 8),
-            },
-            "iterations": self.judge_loop.iteration,
-            "loop": {
-                "name": self.judge_loop.name,
-                "cap": self.judge_loop.cap,
-                "endedBy": outcome.scope if outcome else None,
-                "answerIteration": outcome.iteration if outcome else None,
-                "answerScore": outcome.score if outcome else None,
-            },
-            "escalations": self.escalations,
-            "verdict": self.verdict,
-            "critiques": self.critiques,
-            "plan": msgspec.to_builtins(self.plan),
-            "tasks": [self.records[t.id] for t in self.plan.tasks if t.id in self.records],
-        }
+            results=finish.results,
+            schedule=ScheduleFigures(
+                core_cpu_s=round(self.cpu_s, 6),
+                core_events=self.events,
+                dispatches=len(self.dispatched_at),
+                dispatch_span_s=round(self.dispatched_at[-1] - self.dispatched_at[0], 6) if self.dispatched_at else 0.0,
+                rpm_limit=self.policy.rpm,
+                max_in_flight=self.policy.max_in_flight,
+                failed=finish.failed,
+                skipped=finish.skipped,
+                cancelled=finish.cancelled,
+            ),
+            budget=BudgetFigures(
+                token_budget=self.ledger.tokens.cap,
+                tokens_spent=self.ledger.tokens.spent,
+                cost_budget=self.ledger.cost.cap,
+                cost_spent=round(self.ledger.cost.spent, 8),
+            ),
+            iterations=self.judge_loop.iteration,
+            loop=LoopSummary(
+                name=self.judge_loop.name,
+                cap=self.judge_loop.cap,
+                ended_by=outcome.scope if outcome else None,
+                answer_iteration=outcome.iteration if outcome else None,
+                answer_score=outcome.score if outcome else None,
+            ),
+            escalations=[msgspec.convert(e, EscalationRecord) for e in self.escalations],
+            verdict=msgspec.convert(self.verdict, Verdict) if self.verdict else None,
+            critiques=[msgspec.convert(c, Critique) for c in self.critiques],
+            plan=self.plan,
+            tasks=[msgspec.convert(self.records[t.id], TaskRecord) for t in self.plan.tasks if t.id in self.records],
+        )

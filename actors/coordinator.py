@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentrt.protocols import CancelTask, Control, Envelope
-from agentrt.runtime import Actor, Request, TaskResult, skill
+from agentrt.runtime import Actor, Draining, Request, TaskResult, skill
 from agentrt.schemas import load
 
 from ._loops import LoopLimits
@@ -54,8 +54,7 @@ class Coordinator(Actor):
         self.runs: dict[str, tuple[Request, Run]] = {}
         self.policy = Policy.from_config({k: v for k, v in self.config.items() if k not in _OWN_KEYS})
         self.limits = LoopLimits.from_config(dict(self.config.get("loops", {})))
-        self.draining = False
-        self.said_drained = False
+        self.draining: Draining | None = None
 
     def _role(self, key: str, skill_id: str) -> str | None:
         if key in self.config:
@@ -101,24 +100,27 @@ class Coordinator(Actor):
         return Resumed(plan=plan, tasks=tasks, run=state.get(f"journal/{key}/run") or {})
 
     def on_message(self, envelope: Envelope) -> None:
-        """Death watch (a worker's node died, or is back) and drain, from the supervisor."""
+        """Death watch: a worker's node died, or is back."""
         body = envelope.body
         if not isinstance(body, Control):
             return
         now = time.monotonic()
-        self.draining = self.draining or body.op == "drain"
         for job in list(self.runs):
             if job not in self.runs:
                 continue
-            if body.op == "drain":
-                self._feed(job, self.runs[job][1].drain, str(body.args.get("reason", "stopping")))
-            elif body.op == "node-down":
+            if body.op == "node-down":
                 why = f"node {body.args.get('node')} (pid {body.args.get('pid')}) died"
                 self._feed(job, self.runs[job][1].node_down, list(body.args.get("actors", [])), why, now)
             elif body.op == "node-up":
                 self._feed(job, self.runs[job][1].node_up, list(body.args.get("actors", [])), now)
-        if self.draining:
-            self._drained()
+
+    def on_drain(self, drain: Draining) -> None:
+        """The run is stopping: dispatch nothing more; answer once nothing is in flight."""
+        self.draining = drain
+        for job in list(self.runs):
+            if job in self.runs:
+                self._feed(job, self.runs[job][1].drain, drain.reason or "stopping")
+        self._drained()
 
     def on_cancel(self, req: Request, reason: str) -> None:
         """Cancelling the run cancels everything in flight and dispatches nothing more."""
@@ -150,7 +152,7 @@ class Coordinator(Actor):
         for cmd, exc in failed:
             if job in self.runs:
                 self._feed(job, self.runs[job][1].command_failed, cmd, exc, time.monotonic())
-        if self.draining:
+        if self.draining is not None:
             self._drained()
 
     def _do(self, job: str, cmd: RunCommand) -> None:
@@ -161,6 +163,7 @@ class Coordinator(Actor):
                 cmd.skill,
                 cmd.data,
                 task_id=f"{job}/{cmd.task}" if cmd.task is not None else None,
+                plan_task=cmd.task,
                 attempt=cmd.attempt,
                 idempotency_key=cmd.key,
                 token_allowance=cmd.allowance,
@@ -174,7 +177,7 @@ class Coordinator(Actor):
         elif isinstance(cmd, Journal):
             self.ctx.state.put(f"journal/{core.key}/{cmd.key}", cmd.value)
         elif isinstance(cmd, Trace):
-            self.ctx.event(cmd.event, **cmd.fields)
+            self.ctx.emit(cmd.event)
         elif isinstance(cmd, Reply):
             del self.runs[job]
             if cmd.error is not None:
@@ -188,9 +191,8 @@ class Coordinator(Actor):
 
     def _drained(self) -> None:
         """Once nothing of a draining job is in flight, say so (its journal is complete)."""
-        if not self.said_drained and all(core.quiet for _, core in self.runs.values()):
-            self.said_drained = True
-            self.ctx.event("coordinator.drained", jobs=len(self.runs))
+        if self.draining is not None and all(core.quiet for _, core in self.runs.values()):
+            self.draining.done(f"{len(self.runs)} job(s) stopped with nothing in flight")
 
 
 def _result(r: TaskResult) -> Result:

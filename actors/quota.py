@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agentrt.protocols import QuotaRetryAfterCapped
 from agentrt.runtime import Actor, Request, skill
 
 from ._limits import RateLimiter
@@ -73,7 +74,7 @@ class Quota(Actor):
         asked = float(req.data["retryAfterS"])
         pause = min(asked, self.retry_after_max_s)
         if pause < asked:
-            self.ctx.event("quota.retry-after-capped", retry_after_s=asked, paused_s=pause, cap_s=self.retry_after_max_s)
+            self.ctx.emit(QuotaRetryAfterCapped(retry_after_s=asked, paused_s=pause, cap_s=self.retry_after_max_s))
         self.limiter.pause(time.monotonic() + pause)
         return {"pausedS": pause}
 

@@ -188,6 +188,30 @@ class ModelQuotaWait(TraceEvent, tag="model.quota-wait", kw_only=True):
     wait_s: float
 
 
+class ModelClipped(TraceEvent, tag="model.clipped", kw_only=True):
+    """A call's max_tokens was cut to fit what is left of its request's token allowance."""
+
+    max_tokens: int
+    clipped_to: int
+    allowance: int
+
+
+class ModelRefused(TraceEvent, tag="model.refused", kw_only=True):
+    """A call was not sent: its input alone does not fit its request's token allowance."""
+
+    reason: str
+    need_tokens: int
+    least_tokens: int = 0
+
+
+class QuotaRetryAfterCapped(TraceEvent, tag="quota.retry-after-capped", kw_only=True):
+    """A 429's Retry-After was longer than the quota's cap: the quota paused for the cap."""
+
+    retry_after_s: float
+    paused_s: float
+    cap_s: float
+
+
 # -- nodes and the supervisor --------------------------------------------------------------
 
 
@@ -459,6 +483,29 @@ class McpToolClash(TraceEvent, tag="mcp.tool-clash", kw_only=True):
     text: str = ""
 
 
+class BudgetWait(TraceEvent, tag="budget.wait", kw_only=True):
+    """A call of the run (`call`: plan, critique, verdict) waits for calls in flight to settle
+    before the budget can pay for it."""
+
+    call: str
+    reason: str
+
+
+class BudgetStop(TraceEvent, tag="budget.stop", kw_only=True):
+    """The run's budget cannot pay for a call it needs: nothing more is asked for."""
+
+    call: str
+    reason: str
+
+
+class CommandFailed(TraceEvent, tag="run.command-failed", kw_only=True):
+    """An entry actor could not carry out one command of its run core (the rest of the batch
+    was carried out; the failure went back to the core as an event)."""
+
+    command: str
+    error: str
+
+
 # -- A2A (the gateway, A2AAgent, and the human's answers they serve) -----------------------
 
 
@@ -548,6 +595,9 @@ Event = (
     | ModelCall
     | ModelCallFailed
     | ModelQuotaWait
+    | ModelClipped
+    | ModelRefused
+    | QuotaRetryAfterCapped
     | NodeStarted
     | NodeStartFailed
     | NodeOrphaned
@@ -600,6 +650,9 @@ Event = (
     | A2AResumed
     | A2ACancelled
     | A2ACancelFailed
+    | BudgetWait
+    | BudgetStop
+    | CommandFailed
 )
 
 _json_decoder = msgspec.json.Decoder(Event)

@@ -47,6 +47,16 @@ class ScheduleFigures(_Report, kw_only=True):
     cancelled: dict[str, str] = {}
 
 
+class BudgetFigures(_Report, kw_only=True):
+    """The run's one ledger, over every model call of the run (plan, tasks, critiques,
+    verdicts): its caps and what was spent."""
+
+    token_budget: float | None = None
+    tokens_spent: float = 0.0
+    cost_budget: float | None = None
+    cost_spent: float = 0.0
+
+
 class LoopSummary(_Report, kw_only=True):
     """The judge loop: its cap, the cap that ended it (if one did), where the answer came from."""
 
@@ -76,6 +86,7 @@ class RunReport(_Report, kw_only=True):
     reason: str = ""
     results: dict[str, Any] = {}  # every completed task's result (partial when the plan failed)
     schedule: ScheduleFigures = ScheduleFigures()
+    budget: BudgetFigures = BudgetFigures()
     iterations: int = 0
     loop: LoopSummary | None = None
     escalations: list[EscalationRecord] = []

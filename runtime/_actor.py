@@ -34,7 +34,9 @@ from agentrt.protocols import (
     Message,
     ModelCall,
     ModelCallFailed,
+    ModelClipped,
     ModelQuotaWait,
+    ModelRefused,
     Notice,
     OverLimit,
     Part,
@@ -249,10 +251,10 @@ class _MeteredModel:
             try:
                 clipped = clip_to_allowance(left, messages, system, max_tokens, tools)
             except TokenAllowanceExceeded as exc:
-                self._ctx.event("model.refused", reason=str(exc), need_tokens=exc.need_tokens)
+                self._ctx.emit(ModelRefused(reason=str(exc), need_tokens=exc.need_tokens, least_tokens=exc.least_tokens))
                 raise
             if clipped < max_tokens:
-                self._ctx.event("model.clipped", max_tokens=max_tokens, clipped_to=clipped, allowance=req.token_allowance)
+                self._ctx.emit(ModelClipped(max_tokens=max_tokens, clipped_to=clipped, allowance=req.token_allowance))
             max_tokens = clipped
         estimate = self._draw(messages, system, max_tokens)
         t0 = time.time()

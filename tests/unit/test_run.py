@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from agentrt.actors._loops import LoopLimits
@@ -24,7 +25,7 @@ from agentrt.actors._run import (
     Trace,
 )
 from agentrt.actors._scheduler import Policy
-from agentrt.protocols import AgentCard, AgentSkill, SchemaError
+from agentrt.protocols import AgentCard, AgentSkill, JournalInDoubt, ScheduleDecision, SchemaError
 
 OPEN = {"type": "object"}
 
@@ -135,12 +136,13 @@ class Harness:
         )
 
     def decisions(self, task: str) -> list[str]:
-        return [t.fields["decision"] for t in self.traces if t.event == "schedule.decision" and t.fields["plan_task"] == task]
+        return [t.event.decision for t in self.traces if isinstance(t.event, ScheduleDecision) and t.event.plan_task == task]
 
     @property
     def output(self) -> dict[str, Any]:
+        """The job's report, as it goes on the wire (camelCase)."""
         assert self.reply is not None and self.reply.output is not None, self.reply
-        return self.reply.output
+        return msgspec.to_builtins(self.reply.output)
 
 
 def make(roles: Roles, policy: Policy | None = None, limits: LoopLimits | None = None, gate: bool = True) -> Run:
@@ -386,7 +388,7 @@ def test_a_task_that_was_never_sent_is_not_in_doubt_after_a_restart() -> None:
     assert h.journal["task/pay"]["state"] == "not-sent"
     h2 = Harness(make(Roles()), lambda a: ok({"charged": True}))
     h2.start({"goal": "g"}, resumed=h.resumed())
-    assert not [t for t in h2.traces if t.event == "journal.in-doubt"]
+    assert not [t for t in h2.traces if isinstance(t.event, JournalInDoubt)]
     h2.settle()
     assert h2.output["state"] == "completed"
 
@@ -406,7 +408,7 @@ def test_a_workers_retry_after_is_capped_and_the_cap_is_traced(retry_after: floa
     h.feed(h.run.replied(first.call, fail("429", retryAfterS=retry_after), 0.0))
     (retry,) = [t for t in h.timers if t.key[:2] == ("sched", "retry")]
     assert retry.at == 60.0
-    assert any("capped by retry_after_max_s" in t.fields["reason"] for t in h.traces if t.event == "schedule.decision")
+    assert any("capped by retry_after_max_s" in t.event.reason for t in h.traces if isinstance(t.event, ScheduleDecision))
 
 
 def test_cancelling_a_run_whose_final_task_awaits_its_review_still_replies() -> None:

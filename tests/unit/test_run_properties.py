@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -141,7 +142,7 @@ def test_every_run_keeps_its_budget_repeats_no_effect_applies_every_batch_and_en
     assert sim.max_running <= case["policy"].max_in_flight
     if sim.reply.output is None:
         return
-    out = sim.reply.output
+    out = msgspec.to_builtins(sim.reply.output)
     ids = [t["id"] for t in case["plan"]["tasks"]]
     schedule = out["schedule"]
     ends = [set(out["results"]), set(schedule["failed"]), set(schedule["skipped"]), set(schedule["cancelled"])]
