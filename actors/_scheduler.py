@@ -102,6 +102,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"policy field '{name}' must be > 0, got {value}")
+        if self.cost_budget is not None and not self.usd_per_mtok > 0:
+            raise ValueError(
+                "policy field 'cost_budget' needs 'usd_per_mtok' > 0: every call reserves its worst "
+                "case priced at usd_per_mtok; set it to the highest per-token price of the run's "
+                "models (their output price)"
+            )
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"policy field 'jitter' must be between 0 and 1, got {self.jitter}")
 

@@ -219,6 +219,12 @@ def test_token_budget_stops_dispatch_and_returns_partial_results() -> None:
     assert set(finish.skipped) == {"t2", "t3"}
 
 
+def test_a_cost_budget_without_a_token_price_is_refused_naming_both_fields() -> None:
+    """With no price, reservations cost nothing and the cap could be passed (old code took it)."""
+    with pytest.raises(ValueError, match="'cost_budget' needs 'usd_per_mtok' > 0"):
+        Policy(cost_budget=1.0)
+
+
 def test_cost_budget_uses_the_price_of_tokens() -> None:
     p = plan(*[PlanTask(id=f"t{i}", skill="s", est_tokens=1000) for i in range(3)])
     s = Scheduler(p, {"w": ["s"]}, policy=Policy(cost_budget=0.02, usd_per_mtok=10.0))
