@@ -143,20 +143,21 @@ class Coordinator(Actor):
     def _apply(self, job: str, commands: list[RunCommand]) -> None:
         """Carry out every command of the batch, even when one fails; each failure goes back
         to the core as an event once the batch is done."""
+        if job not in self.runs:
+            return
+        req, core = self.runs[job]
         failed: list[tuple[RunCommand, BaseException]] = []
         for cmd in commands:
             try:
-                self._do(job, cmd)
+                self._do(job, req, core, cmd)
             except Exception as exc:
                 failed.append((cmd, exc))
         for cmd, exc in failed:
-            if job in self.runs:
-                self._feed(job, self.runs[job][1].command_failed, cmd, exc, time.monotonic())
+            self._feed(job, core.command_failed, cmd, exc, time.monotonic())
         if self.draining is not None:
             self._drained()
 
-    def _do(self, job: str, cmd: RunCommand) -> None:
-        req, core = self.runs[job]
+    def _do(self, job: str, req: Request, core: Run, cmd: RunCommand) -> None:
         if isinstance(cmd, Ask):
             self.ctx.ask(
                 cmd.actor,
@@ -179,7 +180,7 @@ class Coordinator(Actor):
         elif isinstance(cmd, Trace):
             self.ctx.emit(cmd.event)
         elif isinstance(cmd, Reply):
-            del self.runs[job]
+            self.runs.pop(job, None)
             if cmd.error is not None:
                 req.fail(cmd.error)
             else:
