@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agentrt.protocols import CancelTask, Control, Envelope
+from agentrt.protocols import CancelTask, Envelope, NodeDown, NodeUp
 from agentrt.runtime import Actor, Draining, Request, TaskResult, skill
 from agentrt.schemas import load
 
@@ -101,18 +101,15 @@ class Coordinator(Actor):
 
     def on_message(self, envelope: Envelope) -> None:
         """Death watch: a worker's node died, or is back."""
-        body = envelope.body
-        if not isinstance(body, Control):
-            return
-        now = time.monotonic()
         for job in list(self.runs):
             if job not in self.runs:
                 continue
-            if body.op == "node-down":
-                why = f"node {body.args.get('node')} (pid {body.args.get('pid')}) died"
-                self._feed(job, self.runs[job][1].node_down, list(body.args.get("actors", [])), why, now)
-            elif body.op == "node-up":
-                self._feed(job, self.runs[job][1].node_up, list(body.args.get("actors", [])), now)
+            core = self.runs[job][1]
+            match envelope.body:
+                case NodeDown(node=node, pid=pid, actors=actors):
+                    self._feed(job, core.node_down, list(actors), f"node {node} (pid {pid}) died", time.monotonic())
+                case NodeUp(actors=actors):
+                    self._feed(job, core.node_up, list(actors), time.monotonic())
 
     def on_drain(self, drain: Draining) -> None:
         """The run is stopping: dispatch nothing more; answer once nothing is in flight."""
