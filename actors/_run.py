@@ -24,8 +24,9 @@ What it guarantees, whatever order events come in:
   judge for the final task): running -> reviewing -> completed;
 - a stateful task whose fate is unknown (its worker was lost, or the run stopped while it
   ran) is never run again without a decision (a ticket to the human; no human: not re-run);
-- the journal records the dispatch after the ask, so a task that was never sent is not in
-  doubt; resume restores the ledger, attempts, loop counters and escalations.
+- the journal records each dispatch before its ask and, if the ask cannot go out, that it
+  was not sent: a task that was never sent is not in doubt, one that may have been is;
+  resume restores the ledger, attempts, loop counters and escalations.
 """
 
 from __future__ import annotations
@@ -449,7 +450,7 @@ class Run:
         call = self._new_call(_Call("task", cmd.worker, float(cmd.allowance), task=cmd.task_id, attempt=cmd.attempt))
         self.dispatched_at.append(now)
         entry: dict[str, Any] = {
-            "state": "sent",
+            "state": "dispatched",
             "attempt": cmd.attempt,
             "worker": cmd.worker,
             "stateful": not self.scheduler.read_only(node),
@@ -458,11 +459,13 @@ class Run:
         }
         if node.round > 1:
             entry["args"] = cmd.args
+        # Journaled before the ask: if this process dies right after sending, the task is in
+        # doubt, never silently "not sent". An ask that fails to go out is journaled not-sent
+        # at once (`command_failed`), so a task that was never sent is never in doubt.
         return [
+            *self._journal(f"task/{cmd.task_id}", entry),
             Trace(ScheduleDispatch(plan_task=cmd.task_id, skill=cmd.skill, worker=cmd.worker, attempt=cmd.attempt)),
             Ask(call, cmd.worker, cmd.skill, cmd.args, task=cmd.task_id, attempt=cmd.attempt, key=f"{self.key}/{cmd.idempotency_key}", allowance=cmd.allowance),
-            # After the ask: a task whose ask failed is journaled failed, never in doubt.
-            *self._journal(f"task/{cmd.task_id}", entry),
         ]
 
     def _decided(self, cmd: Decision, now: float) -> list[RunCommand]:
@@ -881,11 +884,11 @@ class Run:
                 done[tid] = entry.get("result")
             elif state == "failed":
                 failed[tid] = str(entry.get("error", "failed before the restart"))
-            elif state in ("sent", "running") and not entry.get("stateful"):
+            elif state in ("dispatched", "running") and not entry.get("stateful"):
                 prefer[tid] = str(entry.get("worker", ""))
-            elif state in ("sent", "running"):
+            elif state in ("dispatched", "running"):
                 in_doubt[tid] = (
-                    f"in doubt: attempt {entry.get('attempt')} on {entry.get('worker')} was sent "
+                    f"in doubt: attempt {entry.get('attempt')} on {entry.get('worker')} was dispatched "
                     "when the coordinator stopped; its effect may or may not have happened, so it "
                     "is not run again blindly"
                 )

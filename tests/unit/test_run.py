@@ -289,7 +289,7 @@ def test_a_dispatch_that_cannot_be_sent_fails_its_task_at_once_naming_the_field_
     assert "field '$.text'" in error and "(rule: type)" in error and "${t1}" in error
     assert out["schedule"]["skipped"]["t3"] == "dependency 't2' did not complete"
     assert [a.task for a in h.asks] == ["t1"]  # t2 was never sent, and not retried
-    assert h.journal["task/t2"]["state"] == "failed"  # not "sent": it never was
+    assert h.journal["task/t2"]["state"] == "failed"  # not "dispatched": it never went out
 
 
 # -- stateful work is never silently repeated ---------------------------------------------
