@@ -464,7 +464,7 @@ class Run:
         # at once (`command_failed`), so a task that was never sent is never in doubt.
         return [
             *self._journal(f"task/{cmd.task_id}", entry),
-            Trace(ScheduleDispatch(plan_task=cmd.task_id, skill=cmd.skill, worker=cmd.worker, attempt=cmd.attempt)),
+            Trace(ScheduleDispatch(plan_task=cmd.task_id, skill=cmd.skill, worker=cmd.worker, attempt=cmd.attempt, at=now)),
             Ask(call, cmd.worker, cmd.skill, cmd.args, task=cmd.task_id, attempt=cmd.attempt, key=f"{self.key}/{cmd.idempotency_key}", allowance=cmd.allowance),
         ]
 

@@ -347,11 +347,14 @@ class PlanRejected(TraceEvent, tag="plan.rejected", kw_only=True):
 
 
 class ScheduleDispatch(TraceEvent, tag="schedule.dispatch", kw_only=True):
-    """`plan_task` sent to `worker` (attempt `attempt`): where its waiting begins."""
+    """`plan_task` sent to `worker` (attempt `attempt`): where its waiting begins. `at` is
+    when the scheduling core decided it, on the coordinator's monotonic clock (the bounds
+    and rate limits hold on that clock; `ts` adds the time to carry out the decision)."""
 
     skill: str
     worker: str
     attempt: int = 1
+    at: float | None = None
 
 
 class ScheduleDecision(TraceEvent, tag="schedule.decision", kw_only=True):

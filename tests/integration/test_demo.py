@@ -137,9 +137,10 @@ def test_batch_demo_keeps_the_pool_and_the_rate_limit(tmp_path: Path) -> None:
         peak = max(peak, running)
     assert peak <= 5
     # 120/min with a one-second bucket (capacity 2, refilled at 2/s): over any window of
-    # w seconds, at most 2 + 2w dispatches, counted where the coordinator dispatched them.
+    # w seconds, at most 2 + 2w dispatches, counted when the coordinator's core decided them
+    # (`at`, its clock; the event's `ts` adds the time it took to carry the batch out).
     starts = sorted(
-        e["ts"]
+        e["at"]
         for e in read_trace(tmp_path / "b" / "trace.jsonl")
         if e["event"] == "schedule.dispatch" and e["plan_task"].startswith("doc")
     )
