@@ -71,7 +71,6 @@ from agentrt.protocols import (
     Verdict,
     dependency_graph,
 )
-from agentrt.runtime import redact
 
 from ._limits import Ledger
 from ._loops import Conclude, Escalate, Governor, Loop, LoopLimits, Redo, _Round
@@ -117,7 +116,7 @@ class CancelCall:
 
 @dataclass(frozen=True)
 class Journal:
-    """Write `value` (already redacted) under `key` in the job's journal."""
+    """Write `value` under `key` in the job's journal (the store redacts it)."""
 
     key: str
     value: Any
@@ -837,8 +836,8 @@ class Run:
         return {"tokens": self.ledger.committed, "cost": self.ledger.committed_cost}
 
     def _journal(self, key: str, value: Any) -> list[RunCommand]:
-        """Journal values are redacted before they are written."""
-        return [Journal(key, redact(value))] if self.journaling else []
+        # The state store redacts every value it writes (Namespace.put), journal values too.
+        return [Journal(key, value)] if self.journaling else []
 
     def _journal_run(self) -> list[RunCommand]:
         """The run's own record: what it may have spent, its loops' counters, its tickets."""
