@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agentrt.protocols import QuotaRetryAfterCapped
+from agentrt.protocols import QuotaGranted, QuotaRetryAfterCapped
 from agentrt.runtime import Actor, Request, skill
 
 from ._limits import RateLimiter
@@ -65,6 +65,7 @@ class Quota(Actor):
         tokens, requests = float(req.data["tokens"]), float(req.data.get("requests", 1))
         wait = self.limiter.wait_s(tokens, now, requests)
         self.limiter.take(tokens, now, requests)
+        self.ctx.emit(QuotaGranted(at=time.time() + wait, wait_s=round(wait, 6), tokens=tokens))
         return {"waitS": round(wait, 6)}
 
     @skill(input=_PAUSE)

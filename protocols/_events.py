@@ -204,6 +204,15 @@ class ModelRefused(TraceEvent, tag="model.refused", kw_only=True):
     least_tokens: int = 0
 
 
+class QuotaGranted(TraceEvent, tag="quota.granted", kw_only=True):
+    """A Quota actor counted one call: it may start at `at` (unix seconds; the decision's time
+    plus the wait the buckets asked for)."""
+
+    at: float
+    wait_s: float
+    tokens: float
+
+
 class QuotaRetryAfterCapped(TraceEvent, tag="quota.retry-after-capped", kw_only=True):
     """A 429's Retry-After was longer than the quota's cap: the quota paused for the cap."""
 
@@ -600,6 +609,7 @@ Event = (
     | ModelQuotaWait
     | ModelClipped
     | ModelRefused
+    | QuotaGranted
     | QuotaRetryAfterCapped
     | NodeStarted
     | NodeStartFailed
