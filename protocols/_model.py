@@ -385,18 +385,7 @@ Body = (
     | EscalationAnswer
     | Heartbeat
     | Ack
-    | Register
-    | StartFailed
-    | Directory
-    | Ready
-    | StatsQuery
-    | Stats
-    | Stop
-    | Stopped
-    | NodeDown
-    | NodeUp
-    | Drain
-    | Drained
+    | Control
 )
 
 
