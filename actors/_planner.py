@@ -15,7 +15,10 @@ import ast
 import re
 from typing import Any
 
-from agentrt.protocols import AgentSkill, Plan, PlanError, PlanTask, validate_plan
+from agentrt.protocols import AgentSkill, Plan, PlanError, PlanTask, SkillContract, validate_plan
+
+Tool = tuple[AgentSkill, SkillContract]
+"""A skill the planner may use: as A2A describes it, and its schemas (the card's contract)."""
 
 SYSTEM = """You are the planner of a multi-agent runtime. Turn the user's goal into a plan of \
 tool calls that can run in parallel wherever they do not depend on each other.
@@ -33,22 +36,22 @@ _REF = re.compile(r"\$\{?(\d+)\}?")
 _LITERAL_NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
 
-def describe_tools(tools: dict[str, AgentSkill]) -> str:
+def describe_tools(tools: dict[str, Tool]) -> str:
     """The tools as the prompt lists them: name, arguments (required ones marked), what it does."""
     lines = []
-    for name, s in sorted(tools.items()):
-        props = (s.input_schema or {}).get("properties", {})
-        required = set((s.input_schema or {}).get("required", []))
+    for name, (s, contract) in sorted(tools.items()):
+        props = (contract.input_schema or {}).get("properties", {})
+        required = set((contract.input_schema or {}).get("required", []))
         args = ", ".join(
             f"{p}{'' if p in required else '?'}: {spec.get('type', 'any')}" for p, spec in props.items()
         )
         # What the plan's scheduling makes of it, so the model can fan out the safe calls.
-        note = " (read-only)" if s.read_only else " (destructive: waits for a person's approval)" if "destructive" in s.tags else ""
+        note = " (read-only)" if contract.read_only else " (destructive: waits for a person's approval)" if "destructive" in s.tags else ""
         lines.append(f"- {name}({args}): {s.description or s.name}{note}")
     return "\n".join(lines)
 
 
-def prompt(goal: str, tools: dict[str, AgentSkill]) -> str:
+def prompt(goal: str, tools: dict[str, Tool]) -> str:
     return f"Goal: {goal}\n\nTools:\n{describe_tools(tools)}"
 
 
@@ -92,7 +95,7 @@ def _check_args(where: str, tool: str, args: dict[str, Any], schema: dict[str, A
             )
 
 
-def parse(text: str, goal: str, tools: dict[str, AgentSkill]) -> Plan:
+def parse(text: str, goal: str, tools: dict[str, Tool]) -> Plan:
     """The plan in `text`, or a PlanError naming the action and what is wrong with it
     (unknown tool, bad syntax, a reference to no action, a cycle, no join)."""
     tasks: list[PlanTask] = []
@@ -126,7 +129,7 @@ def parse(text: str, goal: str, tools: dict[str, AgentSkill]) -> Plan:
         if call.args:
             raise PlanError(f"{where}: use keyword arguments (name=value), not positional ones")
         args = {kw.arg: _value(kw.value, where) for kw in call.keywords if kw.arg is not None}
-        _check_args(where, tool, args, tools[tool].input_schema)
+        _check_args(where, tool, args, tools[tool][1].input_schema)
         refs = sorted({int(r) for r in _REF.findall(raw_args)})
         for r in refs:
             if r == n:

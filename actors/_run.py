@@ -60,6 +60,7 @@ from agentrt.protocols import (
     LoopVerdict,
     Plan,
     PlanAccepted,
+    ResultAccepted,
     RunReport,
     ScheduleCancel,
     ScheduleDecision,
@@ -403,7 +404,8 @@ class Run:
                     continue
                 workers[name] = offered
                 for s in card.skills:
-                    skills.setdefault(s.id, SkillInfo(read_only=s.read_only, timeout_s=s.timeout_s))
+                    contract = card.contract(s.id)
+                    skills.setdefault(s.id, SkillInfo(read_only=contract.read_only, timeout_s=contract.timeout_s))
             scheduler = Scheduler(plan, workers, policy=self.policy, skills=skills, ledger=self.ledger)
         except (msgspec.ValidationError, AgentRuntimeError, ValueError) as exc:
             return self._end(error=f"the plan cannot run: {exc}")
@@ -474,6 +476,7 @@ class Run:
         out: list[RunCommand] = []
         if cmd.decision == "completed" and tid in scheduler.results and tid in scheduler.nodes:
             out += self._journal(f"task/{tid}", {"state": "completed", "result": scheduler.results[tid], "attempt": scheduler.nodes[tid].attempt, "committed": self._committed()})
+            out.append(Trace(ResultAccepted(plan_task=tid, skill=scheduler.nodes[tid].skill, output=scheduler.results[tid])))
         elif cmd.decision == "failed" and tid in scheduler.nodes:
             out += self._journal(f"task/{tid}", {"state": "failed", "error": cmd.reason, "attempt": scheduler.nodes[tid].attempt, "committed": self._committed()})
         if cmd.decision in _TERMINAL and tid in scheduler.nodes:
@@ -555,7 +558,7 @@ class Run:
         assert self.scheduler is not None and self.roles.critic is not None
         skill_id = self.scheduler.nodes[tid].skill
         card = self.cards.get(worker)
-        declared = card.skill(skill_id) if card is not None else None
+        declared = card.contract(skill_id) if card is not None else None
         data = {"taskId": tid, "skill": skill_id, "output": output, "outputSchema": declared.output_schema if declared else None}
         out = self._ask_model("critique", self.roles.critic, "critique", data, now, task=tid, attempt=attempt, gate=gate)
         return out
@@ -679,8 +682,7 @@ class Run:
     def _with_feedback(self, worker: str, skill_id: str, args: dict[str, Any], feedback: str) -> dict[str, Any]:
         """`args` plus the feedback, if the skill's input schema takes a `feedback` field."""
         card = self.cards.get(worker)
-        declared = card.skill(skill_id) if card is not None else None
-        schema = declared.input_schema if declared else {}
+        schema = (card.contract(skill_id).input_schema if card is not None else None) or {}
         takes = "feedback" in schema.get("properties", {}) or schema.get("additionalProperties", True) is not False
         return dict(args, feedback=feedback) if takes else dict(args)
 

@@ -20,9 +20,10 @@ from agentrt.protocols import (
     A2ACancelled,
     A2AResumed,
     A2ASent,
-    DataPart,
+    AgentCard,
     Escalation,
-    TextPart,
+    Part,
+    state_word,
 )
 from agentrt.runtime import Actor, Request
 from agentrt.runtime import a2a as mapping
@@ -93,17 +94,20 @@ class A2AAgent(Actor):
         )
         self.watcher = ClientFactory(watching).create(card)
         self.bells: dict[str, threading.Event] = {}  # our task id -> its wake-up
-        schemas = mapping.skill_schemas(card)
+        ours = mapping.from_a2a(card, AgentCard)  # its skill contracts, typed and checked
+        published = ours.capabilities.extensions
+        has_contracts = any(e.uri == mapping.SKILL_SCHEMAS_EXTENSION for e in published)
         for remote in card.skills:
-            declared = schemas.get(remote.id, {})
-            read_only = bool(declared.get("readOnly", self.config.get("read_only", False)))
+            declared = ours.contract(remote.id)
+            read_only = declared.read_only if has_contracts else bool(self.config.get("read_only", False))
+            timeout_s = declared.timeout_s if declared.timeout_s is not None else self.config.get("timeout_s")
             self.declare_skill(
                 remote.id,
                 self._handler(remote.id, read_only),
-                input=declared.get("inputSchema"),
-                output=declared.get("outputSchema"),
+                input=declared.input_schema,
+                output=declared.output_schema,
                 read_only=read_only,
-                timeout_s=declared.get("timeoutS", self.config.get("timeout_s")),
+                timeout_s=timeout_s,
                 description=remote.description,
                 name=remote.name,
                 tags=tuple(remote.tags),
@@ -178,10 +182,9 @@ class A2AAgent(Actor):
         finally:
             self.inflight.pop(req.task_id, None)
         if finish.state == "completed" and task is not None:
-            parts = [p for a in task.artifacts for p in mapping.parts_from_a2a(a.parts)]
-            req.complete([p for p in parts if isinstance(p, TextPart | DataPart)])
+            req.complete([mapping.from_a2a(p, Part) for a in task.artifacts for p in a.parts])
             return
-        said = mapping.text_of(mapping.parts_from_a2a(task.status.message.parts)) if task else ""
+        said = mapping.text_of(_parts(task.status.message)) if task else ""
         why = "; ".join(w for w in (finish.why, said) if w)
         req.fail(
             f"A2A agent {self.remote.name}: task {finish.task_id or '(not sent)'} ended "
@@ -215,7 +218,7 @@ class A2AAgent(Actor):
                         self.ctx.emit(A2ASent(remote_task_id=command.task_id, skill=skill_id))
                     elif isinstance(command, Send):
                         task = self._send(self._request(req, skill_id, sends))
-                        events = core.sent(task.id, mapping.state_from_a2a(task.status.state))
+                        events = core.sent(task.id, _state(task))
                     elif isinstance(command, Get):
                         if command.after_s:
                             if streams and watch is None:
@@ -231,13 +234,13 @@ class A2AAgent(Actor):
                         task = self._get(command.task_id)
                         if known is not None and core.resuming:
                             self.inflight[req.task_id] = task.id
-                            state = mapping.state_from_a2a(task.status.state)
+                            state = _state(task)
                             self.ctx.emit(A2AResumed(remote_task_id=task.id, state=state))
-                        events = core.seen(mapping.state_from_a2a(task.status.state))
+                        events = core.seen(_state(task))
                     elif isinstance(command, Cancel):
                         task = self._cancel(command.task_id)
                         assert task is not None
-                        events = core.seen(mapping.state_from_a2a(task.status.state))
+                        events = core.seen(_state(task))
                     elif isinstance(command, Escalate):
                         assert task is not None
                         decision, feedback = self._escalate(req, task)
@@ -247,7 +250,7 @@ class A2AAgent(Actor):
                         task = self._send(self._reply(task, command.text))
                         if watch is not None and watch.done():
                             watch = None  # its stream closed at INPUT_REQUIRED: a new one
-                        events = core.seen(mapping.state_from_a2a(task.status.state))
+                        events = core.seen(_state(task))
                 commands = events
         finally:
             self.bells.pop(req.task_id, None)
@@ -278,7 +281,7 @@ class A2AAgent(Actor):
         message = pb.Message(
             message_id=key if sent_before == 0 else f"{key}:{sent_before}",
             role=pb.ROLE_USER,
-            parts=mapping.parts_to_a2a(req.parts),
+            parts=[mapping.to_a2a(p, pb.Part) for p in req.parts],
         )
         message.metadata.update({mapping.SKILL_METADATA_KEY: skill_id})
         return message
@@ -341,7 +344,7 @@ class A2AAgent(Actor):
         if task is None and read_back:
             task = self._get(task_id)
         if task is not None:
-            state = mapping.state_from_a2a(task.status.state)
+            state = _state(task)
             self.ctx.emit(A2ACancelled(remote_task_id=task.id, state=state))
         return task
 
@@ -357,7 +360,7 @@ class A2AAgent(Actor):
     def _escalate(self, req: Request, task: pb.Task) -> tuple[str | None, str | None]:
         """The remote asks for input: a ticket for the human. Its decision (None: the run
         has no human) and feedback."""
-        asked = mapping.parts_from_a2a(task.status.message.parts)
+        asked = _parts(task.status.message)
         question = mapping.text_of(asked) or "the remote agent needs input"
         human = self._human()
         if human is None:
@@ -378,3 +381,13 @@ class A2AAgent(Actor):
         answer = self.ctx.ask(human, "escalate", msgspec.to_builtins(ticket)).result()
         data = answer.data if answer.ok else {"decision": "abort"}
         return str(data.get("decision")), data.get("feedback")
+
+
+def _state(task: pb.Task) -> str:
+    """A remote task's state in the runtime's words (`TASK_STATE_INPUT_REQUIRED` ->
+    `input-required`), as the core and the trace events say it."""
+    return state_word(mapping.state_from_a2a(task.status.state))
+
+
+def _parts(message: pb.Message) -> list[Part]:
+    return [mapping.from_a2a(p, Part) for p in message.parts]

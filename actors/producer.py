@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from agentrt.protocols import AgentSkill, Plan, PlanError, PlanRejected, PlanTask, validate_plan
+from agentrt.protocols import Plan, PlanError, PlanRejected, PlanTask, validate_plan
 from agentrt.runtime import Actor, Request, SpecError, skill
 from agentrt.schemas import load
 
@@ -63,14 +63,14 @@ class Producer(Actor):
         validate_plan(plan)
         return plan
 
-    def _tools(self) -> dict[str, AgentSkill]:
-        tools: dict[str, AgentSkill] = {}
+    def _tools(self) -> dict[str, _planner.Tool]:
+        tools: dict[str, _planner.Tool] = {}
         for name, card in sorted(self.ctx.cards().items()):
             if name == self.ctx.name:
                 continue
             for s in card.skills:
                 if s.id not in _ROLE_SKILLS:
-                    tools.setdefault(s.id, s)
+                    tools.setdefault(s.id, (s, card.contract(s.id)))
         return tools
 
     def _llm(self, goal: str) -> Plan:

@@ -58,11 +58,12 @@ class Worker(Actor):
         every skill of the actors named in `tools`, as their cards say now."""
         found: dict[str, tuple[str, dict[str, Any]]] = {}
         for actor in self.config.get("tools", []):
-            for s in self.ctx.card(actor).skills:
+            card = self.ctx.card(actor)
+            for s in card.skills:
                 definition = {
                     "name": s.id,
                     "description": s.description or s.name,
-                    "input_schema": s.input_schema or {"type": "object"},
+                    "input_schema": card.contract(s.id).input_schema or {"type": "object"},
                 }
                 found.setdefault(s.id, (actor, definition))
         return found

@@ -28,7 +28,6 @@ import zmq
 
 from agentrt.protocols import (
     Ack,
-    DataPart,
     Directory,
     Drain,
     Envelope,
@@ -36,8 +35,11 @@ from agentrt.protocols import (
     Heartbeat,
     Message,
     NodeDied,
+    Part,
+    SkillCall,
     Stop,
     Task,
+    TaskReply,
     TaskRequest,
     TaskStatus,
     encode,
@@ -92,8 +94,9 @@ class Frames:
         )
 
     def request(self, data: Any, sender: str = "greeter") -> bytes:
-        message = Message(message_id=f"fm-{self.n}", role="user", parts=[DataPart(data=data)])
-        return self.envelope(sender, "shouter", TaskRequest(skill="shout", message=message), task_id=f"ft-{self.n}")
+        message = Message(message_id=f"fm-{self.n}", role="ROLE_USER", parts=[Part(data=data)])
+        request = TaskRequest(message=message, call=SkillCall(skill="shout"))
+        return self.envelope(sender, "shouter", request, task_id=f"ft-{self.n}")
 
     def next(self, i: int) -> tuple[str, list[bytes]]:
         rng = self.rng
@@ -124,7 +127,9 @@ class Frames:
                     Ack(ids=["fz-1"]),
                     Drain(reason="fuzz"),
                     Heartbeat(node=rng.choice(["back", "front"]), pid=1, seq=i),
-                    Task(id=f"ft-{i}", context_id="c", status=TaskStatus(state="completed")),
+                    TaskReply(
+                        task=Task(id=f"ft-{i}", context_id="c", status=TaskStatus(state="TASK_STATE_COMPLETED"))
+                    ),
                 ]
             )
             return kind, [self.envelope(sender, rng.choice(["node:back", "shouter", "supervisor"]), body)]

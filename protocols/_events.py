@@ -387,6 +387,14 @@ class CriticGate(TraceEvent, tag="critic.gate", kw_only=True):
     issues: list[str] = []
 
 
+class ResultAccepted(TraceEvent, tag="result.accepted", kw_only=True):
+    """`plan_task`'s result is final: it passed its review (the critic gate, the judge for the
+    final task) or had none. The A2A gateway streams each as an artifact."""
+
+    skill: str
+    output: Any = None
+
+
 class LoopVerdict(TraceEvent, tag="loop.verdict", kw_only=True):
     loop: str
     decision: str
@@ -638,6 +646,7 @@ Event = (
     | ScheduleDecision
     | ScheduleCancel
     | CriticGate
+    | ResultAccepted
     | LoopVerdict
     | LoopEnd
     | LoopEscalated

@@ -1,7 +1,8 @@
-"""The message model: one Envelope with a tagged-union body, A2A-shaped where A2A has the concept.
+"""The message model: one Envelope with a tagged-union body; A2A 1.0's objects where A2A has the
+concept.
 
-Field names are snake_case in Python and camelCase on the wire (A2A's spelling).
-Every body carries a `kind` tag, as A2A's Message, Task and Part objects do.
+Field names are snake_case in Python and camelCase on the wire (A2A's spelling). Every body of
+an envelope carries a `kind` tag (its member of the union); the A2A objects inside carry none.
 """
 
 from __future__ import annotations
@@ -28,129 +29,232 @@ class Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True, omit_defau
     """Base of every wire type: immutable, camelCase on the wire, defaults omitted."""
 
 
-# -- Parts (A2A) ---------------------------------------------------------------
+# -- A2A 1.0 (a2aproject/A2A specification/a2a.proto, in its ProtoJSON form) ----------
+#
+# These Structs are A2A 1.0's objects field for field: their JSON is what the `a2a-sdk` types
+# print and parse (camelCase names, enums by their proto names, repeated fields left out when
+# empty). They carry no `kind` tag (A2A 1.0 has none); inside an envelope, the body that holds
+# them is tagged instead (`TaskReply`). What A2A has no field for goes in `metadata` or in an
+# agentrt extension: `SkillCall` on a request, `SkillContract` in a card.
+
+A2A_VERSION = "1.0"
+AGENTRT_BINDING = "urn:agentrt:binding:zmq-msgpack:v1"
+"""agentrt's own protocol binding (A2A 1.0 section 12, custom bindings): these objects as msgpack
+in an agentrt `Envelope`, over CurveZMQ. Each actor's card names it in `supportedInterfaces`,
+with the node's endpoint as the url."""
+SKILL_SCHEMAS_EXTENSION = "urn:agentrt:a2a:skill-schemas:v1"
+"""Card extension whose params are `{"skills": {skill id: SkillContract}}`: each skill's input
+and output JSON Schemas, read-only flag and timeout (A2A has no field for them)."""
+
+Metadata = dict[str, Any]
+
+_CONTENTS = ("text", "raw", "url", "data")
 
 
-class TextPart(Wire, tag="text", tag_field="kind"):
-    """Plain text content."""
+class Part(Wire):
+    """One piece of content: exactly one of `text`, `raw` (bytes; base64 in JSON), `url` (a
+    file by reference) or `data` (any JSON value but null; a skill's input and output are
+    objects), with an optional media type and file name. Two or none set is refused, on
+    construction and on decode, naming the rule."""
 
-    text: str
-    metadata: dict[str, Any] | None = None
+    text: str | None = None
+    raw: bytes | None = None
+    url: str | None = None
+    data: Any = None
+    metadata: Metadata | None = None
+    filename: str | None = None
+    media_type: str | None = None
 
-
-class DataPart(Wire, tag="data", tag_field="kind"):
-    """Structured JSON content; what skills validate against their schemas."""
-
-    data: dict[str, Any]
-    metadata: dict[str, Any] | None = None
-
-
-class FileContent(Wire):
-    """A file by reference (`uri`) or inline (`bytes`, base64), as in A2A."""
-
-    uri: str | None = None
-    bytes: str | None = None
-    name: str | None = None
-    mime_type: str | None = None
-
-
-class FilePart(Wire, tag="file", tag_field="kind"):
-    """A file by reference (uri) or inline (base64 bytes)."""
-
-    file: FileContent
-    metadata: dict[str, Any] | None = None
+    def __post_init__(self) -> None:
+        found = [name for name in _CONTENTS if getattr(self, name) is not None]
+        if len(found) != 1:
+            what = " and ".join(found) if found else "none"
+            raise ValueError(
+                f"a part holds exactly one of text, raw, url or data (A2A 1.0 Part.content); "
+                f"this one has {what}: make one part per content"
+            )
 
 
-Part = TextPart | DataPart | FilePart
 Parts = Annotated[list[Part], msgspec.Meta(max_length=MAX_PARTS)]
+Ids = Annotated[list[Id], msgspec.Meta(max_length=MAX_PARTS)]
 
-
-# -- Messages, tasks, artifacts (A2A) ---------------------------------------------
-
-Role = Literal["user", "agent"]
+Role = Literal["ROLE_UNSPECIFIED", "ROLE_USER", "ROLE_AGENT"]
 
 TaskState = Literal[
-    "submitted",
-    "working",
-    "input-required",
-    "completed",
-    "canceled",
-    "failed",
-    "rejected",
-    "auth-required",
-    "unknown",
+    "TASK_STATE_UNSPECIFIED",
+    "TASK_STATE_SUBMITTED",
+    "TASK_STATE_WORKING",
+    "TASK_STATE_COMPLETED",
+    "TASK_STATE_FAILED",
+    "TASK_STATE_CANCELED",
+    "TASK_STATE_INPUT_REQUIRED",
+    "TASK_STATE_REJECTED",
+    "TASK_STATE_AUTH_REQUIRED",
 ]
-TERMINAL_STATES: frozenset[str] = frozenset({"completed", "canceled", "failed", "rejected"})
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"TASK_STATE_COMPLETED", "TASK_STATE_CANCELED", "TASK_STATE_FAILED", "TASK_STATE_REJECTED"}
+)
 
 
-class Message(Wire, tag="message", tag_field="kind"):
+def state_word(state: str) -> str:
+    """An A2A task state as the runtime's results and trace events say it:
+    `TASK_STATE_INPUT_REQUIRED` -> `input-required`."""
+    return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
+
+
+def task_state(word: str) -> TaskState:
+    """The A2A task state of a runtime word: `input-required` -> `TASK_STATE_INPUT_REQUIRED`."""
+    return "TASK_STATE_" + word.upper().replace("-", "_")  # type: ignore[return-value]
+
+
+class Message(Wire):
     """One turn of communication: a role and its parts."""
 
     message_id: Id
     role: Role
-    parts: Parts
+    parts: Parts = []  # A2A requires one at least; ProtoJSON leaves an empty list out
     context_id: Id | None = None
     task_id: Id | None = None
-    reference_task_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_PARTS)] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
+    extensions: list[str] = []
+    reference_task_ids: Ids = []
 
 
 class TaskStatus(Wire):
     state: TaskState
     message: Message | None = None
-    timestamp: str | None = None  # ISO 8601
+    timestamp: str | None = None  # RFC 3339, as ProtoJSON writes a google.protobuf.Timestamp
 
 
 class Artifact(Wire):
     """An output of a task."""
 
     artifact_id: Id
-    parts: Parts
+    parts: Parts = []
     name: str | None = None
     description: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
+    extensions: list[str] = []
 
 
-class Task(Wire, tag="task", tag_field="kind"):
+class Task(Wire):
     """A task's state and outputs; the reply to a TaskRequest."""
 
     id: Id
     context_id: Id
     status: TaskStatus
     artifacts: Annotated[list[Artifact], msgspec.Meta(max_length=MAX_ARTIFACTS)] = []
-    history: Annotated[list[Message], msgspec.Meta(max_length=MAX_PARTS)] | None = None
-    metadata: dict[str, Any] | None = None
+    history: Annotated[list[Message], msgspec.Meta(max_length=MAX_PARTS)] = []
+    metadata: Metadata | None = None
+
+
+class SendMessageConfiguration(Wire):
+    """How the sender wants the answer (A2A's, without push notifications: agentrt answers on
+    its own binding)."""
+
+    accepted_output_modes: list[str] = []
+    history_length: int | None = None
+    return_immediately: bool = False
 
 
 # -- Agent cards (A2A) -------------------------------------------------------------
 
 
+class AgentInterface(Wire):
+    """Where and how an agent is reached: a url, a protocol binding (`JSONRPC`, `HTTP+JSON`,
+    `GRPC`, or a custom one's URI such as `AGENTRT_BINDING`) and the A2A version."""
+
+    url: str
+    protocol_binding: str
+    protocol_version: str  # required by A2A (a default would be left out of the JSON)
+    tenant: str | None = None
+
+
+class AgentExtension(Wire):
+    uri: str
+    description: str | None = None
+    required: bool = False
+    params: Metadata | None = None
+
+
+class AgentCapabilities(Wire):
+    streaming: bool | None = None
+    push_notifications: bool | None = None
+    extensions: list[AgentExtension] = []
+    extended_agent_card: bool | None = None
+
+
 class AgentSkill(Wire):
-    """A capability of an actor. `input_schema`/`output_schema`/`read_only` extend A2A's skill."""
+    """A capability of an actor, as A2A describes one (its schemas are in `SkillContract`)."""
 
     id: Name
     name: str
-    description: str = ""
-    tags: list[str] = []
-    examples: list[str] | None = None
-    input_modes: list[str] = msgspec.field(default_factory=lambda: ["application/json"])
-    output_modes: list[str] = msgspec.field(default_factory=lambda: ["application/json"])
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
+    description: str
+    tags: list[str]
+    examples: list[str] = []
+    input_modes: list[str] = []
+    output_modes: list[str] = []
+
+
+class SkillContract(Wire):
+    """What agentrt declares of a skill beyond A2A's fields (the card extension
+    `SKILL_SCHEMAS_EXTENSION`): the JSON Schemas of its input and output data parts, whether
+    it is read-only (calls may overlap, and may be retried), and its timeout."""
+
+    input_schema: Metadata | None = None
+    output_schema: Metadata | None = None
     read_only: bool = False
     timeout_s: float | None = None
 
 
-class AgentCard(Wire):
-    """What an actor is and which skills it offers."""
+class SkillSchemas(Wire):
+    """The params of the `SKILL_SCHEMAS_EXTENSION` card extension."""
+
+    skills: dict[str, SkillContract] = {}
+
+
+def skill_schemas_extension(contracts: dict[str, SkillContract]) -> AgentExtension:
+    """The card extension that publishes `contracts` (skill id -> SkillContract)."""
+    return AgentExtension(
+        uri=SKILL_SCHEMAS_EXTENSION,
+        description="JSON Schemas of each skill's input and output data part",
+        params=msgspec.to_builtins(SkillSchemas(skills=contracts)),
+    )
+
+
+_NO_CONTRACT = SkillContract()
+
+
+class AgentCard(Wire, dict=True):
+    """What an actor is, where it is reached and which skills it offers (A2A 1.0's card)."""
 
     name: Name
     description: str
-    version: str = "0.1.0"
-    url: str | None = None  # the node endpoint hosting the actor
+    version: str  # required by A2A (a default would be left out of the JSON)
+    supported_interfaces: list[AgentInterface] = []
+    capabilities: AgentCapabilities = msgspec.field(default_factory=AgentCapabilities)
+    default_input_modes: list[str] = msgspec.field(
+        default_factory=lambda: ["application/json", "text/plain"]
+    )
+    default_output_modes: list[str] = msgspec.field(
+        default_factory=lambda: ["application/json", "text/plain"]
+    )
     skills: list[AgentSkill] = []
-    default_input_modes: list[str] = msgspec.field(default_factory=lambda: ["application/json"])
-    default_output_modes: list[str] = msgspec.field(default_factory=lambda: ["application/json"])
+
+    def __post_init__(self) -> None:
+        # The skill contracts, typed, checked once here (a card whose extension params break
+        # the shape is refused on decode, naming the field).
+        contracts: dict[str, SkillContract] = {}
+        for ext in self.capabilities.extensions:
+            if ext.uri == SKILL_SCHEMAS_EXTENSION and ext.params is not None:
+                try:
+                    contracts = msgspec.convert(ext.params, SkillSchemas).skills
+                except msgspec.ValidationError as exc:
+                    raise ValueError(
+                        f"card '{self.name}': extension {SKILL_SCHEMAS_EXTENSION} params are "
+                        f"not {{skills: {{id: contract}}}}: {exc}"
+                    ) from None
+        self.__dict__["_contracts"] = contracts
 
     def skill(self, skill_id: str) -> AgentSkill | None:
         for s in self.skills:
@@ -158,16 +262,50 @@ class AgentCard(Wire):
                 return s
         return None
 
+    def contract(self, skill_id: str) -> SkillContract:
+        """The skill's schemas, read-only flag and timeout (none of them when the card
+        publishes no contract for it)."""
+        return self.__dict__["_contracts"].get(skill_id, _NO_CONTRACT)  # type: ignore[no-any-return]
+
+    @property
+    def endpoint(self) -> str | None:
+        """The url of the actor on agentrt's own binding (its node's endpoint)."""
+        for i in self.supported_interfaces:
+            if i.protocol_binding == AGENTRT_BINDING:
+                return i.url
+        return None
+
 
 # -- Runtime bodies ------------------------------------------------------------------
 
 
-class TaskRequest(Wire, tag="task-request", tag_field="kind"):
-    """Ask an actor to run one of its skills (A2A's message/send, with the skill named)."""
+class SkillCall(Wire):
+    """agentrt's part of a task request (A2A has no field for it): which skill of the
+    recipient runs, and how many tokens its model calls may spend (the caller's reservation;
+    None: no allowance)."""
 
     skill: Name
+    token_allowance: int | None = None
+
+
+class TaskRequest(Wire, tag="task-request", tag_field="kind"):
+    """Ask an actor to run one of its skills: A2A's SendMessageRequest (message,
+    configuration, metadata), with the skill named in `call`."""
+
     message: Message
-    metadata: dict[str, Any] | None = None
+    call: SkillCall
+    configuration: SendMessageConfiguration | None = None
+    metadata: Metadata | None = None
+
+    @property
+    def skill(self) -> str:
+        return self.call.skill
+
+
+class TaskReply(Wire, tag="task", tag_field="kind"):
+    """The answer to a TaskRequest: A2A's SendMessageResponse, holding the (untagged) Task."""
+
+    task: Task
 
 
 class CancelTask(Wire, tag="cancel-task", tag_field="kind"):
@@ -375,9 +513,8 @@ CONTROL_KINDS: frozenset[str] = frozenset(
 
 
 Body = (
-    Message
-    | TaskRequest
-    | Task
+    TaskRequest
+    | TaskReply
     | CancelTask
     | Critique
     | Verdict

@@ -18,20 +18,22 @@ import msgspec
 import pykka
 
 from agentrt.protocols import (
+    A2A_VERSION,
+    AGENTRT_BINDING,
     BUILT_IN_EVENTS,
     ActorDrained,
     ActorError,
     ActorStartError,
+    AgentCapabilities,
     AgentCard,
+    AgentInterface,
     AgentSkill,
     Artifact,
     Body,
     CancelTask,
-    DataPart,
     Drain,
     Drained,
     Envelope,
-    Message,
     ModelCall,
     ModelCallFailed,
     ModelClipped,
@@ -41,20 +43,23 @@ from agentrt.protocols import (
     OverLimit,
     Part,
     SchemaError,
+    SkillContract,
     Task,
     TaskCancelRequested,
     TaskDuplicate,
     TaskOverLimit,
     TaskRejected,
+    TaskReply,
     TaskReplyFailed,
     TaskRequest,
     TaskStateChanged,
     TaskStatus,
-    TextPart,
     TraceEvent,
     UserEvent,
     event_from_dict,
     new_id,
+    skill_schemas_extension,
+    task_state,
 )
 
 from ._idempotency import Cached, Conflict, Idempotency, Key, Run, payload_hash
@@ -88,11 +93,17 @@ class _SkillDecl(msgspec.Struct, frozen=True, kw_only=True):
     handler: Any = None  # a skill declared at run time (`Actor.declare_skill`): its callable
 
     def to_card(self) -> AgentSkill:
+        """The skill as A2A describes it (a description and tags are required there)."""
         return AgentSkill(
             id=self.id,
             name=self.name,
-            description=self.description,
-            tags=list(self.tags),
+            description=self.description or self.name,
+            tags=list(self.tags) or [self.id],
+        )
+
+    def contract(self) -> SkillContract:
+        """What A2A has no field for: published in the card's skill-schemas extension."""
+        return SkillContract(
             input_schema=self.input_schema,
             output_schema=self.output_schema,
             read_only=self.read_only,
@@ -163,18 +174,15 @@ class Request:
         self.sender = envelope.sender
         self.parts: list[Part] = list(body.message.parts)
         self.metadata: dict[str, Any] = body.metadata or {}
-        self.data: dict[str, Any] = next(
-            (p.data for p in self.parts if isinstance(p, DataPart)), {}
-        )
-        self.text = "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+        # The first data part (a skill's input is an object: another value is checked against
+        # the skill's schema as it is, and a skill without one gets it as `data`).
+        self.data: Any = next((p.data for p in self.parts if p.data is not None), {})
+        self.text = "\n".join(p.text for p in self.parts if p.text is not None)
         self.usage = Usage()
         self.cost_usd = 0.0
-        allowance = self.metadata.get("allowance") or {}
         # Tokens the caller reserved for this request: `ctx.model` calls made for it may
         # spend no more (None: no allowance; the caller keeps no budget).
-        self.token_allowance: int | None = (
-            int(allowance["tokens"]) if isinstance(allowance, dict) and "tokens" in allowance else None
-        )
+        self.token_allowance: int | None = body.call.token_allowance
         self.started_at = time.time()
         self._decl = decl
         self._host = host
@@ -365,8 +373,6 @@ class Context:
         names the plan task the request runs (the trace tools group its runs by it).
         `token_allowance`: the tokens the callee's model calls for this request may spend
         (the callee's `ctx.model` clips each call to it and refuses one that cannot fit)."""
-        if token_allowance is not None:
-            metadata = dict(metadata or {}, allowance={"tokens": int(token_allowance)})
         trace_id, parent, context_id = self._span()
         future = self._messenger.ask(
             sender=self.name,
@@ -384,6 +390,7 @@ class Context:
             timeout_s=timeout_s,
             metadata=metadata,
             validate_input=validate,
+            token_allowance=int(token_allowance) if token_allowance is not None else None,
         )
         if then is not None:
             host = self._host
@@ -549,8 +556,7 @@ class Actor:
 
     def agent_card(self, name: str, url: str | None = None) -> AgentCard:
         """The agent card of this instance: `card()` plus the skills declared at run time."""
-        card = type(self).card(name, url)
-        return msgspec.structs.replace(card, skills=[d.to_card() for d in self.declared_skills()])
+        return type(self)._card(name, url, self.declared_skills())
 
     @classmethod
     def skills(cls) -> list[_SkillDecl]:
@@ -564,18 +570,30 @@ class Actor:
 
     @classmethod
     def card(cls, name: str, url: str | None = None) -> AgentCard:
-        """The agent card of an instance called `name`."""
+        """The agent card of an instance called `name` reached at `url` (its node's endpoint,
+        on agentrt's own binding)."""
         for d in cls.skills():
             if d.input_schema is not None:
                 validate_schema(d.input_schema, f"{cls.__name__}.{d.method} input")
             if d.output_schema is not None:
                 validate_schema(d.output_schema, f"{cls.__name__}.{d.method} output")
+        return cls._card(name, url, cls.skills())
+
+    @classmethod
+    def _card(cls, name: str, url: str | None, decls: list[_SkillDecl]) -> AgentCard:
         return AgentCard(
             name=name,
-            description=cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+            description=cls.description or (cls.__doc__ or "").strip().split("\n")[0] or name,
             version=cls.version,
-            url=url,
-            skills=[d.to_card() for d in cls.skills()],
+            supported_interfaces=[AgentInterface(url=url, protocol_binding=AGENTRT_BINDING, protocol_version=A2A_VERSION)]
+            if url
+            else [],
+            capabilities=AgentCapabilities(
+                streaming=False,
+                push_notifications=False,
+                extensions=[skill_schemas_extension({d.id: d.contract() for d in decls})],
+            ),
+            skills=[d.to_card() for d in decls],
         )
 
 
@@ -594,10 +612,10 @@ def _to_parts(result: Any) -> list[Part]:
     if isinstance(result, msgspec.Struct):
         result = msgspec.to_builtins(result)
     if isinstance(result, dict):
-        return [DataPart(data=result)]
+        return [Part(data=result, media_type="application/json")]
     if isinstance(result, str):
-        return [TextPart(text=result)]
-    if isinstance(result, list) and all(isinstance(p, TextPart | DataPart) for p in result):
+        return [Part(text=result, media_type="text/plain")]
+    if isinstance(result, list) and all(isinstance(p, Part) for p in result):
         return list(result)
     raise TypeError(
         f"a skill returns a dict, a str, a msgspec Struct, a list of parts or None; "
@@ -931,7 +949,7 @@ class _Host(pykka.ThreadingActor):
         if error is None:
             try:
                 parts = _to_parts(result)
-                data = next((p.data for p in parts if isinstance(p, DataPart)), None)
+                data = next((p.data for p in parts if p.data is not None), None)
                 if req._decl.output_schema is not None:
                     validate(
                         req._decl.output_schema,
@@ -964,11 +982,11 @@ class _Host(pykka.ThreadingActor):
             metadata["needTokens"], metadata["leastTokens"] = need_tokens
         status_msg = None
         if error is not None:
-            status_msg = Message(message_id=new_id(), role="agent", parts=[TextPart(text=error)])
+            status_msg = status_message(error)
         task = Task(
             id=req.task_id,
             context_id=req.context_id,
-            status=TaskStatus(state=state, message=status_msg),  # type: ignore[arg-type]
+            status=TaskStatus(state=task_state(state), message=status_msg),
             artifacts=[Artifact(artifact_id=new_id(), name=req.skill, parts=parts)]
             if parts
             else [],
@@ -995,7 +1013,7 @@ class _Host(pykka.ThreadingActor):
         waiters: list[Envelope] = []
         if req.key is not None:
             with self._running_lock:
-                completed = task.status.state == "completed"
+                completed = task.status.state == "TASK_STATE_COMPLETED"
                 size = len(_task_encoder.encode(task)) if completed else 0
                 waiters = self.keys.end(req.key, task, completed=completed, size=size)
         for envelope in waiters:
@@ -1014,7 +1032,7 @@ class _Host(pykka.ThreadingActor):
             task = msgspec.structs.replace(
                 task,
                 status=TaskStatus(
-                    state="failed",
+                    state="TASK_STATE_FAILED",
                     message=status_message(
                         f"the result of skill '{skill}' on '{self.ctx.name}' was {exc}"
                     ),
@@ -1030,7 +1048,7 @@ class _Host(pykka.ThreadingActor):
                 self.messenger.envelope(
                     sender=self.ctx.name,
                     recipient=request.sender,
-                    body=task,
+                    body=TaskReply(task=task),
                     trace_id=request.trace_id,
                     parent_span_id=request.span_id,
                     context_id=task.context_id,

@@ -52,7 +52,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentrt.protocols import (
     AgentCard,
-    DataPart,
+    Artifact,
     EscalationAnswer,
     EscalationWaiting,
     Event,
@@ -60,6 +60,9 @@ from agentrt.protocols import (
     GatewayStarted,
     GatewayTask,
     GatewayWarning,
+    Message,
+    Part,
+    ResultAccepted,
     SchemaError,
     SpecError,
     TaskDuplicate,
@@ -85,8 +88,9 @@ class _Job:
     task_id: str
     trace_id: str
     future: Future[TaskResult]
-    # ("progress", a TaskStateChanged), ("ticket", an escalation ticket as a dict) or
-    # ("settled", the asked actor's own end of the task), in the order the events arrived
+    # ("progress", a TaskStateChanged), ("result", a ResultAccepted), ("ticket", an escalation
+    # ticket as a dict) or ("settled", the asked actor's own end of the task), in the order
+    # the events arrived
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     ticket: dict[str, Any] | None = None  # the escalation ticket it waits on, if any
     settled: bool = False  # the asked actor's own end of the task is in the trace
@@ -398,10 +402,9 @@ class Gateway:
         """The data and text of a message for `skill`. A text-only message to a skill whose
         input has exactly one required string field fills that field (what a plain chat
         client sends)."""
-        parts = mapping.parts_from_a2a(message.parts)
+        parts = _message(message).parts
         data, text = mapping.first_data(parts), mapping.text_of(parts) or None
-        declared = self.cards[actor].skill(skill)
-        schema = (declared.input_schema if declared else None) or {}
+        schema = self.cards[actor].contract(skill).input_schema or {}
         required = schema.get("required") or []
         props = schema.get("properties") or {}
         one_string = len(required) == 1 and (props.get(required[0]) or {}).get("type") == "string"
@@ -428,10 +431,9 @@ class Gateway:
             return
         skill = self.skill_of(actor, message, mapping.from_struct(params.metadata))
         data, _ = self.input_of(actor, skill, message)
-        declared = self.cards[actor].skill(skill)
         try:
             validate(
-                declared.input_schema if declared else None,
+                self.cards[actor].contract(skill).input_schema,
                 data if data is not None else {},
                 what=f"input of skill '{skill}' on '{actor}'",
             )
@@ -499,6 +501,8 @@ class Gateway:
             kind, value = nxt.result()
             if kind == "progress":
                 await self._progress(updater, value)
+            elif kind == "result":
+                await self._result(updater, value)
             elif kind == "settled":
                 job.settled = True
             elif kind == "ticket":
@@ -509,7 +513,7 @@ class Gateway:
                     updater.new_agent_message(
                         [
                             pb.Part(text=f"{summary} (answer with one of: {', '.join(options)})"),
-                            *mapping.parts_to_a2a([_data(value)]),
+                            mapping.to_a2a(_data(value), pb.Part),
                         ]
                     )
                 )
@@ -518,23 +522,44 @@ class Gateway:
         result = reply.result()
         self.forget(job)
         task = result.task
-        if task.status.state == "completed":
-            for artifact in task.artifacts:
-                await updater.add_artifact(
-                    mapping.parts_to_a2a(list(artifact.parts)),
-                    artifact_id=artifact.artifact_id,
-                    name=artifact.name,
-                )
+        if task.status.state == "TASK_STATE_COMPLETED":
+            for artifact in task.artifacts:  # the answer: the last artifacts, then the status
+                await self._artifact(updater, artifact)
             await updater.complete()
-        elif task.status.state == "canceled":
+        elif task.status.state == "TASK_STATE_CANCELED":
             await updater.cancel()
         else:
-            error = result.error or f"the task ended {task.status.state}"
+            error = result.error or f"the task ended {result.state}"
             failed = updater.new_agent_message([pb.Part(text=error)])
-            if task.status.state == "rejected":
+            if task.status.state == "TASK_STATE_REJECTED":
                 await updater.reject(failed)
             else:
                 await updater.failed(failed)
+
+    @staticmethod
+    async def _artifact(updater: TaskUpdater, artifact: Artifact) -> None:
+        """One artifact as one update, whole (`lastChunk`)."""
+        a2a = mapping.to_a2a(artifact, pb.Artifact)
+        await updater.add_artifact(
+            list(a2a.parts),
+            artifact_id=a2a.artifact_id,
+            name=a2a.name or None,
+            metadata=dict(artifact.metadata) if artifact.metadata else None,
+            last_chunk=True,
+        )
+
+    async def _result(self, updater: TaskUpdater, event: ResultAccepted) -> None:
+        """A plan task's result that passed its review, as its own artifact (its id is the
+        plan task's)."""
+        output = event.output
+        part = (
+            Part(text=output, media_type="text/plain")
+            if isinstance(output, str)
+            else Part(data=output, media_type="application/json")
+        )
+        await self._artifact(
+            updater, Artifact(artifact_id=str(event.plan_task), name=event.skill, parts=[part])
+        )
 
     @staticmethod
     async def _progress(updater: TaskUpdater, event: TaskStateChanged) -> None:
@@ -570,6 +595,8 @@ class Gateway:
                 job.settled = True
             elif kind == "progress":
                 await self._progress(updater, value)
+            elif kind == "result":
+                await self._result(updater, value)
 
     def forget(self, job: _Job) -> None:
         self.jobs.pop(job.task_id, None)
@@ -582,13 +609,18 @@ class Gateway:
         run that ended is progress (the asked actor's own end of the task settles it); a
         human actor waiting for an answer file is a ticket."""
         if not isinstance(
-            event, TaskStateChanged | TaskDuplicate | TaskRejected | EscalationWaiting
+            event,
+            TaskStateChanged | TaskDuplicate | TaskRejected | EscalationWaiting | ResultAccepted,
         ):
             return
         job = self._by_trace.get(str(event.trace_id))
         if job is None or self.loop is None:
             return
         put = job.events.put_nowait
+        if isinstance(event, ResultAccepted):
+            if event.plan_task is not None and event.output is not None:
+                self.loop.call_soon_threadsafe(put, ("result", event))
+            return
         if isinstance(event, EscalationWaiting):
             path = Path(event.ticket_path)
             try:
@@ -609,8 +641,10 @@ class Gateway:
         """The client's reply to a ticket as an answer: a data part `{"decision",
         "feedback"?}`, or text that is one of the ticket's options."""
         ticket = job.ticket or {}
-        parts = mapping.parts_from_a2a(message.parts)
-        data = mapping.first_data(parts) or {"decision": mapping.text_of(parts).strip()}
+        parts = _message(message).parts
+        data = mapping.first_data(parts)
+        if not isinstance(data, dict):
+            data = {"decision": mapping.text_of(parts).strip()}
         options = ticket.get("options") or []
         decision = data.get("decision")
         if decision not in options:
@@ -642,8 +676,18 @@ class Gateway:
         job.ticket = None
 
 
-def _data(value: dict[str, Any]) -> DataPart:
-    return DataPart(data={k: v for k, v in value.items() if k != "answerPath"})
+def _data(value: dict[str, Any]) -> Part:
+    return Part(
+        data={k: v for k, v in value.items() if k != "answerPath"}, media_type="application/json"
+    )
+
+
+def _message(message: pb.Message) -> Message:
+    """A client's message as ours (-32602 naming the field when it breaks one of our rules)."""
+    try:
+        return mapping.from_a2a(message, Message)
+    except msgspec.ValidationError as exc:
+        raise _bad(f"the message is not one agentrt takes: {exc}", "message") from None
 
 
 def _bad(message: str, path: str, rule: str = "") -> InvalidParamsError:

@@ -21,7 +21,6 @@ from agentrt.protocols import (
     AgentCard,
     Body,
     CancelTask,
-    DataPart,
     DeadLetter,
     DeadLetterReason,
     Drain,
@@ -39,19 +38,23 @@ from agentrt.protocols import (
     MessageDeadLetterCounts,
     NodeError,
     OverLimit,
+    Part,
     RoutingError,
+    SkillCall,
     Task,
     TaskFailed,
+    TaskReply,
     TaskReplyFailed,
     TaskRequest,
     TaskStatus,
-    TextPart,
     check_limits,
     decode,
     encode,
     new_id,
     new_span_id,
     new_trace_id,
+    state_word,
+    task_state,
 )
 
 from ._auth import authenticate
@@ -65,7 +68,8 @@ from ._validation import validate
 
 
 class TaskResult:
-    """The outcome of an ask: the A2A Task the other actor replied with."""
+    """The outcome of an ask: the A2A Task the other actor replied with. `state` says the
+    task's A2A state as the runtime's words do (`TASK_STATE_COMPLETED` -> `completed`)."""
 
     __slots__ = ("task",)
 
@@ -74,18 +78,18 @@ class TaskResult:
 
     @property
     def state(self) -> str:
-        return self.task.status.state
+        return state_word(self.task.status.state)
 
     @property
     def ok(self) -> bool:
-        return self.state == "completed"
+        return self.task.status.state == "TASK_STATE_COMPLETED"
 
     @property
     def data(self) -> dict[str, Any]:
-        """The first data part of the first artifact ({} if none)."""
+        """The first data part of the artifacts, when it is an object ({} if none)."""
         for artifact in self.task.artifacts:
             for part in artifact.parts:
-                if isinstance(part, DataPart):
+                if isinstance(part.data, dict):
                     return part.data
         return {}
 
@@ -93,7 +97,7 @@ class TaskResult:
     def text(self) -> str:
         """All text parts of the artifacts, joined by newlines."""
         return "\n".join(
-            p.text for a in self.task.artifacts for p in a.parts if isinstance(p, TextPart)
+            p.text for a in self.task.artifacts for p in a.parts if p.text is not None
         )
 
     @property
@@ -102,7 +106,7 @@ class TaskResult:
         msg = self.task.status.message
         if msg is None:
             return ""
-        return " ".join(p.text for p in msg.parts if isinstance(p, TextPart))
+        return " ".join(p.text for p in msg.parts if p.text is not None)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -123,14 +127,15 @@ class TaskResult:
 
 
 def status_message(text: str) -> Message:
-    return Message(message_id=new_id(), role="agent", parts=[TextPart(text=text)])
+    return Message(message_id=new_id(), role="ROLE_AGENT", parts=[Part(text=text)])
 
 
 def failed_task(task_id: str, context_id: str, state: str, text: str) -> Task:
+    """A task that ended `state` (`failed`, `rejected`, `canceled`) with `text` as its status."""
     return Task(
         id=task_id,
         context_id=context_id,
-        status=TaskStatus(state=state, message=status_message(text)),  # type: ignore[arg-type]
+        status=TaskStatus(state=task_state(state), message=status_message(text)),
     )
 
 
@@ -492,29 +497,29 @@ class Messenger:
         timeout_s: float | None = None,
         metadata: dict[str, Any] | None = None,
         validate_input: bool = True,
+        token_allowance: int | None = None,
     ) -> Future[TaskResult]:
         """Ask `recipient` to run `skill`; the future resolves with its reply (never raises:
         a timeout resolves as a failed TaskResult). Bad input raises here, before sending.
         `plan_task`: the plan task this request runs, when it runs one."""
         card = self.card(recipient)
-        declared = card.skill(skill)
-        if declared is None:
+        if card.skill(skill) is None:
             offered = ", ".join(s.id for s in card.skills) or "none"
             raise RoutingError(f"actor '{recipient}' has no skill '{skill}' (it offers: {offered})")
         if validate_input:
             validate(
-                declared.input_schema,
+                card.contract(skill).input_schema,
                 data if data is not None else {},
                 what=f"input of skill '{skill}' on '{recipient}'",
             )
         parts: list[Any] = []
-        if data is not None:
-            parts.append(DataPart(data=data))
+        if data is not None or text is None:  # A2A: a message has a part at least
+            parts.append(Part(data=data if data is not None else {}, media_type="application/json"))
         if text is not None:
-            parts.append(TextPart(text=text))
+            parts.append(Part(text=text, media_type="text/plain"))
         task_id = task_id or new_id()
         context_id = context_id or task_id
-        timeout = timeout_s if timeout_s is not None else declared.timeout_s
+        timeout = timeout_s if timeout_s is not None else card.contract(skill).timeout_s
         deadline = time.time() + timeout if timeout is not None else None
         envelope = self.envelope(
             sender=sender,
@@ -528,14 +533,14 @@ class Messenger:
             idempotency_key=idempotency_key,
             deadline=deadline,
             body=TaskRequest(
-                skill=skill,
                 message=Message(
                     message_id=new_id(),
-                    role="user",
+                    role="ROLE_USER",
                     parts=parts,
                     context_id=context_id,
                     task_id=task_id,
                 ),
+                call=SkillCall(skill=skill, token_allowance=token_allowance),
                 metadata=metadata,
             ),
         )
@@ -685,19 +690,20 @@ class Messenger:
                 bytes=size,
             ),
         )
-        if isinstance(body, Task) and body.status.state in TERMINAL_STATES:
-            key = (body.id, envelope.attempt)
+        if isinstance(body, TaskReply) and body.task.status.state in TERMINAL_STATES:
+            task = body.task
+            key = (task.id, envelope.attempt)
             asked = self._asked(key)
             if asked is not None and asked != envelope.sender:
                 self.dead_letter(
                     "forged-sender",
-                    f"a reply to task '{body.id}' from '{envelope.sender}', but the task was asked of '{asked}'",
+                    f"a reply to task '{task.id}' from '{envelope.sender}', but the task was asked of '{asked}'",
                     envelope=envelope,
                     peer=peer,
                     size=size,
                 )
                 return
-            if self._resolve(key, body):
+            if self._resolve(key, task):
                 return
         if (
             isinstance(body, CONTROL_BODIES)
@@ -775,7 +781,7 @@ class Messenger:
                 self.envelope(
                     sender=request.recipient,
                     recipient=request.sender,
-                    body=task,
+                    body=TaskReply(task=task),
                     trace_id=request.trace_id,
                     parent_span_id=request.span_id,
                     context_id=task.context_id,

@@ -437,7 +437,7 @@ class Runtime:
 
     def _directory(self) -> Directory:
         routes = {f"node:{n}": p.endpoint for n, p in self.nodes.items()}
-        routes.update({c.name: c.url or "" for c in self.messenger.cards.values()})
+        routes.update({c.name: c.endpoint or "" for c in self.messenger.cards.values()})
         routes[SUPERVISOR] = self.messenger.endpoint
         cards: list[AgentCard] = list(self.messenger.cards.values())
         return Directory(routes=routes, cards=cards)

@@ -12,8 +12,8 @@ from agentrt.protocols import (
     Event,
     PlanAccepted,
     ScheduleDispatch,
-    Task,
     TaskDuplicate,
+    TaskReply,
     TaskRequest,
     TaskStateChanged,
 )
@@ -74,7 +74,7 @@ def spans(events: Events) -> list[Span]:
                 sent=e.ts,
                 message=env,
             )
-        elif isinstance(env.body, Task):
+        elif isinstance(env.body, TaskReply):
             replies[(e.task_id, env.attempt)] = env
     for e in events:
         span = out.get(e.span_id or "")

@@ -23,13 +23,14 @@ from agentrt.protocols import (
     ScheduleCancel,
     ScheduleDecision,
     ScheduleDispatch,
-    Task,
     TaskCancelRequested,
     TaskDuplicate,
     TaskRejected,
+    TaskReply,
     TaskRequest,
     TaskStateChanged,
     event_to_dict,
+    state_word,
 )
 
 from ._trace_model import Events, critical_path, dispatched_at, plan_spans
@@ -85,8 +86,8 @@ def _label(e: EnvelopeSent) -> str:
     what = e.kind
     if isinstance(body, TaskRequest):
         what = f"ask {body.skill}"
-    elif isinstance(body, Task):
-        what = f"task {body.status.state}"
+    elif isinstance(body, TaskReply):
+        what = f"task {state_word(body.task.status.state)}"
     elif e.kind in CONTROL_KINDS:
         what = f"control {e.kind}"
     task = ""
@@ -99,7 +100,11 @@ def _label(e: EnvelopeSent) -> str:
 
 def _failed_reply(e: EnvelopeSent) -> bool:
     body = e.envelope.body if e.envelope is not None else None
-    return isinstance(body, Task) and body.status.state in ("failed", "rejected", "canceled")
+    return isinstance(body, TaskReply) and body.task.status.state in (
+        "TASK_STATE_FAILED",
+        "TASK_STATE_REJECTED",
+        "TASK_STATE_CANCELED",
+    )
 
 
 def _matches(
