@@ -7,6 +7,7 @@ an envelope carries a `kind` tag (its member of the union); the A2A objects insi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -219,6 +220,34 @@ def skill_schemas_extension(contracts: dict[str, SkillContract]) -> AgentExtensi
         uri=SKILL_SCHEMAS_EXTENSION,
         description="JSON Schemas of each skill's input and output data part",
         params=msgspec.to_builtins(SkillSchemas(skills=contracts)),
+    )
+
+
+def agent_card(
+    name: str,
+    description: str,
+    skills: Sequence[tuple[AgentSkill, SkillContract]],
+    *,
+    version: str = "0.1.0",
+    endpoint: str | None = None,
+) -> AgentCard:
+    """An actor's card: reached at `endpoint` on agentrt's binding, its skills' contracts in
+    the skill-schemas extension. No streaming and no push notifications on that binding."""
+    return AgentCard(
+        name=name,
+        description=description,
+        version=version,
+        supported_interfaces=[
+            AgentInterface(url=endpoint, protocol_binding=AGENTRT_BINDING, protocol_version=A2A_VERSION)
+        ]
+        if endpoint
+        else [],
+        capabilities=AgentCapabilities(
+            streaming=False,
+            push_notifications=False,
+            extensions=[skill_schemas_extension({s.id: c for s, c in skills})],
+        ),
+        skills=[s for s, _ in skills],
     )
 
 

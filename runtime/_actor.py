@@ -18,15 +18,11 @@ import msgspec
 import pykka
 
 from agentrt.protocols import (
-    A2A_VERSION,
-    AGENTRT_BINDING,
     BUILT_IN_EVENTS,
     ActorDrained,
     ActorError,
     ActorStartError,
-    AgentCapabilities,
     AgentCard,
-    AgentInterface,
     AgentSkill,
     Artifact,
     Body,
@@ -56,9 +52,9 @@ from agentrt.protocols import (
     TaskStatus,
     TraceEvent,
     UserEvent,
+    agent_card,
     event_from_dict,
     new_id,
-    skill_schemas_extension,
     task_state,
 )
 
@@ -581,19 +577,12 @@ class Actor:
 
     @classmethod
     def _card(cls, name: str, url: str | None, decls: list[_SkillDecl]) -> AgentCard:
-        return AgentCard(
-            name=name,
-            description=cls.description or (cls.__doc__ or "").strip().split("\n")[0] or name,
+        return agent_card(
+            name,
+            cls.description or (cls.__doc__ or "").strip().split("\n")[0] or name,
+            [(d.to_card(), d.contract()) for d in decls],
             version=cls.version,
-            supported_interfaces=[AgentInterface(url=url, protocol_binding=AGENTRT_BINDING, protocol_version=A2A_VERSION)]
-            if url
-            else [],
-            capabilities=AgentCapabilities(
-                streaming=False,
-                push_notifications=False,
-                extensions=[skill_schemas_extension({d.id: d.contract() for d in decls})],
-            ),
-            skills=[d.to_card() for d in decls],
+            endpoint=url,
         )
 
 

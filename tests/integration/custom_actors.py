@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentrt.protocols import TextPart
+from agentrt.protocols import Part
 from agentrt.runtime import Actor, RateLimited, Request, skill
 
 NAME_IN = {
@@ -267,9 +267,9 @@ class Big(Actor):
         return {"blob": "x" * int(float(req.data.get("mb", 5)) * 1_000_000)}
 
     @skill(input={"type": "object"}, read_only=True)
-    def parts(self, req: Request) -> list[TextPart]:
+    def parts(self, req: Request) -> list[Part]:
         """A result of `n` text parts: small, but over the schema's bound on parts."""
-        return [TextPart(text="p")] * int(req.data.get("n", 300))
+        return [Part(text="p")] * int(req.data.get("n", 300))
 
 
 class Asker(Actor):
@@ -310,7 +310,7 @@ class Holder(Actor):
     def on_drain(self, drain: Any) -> None:
         from agentrt.protocols import Message
 
-        self.ctx.send("meddler", Message(message_id="drain-seen", role="agent", parts=[TextPart(text="now")]))
+        self.ctx.send("meddler", Message(message_id="drain-seen", role="ROLE_AGENT", parts=[Part(text="now")]))
 
 
 class Meddler(Actor):

@@ -299,7 +299,7 @@ def test_a_remote_input_required_reaches_the_gateways_client(
     )
 
     def data(value: dict[str, Any]) -> pb.Part:
-        return mapping.parts_to_a2a([mapping.DataPart(data=value)])[0]
+        return mapping.parts_to_a2a([mapping.Part(data=value)])[0]
 
     async def call(url: str) -> None:
         client = await create_client(f"{url}/a2a/style", client_config=ClientConfig(streaming=True))

@@ -64,7 +64,7 @@ def message(
 
 
 def data(value: dict[str, Any]) -> pb.Part:
-    return mapping.parts_to_a2a([mapping.DataPart(data=value)])[0]
+    return mapping.parts_to_a2a([mapping.Part(data=value)])[0]
 
 
 def artifact_data(task: pb.Task) -> dict[str, Any]:

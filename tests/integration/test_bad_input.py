@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentrt.protocols import DataPart, Envelope, Message, SchemaError, TaskRequest, encode
+from agentrt.protocols import Envelope, Message, Part, SchemaError, SkillCall, TaskRequest, encode
 from agentrt.runtime import Runtime, read_trace
 
 from .conftest import as_member
@@ -26,8 +26,8 @@ def raw_request(task_id: str, data: dict) -> bytes:
             task_id=task_id,
             sent_at=time.time(),
             body=TaskRequest(
-                skill="greet",
-                message=Message(message_id="mm", role="user", parts=[DataPart(data=data)]),
+                call=SkillCall(skill="greet"),
+                message=Message(message_id="mm", role="ROLE_USER", parts=[Part(data=data)]),
             ),
         )
     )

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import zmq
 
-from agentrt.protocols import RunError
+from agentrt.protocols import AgentSkill, RunError, SkillContract, agent_card
 from agentrt.runtime import Runtime, read_trace
 
 from .conftest import as_member, make_spec
@@ -297,7 +297,7 @@ def test_expired_and_unroutable_requests_are_dead_lettered_with_their_reason(
 
 def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_path: Path) -> None:
     """The messenger shell over real sockets: a peer that takes frames and never acks."""
-    from agentrt.protocols import AgentCard, AgentSkill, Limits
+    from agentrt.protocols import Limits
     from agentrt.runtime._delivery import Policy
     from agentrt.runtime._keys import issue
     from agentrt.runtime._messenger import Messenger
@@ -319,9 +319,7 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
     )
     messenger.route("node:sink", sink_at)
     messenger.routes["silent"] = sink_at
-    messenger.cards["silent"] = AgentCard(
-        name="silent", description="never acks", skills=[AgentSkill(id="s", name="s")]
-    )
+    messenger.cards["silent"] = agent_card("silent", "never acks", [(AgentSkill(id="s", name="s", description="s", tags=["s"]), SkillContract())])
     messenger.start()
     try:
         result = messenger.ask(
@@ -348,7 +346,7 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
 def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tmp_path: Path) -> None:
     """A peer that never acknowledges holds at most max_link_bytes of the sender's memory: past
     that, an ask fails at once as undelivered, unsent, while the first ones are still resent."""
-    from agentrt.protocols import AgentCard, AgentSkill, Limits
+    from agentrt.protocols import Limits
     from agentrt.runtime._delivery import Policy
     from agentrt.runtime._keys import issue
     from agentrt.runtime._messenger import Messenger
@@ -370,9 +368,7 @@ def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tm
     )
     messenger.route("node:sink", sink_at)
     messenger.routes["silent"] = sink_at
-    messenger.cards["silent"] = AgentCard(
-        name="silent", description="never acks", skills=[AgentSkill(id="s", name="s")]
-    )
+    messenger.cards["silent"] = agent_card("silent", "never acks", [(AgentSkill(id="s", name="s", description="s", tags=["s"]), SkillContract())])
     messenger.start()
     try:
         futures = [

@@ -22,7 +22,6 @@ from zmq.utils.monitor import recv_monitor_message
 from agentrt.protocols import (
     Ack,
     Body,
-    DataPart,
     Directory,
     Drain,
     Envelope,
@@ -31,9 +30,12 @@ from agentrt.protocols import (
     Heartbeat,
     Message,
     MessageDeadLetter,
+    Part,
+    SkillCall,
     StartFailed,
     Stop,
     Task,
+    TaskReply,
     TaskRequest,
     TaskStatus,
     encode,
@@ -123,8 +125,8 @@ def test_without_the_runs_keys_no_handshake_completes_and_nothing_is_delivered(r
                             "supervisor",
                             "greeter",
                             TaskRequest(
-                                skill="greet",
-                                message=Message(message_id="x", role="user", parts=[DataPart(data={"name": "mallory"})]),
+                                call=SkillCall(skill="greet"),
+                                message=Message(message_id="x", role="ROLE_USER", parts=[Part(data={"name": "mallory"})]),
                             ),
                             task_id=f"intruder-{name}-{own_keys}",
                         ),
@@ -167,7 +169,7 @@ def test_with_a_stolen_node_key_every_spoof_is_refused_and_the_result_is_unchang
                 forge(
                     "greeter",
                     "supervisor",
-                    Task(id="job", context_id="job", status=TaskStatus(state="completed")),
+                    TaskReply(task=Task(id="job", context_id="job", status=TaskStatus(state="TASK_STATE_COMPLETED"))),
                     task_id="job",
                 )
             )
@@ -198,7 +200,7 @@ def test_a_forged_reply_does_not_resolve_an_ask_of_another_actor(runs_dir: Path,
     letters = DeadLetters()
     with Runtime(spec, runs_dir=runs_dir, on_event=letters) as rt:
         job = rt.ask_async("chaos", "slow", {"dir": str(tmp_path), "name": "j", "s": 600}, task_id="job-1")
-        forged = Task(id="job-1", context_id="job-1", status=TaskStatus(state="completed"))
+        forged = TaskReply(task=Task(id="job-1", context_id="job-1", status=TaskStatus(state="TASK_STATE_COMPLETED")))
         with as_member(rt, "b", "supervisor") as sock:  # 'greeter' is b's: the sender is honest
             sock.send(forge("greeter", "supervisor", forged, task_id="job-1"))
             refused = letters.wait_for(1, node="supervisor", reason="forged-sender")

@@ -9,17 +9,19 @@ from hypothesis import strategies as st
 
 from agentrt.protocols import (
     Ack,
-    DataPart,
     Directory,
     Drain,
     Drained,
     Envelope,
     Heartbeat,
     Message,
+    Part,
     Register,
+    SkillCall,
     StartFailed,
     Stop,
     Task,
+    TaskReply,
     TaskRequest,
     TaskStatus,
 )
@@ -44,7 +46,7 @@ def envelope(sender: str, body: object, recipient: str = "greeter") -> Envelope:
 
 
 def request() -> TaskRequest:
-    return TaskRequest(skill="greet", message=Message(message_id="x", role="user", parts=[DataPart(data={})]))
+    return TaskRequest(call=SkillCall(skill="greet"), message=Message(message_id="x", role="ROLE_USER", parts=[Part(data={})]))
 
 
 def test_keys_are_fresh_per_run_and_the_secret_never_shows_in_a_repr() -> None:
@@ -105,7 +107,7 @@ addresses = st.sampled_from(["supervisor", "node:front", "node:back", "node:ghos
 bodies = st.sampled_from(
     [
         request(),
-        Task(id="t", context_id="t", status=TaskStatus(state="completed")),
+        TaskReply(task=Task(id="t", context_id="t", status=TaskStatus(state="TASK_STATE_COMPLETED"))),
         Ack(ids=["m"]),
         Stop(),
         Heartbeat(node="front", pid=1, seq=1),

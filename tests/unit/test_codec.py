@@ -16,7 +16,6 @@ from agentrt.protocols import (
     Ack,
     AgentCard,
     Artifact,
-    DataPart,
     Directory,
     Drain,
     Drained,
@@ -30,17 +29,19 @@ from agentrt.protocols import (
     Message,
     NodeDown,
     NodeUp,
+    Part,
     Ready,
     Register,
+    SkillCall,
     StartFailed,
     Stats,
     StatsQuery,
     Stop,
     Stopped,
     Task,
+    TaskReply,
     TaskRequest,
     TaskStatus,
-    TextPart,
     check_limits,
     decode,
     encode,
@@ -55,7 +56,7 @@ def envelope(parts: list, **kw) -> Envelope:
         sender="a",
         recipient="b",
         sent_at=1.0,
-        body=TaskRequest(skill="s", message=Message(message_id="m", role="user", parts=parts)),
+        body=TaskRequest(call=SkillCall(skill="s"), message=Message(message_id="m", role="ROLE_USER", parts=parts)),
         **kw,
     )
 
@@ -75,12 +76,12 @@ json_values = st.recursive(
     attempt=st.integers(1, 100),
 )
 def test_round_trip(data: dict, text: str, attempt: int) -> None:
-    env = envelope([DataPart(data=data), TextPart(text=text)], attempt=attempt)
+    env = envelope([Part(data=data), Part(text=text)], attempt=attempt)
     assert decode(encode(env)) == env
 
 
 def test_kind_is_the_body_tag_on_the_wire() -> None:
-    env = envelope([TextPart(text="hi")])
+    env = envelope([Part(text="hi")])
     assert env.kind == "task-request"
     assert msgspec.msgpack.decode(encode(env))["body"]["kind"] == "task-request"
 
@@ -91,7 +92,7 @@ def test_camel_case_on_the_wire() -> None:
 
 
 def test_too_large() -> None:
-    frame = encode(envelope([TextPart(text="x" * 2000)]))
+    frame = encode(envelope([Part(text="x" * 2000)]))
     with pytest.raises(FrameTooLarge, match="limit is 1000"):
         decode(frame, Limits(max_frame_bytes=1000))
 
@@ -102,7 +103,7 @@ def test_not_msgpack() -> None:
 
 
 def test_schema_mismatch_names_the_path() -> None:
-    raw = msgspec.msgpack.decode(encode(envelope([TextPart(text="hi")])))
+    raw = msgspec.msgpack.decode(encode(envelope([Part(text="hi")])))
     raw["body"]["message"]["parts"][0]["text"] = 5
     with pytest.raises(MalformedFrame, match=r"parts\[0\]\.text"):
         decode(msgspec.msgpack.encode(raw))
@@ -122,11 +123,11 @@ def test_too_deep() -> None:
         cursor["x"] = {}
         cursor = cursor["x"]
     with pytest.raises(FrameTooDeep, match=r"parts\[0\]\.data nests deeper than 32"):
-        decode(encode(envelope([DataPart(data=nested)])))
+        decode(encode(envelope([Part(data=nested)])))
 
 
 def test_too_many_parts() -> None:
-    frame = encode(envelope([TextPart(text="p")] * (MAX_PARTS + 1)))
+    frame = encode(envelope([Part(text="p")] * (MAX_PARTS + 1)))
     with pytest.raises(MalformedFrame, match=f"length <= {MAX_PARTS}"):
         decode(frame)
 
@@ -135,7 +136,7 @@ def test_too_many_parts() -> None:
 
 
 def raw(**changes) -> dict:
-    out = msgspec.msgpack.decode(encode(envelope([TextPart(text="hi")])))
+    out = msgspec.msgpack.decode(encode(envelope([Part(text="hi")])))
     out.update(changes)
     return out
 
@@ -168,7 +169,7 @@ def test_four_mib_ids_are_refused_as_invalid() -> None:
 
 
 def test_invalid_utf8_is_malformed_not_a_unicode_error() -> None:
-    frame = encode(envelope([TextPart(text="hé")]))
+    frame = encode(envelope([Part(text="hé")]))
     broken = frame.replace("hé".encode(), b"h\xff\xfe"[:3])
     assert broken != frame
     with pytest.raises(MalformedFrame, match="UTF-8") as info:
@@ -193,14 +194,14 @@ def task_envelope(task: Task) -> Envelope:
         sender="a",
         recipient="b",
         sent_at=1.0,
-        body=task,
+        body=TaskReply(task=task),
     )
 
 
 @pytest.mark.parametrize(
     ("where", "make"),
     [
-        ("parts[0].metadata", lambda d: envelope([TextPart(text="t", metadata=d)])),
+        ("parts[0].metadata", lambda d: envelope([Part(text="t", metadata=d)])),
         (
             "status.message.parts[0].data",
             lambda d: task_envelope(
@@ -208,8 +209,8 @@ def task_envelope(task: Task) -> Envelope:
                     id="t",
                     context_id="c",
                     status=TaskStatus(
-                        state="failed",
-                        message=Message(message_id="m", role="agent", parts=[DataPart(data=d)]),
+                        state="TASK_STATE_FAILED",
+                        message=Message(message_id="m", role="ROLE_AGENT", parts=[Part(data=d)]),
                     ),
                 )
             ),
@@ -220,8 +221,8 @@ def task_envelope(task: Task) -> Envelope:
                 Task(
                     id="t",
                     context_id="c",
-                    status=TaskStatus(state="working"),
-                    history=[Message(message_id="m", role="agent", parts=[], metadata=d)],
+                    status=TaskStatus(state="TASK_STATE_WORKING"),
+                    history=[Message(message_id="m", role="ROLE_AGENT", parts=[], metadata=d)],
                 )
             ),
         ),
@@ -231,7 +232,7 @@ def task_envelope(task: Task) -> Envelope:
                 Task(
                     id="t",
                     context_id="c",
-                    status=TaskStatus(state="completed"),
+                    status=TaskStatus(state="TASK_STATE_COMPLETED"),
                     artifacts=[Artifact(artifact_id="a", parts=[], metadata=d)],
                 )
             ),
@@ -246,10 +247,10 @@ def test_depth_is_checked_over_every_nested_field(where: str, make) -> None:
 
 
 def test_sender_side_check_refuses_what_a_receiver_would() -> None:
-    big = envelope([TextPart(text="x" * 5000)])
+    big = envelope([Part(text="x" * 5000)])
     with pytest.raises(FrameTooLarge, match="task-request to 'b' is"):
         check_limits(big, encode(big), Limits(max_frame_bytes=1000))
-    deep = envelope([DataPart(data=nest(40))])
+    deep = envelope([Part(data=nest(40))])
     with pytest.raises(FrameTooDeep):
         check_limits(deep, encode(deep), DEFAULT_LIMITS)
     long_id = envelope([], task_id="job/" + "t" * 300)
@@ -267,15 +268,17 @@ _REFUSED_AT_THE_RECEIVER = {
     "attempt 0": lambda: envelope([], attempt=0),
     "a nested message id over the bound": lambda: msgspec.structs.replace(
         envelope([]),
-        body=TaskRequest(skill="s", message=Message(message_id="m" * 300, role="user", parts=[])),
+        body=TaskRequest(call=SkillCall(skill="s"), message=Message(message_id="m" * 300, role="ROLE_USER", parts=[])),
     ),
     "a reply of 300 parts": lambda: msgspec.structs.replace(
         envelope([]),
-        body=Task(
-            id="t",
-            context_id="c",
-            status=TaskStatus(state="completed"),
-            artifacts=[Artifact(artifact_id="a", parts=[TextPart(text="p")] * 300)],
+        body=TaskReply(
+            task=Task(
+                id="t",
+                context_id="c",
+                status=TaskStatus(state="TASK_STATE_COMPLETED"),
+                artifacts=[Artifact(artifact_id="a", parts=[Part(text="p")] * 300)],
+            )
         ),
     ),
     "a drained naming a 200-character actor": lambda: msgspec.structs.replace(
@@ -304,7 +307,7 @@ def test_nothing_but_a_frame_error_leaves_decode(frame: bytes) -> None:
 @given(st.binary(min_size=1, max_size=40), st.integers(0, 200))
 def test_mutated_valid_frames_fail_only_with_frame_errors(noise: bytes, at: int) -> None:
     frame = bytearray(
-        encode(envelope([DataPart(data={"k": [1, "two", {"x": None}]}), TextPart(text="hé")]))
+        encode(envelope([Part(data={"k": [1, "two", {"x": None}]}), Part(text="hé")]))
     )
     at = at % len(frame)
     frame[at : at + len(noise)] = noise
@@ -313,9 +316,9 @@ def test_mutated_valid_frames_fail_only_with_frame_errors(noise: bytes, at: int)
 
 
 CONTROL_SAMPLES = [
-    Register(node="n1", pid=4, endpoint="ipc://x", cards=[AgentCard(name="a", description="d")]),
+    Register(node="n1", pid=4, endpoint="ipc://x", cards=[AgentCard(name="a", description="d", version="1")]),
     StartFailed(node="n1", pid=4, error="ValueError: no", actor="a"),
-    Directory(routes={"a": "ipc://x"}, cards=[AgentCard(name="a", description="d")]),
+    Directory(routes={"a": "ipc://x"}, cards=[AgentCard(name="a", description="d", version="1")]),
     Ready(node="n1"),
     StatsQuery(query_id="q"),
     Stats(node="n1", query_id="q", counts={"sent": 3}),

@@ -29,9 +29,9 @@ def test_declared_skills_join_the_class_skills_on_the_card() -> None:
     )
     card = actor.agent_card("tools", "ipc://x")
     assert [s.id for s in card.skills] == ["ping", "search"]
-    search = card.skill("search")
-    assert search is not None and search.read_only and search.timeout_s == 5.0
-    assert search.input_schema["required"] == ["q"] and search.tags == ["mcp"]
+    search, contract = card.skill("search"), card.contract("search")
+    assert search is not None and contract.read_only and contract.timeout_s == 5.0
+    assert contract.input_schema["required"] == ["q"] and search.tags == ["mcp"]
     assert [s.id for s in Tools.card("tools").skills] == ["ping"], "the class's card is unchanged"
     assert [s.id for s in Tools().agent_card("other").skills] == ["ping"], "per instance"
     actor.withdraw_skill("search")

@@ -45,8 +45,8 @@ ENVELOPE = protocols.Envelope(
     task_id="job/t1",
     plan_task="t1",
     body=TaskRequest(
-        skill="lookup",
-        message=protocols.Message(message_id="x", role="user", parts=[protocols.DataPart(data={"q": "a"})]),
+        call=protocols.SkillCall(skill="lookup"),
+        message=protocols.Message(message_id="x", role="ROLE_USER", parts=[protocols.Part(data={"q": "a"})]),
     ),
 )
 

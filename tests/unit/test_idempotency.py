@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentrt.protocols import DataPart
+from agentrt.protocols import Part
 from agentrt.runtime._idempotency import Cached, Conflict, Idempotency, Join, Key, Run, payload_hash
 
 
@@ -131,7 +131,7 @@ def test_the_payload_hash_is_defined_for_any_decodable_value_and_blind_to_key_or
     """A frame may carry a dict with keys that are not strings inside a data part (msgpack
     allows it). Before, hashing such a payload raised TypeError on the actor's thread, and a
     request with an idempotency key was never answered."""
-    wire = msgspec.msgpack.decode(msgspec.msgpack.encode([DataPart(data=data)]), type=list[DataPart])
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode([Part(data=data)]), type=list[Part])
     h = payload_hash(wire)
-    assert h == payload_hash([DataPart(data=_reordered(data))])
-    assert h != payload_hash([DataPart(data={**data, "\x00another": 1})])
+    assert h == payload_hash([Part(data=_reordered(data))])
+    assert h != payload_hash([Part(data={**data, "\x00another": 1})])

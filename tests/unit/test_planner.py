@@ -5,21 +5,25 @@ from __future__ import annotations
 import pytest
 
 from agentrt.actors._planner import describe_tools, parse
-from agentrt.protocols import AgentSkill, PlanError
+from agentrt.protocols import AgentSkill, PlanError, SkillContract
+
+
+def tool(id: str, description: str, input: dict | None = None, read_only: bool = False, tags: tuple[str, ...] = ()) -> tuple[AgentSkill, SkillContract]:
+    return AgentSkill(id=id, name=id, description=description, tags=list(tags) or [id]), SkillContract(input_schema=input, read_only=read_only)
+
 
 TOOLS = {
-    "lookup": AgentSkill(
-        id="lookup",
-        name="lookup",
-        description="what one source says",
-        input_schema={
+    "lookup": tool(
+        "lookup",
+        "what one source says",
+        {
             "type": "object",
             "required": ["source", "query"],
             "properties": {"source": {"type": "string"}, "query": {"type": "string"}},
             "additionalProperties": False,
         },
     ),
-    "synthesize": AgentSkill(id="synthesize", name="synthesize", input_schema={"type": "object", "required": ["findings"]}),
+    "synthesize": tool("synthesize", "synthesize", {"type": "object", "required": ["findings"]}),
 }
 
 GOOD = """Thought: two sources, then one synthesis.
@@ -69,9 +73,9 @@ def test_the_prompt_lists_tools_with_their_arguments() -> None:
 
 def test_the_prompt_says_which_tools_run_in_parallel_and_which_wait_for_approval() -> None:
     tools = {
-        "search_notes": AgentSkill(id="search_notes", name="s", description="Find lines.", read_only=True, tags=["mcp", "read-only"]),
-        "write_note": AgentSkill(id="write_note", name="w", description="Write a note.", tags=["mcp", "destructive"]),
-        "touch": AgentSkill(id="touch", name="t", description="Touch."),
+        "search_notes": tool("search_notes", "Find lines.", read_only=True, tags=("mcp", "read-only")),
+        "write_note": tool("write_note", "Write a note.", tags=("mcp", "destructive")),
+        "touch": tool("touch", "Touch."),
     }
     text = describe_tools(tools)
     assert "- search_notes(): Find lines. (read-only)" in text

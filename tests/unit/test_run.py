@@ -25,16 +25,24 @@ from agentrt.actors._run import (
     Trace,
 )
 from agentrt.actors._scheduler import Policy
-from agentrt.protocols import AgentCard, AgentSkill, JournalInDoubt, ScheduleDecision, SchemaError
+from agentrt.protocols import (
+    AgentCard,
+    AgentSkill,
+    JournalInDoubt,
+    ScheduleDecision,
+    SchemaError,
+    SkillContract,
+    agent_card,
+)
 
 OPEN = {"type": "object"}
 
 
 def card(name: str, *skills: tuple[str, bool]) -> AgentCard:
-    return AgentCard(
-        name=name,
-        description=name,
-        skills=[AgentSkill(id=s, name=s, read_only=ro, input_schema=OPEN) for s, ro in skills],
+    return agent_card(
+        name,
+        name,
+        [(AgentSkill(id=s, name=s, description=s, tags=[s]), SkillContract(read_only=ro, input_schema=OPEN)) for s, ro in skills],
     )
 
 

@@ -21,7 +21,14 @@ from agentrt.actors._loops import LoopLimits
 from agentrt.actors._run import Roles, Run
 from agentrt.actors._scheduler import Policy
 from agentrt.actors._simulate import RunWorld, TaskOutcome, simulate_run
-from agentrt.protocols import AgentCard, AgentSkill, RoutingError, SchemaError
+from agentrt.protocols import (
+    AgentCard,
+    AgentSkill,
+    RoutingError,
+    SchemaError,
+    SkillContract,
+    agent_card,
+)
 
 SKILLS = {"read": True, "think": True, "write": False}  # skill -> read-only
 WORKERS = {"w1": ["read", "write", "think"], "w2": ["read", "think", "write"], "w3": ["write"]}
@@ -29,11 +36,11 @@ WORKERS = {"w1": ["read", "write", "think"], "w2": ["read", "think", "write"], "
 
 def cards() -> dict[str, AgentCard]:
     out = {
-        w: AgentCard(name=w, description=w, skills=[AgentSkill(id=s, name=s, read_only=SKILLS[s], input_schema={"type": "object"}) for s in skills])
+        w: agent_card(w, w, [(AgentSkill(id=s, name=s, description=s, tags=[s]), SkillContract(read_only=SKILLS[s], input_schema={"type": "object"})) for s in skills])
         for w, skills in WORKERS.items()
     }
     for role, skill in (("critic", "critique"), ("judge", "judge"), ("human", "escalate")):
-        out[role] = AgentCard(name=role, description=role, skills=[AgentSkill(id=skill, name=skill, read_only=True)])
+        out[role] = agent_card(role, role, [(AgentSkill(id=skill, name=skill, description=skill, tags=[skill]), SkillContract(read_only=True))])
     return out
 
 

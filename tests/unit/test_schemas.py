@@ -6,22 +6,23 @@ import jsonschema
 import msgspec
 
 from agentrt.protocols import (
-    AgentCard,
     AgentSkill,
     Artifact,
     Critique,
-    DataPart,
     Envelope,
     Event,
     LoopSummary,
+    Part,
     Plan,
     PlanTask,
     RunReport,
+    SkillContract,
     Task,
     TaskRecord,
+    TaskReply,
     TaskStatus,
-    TextPart,
     Verdict,
+    agent_card,
     report_from,
     to_json_dict,
 )
@@ -46,28 +47,28 @@ def test_envelope_validates_and_invalid_does_not() -> None:
         sender="a",
         recipient="b",
         sent_at=1.0,
-        body=Task(
-            id="t",
-            context_id="c",
-            status=TaskStatus(state="completed"),
-            artifacts=[
-                Artifact(artifact_id="x", parts=[DataPart(data={"a": 1}), TextPart(text="t")])
-            ],
+        body=TaskReply(
+            task=Task(
+                id="t",
+                context_id="c",
+                status=TaskStatus(state="TASK_STATE_COMPLETED"),
+                artifacts=[Artifact(artifact_id="x", parts=[Part(data={"a": 1}), Part(text="t")])],
+            )
         ),
     )
     jsonschema.validate(to_json_dict(env), schema)
     bad = to_json_dict(env)
-    bad["body"]["status"]["state"] = "done-ish"
+    bad["body"]["task"]["status"]["state"] = "completed"  # A2A 0.3's spelling
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
 
 
 def test_agent_card_schema() -> None:
-    card = AgentCard(
-        name="w", description="d", skills=[AgentSkill(id="s", name="s", read_only=True)]
+    card = agent_card(
+        "w", "d", [(AgentSkill(id="s", name="s", description="s", tags=["s"]), SkillContract(read_only=True))]
     )
     data = msgspec.to_builtins(card)
     jsonschema.validate(data, load("agent-card.schema"))
-    assert data["skills"][0]["readOnly"] is True
+    assert data["capabilities"]["extensions"][0]["params"]["skills"]["s"]["readOnly"] is True
 
 
 def test_skill_schemas_are_valid_json_schema() -> None:
