@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentrt.protocols import A2ASent
+from agentrt.protocols import A2ASent, Part
 from agentrt.runtime import Runtime, read_trace, run
 
 from .conftest import ROOT, make_spec
@@ -125,8 +125,8 @@ def test_the_remote_skills_are_on_the_proxys_card_with_their_schemas(
     with Runtime(spec, runs_dir=runs_dir) as rt:
         card = rt.messenger.card("style")
         assert sorted(s.id for s in card.skills) == ["confirm", "headline", "slow"]
-        headline = card.skill("headline")
-        assert headline is not None and headline.read_only
+        headline = card.contract("headline")
+        assert card.skill("headline") is not None and headline.read_only
         assert headline.output_schema == {
             "type": "object",
             "required": ["headline"],
@@ -254,8 +254,9 @@ def test_an_agentrt_run_as_the_remote_of_another(tmp_path: Path, runs_dir: Path)
             )
             with Runtime(calling, runs_dir=runs_dir) as b:
                 card = b.messenger.card("remote-desk")
-                count = card.skill("count")
-                assert count is not None and not count.read_only and count.input_schema is not None
+                count = card.contract("count")
+                assert card.skill("count") is not None
+                assert not count.read_only and count.input_schema is not None
                 assert [
                     b.ask("remote-desk", "count", {"dir": str(tmp_path)}).data for _ in range(2)
                 ] == [
@@ -299,7 +300,7 @@ def test_a_remote_input_required_reaches_the_gateways_client(
     )
 
     def data(value: dict[str, Any]) -> pb.Part:
-        return mapping.parts_to_a2a([mapping.Part(data=value)])[0]
+        return mapping.to_a2a(Part(data=value), pb.Part)
 
     async def call(url: str) -> None:
         client = await create_client(f"{url}/a2a/style", client_config=ClientConfig(streaming=True))
@@ -310,7 +311,7 @@ def test_a_remote_input_required_reaches_the_gateways_client(
         first = [e async for e in client.send_message(pb.SendMessageRequest(message=ask))]
         status = first[-1].status_update.status
         assert status.state == pb.TASK_STATE_INPUT_REQUIRED
-        ticket = mapping.first_data(mapping.parts_from_a2a(status.message.parts)) or {}
+        ticket = mapping.first_data([mapping.from_a2a(p, Part) for p in status.message.parts]) or {}
         assert "proceed with 'ship it'?" in ticket["summary"]
         answer = pb.Message(
             message_id="confirm-1-answer",
@@ -321,7 +322,7 @@ def test_a_remote_input_required_reaches_the_gateways_client(
         rest = [e async for e in client.send_message(pb.SendMessageRequest(message=answer))]
         assert rest[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
         task = await client.get_task(pb.GetTaskRequest(id=first[0].task.id))
-        assert mapping.first_data(mapping.parts_from_a2a(task.artifacts[0].parts)) == {
+        assert mapping.first_data([mapping.from_a2a(p, Part) for p in task.artifacts[0].parts]) == {
             "confirmed": "yes, ship"
         }
         await client.close()

@@ -23,6 +23,7 @@ from a2a.utils.errors import (
 )
 from google.protobuf import json_format
 
+from agentrt.protocols import AGENTRT_BINDING, AgentCard, Part
 from agentrt.runtime import A2ASpec, Gateway, Runtime, SpecError, read_events, read_trace
 from agentrt.runtime import a2a as mapping
 
@@ -64,11 +65,11 @@ def message(
 
 
 def data(value: dict[str, Any]) -> pb.Part:
-    return mapping.parts_to_a2a([mapping.Part(data=value)])[0]
+    return mapping.to_a2a(Part(data=value), pb.Part)
 
 
 def artifact_data(task: pb.Task) -> dict[str, Any]:
-    parts = mapping.parts_from_a2a(task.artifacts[0].parts)
+    parts = [mapping.from_a2a(p, Part) for p in task.artifacts[-1].parts]  # the answer: the last
     return mapping.first_data(parts) or {}
 
 
@@ -101,14 +102,16 @@ def test_card_per_actor_and_entry_at_root(gateway: Gateway) -> None:
         assert shouter.name == "shouter" and [s.id for s in shouter.skills] == ["shout"]
         assert sorted(s.id for s in desk.skills) == ["count", "hold"]
         assert root == shouter  # the entry actor's card is also at the root
-        bindings = {(i.protocol_binding, i.url) for i in desk.supported_interfaces}
-        assert bindings == {(b, f"{gateway.url}/a2a/desk/") for b in ("JSONRPC", "HTTP+JSON")}
+        bindings = [i.protocol_binding for i in desk.supported_interfaces]
+        assert bindings == ["JSONRPC", "HTTP+JSON", AGENTRT_BINDING]  # agentrt's own, for peers
+        urls = {i.url for i in desk.supported_interfaces[:2]}
+        assert urls == {f"{gateway.url}/a2a/desk/"}
         caps = shouter.capabilities
         assert caps.streaming and not caps.push_notifications and not caps.extended_agent_card
-        schemas = mapping.skill_schemas(shouter)
-        assert schemas["shout"]["inputSchema"]["required"] == ["text"]
-        assert schemas["shout"]["inputSchema"]["properties"]["text"]["minLength"] == 1
-        assert schemas["shout"]["readOnly"] is True
+        contract = mapping.from_a2a(shouter, AgentCard).contract("shout")
+        assert contract.input_schema is not None and contract.input_schema["required"] == ["text"]
+        assert contract.input_schema["properties"]["text"]["minLength"] == 1
+        assert contract.read_only is True
 
     asyncio.run(go())
 
@@ -180,7 +183,7 @@ def test_streaming_order(gateway: Gateway) -> None:
         assert events[1].status_update.status.state == pb.TASK_STATE_WORKING
         assert events[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
         assert mapping.first_data(
-            mapping.parts_from_a2a(events[2].artifact_update.artifact.parts)
+            [mapping.from_a2a(p, Part) for p in events[2].artifact_update.artifact.parts]
         ) == {"text": "ORDER!"}
         await client.close()
 
@@ -399,7 +402,7 @@ def test_an_escalation_is_input_required_and_the_client_answers_it(tmp_path: Pat
                 assert first[0].WhichOneof("payload") == "task"
                 last = first[-1].status_update.status
                 assert last.state == pb.TASK_STATE_INPUT_REQUIRED
-                ticket = mapping.first_data(mapping.parts_from_a2a(last.message.parts)) or {}
+                ticket = mapping.first_data([mapping.from_a2a(p, Part) for p in last.message.parts]) or {}
                 assert ticket["reason"] == "oscillation" and "accept-best" in ticket["options"]
                 task_id = first[0].task.id
                 with pytest.raises(InvalidParamsError, match=r"decision 'maybe' is not one of"):
@@ -630,9 +633,12 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
                     f"{gw.url}/a2a/shouter",
                     client_config=ClientConfig(streaming=False, httpx_client=http),
                 )
-                assert {i.url for i in client._card.supported_interfaces} == {
-                    f"{gw.url}/a2a/shouter/"
+                http_urls = {
+                    i.url
+                    for i in client._card.supported_interfaces
+                    if i.protocol_binding != AGENTRT_BINDING
                 }
+                assert http_urls == {f"{gw.url}/a2a/shouter/"}
                 (event,) = await send(client, message(pb.Part(text="secure")))
                 assert artifact_data(event.task) == {"text": "SECURE!"}
                 with pytest.raises(httpx.HTTPError):  # plain HTTP gets nothing from it

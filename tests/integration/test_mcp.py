@@ -170,13 +170,14 @@ def test_tools_are_discovered_with_their_schemas(shared: tuple[Runtime, Path]) -
     card = rt.messenger.cards["mcp"]
     skills = {s.id: s for s in card.skills}
     assert {"search", "write_note", "fail", "crash_once", "pid"} <= set(skills)
-    search = skills["search"]
-    assert search.read_only and "read-only" in search.tags
-    assert search.input_schema["required"] == ["query"]
-    assert search.input_schema["properties"]["query"]["type"] == "string"
-    assert search.output_schema is not None and "hits" in search.output_schema["properties"]
+    search, searching = skills["search"], card.contract("search")
+    assert searching.read_only and "read-only" in search.tags
+    assert searching.input_schema["required"] == ["query"]
+    assert searching.input_schema["properties"]["query"]["type"] == "string"
+    assert searching.output_schema is not None and "hits" in searching.output_schema["properties"]
     write = skills["write_note"]
-    assert not write.read_only and "destructive" in write.tags and "idempotent" not in write.tags
+    assert not card.contract("write_note").read_only
+    assert "destructive" in write.tags and "idempotent" not in write.tags
     assert write.description == "Write a note (replaces one of that name)."
     answer = rt.ask("mcp", "search", {"query": "actors", "delay_s": 0})
     assert answer.state == "completed", answer.error
