@@ -226,6 +226,56 @@ def test_progress_of_the_runs_a_task_caused(tmp_path: Path) -> None:
     }
 
 
+def test_each_result_that_passes_the_critic_streams_as_its_own_artifact(tmp_path: Path) -> None:
+    """A plan served over A2A: each plan task's result is an artifact update of its own (its
+    id the plan task's, whole: lastChunk) once the critic passed it, a held draft never; the
+    run's answer is the last artifact, then the terminal status."""
+    from .test_critic_gate import PLAN
+
+    spec = make_spec(
+        {
+            "coord": [{"name": "coordinator", "class": "agentrt.actors:Coordinator", "config": {"loops": {"max_iterations": 3}}}],
+            "w": [{"name": "drafter", "class": "custom_actors:Drafter"}],
+            "review": [
+                {
+                    "name": "critic",
+                    "class": "agentrt.actors:Critic",
+                    "config": {"guardrails": ["custom_actors:no_todo"], "pass_score": 0.7},
+                }
+            ],
+        },
+        run={"entry": "coordinator", "skill": "run"},
+    )
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["coordinator"])).start()
+        try:
+
+            async def go() -> list[pb.StreamResponse]:
+                client = await client_for(gw, "coordinator", streaming=True)
+                events = await send(client, message(data({"goal": "publish", "plan": PLAN})))
+                await client.close()
+                return events
+
+            events = asyncio.run(go())
+        finally:
+            gw.stop()
+    kinds = [e.WhichOneof("payload") for e in events]
+    assert kinds[0] == "task" and set(kinds[1:]) == {"status_update", "artifact_update"}
+    assert events[-1].status_update.status.state == pb.TASK_STATE_COMPLETED
+    assert all(
+        e.status_update.status.state == pb.TASK_STATE_WORKING for e in events[1:-1] if e.HasField("status_update")
+    ), "no terminal status before the last update"
+    updates = [e.artifact_update for e in events if e.HasField("artifact_update")]
+    assert all(u.last_chunk and not u.append for u in updates)
+    assert [u.artifact.artifact_id for u in updates[:-1]] == ["draft", "publish"]  # one per result
+    assert [u.artifact.name for u in updates[:-1]] == ["draft", "use"]
+    draft = artifact_data(pb.Task(artifacts=[updates[0].artifact]))
+    assert "round 2" in draft["text"] and "TODO" not in draft["text"], "the held draft never streams"
+    answer = artifact_data(pb.Task(artifacts=[updates[-1].artifact]))
+    assert answer["state"] == "completed" and answer["answer"].startswith("published: a careful draft")
+    assert events.index(next(e for e in events if e.HasField("artifact_update"))) > 0
+
+
 def test_a_running_task_takes_no_message(gateway: Gateway, tmp_path: Path) -> None:
     """Only a task that asks for input takes a message; a running one answers the spec's
     UnsupportedOperation, and one that ended too."""
