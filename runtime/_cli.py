@@ -13,8 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from agentrt.protocols import (
     AgentRuntimeError,
     Event,
@@ -25,7 +23,6 @@ from agentrt.protocols import (
     ScheduleDispatch,
     TaskStateChanged,
     check_id,
-    event_from_dict,
 )
 
 from ._files import write_named, write_private
@@ -34,6 +31,7 @@ from ._spec import load_spec, with_model_kind
 from ._supervisor import RunSummary, default_runs_dir, run
 from ._terminal import printable, printable_tree
 from ._tickets import format_ticket
+from ._tracing import read_events
 
 
 def say(*values: object, file: Any = None, flush: bool = False) -> None:
@@ -261,13 +259,7 @@ def _events(
     path = find_trace(run or args.run, Path(args.runs_dir))
     # Redacted again here: a trace written before a redaction rule existed is shown without
     # what the rule now matches. For the terminal views, text is made printable too.
-    events = []
-    for line in path.read_bytes().splitlines():
-        try:
-            data = redact(msgspec.json.decode(line))
-            events.append(event_from_dict(printable_tree(data) if terminal else data))  # type: ignore[arg-type]
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue  # not a known, valid event (another version's, a torn last line)
+    events = read_events(path, clean=lambda data: printable_tree(redact(data)) if terminal else redact(data))
     return path, events
 
 

@@ -59,10 +59,18 @@ def find_trace(run: str, runs_dir: Path) -> Path:
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Each run: start time, state, tasks, failures, tokens, cost, wall time, events."""
+    """Each run: start time, state, tasks, failures, tokens, cost, wall time, events. A run
+    this agentrt cannot read (an older agentrt wrote it) is listed as `unreadable`."""
     out = []
     for trace in sorted(runs_dir.glob("*/trace.jsonl")):
-        events = read_events(trace)
+        try:
+            events = read_events(trace)
+        except RunError:
+            out.append(
+                {"run_id": trace.parent.name, "started": None, "events": 0, "state": "unreadable", "wall_s": None,
+                 "tasks": 0, "failures": 0, "tokens": 0, "cost_usd": 0.0}
+            )
+            continue
         finished = next((e for e in events if isinstance(e, RunFinished)), None)
         done = [e for e in events if isinstance(e, TaskStateChanged) and e.state != "working"]
         out.append(

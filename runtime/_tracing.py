@@ -12,7 +12,14 @@ from typing import IO, Any
 import msgspec
 import structlog
 
-from agentrt.protocols import Event, TraceEvent, decode_event, event_from_dict, event_to_dict
+from agentrt.protocols import (
+    Event,
+    RunError,
+    TraceEvent,
+    decode_event,
+    event_from_dict,
+    event_to_dict,
+)
 
 from ._files import append_private
 from ._redact import known_secrets, redact
@@ -119,15 +126,32 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
         return [decoder.decode(line) for line in f if line.strip()]
 
 
-def read_events(path: Path) -> list[Event]:
-    """The events of a trace file, typed, in file order; lines that are not a known, valid
-    event (a trace of another version, a torn last line) are left out."""
+def read_events(path: Path, clean: Callable[[Any], Any] | None = None) -> list[Event]:
+    """The events of a trace file, typed, in file order (`clean`: applied to each line's JSON
+    before it is typed, e.g. redaction). A torn last line (a process killed mid-write) is left
+    out; any other line that is not a valid event of this agentrt raises RunError naming the
+    file and the line: the trace was written by another (older) agentrt, e.g. one whose
+    messages had A2A 0.3's shapes."""
     out: list[Event] = []
+    bad: tuple[int, str] | None = None
     with path.open("rb") as f:
-        for line in f:
-            if line.strip():
-                try:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if bad is not None:  # a bad line that was not the last one
+                break
+            try:
+                if clean is None:
                     out.append(decode_event(line))
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-    return out
+                else:
+                    out.append(event_from_dict(clean(msgspec.json.decode(line))))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                bad = (number, str(exc))
+        else:
+            return out
+    assert bad is not None
+    raise RunError(
+        f"{path} line {bad[0]} is not a trace event this agentrt reads ({bad[1]}): the run was "
+        "written by another (older) agentrt, whose messages had other shapes (before A2A 1.0); "
+        "read it with the agentrt that wrote it, or run it again"
+    )

@@ -60,7 +60,7 @@ def test_a_failing_result_is_redone_with_the_critics_issues_before_dependents_se
     # The redo carried the critic's issues as feedback, under a key of its own.
     drafts = [
         e["envelope"] for e in events
-        if e["event"] == "envelope.sent" and e["envelope"]["body"].get("skill") == "draft"
+        if e["event"] == "envelope.sent" and e["envelope"]["body"].get("call", {}).get("skill") == "draft"
     ]
     assert len(drafts) == 2
     assert "feedback" not in drafts[0]["body"]["message"]["parts"][0]["data"]

@@ -229,3 +229,40 @@ def test_a_planted_key_never_reaches_a_trace_or_a_log(tmp_path: Path) -> None:
         assert key not in p.read_text(errors="replace"), p
     trace = (tmp_path / "leak" / "trace.jsonl").read_text()
     assert "leak.attempt" in trace and "[redacted]" in trace
+
+
+def test_a_trace_an_older_agentrt_wrote_is_named_not_misread(tmp_path: Path) -> None:
+    """A run whose envelopes have A2A 0.3's shapes (a `kind` in the task, lower-case states):
+    `trace show` fails naming the file, the line and why; `trace ls` lists it as unreadable.
+    A torn last line alone is still left out (a process killed mid-write)."""
+    from agentrt.protocols import (
+        Envelope,
+        EnvelopeSent,
+        RunStarted,
+        Task,
+        TaskReply,
+        TaskStatus,
+        event_to_dict,
+    )
+
+    task = Task(id="t1", context_id="t1", status=TaskStatus(state="TASK_STATE_COMPLETED"))
+    envelope = Envelope(
+        message_id="m1", trace_id="a" * 32, span_id="b" * 16, sender="w", recipient="c", sent_at=1.0, body=TaskReply(task=task)
+    )
+    sent = event_to_dict(EnvelopeSent(ts=1.0, kind="task", sender="w", recipient="c", message_id="m1", envelope=envelope))
+    started = json.dumps(event_to_dict(RunStarted(ts=0.5, run_id="old")))
+    old = json.loads(json.dumps(sent))
+    old["envelope"]["body"] = {"kind": "task", "id": "t1", "contextId": "t1", "status": {"state": "completed"}}
+    for run, lines in {
+        "old": [started, json.dumps(old), json.dumps(sent)],
+        "torn": [started, json.dumps(sent), json.dumps(sent)[:40]],
+    }.items():
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "trace.jsonl").write_text("\n".join(lines) + "\n")
+    refused = agentrt("trace", "show", "old", runs=tmp_path, check=False)
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert f"{tmp_path / 'old' / 'trace.jsonl'} line 2" in said and "older" in said and "Traceback" not in said
+    assert "2 events" in agentrt("trace", "show", "torn", runs=tmp_path).stdout  # the torn one left out
+    rows = {line.split()[0]: line.split() for line in agentrt("trace", "ls", runs=tmp_path).stdout.splitlines()[1:]}
+    assert rows["old"][2] == "unreadable" and rows["torn"][2] != "unreadable"
