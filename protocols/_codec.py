@@ -85,23 +85,30 @@ def check_depth(envelope: Envelope, max_depth: int) -> None:
     """Every free-form value (dicts and lists that are not Structs), wherever it sits in the
     envelope, nests at most `max_depth` levels; FrameTooDeep names the first that does not.
     Structs are walked without counting: their nesting is fixed by the schema."""
-    _check_struct(envelope, "$", max_depth)
+    where = _too_deep(envelope, max_depth)
+    if where is not None:
+        raise FrameTooDeep(f"${where} nests deeper than {max_depth} levels (max_depth)")
 
 
-def _check_struct(obj: msgspec.Struct, path: str, max_depth: int) -> None:
+def _too_deep(obj: msgspec.Struct, max_depth: int) -> str | None:
+    """The path (`.body.message.parts[0].data`) of the first free-form value under `obj` that
+    nests deeper than `max_depth`, or None. The path is built only for that one."""
     for name in _nesting_fields(type(obj)):
         value = getattr(obj, name)
-        if value is None:
+        if not value:  # None, or an empty list or dict: nothing to walk (a Struct is truthy)
             continue
         if isinstance(value, msgspec.Struct):
-            _check_struct(value, f"{path}.{_camel(name)}", max_depth)
-        elif isinstance(value, list) and value and isinstance(value[0], msgspec.Struct):
+            where = _too_deep(value, max_depth)
+            if where is not None:
+                return f".{_camel(name)}{where}"
+        elif isinstance(value, list) and isinstance(value[0], msgspec.Struct):
             for i, item in enumerate(value):
-                _check_struct(item, f"{path}.{_camel(name)}[{i}]", max_depth)
+                where = _too_deep(item, max_depth)
+                if where is not None:
+                    return f".{_camel(name)}[{i}]{where}"
         elif isinstance(value, dict | list | tuple) and _deeper_than(value, max_depth):
-            raise FrameTooDeep(
-                f"{path}.{_camel(name)} nests deeper than {max_depth} levels (max_depth)"
-            )
+            return f".{_camel(name)}"
+    return None
 
 
 def _deeper_than(value: Any, levels: int) -> bool:
@@ -119,6 +126,7 @@ _FLAT = (
     msgspec.inspect.IntType,
     msgspec.inspect.FloatType,
     msgspec.inspect.BoolType,
+    msgspec.inspect.BytesType,
     msgspec.inspect.NoneType,
     msgspec.inspect.LiteralType,
 )

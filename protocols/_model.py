@@ -67,8 +67,11 @@ class Part(Wire):
     media_type: str | None = None
 
     def __post_init__(self) -> None:
-        found = [name for name in _CONTENTS if getattr(self, name) is not None]
-        if len(found) != 1:
+        # Runs on every decode: the common case in one expression, the message only on failure.
+        if (self.text is not None) + (self.raw is not None) + (self.url is not None) + (
+            self.data is not None
+        ) != 1:
+            found = [name for name in _CONTENTS if getattr(self, name) is not None]
             what = " and ".join(found) if found else "none"
             raise ValueError(
                 f"a part holds exactly one of text, raw, url or data (A2A 1.0 Part.content); "
