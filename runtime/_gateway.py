@@ -44,6 +44,7 @@ from a2a.server.routes import (
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
 from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
+from google.protobuf import json_format
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
@@ -74,6 +75,7 @@ from agentrt.protocols import (
 from . import a2a as mapping
 from ._messenger import TaskResult
 from ._spec import A2ASpec
+from ._store import Namespace, open_store
 from ._supervisor import Runtime
 from ._tracing import emit, get_logger
 from ._validation import validate
@@ -97,6 +99,7 @@ class _Job:
 
 
 TOKEN_ENV = "AGENTRT_A2A_TOKEN_"
+GATEWAY_NAMESPACE = "gateway:a2a"  # the gateway's tasks in the run's store (no actor's name)
 _SETTLE_S = 2.0  # at most this long after a reply for its task's last trace events
 _REMEMBERED_MESSAGES = 10_000  # messageIds kept to answer a repeat with its first task
 
@@ -227,6 +230,51 @@ class _Handler(DefaultRequestHandler):
         )
 
 
+class _RunTaskStore(InMemoryTaskStore):
+    """An actor's A2A tasks, kept in the run's state store (`runtime/_store.py`: the run's
+    SQLite file, or its PostgreSQL) as well as in memory, so a gateway started again on the
+    same run (`agentrt serve --run-id`) still answers GetTask and ListTasks for them. Each
+    task is one key of the gateway's namespace, `task/<id>`, with its caller; a task that was
+    still running is failed on load, since nothing follows it any more."""
+
+    def __init__(self, store: Namespace, actor: str) -> None:
+        super().__init__()
+        self.store = store
+        self.actor = actor
+
+    async def load(self) -> int:
+        """Read this actor's tasks back; how many."""
+        found = 0
+        keys = self.store.keys()
+        for key in keys:
+            saved = self.store.get(key) if key.startswith("task/") else None
+            if not saved or saved.get("actor") != self.actor:
+                continue
+            task = json_format.ParseDict(saved["task"], pb.Task(), ignore_unknown_fields=True)
+            if task.status.state not in mapping.TERMINAL:
+                task.status.CopyFrom(
+                    pb.TaskStatus(
+                        state=pb.TASK_STATE_FAILED,
+                        message=pb.Message(
+                            message_id=f"{task.id}:gateway-restart",
+                            role=pb.ROLE_AGENT,
+                            parts=[pb.Part(text="the A2A gateway restarted while this task ran: send the message again")],
+                        ),
+                    )
+                )
+                task.status.timestamp.GetCurrentTime()
+            await super().save(task, ServerCallContext(user=_Caller(str(saved.get("owner", "")))))
+            found += 1
+        return found
+
+    async def save(self, task: pb.Task, context: ServerCallContext) -> None:
+        await super().save(task, context)
+        self.store.put(
+            f"task/{task.id}",
+            {"actor": self.actor, "owner": context.user.user_name, "task": json_format.MessageToDict(task)},
+        )
+
+
 class _Executor(AgentExecutor):
     """Runs an actor's skill for the SDK: the ask, then artifacts and a final status."""
 
@@ -298,6 +346,9 @@ class Gateway:
         self.cards: dict[str, AgentCard] = {n: runtime.messenger.card(n) for n in names}
         routes: list[Any] = []
         handlers = []
+        self._state = open_store(runtime.store, run_id=runtime.run_id)
+        self.store = Namespace(self._state, GATEWAY_NAMESPACE)
+        self.task_stores: list[_RunTaskStore] = []
         callers = _Callers(tokens)
         if tokens and not self.config.tls_cert and bound_host not in ("127.0.0.1", "[::1]"):
             emit(
@@ -309,11 +360,13 @@ class Gateway:
             )
         for name, card in self.cards.items():
             a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/", bearer=bool(tokens))
+            tasks = _RunTaskStore(self.store, name)
+            self.task_stores.append(tasks)
             handler = _Handler(
                 self,
                 name,
                 agent_executor=_Executor(self, name),
-                task_store=InMemoryTaskStore(),
+                task_store=tasks,
                 agent_card=a2a_card,
             )
             handlers.append(handler)
@@ -345,6 +398,8 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> Any:
         self.loop = asyncio.get_running_loop()
+        for tasks in self.task_stores:
+            await tasks.load()
         try:
             yield
         finally:
@@ -375,6 +430,7 @@ class Gateway:
         with contextlib.suppress(ValueError):
             self.runtime.writer.listeners.remove(self._on_event)
         self.sock.close()
+        self._state.close()
 
     # -- before the SDK: skill, schema, answers ------------------------------------------
 

@@ -744,3 +744,54 @@ def test_a_served_task_survives_the_death_of_its_node(tmp_path: Path) -> None:
     assert task.status.state == pb.TASK_STATE_COMPLETED
     assert artifact_data(task) == {"held": "done"}
     assert any(e["event"] == "node.restarted" for e in read_trace(rt.trace_path))
+
+
+def test_the_gateways_tasks_survive_a_restart_on_the_same_run(tmp_path: Path) -> None:
+    """The gateway keeps its A2A tasks in the run's store: `agentrt serve --run-id` again (a new
+    runtime and gateway on the same run) still answers GetTask and ListTasks for them; one
+    that was running when it stopped is failed, saying why, not left WORKING forever."""
+    spec = make_spec(
+        {
+            "n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}],
+            "n2": [{"name": "desk", "class": "a2a_actors:Desk"}],
+        },
+        run={"entry": "shouter", "skill": "shout"},
+    )
+    runs = tmp_path / "runs"
+
+    def serving(call: Any) -> Any:
+        with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
+            gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+            try:
+                return asyncio.run(call(gw))
+            finally:
+                gw.stop(grace_s=0.5)
+
+    async def first(gw: Gateway) -> tuple[str, str]:
+        shouter = await client_for(gw, "shouter", streaming=False)
+        (done,) = await send(shouter, message(pb.Part(text="kept")))
+        assert done.task.status.state == pb.TASK_STATE_COMPLETED
+        desk = await client_for(gw, "desk", streaming=False)
+        hold = message(data({"dir": str(tmp_path), "s": 30}), skill="hold")
+        (running,) = await send(desk, hold, return_immediately=True)
+        while not (tmp_path / "started").exists():  # it runs at the worker when we stop
+            await asyncio.sleep(0.02)
+        await shouter.close()
+        await desk.close()
+        return done.task.id, running.task.id
+
+    async def again(gw: Gateway, done_id: str, running_id: str) -> None:
+        shouter = await client_for(gw, "shouter", streaming=False)
+        task = await shouter.get_task(pb.GetTaskRequest(id=done_id))
+        assert task.status.state == pb.TASK_STATE_COMPLETED and artifact_data(task) == {"text": "KEPT!"}
+        listed = await shouter.list_tasks(pb.ListTasksRequest())
+        assert [t.id for t in listed.tasks] == [done_id]
+        desk = await client_for(gw, "desk", streaming=False)
+        stopped = await desk.get_task(pb.GetTaskRequest(id=running_id))
+        assert stopped.status.state == pb.TASK_STATE_FAILED
+        assert "gateway restarted while this task ran" in stopped.status.message.parts[0].text
+        await shouter.close()
+        await desk.close()
+
+    done_id, running_id = serving(first)
+    serving(lambda gw: again(gw, done_id, running_id))
