@@ -340,6 +340,12 @@ class TaskReply(Wire, tag="task", tag_field="kind"):
     task: Task
 
 
+class MessageBody(Wire, tag="message", tag_field="kind"):
+    """An A2A Message sent to an actor outside any task (`ctx.send`): its `on_message` gets it."""
+
+    message: Message
+
+
 class CancelTask(Wire, tag="cancel-task", tag_field="kind"):
     """Ask the actor running a task to stop it."""
 
@@ -547,6 +553,7 @@ CONTROL_KINDS: frozenset[str] = frozenset(
 Body = (
     TaskRequest
     | TaskReply
+    | MessageBody
     | CancelTask
     | Critique
     | Verdict

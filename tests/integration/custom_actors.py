@@ -308,9 +308,10 @@ class Holder(Actor):
         return {}
 
     def on_drain(self, drain: Any) -> None:
-        from agentrt.protocols import Message
+        from agentrt.protocols import Message, MessageBody
 
-        self.ctx.send("meddler", Message(message_id="drain-seen", role="ROLE_AGENT", parts=[Part(text="now")]))
+        seen = Message(message_id="drain-seen", role="ROLE_AGENT", parts=[Part(text="now")])
+        self.ctx.send("meddler", MessageBody(message=seen))
 
 
 class Meddler(Actor):

@@ -384,7 +384,7 @@ def test_a_retry_after_a_failed_remote_task_is_a_new_message(
                 first = b.ask("remote", "flaky", args, idempotency_key="job-1")
                 assert first.state == "failed" and "flaky failure 1" in first.error
                 again = b.ask("remote", "flaky", args, idempotency_key="job-1")  # a retry
-                assert again.ok and again.data == {"calls": 2}
+                assert again.ok and again.data == {"calls": 2}, again.error
         finally:
             gateway.stop()
     tasks = [e for e in read_trace(a.trace_path) if e["event"] == "gateway.task"]
