@@ -49,7 +49,7 @@ and output JSON Schemas, read-only flag and timeout (A2A has no field for them).
 
 Metadata = dict[str, Any]
 
-_CONTENTS = ("text", "raw", "url", "data")
+PART_CONTENTS = ("text", "raw", "url", "data")
 
 
 class Part(Wire):
@@ -71,7 +71,7 @@ class Part(Wire):
         if (self.text is not None) + (self.raw is not None) + (self.url is not None) + (
             self.data is not None
         ) != 1:
-            found = [name for name in _CONTENTS if getattr(self, name) is not None]
+            found = [name for name in PART_CONTENTS if getattr(self, name) is not None]
             what = " and ".join(found) if found else "none"
             raise ValueError(
                 f"a part holds exactly one of text, raw, url or data (A2A 1.0 Part.content); "

@@ -37,7 +37,6 @@ __all__ = [
     "from_struct",
     "plain",
     "state_from_a2a",
-    "struct",
     "text_of",
     "to_a2a",
 ]
@@ -82,12 +81,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
-
-
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(value)
-    return out
 
 
 def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:

@@ -101,3 +101,15 @@ def test_a_run_report_validates_against_the_run_skill_output_schema() -> None:
     assert list(jsonschema.Draft202012Validator(load("skills/run.output")).iter_errors(bad))
     assert report_from(bad) is None
     assert report_from({"greeting": "HELLO ADA!"}) is None  # an entry actor may return anything
+
+
+def test_the_part_rule_is_in_the_schema_too() -> None:
+    """A part holds exactly one of text, raw, url, data: the published schema says it, as the
+    Struct's own check does."""
+    schema = load("envelope.schema")
+    validator = jsonschema.Draft202012Validator(schema)
+    part = {"$ref": "#/$defs/Part", "$defs": schema["$defs"]}
+    assert jsonschema.Draft202012Validator(part).is_valid({"text": "t", "mediaType": "text/plain"})
+    assert not jsonschema.Draft202012Validator(part).is_valid({"text": "t", "data": {"a": 1}})
+    assert not jsonschema.Draft202012Validator(part).is_valid({"mediaType": "text/plain"})
+    assert validator.is_valid  # the whole schema still loads
