@@ -107,9 +107,7 @@ def test_the_part_rule_is_in_the_schema_too() -> None:
     """A part holds exactly one of text, raw, url, data: the published schema says it, as the
     Struct's own check does."""
     schema = load("envelope.schema")
-    validator = jsonschema.Draft202012Validator(schema)
     part = {"$ref": "#/$defs/Part", "$defs": schema["$defs"]}
     assert jsonschema.Draft202012Validator(part).is_valid({"text": "t", "mediaType": "text/plain"})
     assert not jsonschema.Draft202012Validator(part).is_valid({"text": "t", "data": {"a": 1}})
     assert not jsonschema.Draft202012Validator(part).is_valid({"mediaType": "text/plain"})
-    assert validator.is_valid  # the whole schema still loads
