@@ -27,9 +27,12 @@ from agentrt.protocols import (
     Task,
     TaskReply,
     TaskRequest,
+    TaskState,
     TaskStatus,
     decode,
     encode,
+    state_word,
+    task_state,
 )
 from agentrt.runtime import Actor, Request, SpecError, skill, spec_from_dict
 from agentrt.runtime import a2a as mapping
@@ -218,6 +221,14 @@ def test_a_card_without_the_extension_has_no_contracts_and_a_bad_one_is_named() 
     bad.capabilities.extensions.add(uri=SKILL_SCHEMAS_EXTENSION).params.update({"skills": {"s": {"readOnly": "yes"}}})
     with pytest.raises(msgspec.ValidationError, match=rf"card 'odd': extension {SKILL_SCHEMAS_EXTENSION}"):
         mapping.from_a2a(bad, AgentCard)
+
+
+@pytest.mark.parametrize("name", pb.TaskState.keys())
+def test_task_states_are_the_protojson_names_and_the_runtime_words_map_back(name: str) -> None:
+    assert name in TaskState.__args__  # every 1.0 state, by its ProtoJSON name
+    word = state_word(name)
+    assert word == name.removeprefix("TASK_STATE_").lower().replace("_", "-") and task_state(word) == name
+    assert mapping.state_from_a2a(pb.TaskState.Value(name)) == name
 
 
 def test_whole_numbers_come_back_as_ints() -> None:
