@@ -398,6 +398,33 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_k8s(args: argparse.Namespace) -> int:
+    from ._deploy import k8s_manifests, write_k8s
+
+    spec_path = Path(args.spec)
+    if spec_path.is_dir():
+        spec_path = spec_path / "spec.toml"
+    if spec_path.suffix != ".toml":
+        print("agentrt: deploy k8s takes a spec.toml (it goes into a ConfigMap as is)", file=sys.stderr)
+        return 2
+    spec = load_spec(spec_path)
+    resources = k8s_manifests(
+        spec,
+        spec_text=spec_path.read_text(),
+        image=args.image,
+        namespace=args.namespace,
+        app=args.name,
+        store_secret=args.store_secret,
+    )
+    for path in write_k8s(resources, Path(args.output)):
+        print(f"wrote {path}")
+    print(
+        f"the Secret holds the run's private keys ({args.output}, mode 0600): apply it, then keep "
+        "or delete the file as you would any secret"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentrt", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -491,6 +518,20 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--samples", type=int, default=5, help="samples shown per reason (default 5)")
     dl.add_argument("--runs-dir", default=runs_default)
     dl.set_defaults(fn=cmd_trace_dead_letters)
+
+    d = sub.add_parser("deploy", help="deployment manifests for a spec")
+    dsub = d.add_subparsers(dest="deploy_command", required=True)
+    k8s = dsub.add_parser("k8s", help="Kubernetes: StatefulSets + headless Services, keys, NetworkPolicy")
+    k8s.add_argument("spec", help="a spec.toml, or a folder holding one")
+    k8s.add_argument("-o", "--output", required=True, help="folder for the manifests")
+    k8s.add_argument("--image", required=True, help="a container image with agentrt and the spec's actor modules")
+    k8s.add_argument("--namespace", default="default")
+    k8s.add_argument("--name", help="the deployment's name (default: the spec's run.name)")
+    k8s.add_argument(
+        "--store-secret",
+        help="a Secret (key 'url') holding the postgresql:// URL of the state store",
+    )
+    k8s.set_defaults(fn=cmd_deploy_k8s)
 
     s = sub.add_parser("schemas", help="regenerate schemas/ from the protocol Structs")
     s.add_argument("--check", action="store_true", help="fail if the checked-in files drifted")

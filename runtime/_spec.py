@@ -42,6 +42,10 @@ class NodeSpec(_SpecStruct, kw_only=True):
     name: str
     actors: list[ActorSpec]
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    # Where the node runs: "" on the supervisor's host (the supervisor spawns it); otherwise
+    # the name of a host or host group where `agentrt node --join` starts it (by hand, by a
+    # host's agent, or as a pod of the group's StatefulSet under Kubernetes).
+    host: str = ""
 
 
 class SupervisionSpec(_SpecStruct, kw_only=True):
@@ -67,6 +71,17 @@ class SupervisionSpec(_SpecStruct, kw_only=True):
                 "supervision: 0 < heartbeat_s < heartbeat_timeout_s is required, got "
                 f"{self.heartbeat_s} and {self.heartbeat_timeout_s}"
             )
+
+
+class ClusterSpec(_SpecStruct, kw_only=True):
+    """Nodes on other hosts: where the supervisor listens for them and which keys it admits.
+    `listen` is host:port; `advertise` is how other hosts reach that address (default: the
+    listen address, which must then not be 0.0.0.0); `keys` is the folder `agentrt keys gen`
+    wrote (the supervisor's key and the public key of every node allowed to join)."""
+
+    listen: str = ""
+    advertise: str = ""
+    keys: str = ""
 
 
 class RunSpec(_SpecStruct, kw_only=True):
@@ -149,6 +164,7 @@ class Spec(_SpecStruct, kw_only=True):
     model: ModelConfig = ModelConfig()
     limits: Limits = Limits()
     supervision: SupervisionSpec = SupervisionSpec()
+    cluster: ClusterSpec = ClusterSpec()
     nodes: list[NodeSpec]
     # Who may ask which skills of whom, checked by the receiving node; none: everyone anything.
     allow: list[AllowRule] = []
