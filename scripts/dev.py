@@ -11,6 +11,7 @@ schemas  set up, then regenerate schemas/ from the protocol Structs
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -46,12 +47,14 @@ def demo(args: list[str]) -> None:
 
 
 def debian_packages() -> None:
-    """What some tests need from Debian: headless Chromium (the trace page's browser test) and a
-    PostgreSQL server (the state store's second backend). Installed when missing and this machine
+    """What some tests need from Debian: headless Chromium (the trace page's browser test), a
+    PostgreSQL server (the state store's second backend) and iproute2 (`ip netns`: the multi-host
+    tests' hosts). Installed when missing and this machine
     can (root with apt-get); otherwise those tests say why they cannot run."""
     wanted = {
         "chromium": Path("/usr/bin/chromium").exists(),
         "postgresql": any(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+        "iproute2": shutil.which("ip") is not None,
     }
     missing = [name for name, present in wanted.items() if not present]
     if not missing:
@@ -59,7 +62,7 @@ def debian_packages() -> None:
     if os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
         print(f"{', '.join(missing)}: not installed, and no root apt-get to install them", flush=True)
         return
-    print(f"+ apt-get install {' '.join(missing)} (for the browser and store tests)", flush=True)
+    print(f"+ apt-get install {' '.join(missing)} (for the browser, store and multi-host tests)", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
         try:  # bounded, so a slow mirror cannot stall the test run
