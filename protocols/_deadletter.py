@@ -22,6 +22,7 @@ DeadLetterReason = Literal[
     "undelivered",  # resent the maximum number of times, never acknowledged
     "over-limit",  # refused at the sender: it would break a frame or depth limit
     "unencodable",  # could not be encoded (a trace event with a value msgpack/JSON cannot hold)
+    "stale",  # from an incarnation of a node that was declared down or replaced (fencing)
 ]
 
 DEAD_LETTER_REASONS: frozenset[str] = frozenset(DeadLetterReason.__args__)  # type: ignore[attr-defined]

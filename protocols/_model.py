@@ -436,6 +436,7 @@ class Heartbeat(Wire, tag="heartbeat", tag_field="kind"):
     pid: int
     seq: int
     in_flight: int = 0
+    epoch: int = 0  # the beating incarnation's (see `Join`): a replaced one is answered `Fenced`
 
 
 class Register(Wire, tag="register", tag_field="kind"):
@@ -457,10 +458,38 @@ class StartFailed(Wire, tag="start-failed", tag_field="kind"):
 
 
 class Directory(Wire, tag="directory", tag_field="kind"):
-    """The run's directory: where every address is, and every actor's card."""
+    """The run's directory: where every address is, every actor's card, and each node's current
+    incarnation (`epochs`; 0: none, the node is down). Envelopes from any other are stale."""
 
     routes: dict[str, str]
     cards: list[AgentCard] = []
+    epochs: dict[str, int] = {}
+
+
+class Join(Wire, tag="join", tag_field="kind"):
+    """A node on another host asks to take its place in the run (`agentrt node --join`); the
+    supervisor answers `Welcome`. `endpoint` is where the node receives envelopes."""
+
+    node: Name
+    endpoint: str
+    pid: int = 0
+
+
+class Welcome(Wire, tag="welcome", tag_field="kind"):
+    """The supervisor admits a joining node as incarnation `epoch` and hands it its boot (the
+    runtime's NodeBoot as JSON, without secrets: the node holds its own key)."""
+
+    node: Name
+    epoch: int
+    boot: bytes
+
+
+class Fenced(Wire, tag="fenced", tag_field="kind"):
+    """Incarnation `epoch` of `node` was declared down (and maybe replaced): it must stop."""
+
+    node: Name
+    epoch: int
+    reason: str = ""
 
 
 class Ready(Wire, tag="ready", tag_field="kind"):
@@ -531,6 +560,9 @@ class Ack(Wire, tag="ack", tag_field="kind"):
 
 Control = (
     Register
+    | Join
+    | Welcome
+    | Fenced
     | StartFailed
     | Directory
     | Ready
@@ -582,6 +614,9 @@ class Envelope(Wire):
     attempt: Attempt = 1
     idempotency_key: Id | None = None
     deadline: Timestamp | None = None  # unix seconds
+    # The sending node's incarnation, given at its start or join (0: the supervisor, or a node
+    # not yet admitted). A receiver drops, as `stale`, what a replaced incarnation sends.
+    epoch: int = 0
 
     @property
     def kind(self) -> str:
