@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -194,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag, value in (("--run-id", args.run_id), ("--resume RUN_ID", args.resume)):
         if value is not None:
             check_id(value, flag)  # before it names a folder: a run id is one path component
-    spec = load_spec(args.spec)
+    spec = with_cluster(load_spec(args.spec), args)
     if args.resume and not (Path(args.runs_dir) / args.resume / "trace.jsonl").is_file():
         say(f"agentrt: no run '{args.resume}' to resume in {args.runs_dir}", file=sys.stderr)
         return 2
@@ -234,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ._gateway import serve
 
-    spec = load_spec(args.spec)
+    spec = with_cluster(load_spec(args.spec), args)
     if args.model != "auto" or os.environ.get("ANTHROPIC_API_KEY"):
         kind = "anthropic" if args.model == "auto" else args.model
         spec = with_model_kind(spec, kind)
@@ -425,6 +426,106 @@ def cmd_deploy_k8s(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_gen(args: argparse.Namespace) -> int:
+    from ._keys import issue, key_file
+
+    spec = load_spec(args.spec)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
+    trust = issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
+    for member, t in trust.items():
+        path = out / f"{member}.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_file(t))
+        os.chmod(path, 0o600)
+        print(f"wrote {path}")
+    print(
+        f"the supervisor reads {out} ([cluster] keys or --keys); copy each node's file to its host only "
+        "(agentrt node --key FILE): a key file is a secret"
+    )
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from ._keys import load_key_file
+    from ._node import FENCED, join, serve
+
+    if args.restart == "on-failure":
+        return _host_agent(args)
+    key = args.key or os.environ.get("AGENTRT_NODE_KEY")
+    if not key:
+        say("agentrt node: give --key FILE (or AGENTRT_NODE_KEY): the key file `agentrt keys gen` wrote for this node", file=sys.stderr)
+        return 2
+    try:
+        trust = load_key_file(key)
+        boot = join(args.join, trust, listen=args.listen or "", advertise=args.advertise or "", wait_s=args.wait)
+    except (ValueError, RuntimeError, AgentRuntimeError) as exc:
+        say(f"agentrt node: {exc}", file=sys.stderr)
+        return 2
+    say(f"agentrt node: '{trust.me}' joined run {boot.run_id} as incarnation {boot.epoch} at {boot.advertise}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = serve(boot)
+    except KeyboardInterrupt:
+        code = 0
+    if code == FENCED:
+        say(f"agentrt node: '{trust.me}' was replaced in the run (fenced): it stopped", file=sys.stderr)
+    return code
+
+
+def _host_agent(args: argparse.Namespace) -> int:
+    """`agentrt node --restart on-failure`: run the node as a child process and start it again
+    when it fails (a crash, a kill, a fence), at most --max-restarts times in a row."""
+    argv, rest = [], iter(sys.argv[1:])
+    for arg in rest:  # the same command, without --restart (the child is the node itself)
+        if arg == "--restart":
+            next(rest, None)
+        elif not arg.startswith("--restart="):
+            argv.append(arg)
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, forward)
+    failures = 0
+    try:
+        while True:
+            child = subprocess.Popen([sys.executable, "-m", "agentrt.runtime._cli", *argv])
+            code = child.wait()
+            if code == 0:
+                return 0
+            failures += 1
+            if failures > args.max_restarts:
+                say(f"agentrt node: the node failed {failures} times (exit {code}); not restarting it again", file=sys.stderr)
+                return code if code > 0 else 1
+            say(f"agentrt node: the node exited with {code}; starting it again ({failures}/{args.max_restarts})", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(15)
+            if child.poll() is None:
+                child.kill()
+        return 0
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", metavar="HOST:PORT", help="[cluster] listen: nodes of other hosts join here over TCP")
+    p.add_argument("--advertise", metavar="HOST[:PORT]", help="[cluster] advertise: how other hosts reach --listen")
+    p.add_argument("--keys", "--key", dest="keys", metavar="PATH", help="[cluster] keys: the folder of `agentrt keys gen` (or the supervisor's key file)")
+
+
+def with_cluster(spec: Any, args: argparse.Namespace) -> Any:
+    """The spec with its [cluster] as the command line says."""
+    changes = {k: getattr(args, k) for k in ("listen", "advertise", "keys") if getattr(args, k, None)}
+    return msgspec.structs.replace(spec, cluster=msgspec.structs.replace(spec.cluster, **changes)) if changes else spec
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentrt", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -455,6 +556,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never ask at the terminal: escalations follow the human actor's fallback policy",
     )
+    _cluster_flags(r)
     r.set_defaults(fn=cmd_run)
 
     sv = sub.add_parser("serve", help="start a spec's nodes and serve its actors over A2A 1.0")
@@ -469,6 +571,7 @@ def parser() -> argparse.ArgumentParser:
         "--runs-dir", default=runs_default, help="where runs/<id>/ go (default: %(default)s)"
     )
     sv.add_argument("--model", choices=["auto", "offline", "anthropic"], default="auto")
+    _cluster_flags(sv)
     sv.set_defaults(fn=cmd_serve)
 
     t = sub.add_parser("trace", help="inspect traces of past runs")
@@ -532,6 +635,28 @@ def parser() -> argparse.ArgumentParser:
         help="a Secret (key 'url') holding the postgresql:// URL of the state store",
     )
     k8s.set_defaults(fn=cmd_deploy_k8s)
+
+    kg = sub.add_parser("keys", help="CurveZMQ key files for nodes on several hosts")
+    ksub = kg.add_subparsers(dest="keys_command", required=True)
+    gen = ksub.add_parser("gen", help="one key file per member of a spec (mode 0600)")
+    gen.add_argument("spec")
+    gen.add_argument("-o", "--output", required=True, help="folder for the key files")
+    gen.set_defaults(fn=cmd_keys_gen)
+
+    nd = sub.add_parser("node", help="start a node on this host that joins a run over TCP")
+    nd.add_argument("--join", required=True, metavar="tcp://HOST:PORT", help="the supervisor's [cluster] listen address")
+    nd.add_argument("--key", help="this node's key file (default: $AGENTRT_NODE_KEY, a path or the file's text)")
+    nd.add_argument("--listen", metavar="HOST:PORT", help="where the node receives (default: its address towards the supervisor, a free port)")
+    nd.add_argument("--advertise", metavar="HOST[:PORT]", help="how other hosts reach --listen (when it is 0.0.0.0, or behind NAT)")
+    nd.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the supervisor's welcome")
+    nd.add_argument(
+        "--restart",
+        choices=["never", "on-failure"],
+        default="never",
+        help="on-failure: stay as the host's agent and start the node again when it fails or is fenced",
+    )
+    nd.add_argument("--max-restarts", type=int, default=5)
+    nd.set_defaults(fn=cmd_node)
 
     s = sub.add_parser("schemas", help="regenerate schemas/ from the protocol Structs")
     s.add_argument("--check", action="store_true", help="fail if the checked-in files drifted")

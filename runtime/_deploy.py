@@ -20,11 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import zmq
-
 from agentrt.protocols import SpecError
 
+from ._keys import Trust, issue, key_file
 from ._spec import NodeSpec, Spec
 
 SUPERVISOR_PORT = 7600  # control plane and messages to the supervisor
@@ -50,23 +48,9 @@ def node_groups(spec: Spec) -> dict[str, list[NodeSpec]]:
     return groups
 
 
-def member_keys(spec: Spec) -> dict[str, tuple[str, str]]:
-    """A fresh CurveZMQ keypair (public, secret; Z85) for the supervisor and each node."""
-    keys = {}
-    for member in ["supervisor", *(n.name for n in spec.nodes)]:
-        public, secret = zmq.curve_keypair()
-        keys[member] = (public.decode("ascii"), secret.decode("ascii"))
-    return keys
-
-
-def key_file(member: str, keys: dict[str, tuple[str, str]]) -> bytes:
-    """One member's key file: its own keypair, and the public key of every member of the run
-    (the supervisor admits only those; a node checks the supervisor and its peers)."""
-    public, secret = keys[member]
-    members = {name: pair[0] for name, pair in keys.items()}
-    return msgspec.json.encode(
-        {"member": member, "public": public, "secret": secret, "members": members}
-    )
+def member_keys(spec: Spec) -> dict[str, Trust]:
+    """A fresh CurveZMQ keypair for the supervisor and each node, as each member's Trust."""
+    return issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
 
 
 def k8s_manifests(
@@ -78,7 +62,7 @@ def k8s_manifests(
     app: str | None = None,
     store_secret: str | None = None,
     store_port: int = 5432,
-    keys: dict[str, tuple[str, str]] | None = None,
+    keys: dict[str, Trust] | None = None,
 ) -> list[dict[str, Any]]:
     """Every resource of a run's deployment, as dicts in apply order."""
     app = _dns_name(app or spec.run.name)
@@ -106,7 +90,7 @@ def k8s_manifests(
             "kind": "Secret",
             "metadata": meta(f"{app}-keys"),
             "type": "Opaque",
-            "stringData": {f"{m}.key": key_file(m, keys).decode() for m in keys},
+            "stringData": {f"{m}.key": key_file(t).decode() for m, t in keys.items()},
         },
         {
             "apiVersion": "v1",

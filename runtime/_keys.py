@@ -87,3 +87,68 @@ def issue(nodes: dict[str, list[str]]) -> dict[str, Trust]:
     return {
         name: Trust(me=name, keys=pair, members=members, hosts=hosts) for name, pair in keys.items()
     }
+
+
+# -- key files: nodes on other hosts ------------------------------------------------------------
+#
+# Across hosts there is no stdin to hand a key on: `agentrt keys gen` writes one file per member
+# (mode 0600), which an operator copies to that member's host or mounts as a secret. A file is
+# the member's Trust as JSON: its own keypair, every member's public key (the allow-list: the
+# supervisor admits those and no others; a node checks whom it connects to) and which node hosts
+# which actor.
+
+
+class KeyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    member: str
+    public: str
+    secret: str
+    members: dict[str, str]
+    hosts: dict[str, str] = {}
+
+    def trust(self) -> Trust:
+        return Trust(
+            me=self.member,
+            keys=KeyPair(public=self.public, secret=self.secret),
+            members=self.members,
+            hosts=self.hosts,
+        )
+
+    def __repr__(self) -> str:
+        return f"KeyFile(member={self.member!r}, secret=<hidden>)"
+
+    __str__ = __repr__
+
+
+def key_file(trust: Trust) -> bytes:
+    """One member's key file (JSON; it holds the member's secret key)."""
+    return msgspec.json.encode(
+        KeyFile(
+            member=trust.me,
+            public=trust.keys.public,
+            secret=trust.keys.secret,
+            members=trust.members,
+            hosts=trust.hosts,
+        )
+    )
+
+
+def load_key_file(path: str, *, what: str = "key file") -> Trust:
+    """Read a member's key file (from `agentrt keys gen`), or its JSON text; a clear error if it
+    cannot be used."""
+    if path.lstrip().startswith("{"):  # the file's content itself (AGENTRT_NODE_KEY from a secret)
+        data, path = path.encode(), "(given as text)"
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ValueError(f"{what} {path}: cannot be read ({exc.strerror}); make it with `agentrt keys gen`") from None
+    try:
+        found = msgspec.json.decode(data, type=KeyFile)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{what} {path}: not a key file of `agentrt keys gen` ({exc})") from None
+    if found.members.get(found.member) != found.public:
+        raise ValueError(
+            f"{what} {path}: its public key is not the one its members list gives '{found.member}'"
+        )
+    return found.trust()

@@ -32,6 +32,7 @@ from agentrt.protocols import (
     EnvelopeSent,
     FrameError,
     Heartbeat,
+    Join,
     Limits,
     Message,
     MessageDeadLetter,
@@ -250,7 +251,11 @@ class Messenger:
             on_death=on_death,
             max_frame_bytes=limits.max_frame_bytes,
         )
-        self.endpoint = endpoint
+        self.endpoint = self.transport.endpoint  # a `tcp://host:*` bind: with its port
+        # Fencing: this process's incarnation (stamped on what it sends) and each node's current
+        # one (from the directory): what a replaced incarnation sends is dropped as `stale`.
+        self.epoch = 0
+        self.epochs: dict[str, int] = {}
 
     def start(self) -> None:
         self.transport.start()
@@ -273,10 +278,14 @@ class Messenger:
         if member is not None:
             self.transport.expect(endpoint, member)
 
-    def set_directory(self, routes: dict[str, str], cards: list[AgentCard]) -> None:
+    def set_directory(
+        self, routes: dict[str, str], cards: list[AgentCard], epochs: dict[str, int] | None = None
+    ) -> None:
         for address, endpoint in routes.items():
             self.route(address, endpoint)
         self.cards.update({c.name: c for c in cards})
+        if epochs:
+            self.epochs.update(epochs)
 
     def card(self, actor: str) -> AgentCard:
         card = self.cards.get(actor)
@@ -477,6 +486,7 @@ class Messenger:
             sent_at=time.time(),
             deadline=deadline,
             body=body,
+            epoch=self.epoch,
         )
 
     def ask(
@@ -653,6 +663,20 @@ class Messenger:
             self.dead_letter(refusal[0], refusal[1], envelope=envelope, peer=peer, size=size)
             return
         body = envelope.body
+        if (
+            peer in self.epochs
+            and envelope.epoch != self.epochs[peer]
+            and not isinstance(body, (Heartbeat, Join))
+        ):
+            self.dead_letter(
+                "stale",
+                f"from incarnation {envelope.epoch} of node '{peer}', which is not its current one "
+                f"({self.epochs[peer] or 'none: the node is down'}); a replaced node's late messages are ignored",
+                envelope=envelope,
+                peer=peer,
+                size=size,
+            )
+            return
         match body:
             case Heartbeat():
                 if self.on_heartbeat is not None:

@@ -9,7 +9,9 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
+from concurrent.futures import Future
 from typing import Any
 
 import msgspec
@@ -20,7 +22,11 @@ from agentrt.protocols import (
     Body,
     Directory,
     Envelope,
+    Fenced,
     Heartbeat,
+    Join,
+    Limits,
+    NodeFenced,
     NodeOrphaned,
     NodeStarted,
     NodeStartFailed,
@@ -32,10 +38,12 @@ from agentrt.protocols import (
     StatsQuery,
     Stop,
     Stopped,
+    Welcome,
 )
 
 from ._actor import Actor, Context, _Host, host
-from ._keys import SUPERVISOR
+from ._cluster import address_towards, public_endpoint
+from ._keys import SUPERVISOR, Trust
 from ._messenger import Messenger
 from ._models import model_from_config
 from ._spec import ActorSpec, NodeBoot, refusal
@@ -44,6 +52,7 @@ from ._tracing import configure, emit, event_name, get_logger
 
 _packer = msgspec.msgpack.Encoder()
 IO_DIED = 70  # the exit code of a node whose I/O thread died (EX_SOFTWARE)
+FENCED = 75  # the exit code of a node told it was replaced (EX_TEMPFAIL: a host agent starts another)
 
 
 def load_class(path: str) -> type[Actor]:
@@ -76,6 +85,7 @@ class Node:
         self.name = boot.node.name
         self.address = f"node:{self.name}"
         self.stopping = threading.Event()
+        self.fenced = False
         self.refs: list[Any] = []
         self.hosts: list[_Host] = []
         # structlog first: loggers bound before `configure` would keep the default setup.
@@ -88,6 +98,8 @@ class Node:
             trace_to=boot.trace_endpoint,
             on_death=self._io_died,
         )
+        self.messenger.epoch = boot.epoch
+        self.messenger.endpoint = self.endpoint = public_endpoint(self.messenger.endpoint, boot.advertise)
         self.log = get_logger(actor=self.address)
         self.messenger.route(SUPERVISOR, boot.supervisor_endpoint)
         self.messenger.on_control = self._on_control
@@ -126,9 +138,14 @@ class Node:
 
     def _on_control(self, envelope: Envelope) -> None:
         match envelope.body:
-            case Directory(routes=routes, cards=cards):
-                self.messenger.set_directory(routes, cards)
+            case Directory(routes=routes, cards=cards, epochs=epochs):
+                if epochs and epochs.get(self.name) != self.boot.epoch:  # the run moved on without us
+                    self._fence(epochs.get(self.name, 0))
+                    return
+                self.messenger.set_directory(routes, cards, epochs)
                 self._control(Ready(node=self.name))
+            case Fenced(epoch=epoch) if epoch == self.boot.epoch:
+                self._fence(epoch)
             case StatsQuery(query_id=query_id):
                 counts = dict(self.messenger.stats)
                 counts["dropped_traces"] = self.messenger.transport.dropped_traces
@@ -140,6 +157,19 @@ class Node:
                 self.messenger.dead_letter(
                     "unroutable", f"a node takes no '{envelope.kind}' control", envelope=envelope
                 )
+
+    def _fence(self, current: int) -> None:
+        """This incarnation was declared down (a partition, a missed beat) and maybe replaced:
+        stop, so nothing it still holds runs twice; a host agent may start a new one."""
+        emit(self.log, NodeFenced(node_name=self.name, epoch=self.boot.epoch))
+        print(
+            f"agentrt node '{self.name}': incarnation {self.boot.epoch} was fenced (the run's current one is "
+            f"{current or 'none'}): stopping",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.fenced = True
+        self.stopping.set()
 
     def _start_actors(self) -> list[AgentCard]:
         cards = []
@@ -157,7 +187,7 @@ class Node:
 
     def _start_actor(self, spec: ActorSpec) -> AgentCard:
         cls = load_class(spec.cls)
-        card = cls.card(spec.name, url=self.boot.endpoint)
+        card = cls.card(spec.name, url=self.endpoint)
         self.messenger.cards[spec.name] = card
         model_config = spec.model or self.boot.default_model
         ctx = Context(
@@ -200,7 +230,7 @@ class Node:
             self._shutdown()
             return 1
         self._control(
-            Register(node=self.name, pid=os.getpid(), endpoint=self.boot.endpoint, cards=cards)
+            Register(node=self.name, pid=os.getpid(), endpoint=self.endpoint, cards=cards)
         )
         emit(self.log, NodeStarted(actors=[c.name for c in cards]))
         parent = os.getppid()
@@ -213,10 +243,10 @@ class Node:
                 h.reap()
             beat += 1  # through the I/O thread, like everything else: a stuck node stops beating
             self.messenger.send_quiet(
-                "supervisor", Heartbeat(node=self.name, pid=os.getpid(), seq=beat)
+                "supervisor", Heartbeat(node=self.name, pid=os.getpid(), seq=beat, epoch=self.boot.epoch)
             )
         self._shutdown()
-        return 0
+        return FENCED if self.fenced else 0
 
     def _shutdown(self) -> None:
         for ref in self.refs:
@@ -229,9 +259,54 @@ class Node:
         self.store.close()
 
 
+def join(url: str, trust: Trust, *, listen: str = "", advertise: str = "", wait_s: float = 60.0) -> NodeBoot:
+    """Ask the supervisor at `url` (tcp://host:port) to admit this node, as the member its key
+    file names; its Welcome holds the boot. The node binds `listen` (host:port; default: this
+    host's address towards the supervisor, a free port) and is reached at `advertise`."""
+    bind = f"tcp://{listen}" if listen else f"tcp://{address_towards(url)}:*"
+    welcomed: Future[Welcome] = Future()
+    configure(lambda _event: None, node=trust.me)  # no run yet: its collector is not known
+    probe = Messenger(name=f"node:{trust.me}", endpoint=bind, limits=Limits(), trust=trust)
+    bound = probe.endpoint  # with the port a `*` bind was given: the node binds it again
+    public = public_endpoint(bound, advertise)
+
+    def heard(envelope: Envelope) -> None:
+        if isinstance(envelope.body, Welcome) and envelope.body.node == trust.me and not welcomed.done():
+            welcomed.set_result(envelope.body)
+
+    probe.on_control = heard
+    probe.route(SUPERVISOR, url)
+    probe.start()
+    try:
+        deadline = time.monotonic() + wait_s
+        while not welcomed.done():
+            # Said again now and then: the first may have gone out before the supervisor listened.
+            probe.send_quiet(SUPERVISOR, Join(node=trust.me, endpoint=public, pid=os.getpid()))
+            try:
+                welcomed.result(min(3.0, max(0.1, deadline - time.monotonic())))
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"no Welcome from the supervisor at {url} within {wait_s:g}s: is it running with "
+                        f"[cluster] listen, does this host reach it, and is '{trust.me}' a node of its spec "
+                        "with a host (its key from the same `agentrt keys gen`)?"
+                    ) from None
+    finally:
+        probe.stop()
+    welcome = welcomed.result()
+    boot = msgspec.json.decode(welcome.boot, type=NodeBoot)
+    # The boot names no secret: this node's own key file holds its keypair.
+    return msgspec.structs.replace(boot, trust=trust, endpoint=bound, advertise=public, epoch=welcome.epoch)
+
+
 def main() -> int:
     _die_with_parent()
     boot = msgspec.json.decode(sys.stdin.buffer.read(), type=NodeBoot)
+    return serve(boot)
+
+
+def serve(boot: NodeBoot) -> int:
+    """Host the boot's actors until stopped; the exit code."""
     for path in reversed(boot.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)

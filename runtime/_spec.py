@@ -191,6 +191,10 @@ class NodeBoot(_SpecStruct, kw_only=True):
     sys_path: list[str] = []
     terminal: str | None = None  # the user's terminal device, when the run has one
     trust: Trust  # this node's CurveZMQ keypair (secret: stdin only) and the run's public keys
+    epoch: int = 0  # this incarnation's, given by the supervisor (fencing)
+    # The host (or host:port) other hosts reach this node's `endpoint` at, when it binds
+    # tcp://0.0.0.0 or a port chosen at bind ("*"); "" for ipc and for a concrete tcp address.
+    advertise: str = ""
 
 
 def entry_actor(run: RunSpec, offering: list[str]) -> str:

@@ -29,9 +29,14 @@ from agentrt.protocols import (
     Drained,
     Envelope,
     Event,
+    Fenced,
     Heartbeat,
+    Join,
     NodeDied,
     NodeDown,
+    NodeFenced,
+    NodeJoined,
+    NodeLost,
     NodeNotRestarted,
     NodeRestarted,
     NodeRestarting,
@@ -59,13 +64,17 @@ from agentrt.protocols import (
     StoreReleaseFailed,
     SupervisorGaveUp,
     TaskStateChanged,
+    Welcome,
     check_id,
+    encode,
     new_id,
     report_from,
 )
 
+from ._cluster import WILDCARD, cluster_trust, public_endpoint, split
 from ._files import append_private, child_path, private_dir, write_private
-from ._keys import SUPERVISOR, issue
+from ._keys import SUPERVISOR, KeyPair, Trust, issue
+from ._membership import Down, Fence, Membership
 from ._messenger import Messenger, TaskResult
 from ._redact import LineRedactor, redact
 from ._spec import NodeBoot, Spec, entry_actor
@@ -93,7 +102,7 @@ def _pump_log(stream: Any, path: Path) -> None:
 
 class NodeProcess(msgspec.Struct, kw_only=True):
     name: str
-    proc: Any  # subprocess.Popen
+    proc: Any  # subprocess.Popen; None for a node on another host (it joined)
     log_path: Path
     endpoint: str
     spec: Any = None  # its NodeSpec
@@ -101,11 +110,22 @@ class NodeProcess(msgspec.Struct, kw_only=True):
     ready: bool = False
     pid: int = 0
     restarting: bool = False  # respawned, not yet registered and ready again
-    last_beat: float = 0.0  # time.monotonic() of its last heartbeat (or its start)
     handled: bool = False  # its death has been dealt with
     pump: Any = None  # the thread copying its output into its log
+    epoch: int = 0  # this incarnation's (fencing)
+    welcome: Any = None  # a joined node's Welcome, said again if its Join is repeated
+
+    @property
+    def remote(self) -> bool:
+        return self.proc is None
+
+    def alive(self) -> bool:
+        """Its process runs (spawned here), or it is ready and not declared down (joined)."""
+        return self.ready if self.proc is None else self.proc.poll() is None
 
     def tail(self, lines: int = 15) -> str:
+        if self.proc is None:
+            return "(on another host: see its own output there)"
         if self.pump is not None:
             self.pump.join(2.0)  # the process is gone: its last lines are on their way
         try:
@@ -158,8 +178,27 @@ class Runtime:
         self.writer = TraceWriter(self.trace_path)
         if on_event is not None:
             self.writer.listeners.append(on_event)
-        # One CurveZMQ keypair per member of this run, made now, handed to each node on stdin.
-        self._trust = issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
+        cluster = spec.cluster
+        self.listen, advertise, keys = cluster.listen, cluster.advertise, cluster.keys
+        joining = [n.name for n in spec.nodes if n.host]
+        if joining and not (self.listen and keys):
+            raise SpecError(
+                f"{spec.run.name}: node(s) {', '.join(joining)} have a host, so they join over TCP: the "
+                "supervisor needs [cluster] listen (or --listen) and keys (the folder of `agentrt keys gen`)"
+            )
+        if self.listen and not keys:
+            raise SpecError(
+                f"{spec.run.name}: [cluster] listen is set, so nodes join over TCP with keys from files: "
+                "set [cluster] keys (or --keys) to the folder `agentrt keys gen SPEC -o DIR` wrote"
+            )
+        if keys:  # the run's allow-list and keys from files (nodes elsewhere hold theirs)
+            own, local = cluster_trust(spec, keys)
+            self._trust = {SUPERVISOR: own, **local}
+        else:  # one host: one CurveZMQ keypair per member, made now, handed to each node on stdin
+            self._trust = issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
+        self.membership = Membership(spec.supervision.heartbeat_timeout_s)
+        self._members_lock = threading.Lock()  # membership is fed from the I/O thread too
+        self._stale_at: dict[int, str] = {}  # epoch -> the endpoint of that incarnation
         self.nodes: dict[str, NodeProcess] = {}
         self._controls: queue.Queue[Envelope] = queue.Queue()
         self._stats_waiters: dict[str, Future[dict[str, int]]] = {}
@@ -178,15 +217,31 @@ class Runtime:
         # stop() removes (and this, if the messenger cannot even be made).
         self.sock_dir = Path(tempfile.mkdtemp(prefix="agentrt-"))
         try:
+            if self.listen:  # across hosts: messages on the port, traces on the next one
+                host, port = split(self.listen)
+                where, trace_at = (
+                    f"tcp://{host or '0.0.0.0'}:{port}",
+                    f"tcp://{host or '0.0.0.0'}:{int(port) + 1}",
+                )
+            else:
+                where, trace_at = self._ipc(SUPERVISOR), self._ipc("trace")
             self.messenger = Messenger(
                 name=SUPERVISOR,
-                endpoint=self._ipc(SUPERVISOR),
+                endpoint=where,
                 limits=spec.limits,
                 trust=self._trust[SUPERVISOR],
-                collect_at=self._ipc("trace"),
+                collect_at=trace_at,
                 on_trace=self._collect,
                 on_death=self._io_died,
             )
+            if self.listen:
+                self.messenger.endpoint = public_endpoint(self.messenger.endpoint, advertise or "")
+                a_host = split(self.messenger.endpoint)[0]
+                self.trace_endpoint = f"tcp://{a_host}:{int(port) + 1}"
+                self._node_bind = f"tcp://{host if host not in WILDCARD else '0.0.0.0'}:*"
+                self._node_advertise = a_host
+            else:
+                self.trace_endpoint = trace_at
         except BaseException:
             shutil.rmtree(self.sock_dir, ignore_errors=True)
             self.writer.close()
@@ -270,9 +325,15 @@ class Runtime:
                 ) from None
             emit(self.log, StoreReady(backend="postgresql", nodes=len(self._store_urls)))
         for node in self.spec.nodes:
-            self._spawn(node)
+            if not node.host:  # a node with a host joins from there (`agentrt node --join`)
+                self._spawn(node)
         deadline = time.time() + self.spec.run.start_timeout_s
-        self._await(lambda: all(n.registered for n in self.nodes.values()), deadline, "register")
+        everyone = [n.name for n in self.spec.nodes]
+        self._await(
+            lambda: all(n in self.nodes and self.nodes[n].registered for n in everyone),
+            deadline,
+            "register",
+        )
         directory = self._directory()
         for address, endpoint in directory.routes.items():
             self.messenger.route(address, endpoint)
@@ -296,15 +357,13 @@ class Runtime:
         self._started = True
         return self
 
-    def _spawn(self, node: Any) -> NodeProcess:
-        """Start one node's process (again, on a restart: same endpoint, new pid)."""
-        endpoint = self._ipc(f"node-{node.name}")
-        boot = NodeBoot(
+    def _boot(self, node: Any, endpoint: str, epoch: int) -> NodeBoot:
+        return NodeBoot(
             run_id=self.run_id,
             node=node,
             endpoint=endpoint,
             supervisor_endpoint=self.messenger.endpoint,
-            trace_endpoint=self._ipc("trace"),
+            trace_endpoint=self.trace_endpoint,
             limits=self.spec.limits,
             default_model=self.spec.model,
             store=self._store_urls.get(node.name, self.store),
@@ -313,8 +372,27 @@ class Runtime:
             allow=self.spec.allow,
             sys_path=[self.spec.base_dir] if self.spec.base_dir else [],
             terminal=self.terminal,
-            trust=self._trust[node.name],
+            trust=self._trust[node.name]
+            if node.name in self._trust
+            else self._public_trust(node.name),
+            epoch=epoch,
+            advertise=self._node_advertise if self.listen else "",
         )
+
+    def _public_trust(self, node: str) -> Trust:
+        """What a joined node is told of the run's keys: public ones only (it has its own)."""
+        own = self._trust[SUPERVISOR]
+        return msgspec.structs.replace(
+            own, me=node, keys=KeyPair(public=own.members[node], secret="")
+        )
+
+    def _spawn(self, node: Any) -> NodeProcess:
+        """Start one node's process (again, on a restart: same endpoint, new pid)."""
+        endpoint = self._node_bind if self.listen else self._ipc(f"node-{node.name}")
+        with self._members_lock:
+            epoch, _ = self.membership.admit(node.name, time.monotonic())
+            self.messenger.epochs[node.name] = epoch
+        boot = self._boot(node, endpoint, epoch)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log_path = child_path(self.run_dir / "logs", f"{node.name}.log", "node name")
         proc = subprocess.Popen(
@@ -335,10 +413,18 @@ class Runtime:
         proc.stdin.write(msgspec.json.encode(boot))
         proc.stdin.close()
         entry = NodeProcess(
-            name=node.name, proc=proc, log_path=log_path, endpoint=endpoint, pid=proc.pid, spec=node, pump=pump
+            name=node.name,
+            proc=proc,
+            log_path=log_path,
+            endpoint=endpoint,
+            pid=proc.pid,
+            spec=node,
+            pump=pump,
+            epoch=epoch,
         )
         self.nodes[node.name] = entry
-        self.messenger.route(f"node:{node.name}", endpoint)
+        if not self.listen:  # a tcp node's port is known when it registers
+            self.messenger.route(f"node:{node.name}", endpoint)
         emit(self.log, NodeSpawned(node_name=node.name, node_pid=proc.pid))
         return entry
 
@@ -364,6 +450,9 @@ class Runtime:
 
     def _apply_control(self, envelope: Envelope) -> None:
         body = envelope.body
+        if isinstance(body, Join):
+            self._join(envelope, body)
+            return
         node = self.nodes.get(getattr(body, "node", ""))
         if node is None:
             self.messenger.dead_letter(
@@ -371,12 +460,16 @@ class Runtime:
             )
             return
         match body:
-            case Register(cards=cards):
+            case Register(cards=cards, endpoint=endpoint):
                 for card in cards:
                     self.messenger.cards[card.name] = card
                 node.registered = True
-                if node.restarting:  # it rejoins the run: the same directory as everyone's
-                    self._control(f"node:{node.name}", self._directory())
+                if node.endpoint != endpoint:  # a tcp node's port is known now
+                    node.endpoint = endpoint
+                    self.messenger.route(f"node:{node.name}", endpoint)
+                self._stale_at[node.epoch] = endpoint
+                if node.restarting:  # it rejoins the run: everyone gets the new directory
+                    self._publish()
             case StartFailed(error=error):
                 self._failure = RunError(
                     redact(
@@ -387,7 +480,8 @@ class Runtime:
                 raise self._failure
             case Ready():
                 node.ready = True
-                node.last_beat = time.monotonic()
+                with self._members_lock:
+                    self.membership.ready(node.name, node.epoch, time.monotonic())
                 if node.restarting:
                     node.restarting = False
                     emit(self.log, NodeRestarted(node_name=node.name, node_pid=node.pid))
@@ -403,9 +497,88 @@ class Runtime:
                 )
 
     def _on_heartbeat(self, beat: Heartbeat) -> None:
-        node = self.nodes.get(beat.node)
-        if node is not None and node.pid == beat.pid:
-            node.last_beat = time.monotonic()
+        """On the I/O thread: a beat of the current incarnation keeps it alive; one of a replaced
+        incarnation (a partition healed, say) is answered `Fenced`, at its own endpoint."""
+        with self._members_lock:
+            commands = self.membership.heartbeat(beat.node, beat.epoch, time.monotonic())
+        for command in commands:
+            if isinstance(command, Fence):
+                self._fence(command.node, command.epoch)
+
+    def _fence(self, node: str, epoch: int) -> None:
+        endpoint = self._stale_at.get(epoch)
+        if endpoint is None:
+            return
+        emit(self.log, NodeFenced(node_name=node, epoch=epoch))
+        fenced = Fenced(
+            node=node, epoch=epoch, reason="declared down, or replaced by a newer incarnation"
+        )
+        envelope = self.messenger.envelope(sender=SUPERVISOR, recipient=f"node:{node}", body=fenced)
+        self.messenger.transport.send(endpoint, encode(envelope))
+
+    def _join(self, envelope: Envelope, join: Join) -> None:
+        """A node on another host asks in: admit it as a new incarnation (the one it replaces is
+        down), and welcome it with its boot. A repeated Join of the same process gets the same
+        Welcome again."""
+        spec = next((n for n in self.spec.nodes if n.name == join.node), None)
+        if spec is None or not spec.host:
+            why = (
+                "is not a node of the spec"
+                if spec is None
+                else "has no host in the spec: the supervisor spawns it"
+            )
+            self.messenger.dead_letter(
+                "not-allowed", f"node '{join.node}' asked to join, but it {why}", envelope=envelope
+            )
+            return
+        old = self.nodes.get(join.node)
+        if (
+            old is not None
+            and old.welcome is not None
+            and (old.endpoint, old.pid) == (join.endpoint, join.pid)
+        ):
+            self._control(f"node:{join.node}", old.welcome)
+            return
+        with self._members_lock:
+            epoch, commands = self.membership.admit(join.node, time.monotonic())
+            self.messenger.epochs[join.node] = epoch
+        if old is not None and any(isinstance(c, Down) for c in commands):
+            self._lost(old, "replaced")
+        boot = self._boot(spec, join.endpoint, epoch)
+        welcome = Welcome(node=join.node, epoch=epoch, boot=msgspec.json.encode(boot))
+        self.nodes[join.node] = NodeProcess(
+            name=join.node,
+            proc=None,
+            log_path=self.run_dir / "logs" / f"{join.node}.log",
+            endpoint=join.endpoint,
+            pid=join.pid,
+            spec=spec,
+            epoch=epoch,
+            welcome=welcome,
+            restarting=self._started or old is not None,
+        )
+        self._stale_at[epoch] = join.endpoint
+        self.messenger.route(f"node:{join.node}", join.endpoint)
+        emit(
+            self.log,
+            NodeJoined(node_name=join.node, node_pid=join.pid, epoch=epoch, endpoint=join.endpoint),
+        )
+        self._control(f"node:{join.node}", welcome)
+
+    def _lost(self, node: NodeProcess, why: str) -> None:
+        """A joined node's incarnation is no longer current (silent, or replaced): the run's
+        actors are told (read-only work goes elsewhere, stateful work is in doubt) and everyone
+        gets the directory without it; its host's agent or its orchestrator starts another."""
+        if node.handled:
+            return
+        node.handled = True
+        emit(self.log, NodeLost(node_name=node.name, epoch=node.epoch, why=why))
+        self.messenger.epochs[node.name] = self.membership.current(node.name)
+        was_ready = node.ready
+        node.ready = node.registered = False
+        self._publish()  # first: late messages of the lost incarnation are stale everywhere
+        if was_ready:
+            self._tell_actors(NodeDown, node)
 
     def _on_control(self, envelope: Envelope) -> None:
         """On the I/O thread: answers (stats, drained) are handed to their waiter, the rest
@@ -440,7 +613,16 @@ class Runtime:
         routes.update({c.name: c.endpoint or "" for c in self.messenger.cards.values()})
         routes[SUPERVISOR] = self.messenger.endpoint
         cards: list[AgentCard] = list(self.messenger.cards.values())
-        return Directory(routes=routes, cards=cards)
+        with self._members_lock:
+            epochs = self.membership.epochs()
+        return Directory(routes=routes, cards=cards, epochs=epochs)
+
+    def _publish(self) -> None:
+        """The directory to every registered node (a node came back, or one was lost)."""
+        directory = self._directory()
+        for name, node in self.nodes.items():
+            if node.registered and (node.alive() or node.restarting):
+                self._control(f"node:{name}", directory)
 
     def _ask_again(self, node: NodeProcess) -> None:
         """Asks of ours that were waiting on an actor of a node that died go to its restarted
@@ -461,7 +643,7 @@ class Runtime:
         """Death watch: every actor on the other live nodes hears of `node` going or coming."""
         body = news(node=node.name, pid=node.pid, actors=[a.name for a in node.spec.actors])
         for other in self.nodes.values():
-            if other is node or other.proc.poll() is not None or not other.ready:
+            if other is node or not other.alive() or not other.ready:
                 continue
             for actor in other.spec.actors:
                 with contextlib.suppress(Exception):
@@ -479,24 +661,33 @@ class Runtime:
             )
         if self._failure is not None:
             raise self._failure
-        silent_after = time.monotonic() - self.spec.supervision.heartbeat_timeout_s
-        for node in list(self.nodes.values()):
-            if node.ready and not node.handled and node.last_beat < silent_after and node.proc.poll() is None:
-                emit(
-                    self.log,
-                    NodeUnresponsive(
-                        node_name=node.name,
-                        node_pid=node.pid,
-                        silent_s=round(time.monotonic() - node.last_beat, 3),
-                    ),
-                )
+        # Death watch from heartbeats alone: a node on another host has no process to poll.
+        with self._members_lock:
+            silent = self.membership.tick(time.monotonic())
+        for down in silent:
+            node = self.nodes.get(down.node)
+            if node is None or node.epoch != down.epoch or node.handled:
+                continue
+            emit(
+                self.log,
+                NodeUnresponsive(
+                    node_name=node.name,
+                    node_pid=node.pid,
+                    silent_s=self.spec.supervision.heartbeat_timeout_s,
+                ),
+            )
+            if node.remote:
+                self._lost(node, "silent")
+            else:
                 node.proc.kill()  # hung or stopped: dealt with as dead (and restarted)
                 node.proc.wait(5)
         for node in list(self.nodes.values()):
-            code = node.proc.poll()
+            code = None if node.remote else node.proc.poll()
             if code is None or node.handled:
                 continue
             node.handled = True
+            with self._members_lock:
+                self.membership.exited(node.name, node.epoch)
             self._on_death(node, code)
 
     def _on_death(self, node: NodeProcess, code: int) -> None:
@@ -540,6 +731,8 @@ class Runtime:
             again = order[order.index(node.name) :]
         for name in again:
             old = self.nodes[name]
+            if old.remote:  # its host's agent (or the orchestrator) restarts a joined node
+                continue
             if old is not node and old.proc.poll() is None:
                 old.handled = True  # stopped on purpose, not a death to deal with
                 old.proc.kill()
@@ -574,7 +767,11 @@ class Runtime:
                 shutil.rmtree(self.sock_dir, ignore_errors=True)
 
     def _stop_nodes(self, timeout_s: float) -> None:
-        live = [n for n in self.nodes.values() if n.proc.poll() is None]
+        for node in self.nodes.values():
+            if node.remote and node.ready:  # on another host: asked to stop, not waited for
+                with contextlib.suppress(Exception):
+                    self._control(f"node:{node.name}", Stop())
+        live = [n for n in self.nodes.values() if not n.remote and n.proc.poll() is None]
         if self._io_failure is not None:
             timeout_s = 0  # no Stop can reach them: go straight to SIGTERM
         else:
@@ -594,7 +791,7 @@ class Runtime:
                     node.proc.kill()
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         node.proc.wait(3)
-        codes = {n.name: n.proc.returncode for n in self.nodes.values()}
+        codes = {n.name: n.proc.returncode for n in self.nodes.values() if not n.remote}
         emit(self.log, RunStopped(exit_codes=codes, wall_s=round(time.time() - self.started_at, 3)))
 
     # -- talking to actors ----------------------------------------------------------------

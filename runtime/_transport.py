@@ -122,14 +122,18 @@ class Transport:
         self._gate.start()
         self._router = self._server(zmq.ROUTER, MESSAGES_DOMAIN, HWM)
         self._router.bind(bind)
+        # What peers reach: the port a `tcp://host:*` bind was given (an ipc path as is).
+        self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._monitors = [self._router.get_monitor_socket(_HANDSHAKE_FAILED, self._monitor_address())]
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, HWM)
         self._pull.bind(self._inproc)
         self._collector: zmq.Socket[Any] | None = None
+        self.collect_endpoint: str | None = None
         if collect_at is not None:
             self._collector = self._server(zmq.PULL, TRACE_DOMAIN, TRACE_HWM)
             self._collector.bind(collect_at)
+            self.collect_endpoint = self._collector.getsockopt_string(zmq.LAST_ENDPOINT)
             self._monitors.append(self._collector.get_monitor_socket(_HANDSHAKE_FAILED, self._monitor_address()))
         self._trace_out: zmq.Socket[Any] | None = None
         if trace_to is not None:
