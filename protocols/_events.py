@@ -256,6 +256,31 @@ class NodeUnresponsive(TraceEvent, tag="node.unresponsive", kw_only=True):
     silent_s: float
 
 
+class NodeJoined(TraceEvent, tag="node.joined", kw_only=True):
+    """A node on another host was admitted (`agentrt node --join`) as incarnation `epoch`."""
+
+    node_name: str
+    node_pid: int
+    epoch: int
+    endpoint: str
+
+
+class NodeLost(TraceEvent, tag="node.lost", kw_only=True):
+    """Incarnation `epoch` of a node on another host is no longer current: it went silent (a
+    death or a partition: from afar they look alike), or a new incarnation replaced it."""
+
+    node_name: str
+    epoch: int
+    why: str
+
+
+class NodeFenced(TraceEvent, tag="node.fenced", kw_only=True):
+    """A replaced incarnation was heard from again and told to stop; or (on the node) it heard."""
+
+    node_name: str
+    epoch: int
+
+
 class NodeDied(TraceEvent, tag="node.died", kw_only=True):
     node_name: str
     node_pid: int
@@ -626,6 +651,9 @@ Event = (
     | NodeSpawned
     | NodeRestarted
     | NodeUnresponsive
+    | NodeJoined
+    | NodeLost
+    | NodeFenced
     | NodeDied
     | NodeNotRestarted
     | NodeRestarting

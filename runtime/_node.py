@@ -140,12 +140,13 @@ class Node:
         match envelope.body:
             case Directory(routes=routes, cards=cards, epochs=epochs):
                 if epochs and epochs.get(self.name) != self.boot.epoch:  # the run moved on without us
-                    self._fence(epochs.get(self.name, 0))
+                    now = epochs.get(self.name, 0)
+                    self._fence(f"the directory's current incarnation is {now}" if now else "the directory has it down")
                     return
                 self.messenger.set_directory(routes, cards, epochs)
                 self._control(Ready(node=self.name))
-            case Fenced(epoch=epoch) if epoch == self.boot.epoch:
-                self._fence(epoch)
+            case Fenced(epoch=epoch, reason=reason) if epoch == self.boot.epoch:
+                self._fence(reason or "the supervisor says it was replaced")
             case StatsQuery(query_id=query_id):
                 counts = dict(self.messenger.stats)
                 counts["dropped_traces"] = self.messenger.transport.dropped_traces
@@ -158,16 +159,13 @@ class Node:
                     "unroutable", f"a node takes no '{envelope.kind}' control", envelope=envelope
                 )
 
-    def _fence(self, current: int) -> None:
+    def _fence(self, why: str) -> None:
         """This incarnation was declared down (a partition, a missed beat) and maybe replaced:
         stop, so nothing it still holds runs twice; a host agent may start a new one."""
+        if self.fenced:
+            return
         emit(self.log, NodeFenced(node_name=self.name, epoch=self.boot.epoch))
-        print(
-            f"agentrt node '{self.name}': incarnation {self.boot.epoch} was fenced (the run's current one is "
-            f"{current or 'none'}): stopping",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"agentrt node '{self.name}': incarnation {self.boot.epoch} was fenced ({why}): stopping", file=sys.stderr, flush=True)
         self.fenced = True
         self.stopping.set()
 

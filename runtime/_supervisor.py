@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import shutil
@@ -180,7 +181,7 @@ class Runtime:
             self.writer.listeners.append(on_event)
         cluster = spec.cluster
         self.listen, advertise, keys = cluster.listen, cluster.advertise, cluster.keys
-        joining = [n.name for n in spec.nodes if n.host]
+        joining = [n.name for n in spec.nodes if cluster.joins(n)]
         if joining and not (self.listen and keys):
             raise SpecError(
                 f"{spec.run.name}: node(s) {', '.join(joining)} have a host, so they join over TCP: the "
@@ -199,6 +200,7 @@ class Runtime:
         self.membership = Membership(spec.supervision.heartbeat_timeout_s)
         self._members_lock = threading.Lock()  # membership is fed from the I/O thread too
         self._stale_at: dict[int, str] = {}  # epoch -> the endpoint of that incarnation
+        self._fenced_at: dict[int, float] = {}  # epoch -> when it was last told it is fenced
         self.nodes: dict[str, NodeProcess] = {}
         self._controls: queue.Queue[Envelope] = queue.Queue()
         self._stats_waiters: dict[str, Future[dict[str, int]]] = {}
@@ -325,7 +327,7 @@ class Runtime:
                 ) from None
             emit(self.log, StoreReady(backend="postgresql", nodes=len(self._store_urls)))
         for node in self.spec.nodes:
-            if not node.host:  # a node with a host joins from there (`agentrt node --join`)
+            if not self.spec.cluster.joins(node):  # one with a host joins (`agentrt node --join`)
                 self._spawn(node)
         deadline = time.time() + self.spec.run.start_timeout_s
         everyone = [n.name for n in self.spec.nodes]
@@ -433,11 +435,22 @@ class Runtime:
             self._check_nodes()
             remaining = deadline - time.time()
             if remaining <= 0:
+                absent = [n for n in self.spec.nodes if n.name not in self.nodes]
                 waiting = [
                     n
                     for n, p in self.nodes.items()
                     if not (p.ready if what == "ready" else p.registered)
                 ]
+                if absent:  # nodes of other hosts that never joined
+                    hint = "; ".join(
+                        f"'{n.name}': run `agentrt node --join {self.messenger.endpoint} --key {n.name}.key` "
+                        f"on {n.host or 'its host'}"
+                        for n in absent
+                    )
+                    raise RunError(
+                        f"nodes {', '.join(n.name for n in absent)} did not join within "
+                        f"{self.spec.run.start_timeout_s:g}s (run.start_timeout_s): {hint}"
+                    )
                 raise RunError(
                     f"nodes {', '.join(waiting)} did not {what} within "
                     f"{self.spec.run.start_timeout_s:g}s (run.start_timeout_s); see {self.run_dir}/logs"
@@ -507,8 +520,11 @@ class Runtime:
 
     def _fence(self, node: str, epoch: int) -> None:
         endpoint = self._stale_at.get(epoch)
-        if endpoint is None:
+        now = time.monotonic()
+        # Beats queued through a partition arrive together: one Fenced per beat interval.
+        if endpoint is None or now - self._fenced_at.get(epoch, -math.inf) < self.spec.supervision.heartbeat_s:
             return
+        self._fenced_at[epoch] = now
         emit(self.log, NodeFenced(node_name=node, epoch=epoch))
         fenced = Fenced(
             node=node, epoch=epoch, reason="declared down, or replaced by a newer incarnation"
@@ -521,7 +537,7 @@ class Runtime:
         down), and welcome it with its boot. A repeated Join of the same process gets the same
         Welcome again."""
         spec = next((n for n in self.spec.nodes if n.name == join.node), None)
-        if spec is None or not spec.host:
+        if spec is None or not self.spec.cluster.joins(spec):
             why = (
                 "is not a node of the spec"
                 if spec is None
