@@ -518,11 +518,12 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", help="[cluster] listen: nodes of other hosts join here over TCP")
     p.add_argument("--advertise", metavar="HOST[:PORT]", help="[cluster] advertise: how other hosts reach --listen")
     p.add_argument("--keys", "--key", dest="keys", metavar="PATH", help="[cluster] keys: the folder of `agentrt keys gen` (or the supervisor's key file)")
+    p.add_argument("--no-spawn", dest="spawn", action="store_false", default=None, help="[cluster] spawn = false: every node joins, none is spawned here")
 
 
 def with_cluster(spec: Any, args: argparse.Namespace) -> Any:
     """The spec with its [cluster] as the command line says."""
-    changes = {k: getattr(args, k) for k in ("listen", "advertise", "keys") if getattr(args, k, None)}
+    changes = {k: getattr(args, k) for k in ("listen", "advertise", "keys", "spawn") if getattr(args, k, None) is not None}
     return msgspec.structs.replace(spec, cluster=msgspec.structs.replace(spec.cluster, **changes)) if changes else spec
 
 

@@ -74,7 +74,7 @@ def cluster_trust(spec: Spec, keys: str) -> tuple[Trust, dict[str, Trust]]:
         )
     local: dict[str, Trust] = {}
     for node in spec.nodes:
-        if node.host:
+        if spec.cluster.joins(node):
             continue
         if folder is None:
             raise SpecError(

@@ -162,6 +162,7 @@ def k8s_manifests(
                                     f"{sup_host}:{SUPERVISOR_PORT}",
                                     "--key",
                                     "/etc/agentrt/key/member.key",
+                                    "--no-spawn",
                                 ],
                                 "env": [
                                     {"name": "AGENTRT_RUNS_DIR", "value": "/var/lib/agentrt/runs"},

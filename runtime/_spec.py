@@ -75,13 +75,21 @@ class SupervisionSpec(_SpecStruct, kw_only=True):
 
 class ClusterSpec(_SpecStruct, kw_only=True):
     """Nodes on other hosts: where the supervisor listens for them and which keys it admits.
-    `listen` is host:port; `advertise` is how other hosts reach that address (default: the
-    listen address, which must then not be 0.0.0.0); `keys` is the folder `agentrt keys gen`
-    wrote (the supervisor's key and the public key of every node allowed to join)."""
+    `listen` is host:port (traces arrive on the next port); `advertise` is how other hosts reach
+    that address (default: the listen address, which must then not be 0.0.0.0); `keys` is the
+    folder `agentrt keys gen` wrote (or the supervisor's key file alone, when every node joins):
+    the supervisor's key and the public key of every node allowed to join."""
 
     listen: str = ""
     advertise: str = ""
     keys: str = ""
+    # false: the supervisor spawns no node, every node joins (an orchestrator starts them all,
+    # as under `agentrt deploy k8s`); true: nodes without a host are spawned here.
+    spawn: bool = True
+
+    def joins(self, node: NodeSpec) -> bool:
+        """Does `node` join over TCP (rather than being spawned by the supervisor)?"""
+        return bool(node.host) or not self.spawn
 
 
 class RunSpec(_SpecStruct, kw_only=True):

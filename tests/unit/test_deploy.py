@@ -156,3 +156,24 @@ def test_the_cli_writes_the_manifests_with_the_secret_owner_only(
     config = yaml.safe_load(next(f for f in files if "-configmap-" in f.name).read_text())
     assert config["data"]["spec.toml"] == (spec_dir / "spec.toml").read_text()
     assert "mode 0600" in capsys.readouterr().out
+
+
+def test_the_supervisors_and_nodes_commands_are_ones_agentrt_takes_and_every_node_joins(tmp_path: Path) -> None:
+    """The manifests' commands parse as `agentrt run` / `agentrt node` command lines, and the
+    supervisor's spawns nothing (every node is a pod) and reads its allow-list from its key file."""
+    from agentrt.runtime._cli import parser, with_cluster
+    from agentrt.runtime._cluster import cluster_trust
+
+    res = manifests()
+    deployment = by_kind(res, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = parser().parse_args(deployment[1:])
+    spec = with_cluster(spec_from_dict(SPEC), args)
+    assert all(spec.cluster.joins(n) for n in spec.nodes)
+    key = tmp_path / "member.key"
+    key.write_text(by_kind(res, "Secret")[0]["stringData"]["supervisor.key"])
+    own, spawned = cluster_trust(msgspec.structs.replace(spec, cluster=msgspec.structs.replace(spec.cluster, keys=str(key))), str(key))
+    assert own.me == "supervisor" and spawned == {} and set(own.members) == {"supervisor", "coord", "plan", "w0", "w1", "w2"}
+    for workers in by_kind(res, "StatefulSet"):
+        command = workers["spec"]["template"]["spec"]["containers"][0]["command"]
+        parsed = parser().parse_args(command[1:])
+        assert parsed.join.startswith("tcp://") and parsed.key.endswith(".key")
