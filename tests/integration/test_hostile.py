@@ -4,6 +4,7 @@ is refused as a dead letter with its reason, and the run's result is unchanged."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 from agentrt.protocols import (
     Ack,
     Body,
+    CancelTask,
     Directory,
     Drain,
     Envelope,
@@ -30,6 +33,7 @@ from agentrt.protocols import (
     Heartbeat,
     Message,
     MessageDeadLetter,
+    NodeFenced,
     Part,
     SkillCall,
     StartFailed,
@@ -361,3 +365,45 @@ def test_keys_reach_a_node_on_stdin_only_and_never_a_file_of_the_run(runs_dir: P
         if path.is_file():
             data = path.read_bytes().decode(errors="replace")
             assert not any(s in data for s in secrets), f"a secret key in {path}"
+
+
+def test_a_replaced_incarnations_messages_are_stale_and_its_heartbeat_is_answered_fenced(runs_dir: Path) -> None:
+    """Fencing on real processes: envelopes carry their node's incarnation (epoch); once a node
+    is restarted, what its old incarnation sends (here with its stolen key, as a late reply
+    after a partition would) is dropped as `stale`, and its heartbeat is answered `Fenced`;
+    the new incarnation, at the same ipc endpoint, ignores a Fenced that names the old one."""
+    spec = make_spec(
+        {
+            "n1": [{"name": "greeter", "class": "custom_actors:Greeter"}],
+            "n2": [{"name": "relay", "class": "custom_actors:Relay", "config": {"to": "greeter"}}],
+        },
+        supervision={"heartbeat_s": 0.2, "heartbeat_timeout_s": 2.0},
+    )
+    letters = DeadLetters()
+    fenced: list[Event] = []
+    with Runtime(spec, runs_dir=runs_dir, on_event=lambda e: (letters(e), isinstance(e, NodeFenced) and fenced.append(e))) as rt:
+        old, old_pid = rt.nodes["n2"].epoch, rt.nodes["n2"].pid
+        with as_member(rt, "n2", "n1") as sock:  # an epoch n2 never had: not n2's current one
+            sock.send(forge("relay", "greeter", CancelTask(task_id="t", reason="x"), epoch=old + 100))
+            refused = letters.wait_for(1, node="node:n1", reason="stale")
+        assert refused[0]["peer"] == "n2"
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.time() + 60
+        while not (rt.nodes["n2"].epoch != old and rt.nodes["n2"].ready):
+            assert time.time() < deadline, "n2 was not restarted"
+            with contextlib.suppress(TimeoutError):
+                rt.wait(Future(), timeout_s=0.1)
+        new = rt.nodes["n2"].epoch
+        assert new > old
+        with as_member(rt, "n2", "n1") as sock:  # n1 has the new directory: epoch `old` is stale
+            sock.send(forge("relay", "greeter", CancelTask(task_id="t", reason="late"), epoch=old))
+            letters.wait_for(2, node="node:n1", reason="stale")
+        with as_member(rt, "n2", "supervisor") as sock:
+            sock.send(forge("node:n2", "supervisor", Heartbeat(node="n2", pid=old_pid, seq=7, epoch=old), epoch=old))
+            deadline = time.time() + 30
+            while not fenced:
+                assert time.time() < deadline, "the old incarnation's heartbeat was not answered Fenced"
+                time.sleep(0.05)
+        assert [(e.node_name, e.epoch) for e in fenced] == [("n2", old)]
+        time.sleep(1.0)  # the Fenced reached n2's endpoint: the new incarnation must not stop
+        assert rt.nodes["n2"].proc.poll() is None and rt.nodes["n2"].epoch == new
