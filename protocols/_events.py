@@ -226,6 +226,7 @@ class QuotaRetryAfterCapped(TraceEvent, tag="quota.retry-after-capped", kw_only=
 
 class NodeStarted(TraceEvent, tag="node.started", kw_only=True):
     actors: list[str] = []
+    endpoint: str = ""  # where it receives: an ipc path on the supervisor's host, or tcp://host:port
 
 
 class NodeStartFailed(TraceEvent, tag="node.start-failed", kw_only=True):

@@ -230,7 +230,7 @@ class Node:
         self._control(
             Register(node=self.name, pid=os.getpid(), endpoint=self.endpoint, cards=cards)
         )
-        emit(self.log, NodeStarted(actors=[c.name for c in cards]))
+        emit(self.log, NodeStarted(actors=[c.name for c in cards], endpoint=self.endpoint))
         parent = os.getppid()
         beat = 0
         while not self.stopping.wait(self.boot.heartbeat_s):

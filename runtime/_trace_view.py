@@ -18,6 +18,7 @@ from agentrt.protocols import (
     LoopVerdict,
     MessageDeadLetter,
     ModelCall,
+    NodeStarted,
     RunError,
     RunFinished,
     ScheduleCancel,
@@ -239,9 +240,12 @@ def timeline(events: Events, width: int = 100) -> Any:
     def col(t: float) -> int:
         return min(width - 1, max(0, int((t - t0) / scale)))
 
+    hosts = actor_hosts(events)
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     table.add_column("task", no_wrap=True)
     table.add_column("worker", no_wrap=True)
+    if hosts:
+        table.add_column("host", no_wrap=True)
     table.add_column(f"0 .. {t1 - t0:.2f}s", no_wrap=True)
     table.add_column("state", no_wrap=True)
     rows = sorted(by_task.items(), key=lambda kv: (kv[1][-1].actor, kv[1][0].sent))
@@ -262,12 +266,34 @@ def timeline(events: Events, width: int = 100) -> Any:
         on_path = task in critical
         label = Text(("* " if on_path else "  ") + task, style="bold magenta" if on_path else "")
         state = ss[-1].state + (f" ({len(ss)} runs)" if len(ss) > 1 else "")
-        table.add_row(label, ss[-1].actor, bar, state)
+        where = [hosts.get(ss[-1].actor, "?")] if hosts else []
+        table.add_row(label, ss[-1].actor, *where, bar, state)
     from rich.console import Group
 
     legend = Text("`.` waiting for its worker  `#` running  `x` failed  `~` earlier attempt or round")
     path = Text(f"* critical path: {' -> '.join(critical)}", style="bold magenta")
-    return Group(table, legend, path)
+    if not hosts:
+        return Group(table, legend, path)
+    nodes: dict[str, set[str]] = {}
+    for e in events:
+        if isinstance(e, NodeStarted) and e.node and e.endpoint.startswith("tcp://"):
+            nodes.setdefault(_host_of(e.endpoint), set()).add(e.node)
+    where = Text("hosts: " + "; ".join(f"{h}: {', '.join(sorted(n))}" for h, n in sorted(nodes.items())))
+    return Group(table, legend, path, where)
+
+
+def _host_of(endpoint: str) -> str:
+    return endpoint.removeprefix("tcp://").rpartition(":")[0] or endpoint
+
+
+def actor_hosts(events: Events) -> dict[str, str]:
+    """The host of each actor's node (last incarnation), for a run whose nodes are on tcp
+    (several hosts); empty for a run on one host (ipc)."""
+    hosts: dict[str, str] = {}
+    for e in events:
+        if isinstance(e, NodeStarted) and e.endpoint.startswith("tcp://"):
+            hosts.update(dict.fromkeys(e.actors, _host_of(e.endpoint)))
+    return hosts
 
 
 # -- why -----------------------------------------------------------------------------

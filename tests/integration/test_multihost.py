@@ -149,6 +149,13 @@ def test_research_with_workers_on_two_other_hosts_gives_the_one_host_answer(clus
     # The workers did the fan-out, each from its own host: their task events reached the collector.
     done = [e for e in cluster.trace("three-hosts") if e["event"] == "task.state" and e["state"] == "completed"]
     assert {e["node"] for e in done} >= {"worker-1", "worker-2", "coord", "planner"}
+    # The timeline says where each worker ran, and which nodes each host held.
+    shown = subprocess.run(
+        [BIN / "agentrt", "trace", "timeline", "three-hosts", "--runs-dir", cluster.runs, "--width", "30"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"hosts: {a['sup']}: coord, planner, review; {a['b']}: worker-1; {a['c']}: worker-2" in shown
+    assert any("worker-2" in line and a["c"] in line for line in shown.splitlines())
 
 
 def fan_out(d: Path, n: int, skill: str = "compute", s: float = 0.05) -> dict[str, Any]:
