@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from agentrt.protocols import SpecError
 
-from ._keys import SUPERVISOR, Trust, load_key_file
+from ._keys import SUPERVISOR, Trust, issue, load_key_file
 from ._spec import Spec
 
 WILDCARD = ("0.0.0.0", "::", "*", "")
@@ -51,6 +51,33 @@ def address_towards(url: str) -> str:
 
 def actors_by_node(spec: Spec) -> dict[str, str]:
     return {a.name: n.name for n in spec.nodes for a in n.actors}
+
+
+def run_trust(spec: Spec) -> dict[str, Trust]:
+    """Every member's Trust the supervisor holds, by member: made now for a run on one host
+    (handed to each node on stdin), or read from `[cluster] keys` for a run across hosts."""
+    cluster = spec.cluster
+    joining = [n.name for n in spec.nodes if cluster.joins(n)]
+    if joining and not (cluster.listen and cluster.keys):
+        raise SpecError(
+            f"{spec.run.name}: node(s) {', '.join(joining)} join over TCP (they have a host, or [cluster] "
+            "spawn is false): the supervisor needs [cluster] listen (or --listen) and keys (or --keys: the "
+            "folder `agentrt keys gen SPEC -o DIR` wrote)"
+        )
+    if cluster.listen and not cluster.keys:
+        raise SpecError(
+            f"{spec.run.name}: [cluster] listen is set, so nodes join over TCP with keys from files: "
+            "set [cluster] keys (or --keys) to the folder `agentrt keys gen SPEC -o DIR` wrote"
+        )
+    if cluster.listen and not split(cluster.listen)[1].isdigit():
+        raise SpecError(f"{spec.run.name}: [cluster] listen {cluster.listen!r} must be HOST:PORT, e.g. '0.0.0.0:7600'")
+    if not cluster.keys:
+        return issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
+    try:
+        own, local = cluster_trust(spec, cluster.keys)
+    except ValueError as exc:  # a key file that cannot be read or used
+        raise SpecError(str(exc)) from None
+    return {SUPERVISOR: own, **local}
 
 
 def cluster_trust(spec: Spec, keys: str) -> tuple[Trust, dict[str, Trust]]:

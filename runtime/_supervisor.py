@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import zmq
 
 from agentrt.protocols import (
     AgentCard,
@@ -72,9 +73,9 @@ from agentrt.protocols import (
     report_from,
 )
 
-from ._cluster import WILDCARD, cluster_trust, public_endpoint, split
+from ._cluster import WILDCARD, public_endpoint, run_trust, split
 from ._files import append_private, child_path, private_dir, write_private
-from ._keys import SUPERVISOR, KeyPair, Trust, issue
+from ._keys import SUPERVISOR, KeyPair, Trust
 from ._membership import Down, Fence, Membership
 from ._messenger import Messenger, TaskResult
 from ._redact import LineRedactor, redact
@@ -171,6 +172,8 @@ class Runtime:
                 f"{spec.run.name}: a model of kind 'anthropic' needs ANTHROPIC_API_KEY in "
                 "the environment (keys are never read from a spec); or run with --model offline"
             )
+        self._trust = run_trust(spec)  # before anything is made: a bad [cluster] is the user's
+        self.listen, advertise = spec.cluster.listen, spec.cluster.advertise
         self.spec = spec
         self.terminal = terminal
         self.run_id = check_id(run_id or new_run_id(), "run id")
@@ -179,24 +182,6 @@ class Runtime:
         self.writer = TraceWriter(self.trace_path)
         if on_event is not None:
             self.writer.listeners.append(on_event)
-        cluster = spec.cluster
-        self.listen, advertise, keys = cluster.listen, cluster.advertise, cluster.keys
-        joining = [n.name for n in spec.nodes if cluster.joins(n)]
-        if joining and not (self.listen and keys):
-            raise SpecError(
-                f"{spec.run.name}: node(s) {', '.join(joining)} have a host, so they join over TCP: the "
-                "supervisor needs [cluster] listen (or --listen) and keys (the folder of `agentrt keys gen`)"
-            )
-        if self.listen and not keys:
-            raise SpecError(
-                f"{spec.run.name}: [cluster] listen is set, so nodes join over TCP with keys from files: "
-                "set [cluster] keys (or --keys) to the folder `agentrt keys gen SPEC -o DIR` wrote"
-            )
-        if keys:  # the run's allow-list and keys from files (nodes elsewhere hold theirs)
-            own, local = cluster_trust(spec, keys)
-            self._trust = {SUPERVISOR: own, **local}
-        else:  # one host: one CurveZMQ keypair per member, made now, handed to each node on stdin
-            self._trust = issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
         self.membership = Membership(spec.supervision.heartbeat_timeout_s)
         self._members_lock = threading.Lock()  # membership is fed from the I/O thread too
         self._stale_at: dict[int, str] = {}  # epoch -> the endpoint of that incarnation
@@ -227,15 +212,23 @@ class Runtime:
                 )
             else:
                 where, trace_at = self._ipc(SUPERVISOR), self._ipc("trace")
-            self.messenger = Messenger(
-                name=SUPERVISOR,
-                endpoint=where,
-                limits=spec.limits,
-                trust=self._trust[SUPERVISOR],
-                collect_at=trace_at,
-                on_trace=self._collect,
-                on_death=self._io_died,
-            )
+            try:
+                self.messenger = Messenger(
+                    name=SUPERVISOR,
+                    endpoint=where,
+                    limits=spec.limits,
+                    trust=self._trust[SUPERVISOR],
+                    collect_at=trace_at,
+                    on_trace=self._collect,
+                    on_death=self._io_died,
+                )
+            except zmq.ZMQError as exc:
+                if not self.listen:
+                    raise
+                raise RunError(
+                    f"cannot listen on {where} and {trace_at} ([cluster] listen: messages on its port, traces "
+                    f"on the next): {exc}; is another run or program using them? choose another port"
+                ) from None
             if self.listen:
                 self.messenger.endpoint = public_endpoint(self.messenger.endpoint, advertise or "")
                 a_host = split(self.messenger.endpoint)[0]
