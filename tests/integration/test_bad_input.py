@@ -15,7 +15,9 @@ from .conftest import as_member
 pytestmark = pytest.mark.integration
 
 
-def raw_request(task_id: str, data: dict) -> bytes:
+def raw_request(task_id: str, data: dict, epoch: int) -> bytes:
+    """A task request as n2's process sends it (`epoch`: n2's current incarnation, which its
+    envelopes carry; anything else is dropped as stale before it is looked at)."""
     return encode(
         Envelope(
             message_id=f"m-{task_id}",
@@ -25,6 +27,7 @@ def raw_request(task_id: str, data: dict) -> bytes:
             recipient="greeter",
             task_id=task_id,
             sent_at=time.time(),
+            epoch=epoch,
             body=TaskRequest(
                 call=SkillCall(skill="greet"),
                 message=Message(message_id="mm", role="ROLE_USER", parts=[Part(data=data)]),
@@ -45,9 +48,9 @@ def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_
             sock.send(b"\xc1\xc1 this is not msgpack")
             sock.send(b"\x00" * (greeter_spec.limits.max_frame_bytes + 1))
             sock.send_multipart([b"two", b"frames"])
-            sock.send(raw_request("deep-1", deep))
+            sock.send(raw_request("deep-1", deep, rt.nodes["n2"].epoch))
             # The same connection still delivers a valid message afterwards.
-            sock.send(raw_request("raw-ok", {"name": "after garbage"}))
+            sock.send(raw_request("raw-ok", {"name": "after garbage"}, rt.nodes["n2"].epoch))
             time.sleep(0.5)
         assert rt.ask("greeter", "greet", {"name": "still alive"}).data == {"greeting": "hello still alive"}
         stats = rt.node_stats("n1")

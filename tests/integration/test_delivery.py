@@ -208,7 +208,7 @@ def test_mib_ids_and_garbage_are_dead_lettered_without_growing_memory_or_the_tra
         # what a node has not read yet (its queue at the high-water mark) is lost if the peer
         # hangs up.
         with as_member(rt, "n2", "n1") as sock:
-            raw = msgspec.msgpack.decode(raw_request("big-id", {"name": "x"}))
+            raw = msgspec.msgpack.decode(raw_request("big-id", {"name": "x"}, rt.nodes["n2"].epoch))
             for i in range(300):
                 raw["messageId"] = f"{i:06d}" + "i" * (1024 * 1024)
                 sock.send(msgspec.msgpack.encode(raw))
@@ -274,10 +274,10 @@ def test_expired_and_unroutable_requests_are_dead_lettered_with_their_reason(
 ) -> None:
     with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
         with as_member(rt, "n2", "n1") as sock:  # a process holding n2's keys
-            late = msgspec.msgpack.decode(raw_request("late-1", {"name": "late"}))
+            late = msgspec.msgpack.decode(raw_request("late-1", {"name": "late"}, rt.nodes["n2"].epoch))
             late["deadline"] = time.time() - 5
             sock.send(msgspec.msgpack.encode(late))
-            lost = msgspec.msgpack.decode(raw_request("lost-1", {"name": "lost"}))
+            lost = msgspec.msgpack.decode(raw_request("lost-1", {"name": "lost"}, rt.nodes["n2"].epoch))
             lost["recipient"] = "nobody"
             sock.send(msgspec.msgpack.encode(lost))
         deadline = time.time() + 60

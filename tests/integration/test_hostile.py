@@ -206,7 +206,7 @@ def test_a_forged_reply_does_not_resolve_an_ask_of_another_actor(runs_dir: Path,
         job = rt.ask_async("chaos", "slow", {"dir": str(tmp_path), "name": "j", "s": 600}, task_id="job-1")
         forged = TaskReply(task=Task(id="job-1", context_id="job-1", status=TaskStatus(state="TASK_STATE_COMPLETED")))
         with as_member(rt, "b", "supervisor") as sock:  # 'greeter' is b's: the sender is honest
-            sock.send(forge("greeter", "supervisor", forged, task_id="job-1"))
+            sock.send(forge("greeter", "supervisor", forged, task_id="job-1", epoch=rt.nodes["b"].epoch))
             refused = letters.wait_for(1, node="supervisor", reason="forged-sender")
         assert "asked of 'chaos'" in refused[0]["detail"]
         assert not job.done(), "the forged reply resolved the job"
@@ -241,7 +241,7 @@ def test_only_the_member_a_message_went_to_may_acknowledge_it(runs_dir: Path, tm
                 time.sleep(0.01)
             # b's member acknowledges, as itself, the request the supervisor sent to a.
             with as_member(rt, "b", "supervisor") as sock:
-                sock.send(forge("node:b", "supervisor", Ack(ids=[acks[0]])))
+                sock.send(forge("node:b", "supervisor", Ack(ids=[acks[0]]), epoch=rt.nodes["b"].epoch))
                 refused = letters.wait_for(1, node="supervisor", reason="forged-sender")
             assert "acknowledged 1 message(s) sent to a" in refused[0]["detail"]
         finally:
