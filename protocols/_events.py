@@ -275,6 +275,12 @@ class NodeLost(TraceEvent, tag="node.lost", kw_only=True):
     why: str
 
 
+class NodeLeaseExpired(TraceEvent, tag="node.lease-expired", kw_only=True):
+    """A joined node heard no lease from its supervisor for `silent_s`: it stops."""
+
+    silent_s: float
+
+
 class NodeFenced(TraceEvent, tag="node.fenced", kw_only=True):
     """A replaced incarnation was heard from again and told to stop; or (on the node) it heard."""
 
@@ -655,6 +661,7 @@ Event = (
     | NodeJoined
     | NodeLost
     | NodeFenced
+    | NodeLeaseExpired
     | NodeDied
     | NodeNotRestarted
     | NodeRestarting

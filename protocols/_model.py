@@ -484,6 +484,15 @@ class Welcome(Wire, tag="welcome", tag_field="kind"):
     boot: bytes
 
 
+class Lease(Wire, tag="lease", tag_field="kind"):
+    """The supervisor's answer to a joined node's heartbeat: incarnation `epoch` is still the
+    run's. A joined node that hears none for its lease (its supervisor died, or it is cut off)
+    stops: on another host nothing else would tell it."""
+
+    node: Name
+    epoch: int
+
+
 class Fenced(Wire, tag="fenced", tag_field="kind"):
     """Incarnation `epoch` of `node` was declared down (and maybe replaced): it must stop."""
 
@@ -562,6 +571,7 @@ Control = (
     Register
     | Join
     | Welcome
+    | Lease
     | Fenced
     | StartFailed
     | Directory

@@ -25,8 +25,10 @@ from agentrt.protocols import (
     Fenced,
     Heartbeat,
     Join,
+    Lease,
     Limits,
     NodeFenced,
+    NodeLeaseExpired,
     NodeOrphaned,
     NodeStarted,
     NodeStartFailed,
@@ -86,6 +88,7 @@ class Node:
         self.address = f"node:{self.name}"
         self.stopping = threading.Event()
         self.fenced = False
+        self.leased = time.monotonic()  # when the supervisor last renewed a joined node's lease
         self.refs: list[Any] = []
         self.hosts: list[_Host] = []
         # structlog first: loggers bound before `configure` would keep the default setup.
@@ -145,6 +148,8 @@ class Node:
                     return
                 self.messenger.set_directory(routes, cards, epochs)
                 self._control(Ready(node=self.name))
+            case Lease(epoch=epoch) if epoch == self.boot.epoch:
+                self.leased = time.monotonic()
             case Fenced(epoch=epoch, reason=reason) if epoch == self.boot.epoch:
                 self._fence(reason or "the supervisor says it was replaced")
             case StatsQuery(query_id=query_id):
@@ -236,6 +241,11 @@ class Node:
         while not self.stopping.wait(self.boot.heartbeat_s):
             if os.getppid() != parent:  # supervisor gone: stop rather than linger as an orphan
                 emit(self.log, NodeOrphaned(parent=parent))
+                break
+            silent = time.monotonic() - self.leased
+            if self.boot.lease_s and silent > self.boot.lease_s:  # joined: its supervisor is gone
+                emit(self.log, NodeLeaseExpired(silent_s=round(silent, 3)))
+                self._fence(f"no lease from the supervisor for {silent:.1f}s")
                 break
             for h in self.hosts:  # death watch inside the node: a dead actor's requests answered
                 h.reap()

@@ -203,6 +203,9 @@ class NodeBoot(_SpecStruct, kw_only=True):
     # The host (or host:port) other hosts reach this node's `endpoint` at, when it binds
     # tcp://0.0.0.0 or a port chosen at bind ("*"); "" for ipc and for a concrete tcp address.
     advertise: str = ""
+    # A joined node stops after this long without a `Lease` from the supervisor (0: a spawned
+    # node, which dies with its parent instead).
+    lease_s: float = 0.0
 
 
 def entry_actor(run: RunSpec, offering: list[str]) -> str:

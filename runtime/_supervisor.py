@@ -34,6 +34,7 @@ from agentrt.protocols import (
     Fenced,
     Heartbeat,
     Join,
+    Lease,
     NodeDied,
     NodeDown,
     NodeFenced,
@@ -352,7 +353,8 @@ class Runtime:
         self._started = True
         return self
 
-    def _boot(self, node: Any, endpoint: str, epoch: int) -> NodeBoot:
+    def _boot(self, node: Any, endpoint: str, epoch: int, *, joined: bool = False) -> NodeBoot:
+        sup = self.spec.supervision
         return NodeBoot(
             run_id=self.run_id,
             node=node,
@@ -372,6 +374,9 @@ class Runtime:
             else self._public_trust(node.name),
             epoch=epoch,
             advertise=self._node_advertise if self.listen else "",
+            # Longer than the supervisor takes to declare it down: a short cut is healed by
+            # fencing, a long one (or a dead supervisor) ends with the node stopping itself.
+            lease_s=5 * sup.heartbeat_timeout_s if joined else 0.0,
         )
 
     def _public_trust(self, node: str) -> Trust:
@@ -510,6 +515,9 @@ class Runtime:
         for command in commands:
             if isinstance(command, Fence):
                 self._fence(command.node, command.epoch)
+        node = self.nodes.get(beat.node)
+        if not commands and node is not None and node.remote and node.epoch == beat.epoch:
+            self.messenger.send_quiet(f"node:{beat.node}", Lease(node=beat.node, epoch=beat.epoch))
 
     def _fence(self, node: str, epoch: int) -> None:
         endpoint = self._stale_at.get(epoch)
@@ -553,7 +561,7 @@ class Runtime:
             self.messenger.epochs[join.node] = epoch
         if old is not None and any(isinstance(c, Down) for c in commands):
             self._lost(old, "replaced")
-        boot = self._boot(spec, join.endpoint, epoch)
+        boot = self._boot(spec, join.endpoint, epoch, joined=True)
         welcome = Welcome(node=join.node, epoch=epoch, boot=msgspec.json.encode(boot))
         self.nodes[join.node] = NodeProcess(
             name=join.node,

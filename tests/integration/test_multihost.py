@@ -291,3 +291,19 @@ def test_research_across_hosts_with_10ms_of_netem_delay_gives_the_same_answer(cl
         for link in links:
             subprocess.run(["tc", "qdisc", "del", "dev", link, "root"], capture_output=True)
     assert cluster.summary("delayed")["output"]["answer"] == one_host.output["answer"]
+
+
+def test_a_joined_node_whose_supervisor_dies_stops_by_itself_when_its_lease_runs_out(cluster: Cluster) -> None:
+    """On one host a node dies with its parent; on another nothing tells it the supervisor is
+    gone but the leases that stop coming (5 x heartbeat_timeout_s: here 5 s)."""
+    d = cluster.folder / "fx"
+    d.mkdir()
+    spec = cluster.write(fan_out(d, 200, s=0.3), {"w1": "b", "w2": "c"})
+    sup = cluster.supervisor(spec, "orphan")
+    w1 = cluster.node("b", "w1")
+    cluster.node("c", "w2")
+    until(lambda: runs_by(d, "worker-1") >= 3, 60, "the run under way")
+    sup.kill()  # kill -9: no Stop reaches the nodes on other hosts
+    assert w1.wait(30) == 75  # stopped itself (a host agent would start it again, to rejoin)
+    said = next((cluster.folder).glob("w1-b.*.out")).read_text()
+    assert "no lease from the supervisor" in said
