@@ -14,6 +14,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agentrt.protocols import (
     AgentRuntimeError,
     Event,
