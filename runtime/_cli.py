@@ -456,7 +456,9 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     if args.restart == "on-failure":
         return _host_agent(args)
-    key = args.key or os.environ.get("AGENTRT_NODE_KEY")
+    # Read once and taken out of the environment: the node's children (an MCP server, say)
+    # must not inherit a secret key. A host agent keeps it, to start the node again.
+    key = args.key or os.environ.pop("AGENTRT_NODE_KEY", None)
     if not key:
         say("agentrt node: give --key FILE (or AGENTRT_NODE_KEY): the key file `agentrt keys gen` wrote for this node", file=sys.stderr)
         return 2

@@ -73,13 +73,18 @@ class Cluster:
         cmd = [BIN / "agentrt", "run", spec, "--run-id", run_id, "--runs-dir", self.runs, "--quiet", "--non-interactive", "--model", "offline"]
         return self._start("sup", cmd, "supervisor")
 
-    def node(self, host: str, member: str, *extra: str, key: Path | None = None) -> subprocess.Popen[bytes]:
-        cmd = [BIN / "agentrt", "node", "--join", f"tcp://{self.sup}", "--key", key or self.folder / "keys" / f"{member}.key", *extra]
-        return self._start(host, cmd, f"{member}-{host}")
+    def node(self, host: str, member: str, *extra: str, key: Path | None = None, key_in_env: bool = False) -> subprocess.Popen[bytes]:
+        """`agentrt node --join` on `host`, with the member's key file (or its text in
+        AGENTRT_NODE_KEY, as a mounted secret would give it)."""
+        path = key or self.folder / "keys" / f"{member}.key"
+        given = [] if key_in_env else ["--key", path]
+        cmd = [BIN / "agentrt", "node", "--join", f"tcp://{self.sup}", *given, *extra]
+        env = {"AGENTRT_NODE_KEY": Path(path).read_text()} if key_in_env else {}
+        return self._start(host, cmd, f"{member}-{host}", env)
 
-    def _start(self, host: str, cmd: list[Any], log: str) -> subprocess.Popen[bytes]:
+    def _start(self, host: str, cmd: list[Any], log: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(self.folder / f"{log}.{len(self.procs)}.out", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen([*self.hosts.prefix(host), *map(str, cmd)], stdout=out, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True)
+        proc = subprocess.Popen([*self.hosts.prefix(host), *map(str, cmd)], stdout=out, stderr=subprocess.STDOUT, env={**self._env(), **(env or {})}, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -137,7 +142,7 @@ def test_research_with_workers_on_two_other_hosts_gives_the_one_host_answer(clus
     spec = cluster.write(research(), {"worker-1": "b", "worker-2": "c"})
     sup = cluster.supervisor(spec, "three-hosts")
     cluster.node("b", "worker-1")
-    cluster.node("c", "worker-2")
+    cluster.node("c", "worker-2", key_in_env=True)
     assert finished(sup) == 0
     summary = cluster.summary("three-hosts")
     assert summary["state"] == one_host.state == "completed"
