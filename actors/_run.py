@@ -788,7 +788,9 @@ class Run:
         est = granted
         self.ledger.reserve(est)
         call = self._new_call(_Call(kind, actor, est, task=task, attempt=attempt, gate=gate, data=data))
-        return [Ask(call, actor, skill_id, data, allowance=int(est))]
+        # What the run may have spent, reservation included, is journaled before the ask: a
+        # coordinator that dies with this call in flight resumes counting it as spent.
+        return [*self._journal_run(), Ask(call, actor, skill_id, data, allowance=int(est))]
 
     def _retry_deferred(self, now: float) -> list[RunCommand]:
         """Calls that waited for the budget, in order, once there is room (or nothing left in

@@ -159,3 +159,28 @@ def test_every_run_keeps_its_budget_repeats_no_effect_applies_every_batch_and_en
         assert out["state"] in ("partial", "failed")
     if out["state"] == "completed":
         assert ids[-1] in out["results"]
+
+
+def test_a_critique_in_flight_when_the_coordinator_dies_counts_against_the_resumed_budget() -> None:
+    # Found by the property above: the coordinator asked for a critique (reserving 40 of the
+    # budget), died before journaling anything more, and its next life resumed from the last
+    # dispatch's record, which did not hold that reservation; the old life's critique still
+    # spent its tokens, so the run used 407.7 of a 400 budget.
+    case = {
+        "plan": {"goal": "g", "tasks": [{"id": f"t{i}", "skill": "read", "args": {}, "deps": [], "resource": None, "timeout_s": None} for i in range(8)]},
+        "policy": Policy(max_in_flight=2, max_attempts=1, backoff_s=0.5, token_budget=400, est_tokens=40, retry_after_max_s=5.0, seed=0),
+        "roles": Roles(critic="critic"),
+        "gate": True,
+        "limits": LoopLimits(max_iterations=1, escalate_on=[]),
+        "seed": 65535,
+        "kills": [],
+        "crash_at": 2.0,
+        "send_fails": 0.0,
+    }
+
+    def make() -> Run:
+        return Run(key="job", goal="g", policy=case["policy"], limits=case["limits"], roles=case["roles"], cards=cards(), gate=case["gate"])
+
+    sim = simulate_run(make, {"goal": "g", "plan": case["plan"]}, world(case))
+    assert sim.lives == 2 and sim.reply is not None
+    assert sim.spent <= 400, sim.spent
