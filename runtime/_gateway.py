@@ -250,7 +250,19 @@ class _RunTaskStore(InMemoryTaskStore):
             saved = self.store.get(key) if key.startswith("task/") else None
             if not saved or saved.get("actor") != self.actor:
                 continue
-            task = json_format.ParseDict(saved["task"], pb.Task(), ignore_unknown_fields=True)
+            try:
+                task = json_format.ParseDict(saved["task"], pb.Task(), ignore_unknown_fields=True)
+            except (json_format.ParseError, KeyError, TypeError) as exc:
+                # The store redacts what it keeps, which can break a task's JSON (a raw part
+                # whose base64 looks like a key); one such task must not stop the gateway.
+                emit(
+                    get_logger(actor="gateway"),
+                    GatewayWarning(
+                        text=f"{GATEWAY_NAMESPACE} {key} could not be read back, so GetTask "
+                        f"and ListTasks no longer know it: {exc}"
+                    ),
+                )
+                continue
             if task.status.state not in mapping.TERMINAL:
                 task.status.CopyFrom(
                     pb.TaskStatus(

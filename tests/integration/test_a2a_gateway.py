@@ -5,6 +5,7 @@ HTTP where the wire itself is the point (error details, the 0.3 protocol)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -795,3 +796,50 @@ def test_the_gateways_tasks_survive_a_restart_on_the_same_run(tmp_path: Path) ->
 
     done_id, running_id = serving(first)
     serving(lambda gw: again(gw, done_id, running_id))
+
+
+def test_a_task_the_store_cannot_give_back_does_not_stop_the_next_gateway(
+    tmp_path: Path,
+) -> None:
+    """What the store keeps is redacted (secrets never reach it), and a redaction can break a
+    task's JSON: here a raw part whose base64 starts like a Google API key (`AIza...`), which
+    any client may send. The next gateway on the run still starts, serves the tasks it can read
+    back, and names the one it cannot in a `gateway.warning`. (Found by review: the gateway
+    failed to start, `Application startup failed`, for every later `serve --run-id`.)"""
+    spec = make_spec(
+        {"n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}]},
+        run={"entry": "shouter", "skill": "shout"},
+    )
+    runs = tmp_path / "runs"
+
+    def serving(call: Any) -> Any:
+        with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
+            gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+            try:
+                return asyncio.run(call(gw)), rt.trace_path
+            finally:
+                gw.stop(grace_s=0.5)
+
+    async def first(gw: Gateway) -> tuple[str, str]:
+        shouter = await client_for(gw, "shouter", streaming=False)
+        (good,) = await send(shouter, message(pb.Part(text="kept")))
+        looks_like_a_key = base64.b64decode("AIza" + "A" * 36)
+        (bad,) = await send(shouter, message(pb.Part(text="raw"), pb.Part(raw=looks_like_a_key)))
+        assert bad.task.status.state == pb.TASK_STATE_COMPLETED
+        await shouter.close()
+        return good.task.id, bad.task.id
+
+    async def again(gw: Gateway, good_id: str, bad_id: str) -> None:
+        shouter = await client_for(gw, "shouter", streaming=False)
+        task = await shouter.get_task(pb.GetTaskRequest(id=good_id))
+        assert artifact_data(task) == {"text": "KEPT!"}
+        with pytest.raises(TaskNotFoundError):
+            await shouter.get_task(pb.GetTaskRequest(id=bad_id))
+        (event,) = await send(shouter, message(pb.Part(text="still")))
+        assert artifact_data(event.task) == {"text": "STILL!"}
+        await shouter.close()
+
+    (good_id, bad_id), _ = serving(first)
+    _, trace = serving(lambda gw: again(gw, good_id, bad_id))
+    warnings = [e["text"] for e in read_trace(trace) if e["event"] == "gateway.warning"]
+    assert any(f"task/{bad_id}" in w and "could not be read back" in w for w in warnings), warnings
