@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Coroutine
@@ -174,6 +175,8 @@ class A2AAgent(Actor):
     # -- one request -------------------------------------------------------------------
 
     def _call(self, req: Request, skill_id: str) -> None:
+        # Every way out answers the request: a stateful call runs on `self.calls`, where an
+        # exception would reach nobody and leave the request unanswered.
         try:
             finish, task = self._run(req, skill_id)
         except Exception as exc:
@@ -182,7 +185,17 @@ class A2AAgent(Actor):
         finally:
             self.inflight.pop(req.task_id, None)
         if finish.state == "completed" and task is not None:
-            req.complete([mapping.from_a2a(p, Part) for a in task.artifacts for p in a.parts])
+            try:
+                outputs = [mapping.from_a2a(p, Part) for a in task.artifacts for p in a.parts]
+            except msgspec.ValidationError as exc:
+                # The remote did the work; only its output is unreadable: no retry.
+                req.fail(
+                    f"A2A agent {self.remote.name}: task {task.id} completed with an output "
+                    f"that breaks A2A's rules: {exc}",
+                    retryable=False,
+                )
+                return
+            req.complete(outputs)
             return
         said = mapping.text_of(_parts(task.status.message)) if task else ""
         why = "; ".join(w for w in (finish.why, said) if w)
@@ -390,4 +403,10 @@ def _state(task: pb.Task) -> str:
 
 
 def _parts(message: pb.Message) -> list[Part]:
-    return [mapping.from_a2a(p, Part) for p in message.parts]
+    """A remote status message's parts, to read (a part that breaks A2A's Part rule is left
+    out: the message only tells why, or what it asks)."""
+    parts = []
+    for part in message.parts:
+        with contextlib.suppress(msgspec.ValidationError):
+            parts.append(mapping.from_a2a(part, Part))
+    return parts

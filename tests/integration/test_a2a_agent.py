@@ -389,3 +389,43 @@ def test_a_retry_after_a_failed_remote_task_is_a_new_message(
             gateway.stop()
     tasks = [e for e in read_trace(a.trace_path) if e["event"] == "gateway.task"]
     assert [t["message_id"] for t in tasks] == ["remote:job-1", "remote:job-1:1"]
+
+
+HOSTILE = Path(__file__).parent / "hostile_a2a_agent.py"
+
+
+@pytest.mark.parametrize("skill", ["empty_part", "empty_part_ro", "fail_empty_part"])
+def test_a_remote_output_that_breaks_the_part_rule_fails_the_task(
+    skill: str, runs_dir: Path
+) -> None:
+    """A remote that answers with a part holding no content (hostile_a2a_agent.py, an a2a-sdk
+    server in its own process): the request fails at once, naming the remote and the rule, and
+    is not retried (the remote did the work). A failure whose status message has such a part
+    still fails with the remote's state. (Found by review: a stateful skill's request was never
+    answered, its exception lost on the proxy's call thread, until a timeout, if any.)"""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HOSTILE), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/.well-known/agent-card.json"
+        spec = make_spec(
+            {"proxy": [{"name": "h", "class": "agentrt.actors:A2AAgent", "config": {"url": url}}]},
+            run={"entry": "h", "skill": skill},
+        )
+        with Runtime(spec, runs_dir=runs_dir) as rt:
+            result = rt.wait(rt.ask_async("h", skill, {}), timeout_s=60)
+        assert result.state == "failed"
+        if skill == "fail_empty_part":
+            assert "A2A agent hostile: task" in str(result.error) and "ended failed" in str(
+                result.error
+            )
+        else:
+            assert "A2A agent hostile" in str(result.error)
+            assert "breaks A2A's rules" in str(result.error)
+            assert "exactly one of text, raw, url or data" in str(result.error)
+    finally:
+        proc.terminate()
+        proc.wait(5)
