@@ -97,16 +97,17 @@ def text_of(parts: list[Part]) -> str:
 
 
 def card_to_a2a(card: AgentCard, url: str, *, streaming: bool = True, bearer: bool = False) -> pb.AgentCard:
-    """An actor's card as the gateway serves it at `url`: its own interfaces (agentrt's binding,
-    for agentrt peers) after JSON-RPC and HTTP+JSON on the same base URL, and capabilities as
-    the gateway has them: streaming yes, push notifications and the extended card no.
-    `bearer`: callers must send an HTTP bearer token (declared as the `bearer` scheme)."""
+    """An actor's card as the gateway serves it at `url`: JSON-RPC and HTTP+JSON on that URL,
+    and capabilities as the gateway has them: streaming yes, push notifications and the
+    extended card no. Not agentrt's own binding: its url is a node's endpoint (an ipc path, a
+    private address), internal to the run and of no use to an HTTP client, and a public card
+    must not show it. `bearer`: callers must send an HTTP bearer token (declared as the
+    `bearer` scheme)."""
     served = msgspec.structs.replace(
         card,
         supported_interfaces=[
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version=A2A_VERSION),
             AgentInterface(url=url, protocol_binding="HTTP+JSON", protocol_version=A2A_VERSION),
-            *card.supported_interfaces,
         ],
         capabilities=msgspec.structs.replace(
             card.capabilities, streaming=streaming, push_notifications=False, extended_agent_card=False

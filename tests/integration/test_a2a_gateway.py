@@ -24,7 +24,7 @@ from a2a.utils.errors import (
 )
 from google.protobuf import json_format
 
-from agentrt.protocols import AGENTRT_BINDING, AgentCard, Part
+from agentrt.protocols import AgentCard, Part
 from agentrt.runtime import A2ASpec, Gateway, Runtime, SpecError, read_events, read_trace
 from agentrt.runtime import a2a as mapping
 
@@ -104,8 +104,8 @@ def test_card_per_actor_and_entry_at_root(gateway: Gateway) -> None:
         assert sorted(s.id for s in desk.skills) == ["count", "hold"]
         assert root == shouter  # the entry actor's card is also at the root
         bindings = [i.protocol_binding for i in desk.supported_interfaces]
-        assert bindings == ["JSONRPC", "HTTP+JSON", AGENTRT_BINDING]  # agentrt's own, for peers
-        urls = {i.url for i in desk.supported_interfaces[:2]}
+        assert bindings == ["JSONRPC", "HTTP+JSON"]  # no node endpoint: it is internal
+        urls = {i.url for i in desk.supported_interfaces}
         assert urls == {f"{gateway.url}/a2a/desk/"}
         caps = shouter.capabilities
         assert caps.streaming and not caps.push_notifications and not caps.extended_agent_card
@@ -684,11 +684,7 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
                     f"{gw.url}/a2a/shouter",
                     client_config=ClientConfig(streaming=False, httpx_client=http),
                 )
-                http_urls = {
-                    i.url
-                    for i in client._card.supported_interfaces
-                    if i.protocol_binding != AGENTRT_BINDING
-                }
+                http_urls = {i.url for i in client._card.supported_interfaces}
                 assert http_urls == {f"{gw.url}/a2a/shouter/"}
                 (event,) = await send(client, message(pb.Part(text="secure")))
                 assert artifact_data(event.task) == {"text": "SECURE!"}

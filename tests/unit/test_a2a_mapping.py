@@ -198,15 +198,16 @@ def test_an_actor_card_is_an_a2a_card_with_our_binding_and_the_schemas_extension
     assert back.contract("reset") == SkillContract() and back.contract("ghost") == SkillContract()
 
 
-def test_the_gateway_card_adds_http_bindings_and_its_capabilities() -> None:
+def test_the_gateway_card_has_http_bindings_its_capabilities_and_no_node_endpoint() -> None:
     card = _Counter.card("counter", url="ipc:///tmp/n1.sock")
+    assert card.endpoint == "ipc:///tmp/n1.sock"  # the run's own card names agentrt's binding
     out = mapping.card_to_a2a(card, "http://h/a2a/counter/")
     validate_proto_required_fields(out)
     assert [(i.protocol_binding, i.url) for i in out.supported_interfaces] == [
         ("JSONRPC", "http://h/a2a/counter/"),
         ("HTTP+JSON", "http://h/a2a/counter/"),
-        (AGENTRT_BINDING, "ipc:///tmp/n1.sock"),
     ]
+    assert "n1.sock" not in json_format.MessageToJson(out)  # a public card: no internal endpoint
     assert out.capabilities.streaming and not out.capabilities.push_notifications
     assert not out.capabilities.extended_agent_card and not out.security_schemes
     secured = mapping.card_to_a2a(card, "http://h/a2a/counter/", bearer=True)
