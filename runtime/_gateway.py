@@ -169,6 +169,53 @@ class _RequireCaller:
         await self.app(scope, receive, send)
 
 
+class _LimitBody:
+    """ASGI middleware: a request whose body is larger than `limit` bytes (the run's
+    `limits.max_frame_bytes`: no message to an actor may be larger) is refused, 413, before
+    the SDK parses any of it, so no client can make the gateway hold or store more."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        too_big = declared.isdigit() and int(declared) > self.limit
+        body = bytearray()
+        while not too_big:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            too_big = len(body) > self.limit
+            if not message.get("more_body", False):
+                break
+        if too_big:
+            refused = JSONResponse(
+                {
+                    "error": f"the request body is larger than {self.limit} bytes, the run's "
+                    "limits.max_frame_bytes (what one message to an actor may carry): send "
+                    "large content as a part by url"
+                },
+                status_code=413,
+            )
+            await refused(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # a stream's wait for the client to disconnect
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def _bearer(header: str) -> str:
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
@@ -394,7 +441,7 @@ class Gateway:
         self.app = Starlette(routes=routes, lifespan=self._lifespan)
         self.server = uvicorn.Server(
             uvicorn.Config(
-                _RequireCaller(self.app, tokens),
+                _RequireCaller(_LimitBody(self.app, runtime.spec.limits.max_frame_bytes), tokens),
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -839,3 +840,39 @@ def test_a_task_the_store_cannot_give_back_does_not_stop_the_next_gateway(
     _, trace = serving(lambda gw: again(gw, good_id, bad_id))
     warnings = [e["text"] for e in read_trace(trace) if e["event"] == "gateway.warning"]
     assert any(f"task/{bad_id}" in w and "could not be read back" in w for w in warnings), warnings
+
+
+def test_a_request_larger_than_a_frame_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """No client makes the gateway (in the supervisor's process) hold, trace or store more than
+    one message to an actor may carry: a body over `limits.max_frame_bytes` is 413, with or
+    without a Content-Length, and the gateway goes on serving. (Found by review: a 40 MB raw
+    part was taken whole, kept in the task's history and written to the run's store, 214 MB
+    on disk, stalling every other client meanwhile.)"""
+    spec = make_spec(
+        {"n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}]},
+        run={"entry": "shouter", "skill": "shout"},
+        limits={"max_frame_bytes": 256 * 1024},
+    )
+
+    def body(raw_bytes: int) -> bytes:
+        msg = message(pb.Part(text="big"), pb.Part(raw=b"x" * raw_bytes))
+        request = pb.SendMessageRequest(message=msg)
+        return json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": json_format.MessageToDict(request)}
+        ).encode()
+
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+            url, headers = f"{gw.url}/a2a/shouter/", {"A2A-Version": "1.0", "Content-Type": "application/json"}
+            big = body(300 * 1024)
+            declared = httpx.post(url, content=big, headers=headers, timeout=60)
+            assert declared.status_code == 413 and "limits.max_frame_bytes" in declared.text
+            chunked = httpx.post(url, content=iter([big[:1000], big[1000:]]), headers=headers, timeout=60)
+            assert chunked.status_code == 413
+            fits = httpx.post(url, content=body(1000), headers=headers, timeout=60)
+            assert fits.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+            kept = gw.store.keys()
+            assert len([k for k in kept if k.startswith("task/")]) == 1  # only the one that fits
+        finally:
+            gw.stop()
