@@ -21,6 +21,7 @@ from agentrt.protocols import (
     A2ACancelled,
     A2AResumed,
     A2ASent,
+    AgentCapabilities,
     AgentCard,
     Escalation,
     Part,
@@ -95,7 +96,15 @@ class A2AAgent(Actor):
         )
         self.watcher = ClientFactory(watching).create(card)
         self.bells: dict[str, threading.Event] = {}  # our task id -> its wake-up
-        ours = mapping.from_a2a(card, AgentCard)  # its skill contracts, typed and checked
+        # Its skill contracts, typed and checked as every card's are. Only its capabilities
+        # are decoded: the rest of a remote card need not meet agentrt's own card's rules (a
+        # skill with no tags, which ProtoJSON leaves out, is the remote's business).
+        ours = AgentCard(
+            name=card.name,
+            description=card.description,
+            version=card.version,
+            capabilities=mapping.from_a2a(card.capabilities, AgentCapabilities),
+        )
         published = ours.capabilities.extensions
         has_contracts = any(e.uri == mapping.SKILL_SCHEMAS_EXTENSION for e in published)
         for remote in card.skills:

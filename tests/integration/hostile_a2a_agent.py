@@ -1,11 +1,14 @@
 """An A2A agent (the a2a-sdk server alone, its own process) whose outputs break A2A's rules,
 for the tests of `A2AAgent` against a hostile or broken remote.
 
-    python hostile_a2a_agent.py --port PORT
+    python hostile_a2a_agent.py --port PORT [--sloppy-card]
 
 Skills (the message's `metadata.skill`), each stateful unless its name ends in `_ro`:
 - `empty_part`, `empty_part_ro`: completes with an artifact whose one part has no content;
-- `fail_empty_part`: fails with a status message whose one part has no content.
+- `fail_empty_part`: fails with a status message whose one part has no content;
+- `plain`: completes with `{"ok": true}`, as it should.
+With `--sloppy-card` its skills have no description and no tags (A2A requires both; the
+a2a-sdk serves such a card with a warning, and ProtoJSON leaves the empty fields out).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from a2a.types import a2a_pb2 as pb
 from google.protobuf import json_format, struct_pb2
 from starlette.applications import Starlette
 
-SKILLS = {"empty_part": False, "empty_part_ro": True, "fail_empty_part": False}
+SKILLS = {"empty_part": False, "empty_part_ro": True, "fail_empty_part": False, "plain": True}
 
 
-def card(url: str) -> pb.AgentCard:
+def card(url: str, sloppy: bool = False) -> pb.AgentCard:
     params = struct_pb2.Struct()
     params.update({"skills": {s: {"readOnly": ro} for s, ro in SKILLS.items()}})
     return pb.AgentCard(
@@ -40,7 +43,12 @@ def card(url: str) -> pb.AgentCard:
             streaming=False,
             extensions=[pb.AgentExtension(uri="urn:agentrt:a2a:skill-schemas:v1", params=params)],
         ),
-        skills=[pb.AgentSkill(id=s, name=s, description=s, tags=["hostile"]) for s in SKILLS],
+        skills=[
+            pb.AgentSkill(id=s, name=s)
+            if sloppy
+            else pb.AgentSkill(id=s, name=s, description=s, tags=["hostile"])
+            for s in SKILLS
+        ],
     )
 
 
@@ -55,6 +63,12 @@ class Hostile(AgentExecutor):
         if skill == "fail_empty_part":
             await updater.failed(updater.new_agent_message([pb.Part()]))
             return
+        if skill == "plain":
+            part = pb.Part(media_type="application/json")
+            part.data.struct_value.update({"ok": True})
+            await updater.add_artifact([part], name=skill)
+            await updater.complete()
+            return
         await updater.add_artifact([pb.Part()], name=skill)
         await updater.complete()
 
@@ -65,9 +79,10 @@ class Hostile(AgentExecutor):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--sloppy-card", action="store_true")
     args = p.parse_args()
     url = f"http://127.0.0.1:{args.port}/"
-    agent_card = card(url)
+    agent_card = card(url, args.sloppy_card)
     handler = DefaultRequestHandler(
         agent_executor=Hostile(), task_store=InMemoryTaskStore(), agent_card=agent_card
     )

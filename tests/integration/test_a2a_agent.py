@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -394,6 +395,42 @@ def test_a_retry_after_a_failed_remote_task_is_a_new_message(
 HOSTILE = Path(__file__).parent / "hostile_a2a_agent.py"
 
 
+@contextlib.contextmanager
+def hostile(*flags: str) -> Iterator[str]:
+    """hostile_a2a_agent.py in its own process; yields its card's URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(HOSTILE), "--port", str(port), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/.well-known/agent-card.json"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_a_remote_card_whose_skills_lack_description_and_tags_is_served(
+    runs_dir: Path,
+) -> None:
+    """A card the a2a-sdk serves (with a warning) though its skills have no description and
+    no tags: the proxy offers them, with their contracts from the extension, and runs them.
+    (Found by review: the proxy decoded the whole remote card into agentrt's AgentCard, whose
+    skills must have both, and ProtoJSON leaves empty ones out, so the actor failed to start:
+    "Object missing required field `tags` - at `$.skills[0]`", naming no remote.)"""
+    with hostile("--sloppy-card") as url:
+        spec = make_spec(
+            {"proxy": [{"name": "h", "class": "agentrt.actors:A2AAgent", "config": {"url": url}}]},
+            run={"entry": "h", "skill": "plain"},
+        )
+        with Runtime(spec, runs_dir=runs_dir) as rt:
+            card = rt.messenger.card("h")
+            assert card.contract("plain").read_only and not card.contract("empty_part").read_only
+            result = rt.wait(rt.ask_async("h", "plain", {}), timeout_s=60)
+        assert result.ok and result.data == {"ok": True}, result.error
+
+
 @pytest.mark.parametrize("skill", ["empty_part", "empty_part_ro", "fail_empty_part"])
 def test_a_remote_output_that_breaks_the_part_rule_fails_the_task(
     skill: str, runs_dir: Path
@@ -403,14 +440,7 @@ def test_a_remote_output_that_breaks_the_part_rule_fails_the_task(
     is not retried (the remote did the work). A failure whose status message has such a part
     still fails with the remote's state. (Found by review: a stateful skill's request was never
     answered, its exception lost on the proxy's call thread, until a timeout, if any.)"""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HOSTILE), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/.well-known/agent-card.json"
+    with hostile() as url:
         spec = make_spec(
             {"proxy": [{"name": "h", "class": "agentrt.actors:A2AAgent", "config": {"url": url}}]},
             run={"entry": "h", "skill": skill},
@@ -426,6 +456,3 @@ def test_a_remote_output_that_breaks_the_part_rule_fails_the_task(
             assert "A2A agent hostile" in str(result.error)
             assert "breaks A2A's rules" in str(result.error)
             assert "exactly one of text, raw, url or data" in str(result.error)
-    finally:
-        proc.terminate()
-        proc.wait(5)
