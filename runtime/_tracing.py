@@ -13,6 +13,7 @@ import msgspec
 import structlog
 
 from agentrt.protocols import (
+    BUILT_IN_EVENTS,
     Event,
     RunError,
     TraceEvent,
@@ -126,12 +127,23 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
         return [decoder.decode(line) for line in f if line.strip()]
 
 
+def _names_an_event(line: bytes) -> bool:
+    """False only for a JSON object whose `event` is none of agentrt's event names (`user`
+    included): a line agentrt never wrote as an event, not one it would misread."""
+    value = msgspec.json.decode(line)
+    return not isinstance(value, dict) or value.get("event") in _EVENT_NAMES
+
+
+_EVENT_NAMES = BUILT_IN_EVENTS | {"user"}
+
+
 def read_events(path: Path, clean: Callable[[Any], Any] | None = None) -> list[Event]:
     """The events of a trace file, typed, in file order (`clean`: applied to each line's JSON
     before it is typed, e.g. redaction). A torn last line (a process killed mid-write) is left
-    out; any other line that is not a valid event of this agentrt raises RunError naming the
-    file and the line: the trace was written by another (older) agentrt, e.g. one whose
-    messages had A2A 0.3's shapes."""
+    out, and so is a line named as none of agentrt's events (a log line of the run's own code:
+    structlog in a node ships every line to the trace); a line that names one of agentrt's
+    events but is not a valid one raises RunError naming the file and the line: the trace was
+    written by another (older) agentrt, e.g. one whose messages had A2A 0.3's shapes."""
     out: list[Event] = []
     bad: tuple[int, str] | None = None
     with path.open("rb") as f:
@@ -145,7 +157,11 @@ def read_events(path: Path, clean: Callable[[Any], Any] | None = None) -> list[E
                     out.append(decode_event(line))
                 else:
                     out.append(event_from_dict(clean(msgspec.json.decode(line))))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except msgspec.ValidationError as exc:
+                if not _names_an_event(line):
+                    continue
+                bad = (number, str(exc))
+            except msgspec.DecodeError as exc:
                 bad = (number, str(exc))
         else:
             return out

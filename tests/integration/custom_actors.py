@@ -165,6 +165,18 @@ class Leaky(Actor):
         return {"text": f"the key is {key}", "headers": {"x-api-key": key}}
 
 
+class Chatty(Actor):
+    """Logs with structlog, as STYLE.md asks of code: in a node, that line is shipped to the
+    run's trace like every event, though it is none of the runtime's typed events."""
+
+    @skill(input={"type": "object"}, read_only=True)
+    def chat(self, req: Request) -> dict[str, Any]:
+        import structlog
+
+        structlog.get_logger().info("fetched", url="http://example.test/a", size=3)
+        return {"said": "fetched"}
+
+
 class Effect(Actor):
     """Two skills over a folder `dir`. `compute` is read-only: it counts each run in
     `runs.log` and returns n squared (running it twice is harmless). `effect` is stateful:

@@ -266,3 +266,21 @@ def test_a_trace_an_older_agentrt_wrote_is_named_not_misread(tmp_path: Path) -> 
     assert "2 events" in agentrt("trace", "show", "torn", runs=tmp_path).stdout  # the torn one left out
     rows = {line.split()[0]: line.split() for line in agentrt("trace", "ls", runs=tmp_path).stdout.splitlines()[1:]}
     assert rows["old"][2] == "unreadable" and rows["torn"][2] != "unreadable"
+
+
+def test_a_log_line_of_the_runs_own_code_is_not_taken_for_an_older_agentrt(tmp_path: Path) -> None:
+    """An actor's own structlog line reaches the trace like every event (custom_actors:Chatty),
+    though it is none of agentrt's typed events: the trace tools leave it out and read the
+    rest. (Found by review: `trace show` refused the run, "written by another (older)
+    agentrt", and `trace ls` listed it unreadable.)"""
+    spec = make_spec(
+        {"w": [{"name": "chatty", "class": "custom_actors:Chatty"}]},
+        run={"entry": "chatty", "skill": "chat"},
+    )
+    with Runtime(spec, run_id="chatty", runs_dir=tmp_path) as rt:
+        assert rt.ask("chatty", "chat", {}, timeout_s=60).ok
+    assert '"event":"fetched"' in (tmp_path / "chatty" / "trace.jsonl").read_text()
+    shown = agentrt("trace", "show", "chatty", runs=tmp_path, check=False)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    rows = {line.split()[0]: line.split() for line in agentrt("trace", "ls", runs=tmp_path).stdout.splitlines()[1:]}
+    assert rows["chatty"][2] != "unreadable"
