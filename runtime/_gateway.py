@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
 import threading
@@ -52,6 +53,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentrt.protocols import (
+    MAX_ID,
     AgentCard,
     Artifact,
     EscalationAnswer,
@@ -581,8 +583,7 @@ class Gateway:
                 skill,
                 data,
                 text=text,
-                # The caller's retry runs it once; another caller's same messageId is another task.
-                idempotency_key=f"a2a:{owner}:{message.message_id}",
+                idempotency_key=_idempotency_key(owner, message.message_id),
                 task_id=task_id,
                 trace_id=trace_id,
                 validate=False,  # checked in `check`, with the A2A error
@@ -789,6 +790,16 @@ class Gateway:
             ),
         )
         job.ticket = None
+
+
+def _idempotency_key(owner: str, message_id: str) -> str:
+    """The runtime's idempotency key of a client's message: the caller's retry runs once,
+    another caller's same messageId is another task. Within the envelope's bound on ids (a
+    digest of the two when they are longer: a messageId may be as long as that bound)."""
+    key = f"a2a:{owner}:{message_id}"
+    if len(key) <= MAX_ID:
+        return key
+    return "a2a:sha256:" + hashlib.sha256(f"{owner}\0{message_id}".encode()).hexdigest()
 
 
 def _data(value: dict[str, Any]) -> Part:

@@ -158,6 +158,24 @@ def test_message_id_is_the_idempotency_key(gateway: Gateway, tmp_path: Path) -> 
     asyncio.run(go())
 
 
+def test_a_message_id_as_long_as_agentrt_takes_is_a_task(gateway: Gateway) -> None:
+    """A messageId of 256 characters (the most agentrt takes) becomes a task, and its retry
+    gets that task. (Found by review: the runtime's idempotency key, `a2a:<caller>:<id>`, was
+    longer than an envelope may carry, so the task failed with -32603 naming
+    `idempotencyKey`, a field the client never sent.)"""
+
+    async def go() -> None:
+        client = await client_for(gateway, "shouter", streaming=False)
+        msg = message(pb.Part(text="long"), message_id="m" * 256)
+        (first,) = await send(client, msg)
+        assert first.task.status.state == pb.TASK_STATE_COMPLETED, first.task.status
+        assert artifact_data(first.task) == {"text": "LONG!"}
+        (again,) = await send(client, msg)
+        assert again.task.id == first.task.id
+
+    asyncio.run(go())
+
+
 def test_return_immediately_then_get_task(gateway: Gateway, tmp_path: Path) -> None:
     async def go() -> None:
         client = await client_for(gateway, "desk", streaming=False)
