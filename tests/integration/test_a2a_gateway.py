@@ -894,3 +894,57 @@ def test_a_request_larger_than_a_frame_is_refused_before_it_is_read(tmp_path: Pa
             assert len([k for k in kept if k.startswith("task/")]) == 1  # only the one that fits
         finally:
             gw.stop()
+
+
+def test_after_a_restart_each_caller_still_sees_only_its_own_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tasks read back from the run's store keep their caller: after `serve --run-id`
+    again, bob's GetTask, ListTasks, SubscribeToTask and CancelTask do not find alice's task,
+    and no caller's token reaches the store."""
+    monkeypatch.setenv("AGENTRT_A2A_TOKEN_ALICE", "alice-Secret-1")
+    monkeypatch.setenv("AGENTRT_A2A_TOKEN_BOB", "bob-Secret-22")
+    spec = make_spec(
+        {"n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}]},
+        run={"entry": "shouter", "skill": "shout"},
+    )
+    runs = tmp_path / "runs"
+
+    def serving(call: Any) -> Any:
+        with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
+            gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", callers=["alice", "bob"])).start()
+            try:
+                return asyncio.run(call(gw))
+            finally:
+                gw.stop(grace_s=0.5)
+
+    async def as_caller(gw: Gateway, token: str, streaming: bool = False) -> Any:
+        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+        config = ClientConfig(streaming=streaming, httpx_client=http)
+        return await create_client(f"{gw.url}/a2a/shouter", client_config=config)
+
+    async def first(gw: Gateway) -> str:
+        alice = await as_caller(gw, "alice-Secret-1")
+        (done,) = await send(alice, message(pb.Part(text="mine")))
+        return str(done.task.id)
+
+    async def again(gw: Gateway, task_id: str) -> None:
+        alice, bob = await as_caller(gw, "alice-Secret-1"), await as_caller(gw, "bob-Secret-22")
+        assert artifact_data(await alice.get_task(pb.GetTaskRequest(id=task_id))) == {
+            "text": "MINE!"
+        }
+        assert [t.id for t in (await alice.list_tasks(pb.ListTasksRequest())).tasks] == [task_id]
+        assert not (await bob.list_tasks(pb.ListTasksRequest())).tasks
+        with pytest.raises(TaskNotFoundError):
+            await bob.get_task(pb.GetTaskRequest(id=task_id))
+        with pytest.raises(TaskNotFoundError):
+            await bob.cancel_task(pb.CancelTaskRequest(id=task_id))
+        bob_streams = await as_caller(gw, "bob-Secret-22", streaming=True)
+        with pytest.raises(TaskNotFoundError):
+            async for _ in bob_streams.subscribe(pb.SubscribeToTaskRequest(id=task_id)):
+                pass
+
+    task_id = serving(first)
+    serving(lambda gw: again(gw, task_id))
+    stored = (runs / "kept" / "state.sqlite").read_bytes()
+    assert task_id.encode() in stored and b"Secret-" not in stored
