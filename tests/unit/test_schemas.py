@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jsonschema
 import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentrt.protocols import (
     AgentSkill,
@@ -111,3 +115,29 @@ def test_the_part_rule_is_in_the_schema_too() -> None:
     assert jsonschema.Draft202012Validator(part).is_valid({"text": "t", "mediaType": "text/plain"})
     assert not jsonschema.Draft202012Validator(part).is_valid({"text": "t", "data": {"a": 1}})
     assert not jsonschema.Draft202012Validator(part).is_valid({"mediaType": "text/plain"})
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "text": st.sampled_from([None, "t", ""]),
+            "raw": st.sampled_from([None, "eHg="]),
+            "url": st.sampled_from([None, "https://example.test/f"]),
+            "data": st.sampled_from([None, {"a": 1}, 0, [], False]),
+            "mediaType": st.sampled_from([None, "text/plain"]),
+        },
+    )
+)
+def test_the_part_schema_takes_exactly_the_parts_the_decoder_takes(part: dict[str, Any]) -> None:
+    """An explicit null is no content, for the schema as for `Part`: `{"text": "t", "url":
+    null}` is a part, `{"data": null}` is none. (Found by review: the schema's oneOf only asked
+    for the key, so it refused the first and took the second, the decoder's opposite.)"""
+    schema = load("envelope.schema")
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/Part", "$defs": schema["$defs"]})
+    try:
+        msgspec.json.decode(msgspec.json.encode(part), type=Part)
+        decodes = True
+    except msgspec.ValidationError:
+        decodes = False
+    assert validator.is_valid(part) == decodes, part
