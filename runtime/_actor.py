@@ -19,6 +19,7 @@ import pykka
 
 from agentrt.protocols import (
     BUILT_IN_EVENTS,
+    MAX_NAME,
     ActorDrained,
     ActorError,
     ActorStartError,
@@ -515,6 +516,11 @@ class Actor:
         `handler(req)` exactly like an `@skill` method. Skills declared in `on_start` are on the
         card the node registers; one declared later is on this node's copy of the card only."""
         where = f"{type(self).__name__} skill '{id}'"
+        if len(id) > MAX_NAME:  # else its card could never be registered or sent
+            raise ValueError(
+                f"{where} has a {len(id)}-character id; a skill id is at most {MAX_NAME} "
+                "(MAX_NAME, as on the wire): declare it under a shorter id"
+            )
         if input is not None:
             validate_schema(input, f"{where} input")
         if output is not None:

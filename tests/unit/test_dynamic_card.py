@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from agentrt.protocols import MAX_NAME
 from agentrt.runtime import Actor, Request, SchemaError, skill
 
 
@@ -41,3 +42,13 @@ def test_declared_skills_join_the_class_skills_on_the_card() -> None:
 def test_a_declared_skill_with_a_broken_schema_is_refused_naming_it() -> None:
     with pytest.raises(SchemaError, match=r"Tools skill 'bad' input is not a valid JSON Schema"):
         Tools().declare_skill("bad", lambda req: None, input={"type": "no-such-type"})
+
+
+def test_a_declared_skill_whose_id_no_card_can_carry_is_refused_naming_it() -> None:
+    """A skill id longer than a card may carry (MAX_NAME: a remote A2A agent's, an MCP tool's)
+    is refused when declared, naming the rule. (Found by review: an A2AAgent in front of a
+    remote whose card had a 200-character skill id started, its node's card could not be
+    sent, and the run failed 30 s later: "nodes p did not register within 30s".)"""
+    Tools().declare_skill("s" * MAX_NAME, lambda req: None)
+    with pytest.raises(ValueError, match=rf"Tools skill 's+' has a {MAX_NAME + 1}-character id; a skill id is at most {MAX_NAME}"):
+        Tools().declare_skill("s" * (MAX_NAME + 1), lambda req: None)
