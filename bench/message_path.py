@@ -91,10 +91,11 @@ def raw(n: int, window: int, curve: bool = False) -> tuple[list[float], float]:
     return rtts, pipelined
 
 
-def agentrt(n: int, window: int, runs_dir: str) -> tuple[list[float], float]:
+def agentrt(n: int, window: int, runs_dir: str, pin: str = "auto") -> tuple[list[float], float]:
     spec = spec_from_dict(
         {
             "run": {"name": "message-path", "entry": "pinger", "skill": "ping"},
+            "placement": {"pin": pin},
             "nodes": [
                 {"name": "a", "actors": [{"name": "pinger", "class": "_echo:Pinger"}]},
                 {"name": "b", "actors": [{"name": "echo", "class": "_echo:Echo"}]},
@@ -117,12 +118,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="round trips per phase")
     ap.add_argument("--window", type=int, default=32, help="asks in flight in the pipelined phase")
+    ap.add_argument("--pin", choices=["auto", "on", "off"], default="auto", help="the spec's [placement] pin")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as runs:
         results = {
             "raw pyzmq": raw(args.n, args.window),
             "raw curve": raw(args.n, args.window, curve=True),
-            "agentrt": agentrt(args.n, args.window, runs),
+            "agentrt": agentrt(args.n, args.window, runs, args.pin),
         }
     print(f"message path: {args.n} round trips between 2 processes, window {args.window}")
     print(f"{'':<10} {'p50 rtt':>10} {'p99 rtt':>10} {'mean rtt':>10} {'msgs/s':>10}")

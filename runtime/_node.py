@@ -315,6 +315,11 @@ def main() -> int:
 
 def serve(boot: NodeBoot) -> int:
     """Host the boot's actors until stopped; the exit code."""
+    if boot.cpus:  # before any thread starts: threads inherit the main thread's CPUs
+        try:
+            os.sched_setaffinity(0, boot.cpus)
+        except OSError as exc:  # CPUs taken away since the supervisor looked: run unpinned
+            print(f"agentrt node '{boot.node.name}': not pinned to CPUs {boot.cpus}: {exc}", file=sys.stderr, flush=True)
     for path in reversed(boot.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)

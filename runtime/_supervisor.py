@@ -80,7 +80,7 @@ from ._keys import SUPERVISOR, KeyPair, Trust
 from ._membership import Down, Fence, Membership
 from ._messenger import Messenger, TaskResult
 from ._redact import LineRedactor, redact
-from ._spec import NodeBoot, Spec, entry_actor
+from ._spec import NodeBoot, Spec, entry_actor, placement
 from ._store import PostgresAdmin, describe, is_postgres
 from ._tracing import TraceWriter, configure, emit, event_name, get_logger
 
@@ -177,6 +177,7 @@ class Runtime:
         self.listen, advertise = spec.cluster.listen, spec.cluster.advertise
         self.spec = spec
         self.terminal = terminal
+        self._cpus = placement(spec, sorted(os.sched_getaffinity(0)))  # node -> the CPUs it is pinned to
         self.run_id = check_id(run_id or new_run_id(), "run id")
         self.run_dir = private_dir(Path(runs_dir or default_runs_dir()) / self.run_id)
         self.trace_path = self.run_dir / "trace.jsonl"
@@ -377,6 +378,7 @@ class Runtime:
             # Longer than the supervisor takes to declare it down: a short cut is healed by
             # fencing, a long one (or a dead supervisor) ends with the node stopping itself.
             lease_s=5 * sup.heartbeat_timeout_s if joined else 0.0,
+            cpus=self._cpus.get(node.name, []),
         )
 
     def _public_trust(self, node: str) -> Trust:

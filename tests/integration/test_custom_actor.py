@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -65,3 +66,18 @@ def test_a_node_dying_mid_run_is_reported(runs_dir: Path) -> None:
             match=r"node 'n1' \(pid \d+\) killed by signal 9; it is not restarted \(restart = temporary\) and runs 'sleeper'",
         ):
             rt.wait(future, timeout_s=30)
+
+
+def test_nodes_are_pinned_to_the_cpus_placement_gives_them(greeter_spec, runs_dir: Path) -> None:
+    """Each node process, and every thread it starts, runs on the CPUs `placement` chose."""
+    # "on": round robin whatever the count of CPUs this machine has
+    spec = msgspec.structs.replace(greeter_spec, placement=msgspec.structs.replace(greeter_spec.placement, pin="on"))
+    cpus = sorted(os.sched_getaffinity(0))
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        assert rt.ask("relay", "relay", {"name": "ada"}).ok
+        for k, node in enumerate(spec.nodes):
+            pid = rt.nodes[node.name].pid
+            want = {cpus[k % len(cpus)]}
+            threads = os.listdir(f"/proc/{pid}/task")
+            assert len(threads) > 3  # the I/O thread, actors' threads, ...
+            assert all(os.sched_getaffinity(int(t)) == want for t in threads), node.name

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentrt.runtime import SpecError, load_spec, spec_from_dict
-from agentrt.runtime._spec import refusal
+from agentrt.runtime._spec import placement, refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,3 +132,24 @@ def test_the_entry_defaults_to_the_one_actor_offering_the_run_skill() -> None:
     with pytest.raises(SpecError, match=r"skill 'run' \(run\.skill\), but 2 actors offer it \(a, boss\)"):
         entry_actor(run, ["boss", "a"])
     assert entry_actor(spec_from_dict(base(), "s.toml").run, ["boss"]) == "a"  # a named entry wins
+
+
+def _nodes(n: int, **extra: object) -> dict[str, object]:
+    nodes = [{"name": f"n{i}", "actors": [{"name": f"a{i}", "class": "m:C"}]} for i in range(n)]
+    return {"nodes": nodes, **extra}
+
+
+def test_placement_pins_each_node_to_a_cpu_of_its_own_when_there_are_enough() -> None:
+    assert placement(spec_from_dict(_nodes(2)), [0, 1]) == {"n0": [0], "n1": [1]}
+    assert placement(spec_from_dict(_nodes(3)), [0, 1]) == {}  # auto: more nodes than CPUs
+    assert placement(spec_from_dict(_nodes(3, placement={"pin": "on"})), [0, 1]) == {"n0": [0], "n1": [1], "n2": [0]}
+    assert placement(spec_from_dict(_nodes(2, placement={"pin": "off"})), [0, 1]) == {}
+
+
+def test_a_nodes_own_cpus_win_and_must_be_the_hosts() -> None:
+    data = _nodes(2, placement={"pin": "off"})
+    data["nodes"][0]["cpus"] = [1]  # type: ignore[index]
+    assert placement(spec_from_dict(data), [0, 1]) == {"n0": [1]}
+    data["nodes"][0]["cpus"] = [7]  # type: ignore[index]
+    with pytest.raises(SpecError, match="nodes\\[0\\].cpus names CPU 7.*CPUs 0, 1"):
+        placement(spec_from_dict(data), [0, 1])
