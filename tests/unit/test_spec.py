@@ -151,5 +151,5 @@ def test_a_nodes_own_cpus_win_and_must_be_the_hosts() -> None:
     data["nodes"][0]["cpus"] = [1]  # type: ignore[index]
     assert placement(spec_from_dict(data), [0, 1]) == {"n0": [1]}
     data["nodes"][0]["cpus"] = [7]  # type: ignore[index]
-    with pytest.raises(SpecError, match="nodes\\[0\\].cpus names CPU 7.*CPUs 0, 1"):
+    with pytest.raises(SpecError, match=r"nodes\[0\].cpus names CPU 7.*CPUs 0, 1"):
         placement(spec_from_dict(data), [0, 1])
