@@ -64,6 +64,7 @@ from ._delivery import Acknowledge, Command, Delivery, GiveUp, Policy, Transmit
 from ._keys import Trust, member_of_address
 from ._timers import Timers
 from ._tracing import emit, get_logger
+from ._tracing import flush as flush_trace
 from ._transport import DeathHandler, TraceHandler, Transport
 from ._validation import validate
 
@@ -266,6 +267,7 @@ class Messenger:
         if dead:  # the exact counts, whatever was sampled
             emit(self._log, MessageDeadLetterCounts(node=self.name, counts=dead))
         self.timers.stop()
+        flush_trace()  # what is buffered goes out before the sockets close
         self.transport.stop()
 
     # -- directory -----------------------------------------------------------------------
@@ -334,8 +336,8 @@ class Messenger:
                 task_id=envelope.task_id,
                 plan_task=envelope.plan_task,
                 bytes=len(frame),
-                envelope=envelope,
             ),
+            envelope=msgspec.Raw(frame),  # its wire bytes, as they are: the same map once decoded
         )
         if not isinstance(envelope.body, _RELIABLE):
             self.transport.send(endpoint, frame)

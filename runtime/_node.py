@@ -52,7 +52,6 @@ from ._spec import ActorSpec, NodeBoot, refusal
 from ._store import open_store
 from ._tracing import configure, emit, event_name, get_logger
 
-_packer = msgspec.msgpack.Encoder()
 IO_DIED = 70  # the exit code of a node whose I/O thread died (EX_SOFTWARE)
 FENCED = 75  # the exit code of a node told it was replaced (EX_TEMPFAIL: a host agent starts another)
 
@@ -92,7 +91,7 @@ class Node:
         self.refs: list[Any] = []
         self.hosts: list[_Host] = []
         # structlog first: loggers bound before `configure` would keep the default setup.
-        configure(self._ship, run_id=boot.run_id, node=self.name)
+        configure(self._ship, on_refused=self._unencodable, run_id=boot.run_id, node=self.name)
         self.messenger = Messenger(
             name=self.address,
             endpoint=boot.endpoint,
@@ -113,18 +112,16 @@ class Node:
             )
         self.store = open_store(boot.store, run_id=boot.run_id)
 
-    def _ship(self, event: dict[str, Any]) -> None:
-        """Send one trace event to the collector; one that cannot be encoded is dropped with an
-        `unencodable` dead letter, never raised into the actor that logged it."""
-        try:
-            frame = _packer.encode(event)
-        except (TypeError, ValueError, OverflowError) as exc:
-            self.messenger.dead_letter(
-                "unencodable",
-                f"trace event '{event_name(event)}' of '{event.get('actor')}' cannot be encoded: {exc}",
-            )
-            return
-        self.messenger.transport.ship(frame)
+    def _ship(self, batch: bytes) -> None:
+        """Send one batch of trace events (a msgpack array) to the collector."""
+        self.messenger.transport.ship(batch)
+
+    def _unencodable(self, event: dict[str, Any], exc: Exception) -> None:
+        """An event that cannot be encoded is dropped with an `unencodable` dead letter, never
+        raised into the actor that logged it."""
+        self.messenger.dead_letter(
+            "unencodable", f"trace event '{event_name(event)}' of '{event.get('actor')}' cannot be encoded: {exc}"
+        )
 
     def _io_died(self, reason: str) -> None:
         """The I/O thread died: nothing can be sent or received any more, so exit loudly (the

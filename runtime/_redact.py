@@ -156,7 +156,7 @@ def _scheme(m: re.Match[str]) -> str:
 
 # Every match of a rule above contains one of these (in lower case): text without any of
 # them is returned untouched after one scan (a regex built as a trie: one branch per letter).
-_HINTS = (
+HINTS = _HINTS = (
     # value rules
     "private key", "://", "bearer", "basic", "digest", "eyj", "sk-", "_live_", "_test_",
     "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "asia", "abia", "acca",

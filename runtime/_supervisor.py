@@ -200,7 +200,15 @@ class Runtime:
         self.started_at = time.time()
         self._unpack = msgspec.msgpack.Decoder()
         self._io_failure: str | None = None
-        configure(self._record, run_id=self.run_id, node=SUPERVISOR)
+        # The supervisor's own events are written at once (batch=False): they are few, and
+        # what reads them (progress, the summary) should not wait.
+        configure(
+            self._record,
+            batch=False,
+            on_refused=lambda event, exc: self._unencodable(event, SUPERVISOR, exc),
+            run_id=self.run_id,
+            node=SUPERVISOR,
+        )
         self.log = get_logger(actor=SUPERVISOR)
         # ipc paths are limited to ~100 bytes, so sockets live in a short temp folder, which
         # stop() removes (and this, if the messenger cannot even be made).
@@ -257,28 +265,30 @@ class Runtime:
 
     # -- trace events and the I/O thread ---------------------------------------------
 
-    def _record(self, event: dict[str, Any]) -> None:
-        """Write one of the supervisor's own events (structlog's sink)."""
-        try:
-            self.writer.write(event)
-        except (TypeError, ValueError, OverflowError) as exc:
-            self._unencodable(event, SUPERVISOR, exc)
+    def _record(self, batch: bytes) -> None:
+        """Write a batch of the supervisor's own events (its recorder's sink)."""
+        self._collect(SUPERVISOR, memoryview(batch))
 
     def _collect(self, node: str, frame: memoryview) -> None:
-        """Write one event shipped by `node` (the run's node its frame authenticated as; no
-        other process gets into the collector). On the I/O thread: nothing here may raise."""
+        """Write the events of one frame shipped by `node` (the run's node its frame
+        authenticated as; no other process gets into the collector): a batch (an array of
+        events) or one event. On the I/O thread: nothing here may raise."""
         try:
-            event = self._unpack.decode(frame)
+            got = self._unpack.decode(frame)
         except msgspec.DecodeError as exc:
             self.messenger.dead_letter("malformed", f"a trace event that is not msgpack: {exc}", peer=node, size=len(frame))
             return
-        if not isinstance(event, dict):
-            self.messenger.dead_letter("malformed", "a trace event that is not a map", peer=node, size=len(frame))
-            return
-        try:
-            self.writer.write(event)
-        except (TypeError, ValueError, OverflowError) as exc:
-            self._unencodable(event, node, exc)
+        events = got if isinstance(got, list) else [got]
+        if not all(isinstance(e, dict) for e in events):
+            self.messenger.dead_letter(
+                "malformed", "a trace event that is not a map (a frame holds a map, or an array of maps)", peer=node, size=len(frame)
+            )
+            events = [e for e in events if isinstance(e, dict)]
+        for event in events:
+            try:
+                self.writer.write(event)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._unencodable(event, node, exc)
 
     def _unencodable(self, event: dict[str, Any], node: str, exc: Exception) -> None:
         if not hasattr(self, "messenger"):  # an event of __init__'s, before there is one

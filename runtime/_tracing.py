@@ -1,8 +1,10 @@
-"""Trace events: structlog configured to stamp, redact and ship every event to the run's collector."""
+"""Trace events: recorded as plain dicts, redacted and shipped to the run's collector in batches."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,37 +25,199 @@ from agentrt.protocols import (
 )
 
 from ._files import append_private
-from ._redact import known_secrets, redact
+from ._redact import HINTS, known_secrets, redact
 
-Sink = Callable[[dict[str, Any]], None]
+Sink = Callable[[bytes], None]  # one batch: a msgpack array of events, already redacted
 Listener = Callable[[Event], None]
+Refused = Callable[[dict[str, Any], Exception], None]  # an event that cannot be encoded, and why
+
+MAX_BATCH = 512  # events shipped in one frame at most
+MAX_DELAY_S = 0.005  # how long an event may wait for others to share its frame
+MAX_BATCH_BYTES = 1024 * 1024  # a bigger batch is cut in two (one event alone may be bigger)
 
 
-def configure(sink: Sink, **static: Any) -> None:
-    """Route this process's structlog events to `sink`, stamped with `static` fields (run_id,
-    node, pid) and a `ts`, secrets redacted. Events never reach stdout."""
-    secrets = known_secrets()
-    fields = {"pid": os.getpid(), **static}
+class Recorder:
+    """This process's trace events, recorded as plain dicts (no per-event work beyond that),
+    redacted once per batch and handed to `sink` as one msgpack frame of at most `max_batch`
+    events, at most `max_delay_s` after the first of them (0: at once, on the recording thread).
+    Events keep the order in which they were recorded."""
 
-    def stamp(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        event.setdefault("ts", time.time())
-        for k, v in fields.items():
+    def __init__(
+        self,
+        sink: Sink,
+        static: dict[str, Any],
+        *,
+        secrets: list[str] | None = None,
+        max_batch: int = MAX_BATCH,
+        max_delay_s: float = MAX_DELAY_S,
+        on_refused: Refused | None = None,
+    ) -> None:
+        self.sink = sink
+        self.static = static
+        self.on_refused = on_refused
+        self._secrets = known_secrets() if secrets is None else secrets
+        self._exact = [s.encode().lower() for s in self._secrets]
+        self._max_batch = max_batch
+        self._max_delay = max_delay_s
+        self._events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._ship_lock = threading.Lock()  # batches leave in the order they were cut
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.shipped = 0  # events handed to the sink
+        self.refused = 0  # events that could not be encoded (dropped, reported)
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Keep `event` (a dict of builtins, or msgspec.Raw msgpack for a value already encoded)
+        for the next batch, stamped with this process's static fields and a `ts`."""
+        for k, v in self.static.items():
             event.setdefault(k, v)
-        return event
+        if "ts" not in event:
+            event["ts"] = time.time()
+        if self._max_delay <= 0:
+            self._ship([event])
+            return
+        with self._cond:
+            self._events.append(event)
+            n = len(self._events)
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._run, name="agentrt-trace", daemon=True)
+                self._thread.start()
+            if n == 1 or n >= self._max_batch:
+                self._cond.notify()
 
-    def scrub(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        return redact(event, secrets)  # type: ignore[no-any-return]
+    def flush(self) -> None:
+        """Ship what is buffered now, on this thread."""
+        with self._ship_lock:
+            with self._cond:
+                batch, self._events = self._events, []
+            if batch:
+                self._ship_ordered(batch)
 
-    def ship(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        sink(event)
+    def stop(self) -> None:
+        """Ship what is left and stop the shipping thread."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        self.flush()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._events and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return  # stop() flushes the rest
+                deadline = time.monotonic() + self._max_delay
+                while len(self._events) < self._max_batch and not self._stopped:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            self.flush()
+
+    def _ship(self, batch: list[dict[str, Any]]) -> None:
+        with self._ship_lock:
+            self._ship_ordered(batch)
+
+    def _ship_ordered(self, batch: list[dict[str, Any]]) -> None:
+        for i in range(0, len(batch), self._max_batch):
+            self._ship_one(batch[i : i + self._max_batch])
+
+    def _ship_one(self, batch: list[dict[str, Any]]) -> None:
+        frame, batch = self._frame(batch)
+        if frame is None:
+            return
+        if len(frame) > MAX_BATCH_BYTES and len(batch) > 1:  # big events: halves, in order
+            half = len(batch) // 2
+            self._ship_one(batch[:half])
+            self._ship_one(batch[half:])
+            return
+        self.shipped += len(batch)
+        with contextlib.suppress(Exception):  # the sink counts what it drops; recording never raises
+            self.sink(frame)
+
+    def _frame(self, batch: list[dict[str, Any]]) -> tuple[bytes | None, list[dict[str, Any]]]:
+        """The batch as one msgpack array, redacted: one scan of its bytes for anything a rule
+        could match; only a batch with such a hint is decoded, redacted and encoded again."""
+        try:
+            frame = _packer.encode(batch)
+        except (TypeError, ValueError, OverflowError):
+            batch = [e for e in batch if self._encodable(e)]
+            if not batch:
+                return None, batch
+            frame = _packer.encode(batch)
+        if self._clean(frame):
+            return frame, batch
+        return _packer.encode(redact(_unpacker.decode(frame), self._secrets)), batch
+
+    def _encodable(self, event: dict[str, Any]) -> bool:
+        try:
+            _packer.encode(event)
+            return True
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.refused += 1
+            if self.on_refused is not None:
+                with contextlib.suppress(Exception):
+                    self.on_refused(event, exc)
+            return False
+
+    def _clean(self, frame: bytes) -> bool:
+        """True if no redaction rule can match anything in `frame` (a superset check: every
+        rule's hint, the separators key names may use, the two non-ASCII letters that
+        lower-case to ASCII ones, and this process's exact secrets)."""
+        low = frame.lower()
+        if _BYTE_HINT.search(low):
+            return False
+        return not any(s in low for s in self._exact)
+
+
+_packer = msgspec.msgpack.Encoder()
+_unpacker = msgspec.msgpack.Decoder()
+# The hints of the text rules (runtime/_redact.py), plus what the key rules match once a name is
+# normalised from a spelling the hints do not cover ("Session.Key", "api key"), plus U+0130 and
+# U+212A (the only characters that lower-case to ASCII letters): any of them sends a batch the
+# slow way, through `redact` itself.
+_BYTE_HINT = re.compile(
+    b"|".join(
+        re.escape(h.encode())
+        for h in (*HINTS, "api", "access", "session", "signing", "private", "\u0130", "\u212a")
+    )
+)
+
+_recorder: Recorder | None = None
+
+
+def configure(
+    sink: Sink, *, batch: bool = True, on_refused: Refused | None = None, **static: Any
+) -> Recorder:
+    """Route this process's trace events (typed ones from `emit`, and free-form structlog
+    calls) to `sink`, in batches (`batch=False`: each at once), stamped with `static` fields
+    (run_id, node), the pid and a `ts`, secrets redacted. Events never reach stdout."""
+    global _recorder
+    recorder = Recorder(
+        sink,
+        {"pid": os.getpid(), **static},
+        max_delay_s=MAX_DELAY_S if batch else 0.0,
+        on_refused=on_refused,
+    )
+    old, _recorder = _recorder, recorder
+    if old is not None:
+        old.stop()
+
+    def record(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        recorder.record(event)
         raise structlog.DropEvent
 
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, stamp, scrub, ship],
+        processors=[structlog.contextvars.merge_contextvars, record],
         wrapper_class=structlog.BoundLogger,
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    return recorder
 
 
 def get_logger(**bound: Any) -> Any:
@@ -61,11 +225,33 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger().bind(**bound)
 
 
-def emit(log: Any, event: TraceEvent) -> None:
-    """Record one typed event through `log` (a structlog logger, whose bound fields fill what
-    the event leaves unset): stamped, redacted and shipped like every event."""
+def emit(log: Any, event: TraceEvent, **raw: msgspec.Raw) -> None:
+    """Record one typed event; the fields bound to `log` (a structlog logger) fill what the
+    event leaves unset. `raw`: fields already encoded as msgpack (an envelope's wire bytes),
+    embedded as they are. No structlog chain on this path: it is every message's."""
+    recorder = _recorder
+    if recorder is None:
+        return
     fields = event_to_dict(event)
-    log.info(fields.pop("event"), **fields)
+    for k, v in structlog.get_context(log).items():
+        fields.setdefault(k, v)
+    if raw:
+        fields.update(raw)
+    recorder.record(fields)
+
+
+def flush() -> None:
+    """Ship this process's buffered trace events now."""
+    if _recorder is not None:
+        _recorder.flush()
+
+
+def stop() -> None:
+    """Ship what is buffered and stop recording (a process on its way out)."""
+    global _recorder
+    recorder, _recorder = _recorder, None
+    if recorder is not None:
+        recorder.stop()
 
 
 def event_name(event: dict[str, Any]) -> str:

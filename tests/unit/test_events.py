@@ -29,6 +29,7 @@ from agentrt.protocols import (
     event_to_dict,
 )
 from agentrt.runtime._tracing import configure, emit, get_logger
+from agentrt.runtime._tracing import stop as stop_tracing
 from agentrt.schemas import load
 
 EVENT_TYPES: list[type[TraceEvent]] = list(typing.get_args(Event))
@@ -139,13 +140,14 @@ def test_unknown_and_invalid_events_are_refused_and_extra_fields_ignored() -> No
 def test_emit_goes_through_the_pipeline_stamped_and_redacted() -> None:
     """What a process records through `emit` is what a reader decodes, plus the stamps."""
     seen: list[dict[str, Any]] = []
-    configure(seen.append, run_id="r1", node="n1")
+    configure(lambda batch: seen.extend(msgspec.msgpack.decode(batch)), run_id="r1", node="n1")
     try:
         log = get_logger(actor="boss")
         emit(log, ScheduleDispatch(plan_task="t1", skill="lookup", worker="w", attempt=2))
         emit(log, UserEvent(name="leak", fields={"api_key": "sk-ant-abcdefghijklmnop"}))
         emit(log, EnvelopeSent(message_id="m1", kind="task-request", sender="boss", recipient="w", envelope=ENVELOPE))
     finally:
+        stop_tracing()  # ships what is buffered
         structlog.reset_defaults()
     events = [event_from_dict(e) for e in seen]
     dispatch, user, sent = events
@@ -166,7 +168,7 @@ def test_ctx_event_records_a_user_event_or_the_built_in_event_its_name_names() -
     from agentrt.runtime import Context, OfflineModel
 
     seen: list[dict[str, Any]] = []
-    configure(seen.append, run_id="r1", node="n1")
+    configure(lambda batch: seen.extend(msgspec.msgpack.decode(batch)), run_id="r1", node="n1")
     try:
         ctx = Context(name="boss", node="n1", run_id="r1", messenger=None, model=OfflineModel(), store=None, config={})  # type: ignore[arg-type]
         ctx.event("my.thing", x=1)
@@ -174,6 +176,7 @@ def test_ctx_event_records_a_user_event_or_the_built_in_event_its_name_names() -
         with pytest.raises(ValueError, match=r"trace event 'schedule.dispatch' is a built-in event .*\$\.attempt"):
             ctx.event("schedule.dispatch", plan_task="t1", skill="s", worker="w", attempt="two")
     finally:
+        stop_tracing()  # ships what is buffered
         structlog.reset_defaults()
     mine, dispatch = (event_from_dict(e) for e in seen)
     assert mine == UserEvent(name="my.thing", fields={"x": 1}, actor="boss", run_id="r1", node="n1", pid=mine.pid, ts=mine.ts)

@@ -1,8 +1,14 @@
-"""Secrets never reach a trace."""
+"""Secrets never reach a trace; the recorder ships every event, in order, in batches."""
 
 from __future__ import annotations
 
+import threading
+
+import msgspec
+import pytest
+
 from agentrt.runtime._redact import REDACTED, redact
+from agentrt.runtime._tracing import Recorder
 
 
 def test_secret_keys_and_values_are_redacted() -> None:
@@ -21,3 +27,72 @@ def test_secret_keys_and_values_are_redacted() -> None:
     assert "my-own-secret-value" not in text
     assert out["headers"]["accept"] == "json" and out["input_tokens"] == 5
     assert out["headers"]["x-api-key"] == REDACTED
+
+
+def _recorder(batches: list[list[dict]], **kw: object) -> Recorder:
+    return Recorder(lambda b: batches.append(msgspec.msgpack.decode(b)), {"node": "n1"}, secrets=["my-own-secret-value"], **kw)  # type: ignore[arg-type]
+
+
+def test_recorded_events_are_shipped_in_batches_all_of_them_in_order() -> None:
+    batches: list[list[dict]] = []
+    rec = _recorder(batches, max_batch=7, max_delay_s=0.001)
+    for i in range(100):
+        rec.record({"event": "user", "i": i})
+    rec.stop()
+    assert all(1 <= len(b) <= 7 for b in batches)
+    events = [e for b in batches for e in b]
+    assert [e["i"] for e in events] == list(range(100))
+    assert all(e["node"] == "n1" and e["ts"] > 0 for e in events) and rec.shipped == 100
+
+
+def test_events_from_many_threads_are_all_shipped_each_threads_in_its_order() -> None:
+    batches: list[list[dict]] = []
+    rec = _recorder(batches, max_delay_s=0.0005)
+
+    def work(t: int) -> None:
+        for i in range(300):
+            rec.record({"event": "user", "t": t, "i": i})
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    rec.stop()
+    events = [e for b in batches for e in b]
+    assert len(events) == 1200
+    for t in range(4):
+        assert [e["i"] for e in events if e["t"] == t] == list(range(300))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"event": "user", "headers": {"x-api-key": "abc"}},
+        {"event": "user", "Session.Key": "abc"},  # a key name the text hints do not spell
+        {"event": "user", "COO\u212aIE": "abc"},  # the Kelvin sign lower-cases to "k"
+        {"event": "user", "note": "the my-own-secret-value is here"},
+        {"event": "envelope.sent", "envelope": msgspec.Raw(msgspec.msgpack.encode({"auth": "abc"}))},
+    ],
+)
+def test_a_batch_with_anything_a_rule_could_match_is_redacted(event: dict) -> None:
+    batches: list[list[dict]] = []
+    rec = _recorder(batches, max_delay_s=0)
+    rec.record({"event": "user", "plain": "nothing to see"})
+    rec.record(event)
+    [[plain], [shipped]] = batches
+    assert plain["plain"] == "nothing to see"
+    assert "abc" not in repr(shipped) and "my-own-secret-value" not in repr(shipped)
+    assert REDACTED in repr(shipped)
+
+
+def test_an_event_that_cannot_be_encoded_is_reported_and_the_rest_shipped() -> None:
+    batches: list[list[dict]] = []
+    refused: list[str] = []
+    rec = _recorder(batches, max_delay_s=10)
+    rec.on_refused = lambda event, exc: refused.append(event["event"])
+    rec.record({"event": "a"})
+    rec.record({"event": "bad", "x": object()})
+    rec.record({"event": "b"})
+    rec.flush()
+    assert [e["event"] for b in batches for e in b] == ["a", "b"] and refused == ["bad"]
