@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 
 from ._errors import InvalidId
 
+# Ids come from a PRNG seeded from the OS once per process (and again in a forked child), not
+# from os.urandom each: a syscall per id (about ten per round trip) releases the GIL each time.
+# They need to be unique, not secret: a receiver deduplicates by (sender, id), so an id another
+# member could guess cannot shadow anyone else's message.
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+
 
 def new_trace_id() -> str:
     """A 128-bit trace id as 32 lowercase hex characters."""
-    return os.urandom(16).hex()
+    return f"{_rng.getrandbits(128):032x}"
 
 
 def new_span_id() -> str:
     """A 64-bit span id as 16 lowercase hex characters."""
-    return os.urandom(8).hex()
+    return f"{_rng.getrandbits(64):016x}"
 
 
 def new_id() -> str:
     """A 128-bit random id for messages, tasks and artifacts."""
-    return os.urandom(16).hex()
+    return f"{_rng.getrandbits(128):032x}"
 
 
 # Ids that become file or folder names (run ids, ticket ids, plan task ids): one rule, so a

@@ -116,8 +116,10 @@ class Delivery:
         self.policy = policy or Policy()
         self._out: dict[str, _Outgoing] = {}
         self._timers: list[tuple[float, str]] = []  # (due, message id); stale entries skipped
-        self._seen: dict[str, float] = {}  # id -> when it may be forgotten
-        self._expiry: list[tuple[float, str]] = []  # the same, as a heap
+        # (link, id) -> when it may be forgotten: ids are unique per sender, so one sender's
+        # id can never shadow another's message.
+        self._seen: dict[tuple[str, str], float] = {}
+        self._expiry: list[tuple[float, tuple[str, str]]] = []  # the same, as a heap
         self._seen_bytes = 0
         self._link_bytes: dict[str, int] = {}  # link -> bytes of its frames kept in _out
 
@@ -210,23 +212,24 @@ class Delivery:
         if link is None:
             return "later", []
         ack: list[Command] = [Acknowledge(link, (message_id,))]
-        if message_id in self._seen:
+        seen = (link, message_id)
+        if seen in self._seen:
             return "duplicate", ack
         if (
             len(self._seen) >= self.policy.max_seen
             or self._seen_bytes >= self.policy.max_seen_bytes
         ):
             return "later", []  # full: the sender's resend finds room once old ids expire
-        self._seen[message_id] = forget_at
-        heapq.heappush(self._expiry, (forget_at, message_id))
-        self._seen_bytes += len(message_id)
+        self._seen[seen] = forget_at
+        heapq.heappush(self._expiry, (forget_at, seen))
+        self._seen_bytes += len(message_id) + len(link)
         return "deliver", ack
 
     def _forget(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
-            _, message_id = heapq.heappop(self._expiry)
-            if self._seen.pop(message_id, None) is not None:
-                self._seen_bytes -= len(message_id)
+            _, seen = heapq.heappop(self._expiry)
+            if self._seen.pop(seen, None) is not None:
+                self._seen_bytes -= len(seen[0]) + len(seen[1])
 
     # -- introspection (tests, stats) -----------------------------------------------------
 

@@ -351,9 +351,8 @@ class Messenger:
             envelope.attempt,
         )
         with self._lock:
-            commands = self.delivery.send(
-                envelope.message_id, envelope.recipient, frame, time.time(), tag
-            )
+            # Its sent_at is the one clock read of an envelope (a resend's is the timer's).
+            commands = self.delivery.send(envelope.message_id, envelope.recipient, frame, envelope.sent_at, tag)
         self._apply(commands)
         self._arm()
 
@@ -688,9 +687,9 @@ class Messenger:
                 self._acked(peer, envelope, ids, size)
                 return
         # What its sender sends reliably (and only that) is acknowledged and deduplicated here.
-        if isinstance(body, _RELIABLE) and not self._take(envelope, size):
+        now = time.time()  # the one clock read of a received envelope
+        if isinstance(body, _RELIABLE) and not self._take(envelope, size, now):
             return
-        now = time.time()
         if envelope.deadline is not None and envelope.deadline < now:
             self.dead_letter(
                 "expired",
@@ -776,13 +775,11 @@ class Messenger:
                 size=size,
             )
 
-    def _take(self, envelope: Envelope, size: int) -> bool:
+    def _take(self, envelope: Envelope, size: int, now: float) -> bool:
         """Run a reliable envelope past the delivery core: True to hand it on (its first copy)."""
         link = envelope.sender if envelope.sender in self.routes else None
         with self._lock:
-            verdict, commands = self.delivery.receive(
-                envelope.message_id, link, envelope.sent_at, time.time()
-            )
+            verdict, commands = self.delivery.receive(envelope.message_id, link, envelope.sent_at, now)
         self._apply(commands)
         if verdict == "deliver":
             return True

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import msgspec
 
 from agentrt.protocols import SchemaError
@@ -15,28 +16,70 @@ from agentrt.protocols import SchemaError
 # agent cards, so a run has few; the bounds keep a flood of distinct ones from growing memory).
 _MAX_VALIDATORS = 1024
 _MAX_SCHEMA_BYTES = 16 * 1024 * 1024
-_cache: OrderedDict[bytes, jsonschema.protocols.Validator] = OrderedDict()
+_cache: OrderedDict[bytes, Compiled] = OrderedDict()
 _cache_bytes = 0
 _lock = threading.Lock()
+# The same, by the identity of the schema object a card holds (no re-serialising per call): the
+# object is kept with its validator, so its id cannot be reused while the entry lives.
+_by_id: dict[int, tuple[dict[str, Any], Compiled]] = {}
 
 
-def validator_for(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
-    """A cached validator for `schema` (Draft 2020-12 unless the schema says otherwise)."""
+class Compiled:
+    """One schema's validators: jsonschema-rs (compiled, full Draft 2020-12) says whether an
+    instance is valid; jsonschema, the reference, has the last word on an instance the fast one
+    refuses and writes the error (its messages name the field and the rule)."""
+
+    __slots__ = ("fast", "full")
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        self.full: jsonschema.protocols.Validator = cls(schema)
+        try:
+            self.fast: Any = jsonschema_rs.validator_for(schema)
+        except Exception:  # a schema it cannot compile (a remote $ref, say): the reference alone
+            self.fast = None
+
+    def is_valid(self, data: Any) -> bool:
+        if self.fast is not None:
+            try:
+                if self.fast.is_valid(data):
+                    return True
+            except Exception:  # a value it cannot take (a tuple, a huge int): ask the reference
+                pass
+        return bool(self.full.is_valid(data))
+
+    def best_error(self, data: Any) -> jsonschema.ValidationError | None:
+        return jsonschema.exceptions.best_match(self.full.iter_errors(data))
+
+
+def compiled(schema: dict[str, Any]) -> Compiled:
+    """The cached validators for `schema` (Draft 2020-12 unless the schema says otherwise)."""
     global _cache_bytes
+    hit = _by_id.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
     key = msgspec.json.encode(schema, order="sorted")
     with _lock:
         found = _cache.get(key)
         if found is not None:
             _cache.move_to_end(key)
-            return found
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        cls.check_schema(schema)
-        found = _cache[key] = cls(schema)
-        _cache_bytes += len(key)
-        while len(_cache) > 1 and (len(_cache) > _MAX_VALIDATORS or _cache_bytes > _MAX_SCHEMA_BYTES):
-            dropped, _ = _cache.popitem(last=False)
-            _cache_bytes -= len(dropped)
+        else:
+            found = _cache[key] = Compiled(schema)
+            _cache_bytes += len(key)
+            while len(_cache) > 1 and (len(_cache) > _MAX_VALIDATORS or _cache_bytes > _MAX_SCHEMA_BYTES):
+                dropped, _ = _cache.popitem(last=False)
+                _cache_bytes -= len(dropped)
+        if len(_by_id) >= _MAX_VALIDATORS:
+            _by_id.clear()
+        _by_id[id(schema)] = (schema, found)
         return found
+
+
+def validator_for(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """The reference validator for `schema` (SchemaError-free: raises jsonschema's own error
+    for a schema that is not valid)."""
+    return compiled(schema).full
 
 
 def _path(parts: Any) -> str:
@@ -51,7 +94,10 @@ def validate(schema: dict[str, Any] | None, data: Any, *, what: str) -> None:
     e.g. "input of skill 'lookup' on 'worker-1'"."""
     if schema is None:
         return
-    error = jsonschema.exceptions.best_match(validator_for(schema).iter_errors(data))
+    check = compiled(schema)
+    if check.is_valid(data):
+        return
+    error = check.best_error(data)
     if error is None:
         return
     field = _path(error.absolute_path)

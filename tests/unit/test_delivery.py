@@ -196,6 +196,13 @@ def test_a_copy_older_than_the_resends_is_stale_and_neither_handed_on_nor_acknow
     assert core.remembered == 0  # forgotten once no copy can be handed on any more
 
 
+def test_ids_are_remembered_per_sender_so_one_cannot_shadow_anothers_message() -> None:
+    core = Delivery()
+    assert core.receive("m1", "mallory", sent_at=0.0, now=0.0)[0] == "deliver"
+    assert core.receive("m1", "alice", sent_at=0.0, now=0.1)[0] == "deliver"  # not a duplicate
+    assert core.receive("m1", "alice", sent_at=0.0, now=0.2)[0] == "duplicate"
+
+
 def test_unknown_way_back_is_neither_acknowledged_nor_taken_on() -> None:
     core = Delivery()
     assert core.receive("m1", None, sent_at=0.0, now=0.0) == ("later", [])

@@ -58,3 +58,50 @@ def test_the_validator_cache_is_bounded_by_count_and_bytes(monkeypatch) -> None:
         assert len(_validation._cache) <= 5 and _validation._cache_bytes <= 2_000 + 400
     _validation._cache.clear()
     monkeypatch.setattr(_validation, "_cache_bytes", 0)
+
+
+# -- the compiled validator agrees with the reference ------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+import jsonschema_rs  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from agentrt.runtime._validation import Compiled  # noqa: E402
+from agentrt.schemas import DIR, load  # noqa: E402
+
+PROJECT = sorted(str(p.relative_to(DIR).with_suffix("")) for p in Path(DIR).rglob("*.json"))
+SCHEMAS = {name: load(name) for name in PROJECT}
+
+_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+_json = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12
+)
+
+
+def _shaped(schema: dict) -> st.SearchStrategy:
+    """Instances near `schema`'s shape (its property names, with values of any kind), which
+    reach more of its rules than arbitrary JSON does."""
+    props = schema.get("properties") or {}
+    if not props:
+        return _json
+    names = sorted(props)
+    return st.fixed_dictionaries({}, optional={n: _json | st.text(min_size=1, max_size=20) for n in names})
+
+
+COMPILED = {name: Compiled(schema) for name, schema in SCHEMAS.items()}
+FAST = {name: jsonschema_rs.validator_for(schema) for name, schema in SCHEMAS.items()}
+
+
+def test_the_compiled_validator_compiles_every_project_schema() -> None:
+    assert len(SCHEMAS) >= 10
+    assert all(c.fast is not None for c in COMPILED.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PROJECT), st.data())
+def test_the_compiled_validator_agrees_with_jsonschema(name: str, data: st.DataObject) -> None:
+    check = COMPILED[name]
+    instance = data.draw(_json | _shaped(SCHEMAS[name]))
+    assert FAST[name].is_valid(instance) == check.full.is_valid(instance)
