@@ -7,6 +7,7 @@ skills, which run concurrently on a bounded pool (they do not touch the actor's 
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -712,9 +713,28 @@ class _Host(pykka.ThreadingActor):
 
     # -- any thread: the messenger's delivery callback, and the node's death watch ----------
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # pykka's hook: a SimpleQueue (C, lock-free put) instead of queue.Queue's Python
+        # Condition; the actor still takes one message at a time, in order.
+        return queue.SimpleQueue()
+
     def accept(self, envelope: Envelope) -> None:
-        """Hand `envelope` to the actor's thread; ActorGone if the actor is not running."""
-        if isinstance(envelope.body, TaskRequest):
+        """Hand `envelope` on; ActorGone if the actor is not running. A request for a read-only
+        skill needs nothing of the actor's thread: it is checked, registered and handed to the
+        skill pool right here, on the thread that received it (one hand-off, not two).
+        Everything else goes to the actor's thread, one message at a time."""
+        body = envelope.body
+        if isinstance(body, TaskRequest):
+            decl = self.decls.get(body.skill)
+            if decl is not None and decl.read_only:
+                if not self.actor_ref.is_alive():
+                    raise ActorGone(f"actor '{self.ctx.name}' on node '{self.node}' is not running")
+                try:
+                    self._start(envelope, body)
+                except Exception as exc:  # as on the actor's thread: reported, never raised on
+                    emit(self.log, ActorError(error=f"{type(exc).__name__}: {exc}"))
+                return
             with self._running_lock:
                 self.accepted[envelope.message_id] = envelope
         try:

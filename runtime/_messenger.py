@@ -356,11 +356,12 @@ class Messenger:
         self._apply(commands)
         self._arm()
 
-    def send_quiet(self, recipient: str, body: Body) -> None:
-        """Send without tracing it (heartbeats: they would drown the trace)."""
+    def send_via_io(self, recipient: str, body: Body) -> None:
+        """Send through the I/O thread, untraced: heartbeats, which prove that its loop runs
+        (and would drown the trace)."""
         endpoint = self.routes.get(recipient)
         if endpoint is not None:
-            self.transport.send(endpoint, encode(self.envelope(sender=self.name, recipient=recipient, body=body)))
+            self.transport.send_via_io(endpoint, encode(self.envelope(sender=self.name, recipient=recipient, body=body)))
 
     # -- carrying out the delivery core's commands ------------------------------------------
 

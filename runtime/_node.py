@@ -247,7 +247,7 @@ class Node:
             for h in self.hosts:  # death watch inside the node: a dead actor's requests answered
                 h.reap()
             beat += 1  # through the I/O thread, like everything else: a stuck node stops beating
-            self.messenger.send_quiet(
+            self.messenger.send_via_io(
                 "supervisor", Heartbeat(node=self.name, pid=os.getpid(), seq=beat, epoch=self.boot.epoch)
             )
         self._shutdown()
@@ -286,7 +286,7 @@ def join(url: str, trust: Trust, *, listen: str = "", advertise: str = "", wait_
         deadline = time.monotonic() + wait_s
         while not welcomed.done():
             # Said again now and then: the first may have gone out before the supervisor listened.
-            probe.send_quiet(SUPERVISOR, Join(node=trust.me, endpoint=public, pid=os.getpid()))
+            probe.send_via_io(SUPERVISOR, Join(node=trust.me, endpoint=public, pid=os.getpid()))
             try:
                 welcomed.result(min(3.0, max(0.1, deadline - time.monotonic())))
             except TimeoutError:

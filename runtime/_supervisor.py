@@ -529,7 +529,7 @@ class Runtime:
                 self._fence(command.node, command.epoch)
         node = self.nodes.get(beat.node)
         if not commands and node is not None and node.remote and node.epoch == beat.epoch:
-            self.messenger.send_quiet(f"node:{beat.node}", Lease(node=beat.node, epoch=beat.epoch))
+            self.messenger.send_via_io(f"node:{beat.node}", Lease(node=beat.node, epoch=beat.epoch))
 
     def _fence(self, node: str, epoch: int) -> None:
         endpoint = self._stale_at.get(epoch)

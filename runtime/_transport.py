@@ -1,9 +1,14 @@
-"""Moves frames between processes: one I/O thread owns every ZeroMQ socket of the process.
+"""Moves frames between processes: each thread sends on sockets it owns; one I/O thread receives.
 
-Incoming frames arrive on one ROUTER bound at the process's endpoint. Outgoing frames go
-through one DEALER per peer endpoint. Other threads never touch those sockets: they hand
-frames to the I/O thread over an inproc PUSH socket of their own (ZeroMQ sockets are not
-thread-safe). Trace events take the same path to a PUSH socket aimed at the collector.
+Incoming frames arrive on one ROUTER bound at the process's endpoint, read by the I/O thread.
+Outgoing frames go through one DEALER per peer endpoint per sending thread: ZeroMQ's rule is
+one socket per thread, not one thread for all sockets, so a thread that sends needs no hand-off
+to another (a thread woken on the other CPU costs 30-40 us on a VM). Frames one thread sends to
+one peer arrive in the order it sent them; frames of different threads are not ordered (nor
+were they when one thread relayed them: it read their queues in turn). What must prove that the
+I/O loop runs (heartbeats) is handed to the I/O thread over an inproc PUSH socket and sent on
+its own DEALER; so are trace batches, to a PUSH socket aimed at the collector. A thread's
+sockets are closed when the thread ends (or at `stop`).
 
 Every socket that faces another process is CurveZMQ: the ROUTER and the collector are CURVE
 servers behind the ZAP gate (`_auth.Gate`, served on the I/O thread too), every DEALER and the
@@ -20,7 +25,7 @@ Bounds, and what happens at each (zguide's high-water mark of 1000 messages is t
   Python: it is refused as `malformed`. (libzmq hands a message over only once all its parts
   are in, and bounds only the size of each: a member of the run can make it hold parts x
   MAXMSGSIZE for a moment. No libzmq option bounds the number of parts.)
-- DEALER (envelopes out, one per peer): SNDHWM 1000; sent with NOBLOCK, so a full queue (a peer
+- DEALER (envelopes out, one per peer per sending thread): SNDHWM 1000; sent with NOBLOCK, so a full queue (a peer
   that does not read) drops the frame as a `queue-full` dead letter instead of blocking. Work
   the messenger keeps for acknowledgement is sent again later. LINGER 3 s at close.
 - Trace PUSH (node -> collector): SNDHWM 10,000 (events are small and many); NOBLOCK, a full
@@ -37,9 +42,11 @@ raised. If the thread dies anyway, `on_death` is called with the reason; the nod
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import traceback
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -80,8 +87,31 @@ RefusalHandler = Callable[[DeadLetterReason, str, str | None, int], None]  # rea
 DeathHandler = Callable[[str], None]
 
 
+class _Owned:
+    """The sockets one thread owns: its inproc PUSH to the I/O thread and its DEALERs to peers.
+    Closed by the thread itself when it ends (its thread-local dies with it), or by `stop`."""
+
+    def __init__(self) -> None:
+        self.push: zmq.Socket[Any] | None = None
+        self.dealers: dict[bytes, zmq.Socket[Any]] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for sock in [self.push, *self.dealers.values()]:
+            if sock is not None:
+                with contextlib.suppress(Exception):
+                    sock.close()  # each with its own linger: DEALERs still deliver what they hold
+        self.dealers.clear()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Transport:
-    """One process's ZeroMQ sockets and the I/O thread that owns them."""
+    """One process's ZeroMQ sockets and the I/O thread that receives on them."""
 
     def __init__(
         self,
@@ -106,8 +136,8 @@ class Transport:
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._inproc = f"inproc://agentrt-out-{next(_counter)}"
         self._local = threading.local()
-        self._pushes: list[zmq.Socket[Any]] = []
-        self._pushes_lock = threading.Lock()
+        self._owned: weakref.WeakSet[_Owned] = weakref.WeakSet()  # every thread's, for stop()
+        self._owned_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._io_ident: int | None = None  # the I/O thread's, once it runs
         self._closed = False
@@ -181,10 +211,22 @@ class Transport:
         self._thread = threading.Thread(target=self._loop, name="agentrt-io", daemon=True)
         self._thread.start()
 
+    def _mine(self) -> _Owned:
+        """This thread's sockets (ContextTerminated once the transport has stopped)."""
+        owned: _Owned | None = getattr(self._local, "owned", None)
+        if owned is None:
+            with self._owned_lock:
+                if self._closed:
+                    raise zmq.ContextTerminated()
+                owned = _Owned()
+                self._owned.add(owned)
+            self._local.owned = owned
+        return owned
+
     def _push(self) -> zmq.Socket[Any]:
-        sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
-        if sock is None:
-            with self._pushes_lock:
+        owned = self._mine()
+        if owned.push is None:
+            with self._owned_lock:
                 if self._closed:
                     raise zmq.ContextTerminated()
                 sock = self._ctx.socket(zmq.PUSH)
@@ -192,16 +234,27 @@ class Transport:
                 sock.setsockopt(zmq.SNDTIMEO, INPROC_WAIT_MS)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.connect(self._inproc)
-                self._pushes.append(sock)
-            self._local.sock = sock
-        return sock
+                owned.push = sock
+        return owned.push
 
     def send(self, endpoint: str, frame: bytes) -> None:
-        """Queue `frame` for the process bound at `endpoint` (sent at once when called on the
-        I/O thread, as acknowledgements are: it owns the sockets). Never raises, never blocks
-        for long: a frame that cannot be queued is refused as a dead letter."""
+        """Send `frame` to the process bound at `endpoint` on this thread's own DEALER to it.
+        Never raises, never blocks: a frame that cannot be queued is refused as a dead letter."""
         if threading.get_ident() == self._io_ident:
-            self._out(endpoint.encode(), frame)
+            self._out(self._dealers, endpoint.encode(), frame)
+            return
+        try:
+            owned = self._mine()
+        except zmq.ZMQError:  # stopping: the context is gone
+            self.errors["send"] += 1
+            return
+        self._out(owned.dealers, endpoint.encode(), frame, owned)
+
+    def send_via_io(self, endpoint: str, frame: bytes) -> None:
+        """Queue `frame` for the I/O thread to send (what must prove that its loop runs:
+        heartbeats). Never raises; waits at most INPROC_WAIT_MS for room, else refuses it."""
+        if threading.get_ident() == self._io_ident:
+            self._out(self._dealers, endpoint.encode(), frame)
             return
         try:
             self._push().send_multipart([_OUT, endpoint.encode(), frame], copy=False)
@@ -241,11 +294,11 @@ class Transport:
             except zmq.ZMQError:
                 self.errors["stop"] += 1
             self._thread.join(timeout_s)
-        with self._pushes_lock:
+        with self._owned_lock:
             self._closed = True
-            for sock in self._pushes:
-                sock.close(linger=0)
-            self._pushes.clear()
+            owned = list(self._owned)
+        for sockets in owned:
+            sockets.close()
         if self._thread is not None and self._thread.is_alive():
             # Wedged in a callback: its sockets stay open, so term() would wait forever.
             # The process is on its way out; leave the context to it.
@@ -263,23 +316,29 @@ class Transport:
         except Exception:  # the report failed; the frame is dropped all the same
             self.errors["on_refused"] += 1
 
-    def _dealer(self, endpoint: bytes) -> zmq.Socket[Any]:
-        sock = self._dealers.get(endpoint)
+    def _dealer(self, dealers: dict[bytes, zmq.Socket[Any]], endpoint: bytes, owned: _Owned | None) -> zmq.Socket[Any]:
+        sock = dealers.get(endpoint)
         if sock is None:
             where = endpoint.decode()
-            sock = self._client(zmq.DEALER, self._server_keys.get(where), HWM)
-            try:
-                sock.connect(where)
-            except zmq.ZMQError:
-                sock.close(linger=0)
-                raise
-            self._dealers[endpoint] = sock
+            with self._owned_lock:  # a thread's sockets are made while stop() cannot close them
+                if owned is not None and (self._closed or owned.closed):
+                    raise zmq.ContextTerminated()
+                sock = self._client(zmq.DEALER, self._server_keys.get(where), HWM)
+                try:
+                    sock.connect(where)
+                except zmq.ZMQError:
+                    sock.close(linger=0)
+                    raise
+                dealers[endpoint] = sock
         return sock
 
-    def _out(self, endpoint: bytes, frame: Any) -> None:
+    def _out(
+        self, dealers: dict[bytes, zmq.Socket[Any]], endpoint: bytes, frame: Any, owned: _Owned | None = None
+    ) -> None:
+        """Send `frame` on the DEALER to `endpoint` among `dealers` (the calling thread's)."""
         size = len(frame)
         try:
-            self._dealer(endpoint).send(frame, zmq.NOBLOCK)
+            self._dealer(dealers, endpoint, owned).send(frame, zmq.NOBLOCK)
         except zmq.Again:
             self._refuse(
                 "queue-full",
@@ -372,7 +431,7 @@ class Transport:
                 return True
             tag = msg[0]
             if tag == _OUT:
-                self._out(msg[1], msg[2])
+                self._out(self._dealers, msg[1], msg[2])
             elif tag == _TRACE:
                 self._trace(msg[1])
             elif tag == _STOP:

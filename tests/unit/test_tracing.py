@@ -96,3 +96,26 @@ def test_an_event_that_cannot_be_encoded_is_reported_and_the_rest_shipped() -> N
     rec.record({"event": "b"})
     rec.flush()
     assert [e["event"] for b in batches for e in b] == ["a", "b"] and refused == ["bad"]
+
+
+def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> None:
+    import time
+
+    from agentrt.protocols import DataPart, Envelope, Message, Task, TaskRequest, TaskStatus, encode, new_id
+
+    request = Envelope(
+        message_id=new_id(), trace_id=new_id(), span_id=new_id()[:16], sender="pinger", recipient="echo", sent_at=time.time(),
+        body=TaskRequest(skill="echo", message=Message(message_id=new_id(), role="user", parts=[DataPart(data={"seq": 1})])),
+    )  # fmt: skip
+    reply = Envelope(
+        message_id=new_id(), trace_id=new_id(), span_id=new_id()[:16], sender="echo", recipient="pinger", sent_at=time.time(),
+        body=Task(id="t1", context_id="t1", status=TaskStatus(state="completed"), metadata={"usage": {"inputTokens": 0, "outputTokens": 0}}),
+    )  # fmt: skip
+    batches: list[list[dict]] = []
+    rec = _recorder(batches, max_delay_s=10)
+    for env in (request, reply):
+        rec.record({"event": "envelope.sent", "kind": env.kind, "envelope": msgspec.Raw(encode(env))})
+        rec.record({"event": "task.state", "state": "completed", "input_tokens": 3})
+    rec.flush()
+    assert rec.redacted == 0 and len(batches[0]) == 4
+    assert batches[0][0]["envelope"]["body"]["skill"] == "echo"  # the wire bytes, a map once read
