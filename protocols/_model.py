@@ -627,6 +627,9 @@ class Envelope(Wire):
     # The sending node's incarnation, given at its start or join (0: the supervisor, or a node
     # not yet admitted). A receiver drops, as `stale`, what a replaced incarnation sends.
     epoch: int = 0
+    # Ids of messages from the recipient that the sender acknowledges, riding on this envelope
+    # (acks are delayed a little to find one going the same way; see runtime/_delivery.py).
+    acks: Annotated[list[Id], msgspec.Meta(max_length=4096)] | None = None
 
     @property
     def kind(self) -> str:

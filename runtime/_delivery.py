@@ -8,7 +8,7 @@ Sender: `send` keeps the frame and returns a `Transmit`; `due(now)` returns a `T
 message whose ack is late (waits double from `ack_wait_s` up to `max_wait_s`) and, after
 `max_sends` (or `give_up_s` after the first send), a `GiveUp`; `acked(ids)` cancels resends. Receiver: `receive` says what to do
 with one arriving copy: `deliver` the first copy, `duplicate` for the others (both
-acknowledged: the ack of the first may have been lost), `later` when there is no way back to
+acknowledged, later: the ack of the first may have been lost), `later` when there is no way back to
 the sender yet (not acknowledged: its resend brings it again), `stale` for a copy older than
 the sender's resends (dropped: its sender has given up on it, or will at its next timer, and
 said it was undelivered, so handing it on could run it twice).
@@ -20,13 +20,17 @@ is remembered for `window_s` after it was first sent (longer than any copy is ha
 `max_seen` ids (or `max_seen_bytes`) are remembered, new messages are answered `later`
 instead of forgetting ids early, so the bound never costs exactly-once.
 
-Acks carry lists of ids (`Acknowledge.ids`) so a shell may batch them; ids are opaque here, so
-per-link sequence numbers and cumulative acks can replace them without touching the shell.
+Acks are delayed, as TCP's are: `receive` only notes the id; the shell takes what is noted for a
+link (`take_acks`) into the next envelope it sends there, and `due` returns one `Acknowledge`
+with all of a link's ids once the oldest has waited `ack_delay_s` with nothing going that way
+(well under `ack_wait_s`, so no resend is spent on it). Ids are opaque here, so per-link
+sequence numbers and cumulative acks can replace them without touching the shell.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,8 +82,16 @@ class Policy:
     max_seen: int = 200_000
     max_seen_bytes: int = 64 * 1024 * 1024
     max_link_bytes: int = 128 * 1024 * 1024  # frames kept for resending, per link
+    # How long an ack may wait to ride on an envelope going its way before it goes alone.
+    ack_delay_s: float = 0.02
+    max_acks: int = 1024  # ids taken into one envelope or one Acknowledge
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ack_delay_s < self.ack_wait_s / 2:
+            raise ValueError(
+                f"delivery: ack_delay_s ({self.ack_delay_s:g}) must be under half of ack_wait_s "
+                f"({self.ack_wait_s:g}), or delayed acks would cost resends"
+            )
         if not self.resend_span_s() < self.give_up_s < self.window_s:
             raise ValueError(
                 f"delivery: the resends ({self.resend_span_s():g} s) < give_up_s "
@@ -122,6 +134,9 @@ class Delivery:
         self._expiry: list[tuple[float, tuple[str, str]]] = []  # the same, as a heap
         self._seen_bytes = 0
         self._link_bytes: dict[str, int] = {}  # link -> bytes of its frames kept in _out
+        self._acks: dict[str, dict[str, None]] = {}  # link -> ids to acknowledge (in order, once)
+        self._acks_due: dict[str, float] = {}  # link -> when its acks go alone
+        self._resend_span = self.policy.resend_span_s()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -180,24 +195,51 @@ class Delivery:
             commands.append(Transmit(message_id, out.link, out.frame, out.sends))
         if not self._out:
             self._timers.clear()
+        for link in [k for k, at in self._acks_due.items() if at <= now]:
+            while self._acks.get(link):
+                commands.append(Acknowledge(link, self.take_acks(link)))
         return commands
 
     def next_due(self) -> float | None:
-        """When `due` next has something to do (None: nothing is waiting for an ack)."""
+        """When `due` next has something to do (None: nothing waits for an ack, and no ack
+        waits to be sent)."""
+        acks = min(self._acks_due.values(), default=None)
         while self._timers:
             at, message_id = self._timers[0]
             out = self._out.get(message_id)
             if out is not None and out.due == at:
-                return at
+                return at if acks is None else min(at, acks)
             heapq.heappop(self._timers)
-        return None
+        return acks
+
+    def take_acks(self, link: str) -> tuple[str, ...]:
+        """The ids noted for acknowledgement to `link` (at most `max_acks`, oldest first), to go
+        in the envelope the shell is about to send there; they are no longer noted."""
+        noted = self._acks.get(link)
+        if not noted:
+            return ()
+        if len(noted) <= self.policy.max_acks:
+            ids = tuple(noted)
+            del self._acks[link]
+            self._acks_due.pop(link, None)
+            return ids
+        ids = tuple(itertools.islice(noted, self.policy.max_acks))
+        for message_id in ids:
+            del noted[message_id]
+        return ids
+
+    def _note_ack(self, link: str, message_id: str, now: float) -> None:
+        noted = self._acks.get(link)
+        if noted is None:
+            noted = self._acks[link] = {}
+            self._acks_due[link] = now + self.policy.ack_delay_s
+        noted[message_id] = None
 
     # -- receiving -----------------------------------------------------------------------
 
-    def receive(
-        self, message_id: str, link: str | None, sent_at: float, now: float
-    ) -> tuple[Verdict, list[Command]]:
-        """One arriving copy of a reliable message from `link` (None: no way back yet)."""
+    def receive(self, message_id: str, link: str | None, sent_at: float, now: float) -> Verdict:
+        """One arriving copy of a reliable message from `link` (None: no way back yet). The
+        first copy and its duplicates are noted for acknowledgement (see `take_acks`, `due`)."""
         self._forget(now)
         # A copy is handed on only while its sender may still wait for it: its sender gives
         # up (and says 'undelivered', and its asker may retry elsewhere) at the end of its
@@ -206,24 +248,25 @@ class Delivery:
         # Not acknowledged either: a sender whose timers ran late may still be resending it,
         # and must give up on it (at give_up_s at the latest), not be told it arrived.
         born = min(sent_at, now)
-        if now - born >= self.policy.resend_span_s():
-            return "stale", []
+        if now - born >= self._resend_span:
+            return "stale"
         forget_at = born + self.policy.window_s
         if link is None:
-            return "later", []
-        ack: list[Command] = [Acknowledge(link, (message_id,))]
+            return "later"
         seen = (link, message_id)
         if seen in self._seen:
-            return "duplicate", ack
+            self._note_ack(link, message_id, now)  # again: the first ack may have been lost
+            return "duplicate"
         if (
             len(self._seen) >= self.policy.max_seen
             or self._seen_bytes >= self.policy.max_seen_bytes
         ):
-            return "later", []  # full: the sender's resend finds room once old ids expire
+            return "later"  # full: the sender's resend finds room once old ids expire
         self._seen[seen] = forget_at
         heapq.heappush(self._expiry, (forget_at, seen))
         self._seen_bytes += len(message_id) + len(link)
-        return "deliver", ack
+        self._note_ack(link, message_id, now)
+        return "deliver"
 
     def _forget(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:

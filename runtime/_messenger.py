@@ -315,10 +315,18 @@ class Messenger:
             raise RoutingError(
                 f"cannot send to '{envelope.recipient}': no such address in the directory"
             )
+        with self._lock:  # acks noted for the recipient ride on this envelope
+            acks = self.delivery.take_acks(envelope.recipient)
+        if acks:
+            envelope = msgspec.structs.replace(envelope, acks=list(acks))
         frame = encode(envelope)
         try:
             check_limits(envelope, frame, self.limits)
         except FrameError as exc:
+            if acks:  # they made it too big: they go alone, and the envelope is tried without
+                self._acknowledge(envelope.recipient, acks)
+                self.send(msgspec.structs.replace(envelope, acks=None))
+                return
             self.dead_letter("over-limit", str(exc), envelope=envelope, size=len(frame))
             raise OverLimit(f"not sent: {exc}") from None
         self.stats["sent"] += 1
@@ -385,12 +393,16 @@ class Messenger:
                     emit(self._log, EnvelopeResent(message_id=message_id, send=send))
                 self._emit(endpoint, frame)
             case Acknowledge(link=link, ids=ids):
-                endpoint = self.routes.get(link)
-                if endpoint is not None:
-                    ack = self.envelope(sender=self.name, recipient=link, body=Ack(ids=list(ids)))
-                    self._emit(endpoint, encode(ack))
+                self._acknowledge(link, ids)
             case GiveUp(message_id=message_id, sends=sends, tag=tag):
                 self._gave_up(message_id, sends, tag)
+
+    def _acknowledge(self, link: str, ids: tuple[str, ...]) -> None:
+        """Send acks alone (none went that way in time to carry them)."""
+        endpoint = self.routes.get(link)
+        if endpoint is not None:
+            self.stats["acks-alone"] += 1
+            self._emit(endpoint, encode(self.envelope(sender=self.name, recipient=link, body=Ack(ids=list(ids)))))
 
     def _gave_up(self, message_id: str, sends: int, tag: Any) -> None:
         self.stats["undelivered"] += 1
@@ -664,6 +676,8 @@ class Messenger:
         if refusal is not None:
             self.dead_letter(refusal[0], refusal[1], envelope=envelope, peer=peer, size=size)
             return
+        if envelope.acks:  # acks riding on the envelope, whatever it carries
+            self._acked(peer, envelope, envelope.acks, size)
         body = envelope.body
         if (
             peer in self.epochs
@@ -780,8 +794,9 @@ class Messenger:
         """Run a reliable envelope past the delivery core: True to hand it on (its first copy)."""
         link = envelope.sender if envelope.sender in self.routes else None
         with self._lock:
-            verdict, commands = self.delivery.receive(envelope.message_id, link, envelope.sent_at, now)
-        self._apply(commands)
+            verdict = self.delivery.receive(envelope.message_id, link, envelope.sent_at, now)
+        if verdict in ("deliver", "duplicate"):  # its ack is noted: it goes alone at the
+            self._arm()  # delivery timer if no envelope goes that way before
         if verdict == "deliver":
             return True
         self.stats[verdict] += 1

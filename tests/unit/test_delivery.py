@@ -54,22 +54,30 @@ class World:
                 self.given_up_at[cmd.message_id] = self.now
 
     def send(self, side: str, n: int) -> None:
+        """A new message; the acks noted for the other side ride on it (as the shell does)."""
         message_id = f"{side}{n}"
         self.sent[message_id] = self.now
-        self.apply(side, self.cores[side].send(message_id, self.other(side), b"frame", self.now))
+        acks = self.cores[side].take_acks(self.other(side))
+        commands = self.cores[side].send(message_id, self.other(side), b"frame", self.now)
+        first = commands[0]
+        if isinstance(first, Transmit) and acks:
+            self.net.append(Packet(to=first.link, data=(message_id, self.now), ack=acks))
+            commands = commands[1:]
+        elif acks:
+            self.net.append(Packet(to=self.other(side), ack=acks))
+        self.apply(side, commands)
 
     def arrive(self, packet: Packet) -> None:
         core = self.cores[packet.to]
+        if packet.ack:  # alone, or riding on a message
+            core.acked(packet.ack)
+            self.acked_at_sender.update(packet.ack)
         if packet.data is not None:
             message_id, sent_at = packet.data
-            verdict, commands = core.receive(message_id, self.other(packet.to), sent_at, self.now)
+            verdict = core.receive(message_id, self.other(packet.to), sent_at, self.now)
             if verdict == "deliver":
                 self.delivered[packet.to].append(message_id)
                 self.handed_on_at[message_id] = self.now
-            self.apply(packet.to, commands)
-        else:
-            core.acked(packet.ack)
-            self.acked_at_sender.update(packet.ack)
 
     def tick(self, dt: float) -> None:
         self.now += dt
@@ -187,26 +195,26 @@ def test_give_up_after_max_sends_with_growing_waits() -> None:
 def test_a_copy_older_than_the_resends_is_stale_and_neither_handed_on_nor_acknowledged() -> None:
     core = Delivery()
     span = core.policy.resend_span_s()  # 15.75 s: the sender gives up then at the earliest
-    assert core.receive("m1", "peer", sent_at=0.0, now=1.0)[0] == "deliver"
-    assert core.receive("m1", "peer", sent_at=0.0, now=span - 0.1)[0] == "duplicate"
-    assert core.receive("m1", "peer", sent_at=0.0, now=span) == ("stale", [])
+    assert core.receive("m1", "peer", sent_at=0.0, now=1.0) == "deliver"
+    assert core.receive("m1", "peer", sent_at=0.0, now=span - 0.1) == "duplicate"
+    assert core.receive("m1", "peer", sent_at=0.0, now=span) == "stale"
     # A first copy that late is not handed on either: its sender says 'undelivered'.
-    assert core.receive("m2", "peer", sent_at=0.0, now=span + 1) == ("stale", [])
-    assert core.receive("m3", "peer", sent_at=100.0, now=161.0)[0] == "stale"
+    assert core.receive("m2", "peer", sent_at=0.0, now=span + 1) == "stale"
+    assert core.receive("m3", "peer", sent_at=100.0, now=161.0) == "stale"
     assert core.remembered == 0  # forgotten once no copy can be handed on any more
 
 
 def test_ids_are_remembered_per_sender_so_one_cannot_shadow_anothers_message() -> None:
     core = Delivery()
-    assert core.receive("m1", "mallory", sent_at=0.0, now=0.0)[0] == "deliver"
-    assert core.receive("m1", "alice", sent_at=0.0, now=0.1)[0] == "deliver"  # not a duplicate
-    assert core.receive("m1", "alice", sent_at=0.0, now=0.2)[0] == "duplicate"
+    assert core.receive("m1", "mallory", sent_at=0.0, now=0.0) == "deliver"
+    assert core.receive("m1", "alice", sent_at=0.0, now=0.1) == "deliver"  # not a duplicate
+    assert core.receive("m1", "alice", sent_at=0.0, now=0.2) == "duplicate"
 
 
 def test_unknown_way_back_is_neither_acknowledged_nor_taken_on() -> None:
     core = Delivery()
-    assert core.receive("m1", None, sent_at=0.0, now=0.0) == ("later", [])
-    assert core.receive("m1", "peer", sent_at=0.0, now=0.5)[0] == "deliver"
+    assert core.receive("m1", None, sent_at=0.0, now=0.0) == "later"
+    assert core.receive("m1", "peer", sent_at=0.0, now=0.5) == "deliver"
 
 
 @given(st.lists(st.floats(0.0, 200.0), min_size=1, max_size=300))
@@ -217,7 +225,7 @@ def test_seen_ids_are_bounded_by_count_and_bytes_without_losing_exactly_once(gap
     for i, gap in enumerate(gaps):
         now += gap / 100
         for message_id in (f"m{i}", f"m{max(0, i - 3)}"):  # new ones and recent duplicates
-            verdict, _ = core.receive(message_id, "peer", sent_at=now - 0.1, now=now)
+            verdict = core.receive(message_id, "peer", sent_at=now - 0.1, now=now)
             if verdict == "deliver":
                 handed_on.append(message_id)
             assert core.remembered <= policy.max_seen
@@ -330,3 +338,43 @@ def test_dead_letter_counts_add_up_over_the_lives_of_a_restarted_node() -> None:
     counts, _ = summarize(events)
     assert counts == {("node:n1", "invalid"): 65}
     assert render(events)[0] == "dead letters: 65"
+
+
+def test_acks_wait_to_ride_on_the_next_envelope_and_go_alone_only_after_a_short_silence() -> None:
+    core = Delivery(Policy(ack_delay_s=0.02))
+    for i, now in enumerate((10.0, 10.005, 10.01)):
+        assert core.receive(f"m{i}", "peer", sent_at=now, now=now) == "deliver"
+    assert core.receive("m0", "peer", sent_at=10.0, now=10.011) == "duplicate"  # noted once
+    assert core.due(10.019) == [] and core.next_due() == 10.02
+    assert core.due(10.02) == [Acknowledge("peer", ("m0", "m1", "m2"))]
+    assert core.next_due() is None and core.due(11.0) == []
+    # What an envelope going that way takes is not sent again alone.
+    core.receive("m3", "peer", sent_at=12.0, now=12.0)
+    assert core.take_acks("peer") == ("m3",) and core.take_acks("peer") == ()
+    assert core.next_due() is None and core.due(13.0) == []
+
+
+def test_a_duplicate_is_acknowledged_again_and_one_envelope_takes_at_most_max_acks() -> None:
+    core = Delivery(Policy(max_acks=2))
+    core.receive("m1", "peer", sent_at=0.0, now=0.0)
+    assert core.take_acks("peer") == ("m1",)
+    assert core.receive("m1", "peer", sent_at=0.0, now=0.1) == "duplicate"  # its ack was lost?
+    core.receive("m2", "peer", sent_at=0.1, now=0.1)
+    core.receive("m3", "peer", sent_at=0.1, now=0.1)
+    assert core.take_acks("peer") == ("m1", "m2") and core.take_acks("peer") == ("m3",)
+
+
+def test_an_ack_that_arrives_after_the_resend_or_the_give_up_changes_nothing() -> None:
+    core = Delivery(Policy(max_sends=2, ack_wait_s=0.25, max_wait_s=0.25, give_up_s=1.0, window_s=2.0))
+    core.send("m1", "peer", b"f", now=0.0)
+    assert [type(c) for c in core.due(0.25)] == [Transmit]  # resent: the ack is late
+    assert core.acked(["m1"]) == 1 and core.due(10.0) == []  # the late ack still stops it
+    core.send("m2", "peer", b"f", now=20.0)
+    core.due(20.25)
+    assert [type(c) for c in core.due(20.5)] == [GiveUp]
+    assert core.acked(["m2"]) == 0 and core.waiting == 0  # later than the give-up: nothing to stop
+
+
+def test_an_ack_delay_as_long_as_the_resends_is_refused() -> None:
+    with pytest.raises(ValueError, match="ack_delay_s"):
+        Policy(ack_delay_s=0.2)

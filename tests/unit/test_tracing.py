@@ -101,7 +101,16 @@ def test_an_event_that_cannot_be_encoded_is_reported_and_the_rest_shipped() -> N
 def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> None:
     import time
 
-    from agentrt.protocols import DataPart, Envelope, Message, Task, TaskRequest, TaskStatus, encode, new_id
+    from agentrt.protocols import (
+        DataPart,
+        Envelope,
+        Message,
+        Task,
+        TaskRequest,
+        TaskStatus,
+        encode,
+        new_id,
+    )
 
     request = Envelope(
         message_id=new_id(), trace_id=new_id(), span_id=new_id()[:16], sender="pinger", recipient="echo", sent_at=time.time(),
