@@ -2,35 +2,44 @@
 
 The baseline is the least a ZeroMQ program can do for the same exchange: a DEALER in one
 process and a ROUTER in another, msgspec-encoded request and reply frames, no validation,
-no tracing, no actor threads; `raw curve` is the same over CurveZMQ, as agentrt's sockets
-are (what the encryption alone costs). agentrt adds envelopes, schema checks at sender and
-receiver, pykka hand-offs, and a trace event for each send, receive and task state.
+no tracing, no actor threads. `raw curve` is the same over CurveZMQ, as agentrt's sockets
+are (the honest ceiling once authentication is on); `pykka` is an ask to a pykka actor in the
+same process (no sockets at all); `ray` is a Ray actor call between two processes, when `ray`
+is importable (it is not a dependency). agentrt adds envelopes, CurveZMQ with ZAP, schema
+checks at sender and receiver, reliable delivery (acks, dedup) and a trace event for each
+send, receive and task state, all on.
 
-    python bench/message_path.py [--n 2000] [--window 32]
+    python bench/message_path.py [--n 2000] [--pipelined 20000] [--window 32] [--pin auto|on|off]
 
-Prints p50/p99 round trip and pipelined throughput for both, in one run; its last line
-is `agentrt/raw throughput ratio: X.XX`.
+Each row: p50/p99 round trip over `--n` sequential asks, and throughput over `--pipelined`
+asks with `--window` in flight; `1KB`/`64KB` rows pad each request (echoed back). Its last
+two lines are `agentrt/raw p50 latency ratio: X.XX` and `agentrt/raw throughput ratio: X.XX`
+(raw = plain raw pyzmq, same payload).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import multiprocessing as mp
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import pykka
 import zmq
 
 from agentrt.runtime import Runtime, spec_from_dict
 
 HERE = Path(__file__).resolve().parent
+Result = tuple[list[float], float, int]  # round trips (s), pipelined seconds, pipelined count
 
 
-def _raw_echo_server(endpoint: str, ready: mp.Event, secret: bytes | None) -> None:  # type: ignore[valid-type]
+def _raw_echo_server(endpoint: str, ready: Any, secret: bytes | None) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     if secret is not None:  # CurveZMQ as agentrt's sockets use it (without ZAP: crypto only)
@@ -45,12 +54,12 @@ def _raw_echo_server(endpoint: str, ready: mp.Event, secret: bytes | None) -> No
         msg = dec.decode(frame)
         if msg.get("stop"):
             break
-        sock.send_multipart([ident, enc.encode({"seq": msg["seq"]})])
+        sock.send_multipart([ident, enc.encode(msg)])  # the payload back, as agentrt's echo does
     sock.close(linger=0)
     ctx.term()
 
 
-def raw(n: int, window: int, curve: bool = False) -> tuple[list[float], float]:
+def raw(n: int, pipelined: int, window: int, pad: int = 0, curve: bool = False) -> Result:
     sock_dir = tempfile.mkdtemp(prefix="agentrt-bench-")
     endpoint = f"ipc://{sock_dir}/echo.sock"
     server_public, server_secret = zmq.curve_keypair()
@@ -68,30 +77,92 @@ def raw(n: int, window: int, curve: bool = False) -> tuple[list[float], float]:
     sock.connect(endpoint)
     enc = msgspec.msgpack.Encoder()
     dec = msgspec.msgpack.Decoder()
+    extra = {"pad": "x" * pad} if pad else {}
     rtts = []
     for i in range(n):
         t = time.perf_counter()
-        sock.send(enc.encode({"seq": i}))
+        sock.send(enc.encode({"seq": i, **extra}))
         assert dec.decode(sock.recv())["seq"] == i
         rtts.append(time.perf_counter() - t)
     t = time.perf_counter()
     sent = received = 0
-    while received < n:
-        while sent < n and sent - received < window:
-            sock.send(enc.encode({"seq": sent}))
+    while received < pipelined:
+        while sent < pipelined and sent - received < window:
+            sock.send(enc.encode({"seq": sent, **extra}))
             sent += 1
         dec.decode(sock.recv())
         received += 1
-    pipelined = time.perf_counter() - t
+    elapsed = time.perf_counter() - t
     sock.send(enc.encode({"stop": True}))
     server.join(10)
     sock.close(linger=0)
     ctx.term()
     shutil.rmtree(sock_dir, ignore_errors=True)
-    return rtts, pipelined
+    return rtts, elapsed, pipelined
 
 
-def agentrt(n: int, window: int, runs_dir: str, pin: str = "auto") -> tuple[list[float], float]:
+class _PykkaEcho(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+def pykka_ask(n: int, pipelined: int, window: int) -> Result:
+    """An ask to a pykka actor in this process: the floor of a thread hand-off each way."""
+    ref = _PykkaEcho.start()
+    try:
+        rtts = []
+        for i in range(n):
+            t = time.perf_counter()
+            assert ref.ask({"seq": i})["seq"] == i
+            rtts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        in_flight: collections.deque[Any] = collections.deque()
+        for i in range(pipelined):
+            if len(in_flight) >= window:
+                in_flight.popleft().get()
+            in_flight.append(ref.ask({"seq": i}, block=False))
+        while in_flight:
+            in_flight.popleft().get()
+        return rtts, time.perf_counter() - t, pipelined
+    finally:
+        ref.stop()
+
+
+def ray_calls(n: int, pipelined: int, window: int) -> Result | str:
+    """Ray actor calls between two processes, or why there is no such row."""
+    try:
+        import ray  # type: ignore[import-not-found]
+    except ImportError:
+        return "skipped: ray is not importable here (it is not a dependency of agentrt)"
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+
+        @ray.remote
+        class Echo:
+            def echo(self, msg: Any) -> Any:
+                return msg
+
+        echo = Echo.remote()
+        ray.get(echo.echo.remote({"seq": -1}))
+        rtts = []
+        for i in range(n):
+            t = time.perf_counter()
+            ray.get(echo.echo.remote({"seq": i}))
+            rtts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        in_flight: collections.deque[Any] = collections.deque()
+        for i in range(pipelined):
+            if len(in_flight) >= window:
+                ray.get(in_flight.popleft())
+            in_flight.append(echo.echo.remote({"seq": i}))
+        ray.get(list(in_flight))
+        return rtts, time.perf_counter() - t, pipelined
+    finally:
+        ray.shutdown()
+
+
+def agentrt(n: int, pipelined: int, window: int, runs_dir: str, pin: str, pads: list[int]) -> dict[int, Result]:
+    """agentrt asks between two node processes, one run per payload size (same nodes)."""
     spec = spec_from_dict(
         {
             "run": {"name": "message-path", "entry": "pinger", "skill": "ping"},
@@ -104,9 +175,15 @@ def agentrt(n: int, window: int, runs_dir: str, pin: str = "auto") -> tuple[list
         "bench/message_path",
         base_dir=str(HERE),
     )
+    out = {}
     with Runtime(spec, runs_dir=runs_dir) as rt:
-        out = rt.ask("pinger", "ping", {"n": n, "window": window}, timeout_s=600).unwrap()
-    return out["rtts"], out["pipelined_s"]
+        rt.ask("pinger", "ping", {"n": 200, "window": window}, timeout_s=600).unwrap()  # warm up
+        for pad in pads:
+            got = rt.ask(
+                "pinger", "ping", {"n": pipelined, "sequential": n, "window": window, "bytes": pad}, timeout_s=600
+            ).unwrap()
+            out[pad] = (got["rtts"], got["pipelined_s"], pipelined)
+    return out
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -116,26 +193,40 @@ def pct(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=2000, help="round trips per phase")
+    ap.add_argument("--n", type=int, default=2000, help="sequential round trips per row (latency)")
+    ap.add_argument("--pipelined", type=int, default=20000, help="asks in the pipelined phase (throughput)")
     ap.add_argument("--window", type=int, default=32, help="asks in flight in the pipelined phase")
     ap.add_argument("--pin", choices=["auto", "on", "off"], default="auto", help="the spec's [placement] pin")
     args = ap.parse_args()
+    n, p, w = args.n, args.pipelined, args.window
+    small = max(1, n // 4), max(1, p // 10)  # the padded rows: fewer, they are only for scale
+    rows: dict[str, Result | str] = {}
+    rows["raw pyzmq"] = raw(n, p, w)
+    rows["raw curve"] = raw(n, p, w, curve=True)
+    rows["raw 1KB"] = raw(*small, w, pad=1024)
+    rows["raw 64KB"] = raw(*small, w, pad=65536)
+    rows["pykka ask"] = pykka_ask(n, p, w)
+    rows["ray"] = ray_calls(n, p, w)
     with tempfile.TemporaryDirectory() as runs:
-        results = {
-            "raw pyzmq": raw(args.n, args.window),
-            "raw curve": raw(args.n, args.window, curve=True),
-            "agentrt": agentrt(args.n, args.window, runs, args.pin),
-        }
-    print(f"message path: {args.n} round trips between 2 processes, window {args.window}")
-    print(f"{'':<10} {'p50 rtt':>10} {'p99 rtt':>10} {'mean rtt':>10} {'msgs/s':>10}")
+        main_row = agentrt(n, p, w, runs, args.pin, [0])[0]
+        padded = agentrt(*small, w, runs, args.pin, [1024, 65536])
+    rows["agentrt"] = main_row
+    rows["agentrt 1KB"] = padded[1024]
+    rows["agentrt 64KB"] = padded[65536]
+    print(f"message path: {n} sequential round trips, then {p} pipelined (window {w}), between 2 processes")
+    print(f"{'':<13} {'p50 rtt':>10} {'p99 rtt':>10} {'mean rtt':>10} {'msgs/s':>10}")
     tput = {}
-    for name, (rtts, pipelined) in results.items():
-        tput[name] = args.n / pipelined
+    for name, row in rows.items():
+        if isinstance(row, str):
+            print(f"{name:<13} {row}")
+            continue
+        rtts, elapsed, count = row
+        tput[name] = count / elapsed
         print(
-            f"{name:<10} {pct(rtts, 0.5) * 1e6:>8.0f}us {pct(rtts, 0.99) * 1e6:>8.0f}us "
+            f"{name:<13} {pct(rtts, 0.5) * 1e6:>8.0f}us {pct(rtts, 0.99) * 1e6:>8.0f}us "
             f"{statistics.fmean(rtts) * 1e6:>8.0f}us {tput[name]:>10.0f}"
         )
-    ratio = statistics.median(results["agentrt"][0]) / statistics.median(results["raw pyzmq"][0])
+    ratio = statistics.median(rows["agentrt"][0]) / statistics.median(rows["raw pyzmq"][0])  # type: ignore[index]
     print(f"agentrt/raw p50 latency ratio: {ratio:.2f}")
     print(f"agentrt/raw throughput ratio: {tput['agentrt'] / tput['raw pyzmq']:.2f}")
 

@@ -82,14 +82,15 @@ class Policy:
     max_seen: int = 200_000
     max_seen_bytes: int = 64 * 1024 * 1024
     max_link_bytes: int = 128 * 1024 * 1024  # frames kept for resending, per link
-    # How long an ack may wait to ride on an envelope going its way before it goes alone.
-    ack_delay_s: float = 0.02
+    # How long an ack may wait to ride on an envelope going its way before it goes alone
+    # (None: 20 ms, or a quarter of ack_wait_s if that is less).
+    ack_delay_s: float | None = None
     max_acks: int = 1024  # ids taken into one envelope or one Acknowledge
 
     def __post_init__(self) -> None:
-        if not 0 <= self.ack_delay_s < self.ack_wait_s / 2:
+        if not 0 <= self.ack_delay() < self.ack_wait_s / 2:
             raise ValueError(
-                f"delivery: ack_delay_s ({self.ack_delay_s:g}) must be under half of ack_wait_s "
+                f"delivery: ack_delay_s ({self.ack_delay():g}) must be under half of ack_wait_s "
                 f"({self.ack_wait_s:g}), or delayed acks would cost resends"
             )
         if not self.resend_span_s() < self.give_up_s < self.window_s:
@@ -98,6 +99,10 @@ class Policy:
                 f"({self.give_up_s:g}) < window_s ({self.window_s:g}) is required, or a copy "
                 "could be stale before its sender gives up on it"
             )
+
+    def ack_delay(self) -> float:
+        """Seconds an ack may wait for an envelope to carry it."""
+        return min(0.02, self.ack_wait_s / 4) if self.ack_delay_s is None else self.ack_delay_s
 
     def wait(self, send: int) -> float:
         """Seconds to wait for an ack after send number `send`."""
@@ -137,6 +142,7 @@ class Delivery:
         self._acks: dict[str, dict[str, None]] = {}  # link -> ids to acknowledge (in order, once)
         self._acks_due: dict[str, float] = {}  # link -> when its acks go alone
         self._resend_span = self.policy.resend_span_s()
+        self._ack_delay = self.policy.ack_delay()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -232,7 +238,7 @@ class Delivery:
         noted = self._acks.get(link)
         if noted is None:
             noted = self._acks[link] = {}
-            self._acks_due[link] = now + self.policy.ack_delay_s
+            self._acks_due[link] = now + self._ack_delay
         noted[message_id] = None
 
     # -- receiving -----------------------------------------------------------------------
