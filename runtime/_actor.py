@@ -7,11 +7,12 @@ skills, which run concurrently on a bounded pool (they do not touch the actor's 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -656,6 +657,57 @@ class _Post(msgspec.Struct, frozen=True):
     request: Request | None
 
 
+class _Pool:
+    """Threads that run read-only skill calls, at most `size` at once: a queue and workers
+    started as they are needed. Leaner than ThreadPoolExecutor (no Future per call, no
+    per-call locks beyond the queue's): a call's outcome goes back as its reply."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._stopped = False
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self._queue.put((fn, args))
+        with self._lock:
+            if self._idle > 0:  # a waiting worker takes it: count it busy from now
+                self._idle -= 1
+                return
+            if self._threads >= self._size or self._stopped:
+                return  # it waits for a worker to finish
+            self._threads += 1
+            n = self._threads
+        threading.Thread(target=self._work, name=f"{self._name}_{n - 1}", daemon=True).start()
+
+    def shutdown(self) -> None:
+        """Let the workers go once they are done (calls still queued are not run)."""
+        with self._lock:
+            self._stopped = True
+            threads = self._threads
+        while True:  # drop what waits, then one stop per worker
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in range(threads):
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args = item
+            with contextlib.suppress(BaseException):  # _run answers the request itself
+                fn(*args)
+            with self._lock:
+                self._idle += 1
+
+
 class _Host(pykka.ThreadingActor):
     """Hosts one Actor on a pykka thread; turns envelopes into skill calls and replies."""
 
@@ -668,9 +720,7 @@ class _Host(pykka.ThreadingActor):
         self.ctx = ctx
         self.messenger = messenger
         self.node = node
-        self.pool = ThreadPoolExecutor(
-            max_workers=max(1, type(actor).concurrency), thread_name_prefix=f"{ctx.name}-skill"
-        )
+        self.pool = _Pool(max(1, type(actor).concurrency), f"{ctx.name}-skill")
         # Requests being run, by (sender, task id): task ids are chosen by whoever asks.
         self.running: dict[tuple[str, str], Request] = {}
         self._running_lock = threading.Lock()
@@ -766,7 +816,7 @@ class _Host(pykka.ThreadingActor):
         try:
             self.actor.on_stop()
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.shutdown()
 
     def on_receive(self, message: Any) -> Any:
         # Nothing a message does may stop the actor: pykka would stop it on an exception.

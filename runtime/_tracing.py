@@ -171,7 +171,7 @@ class Recorder:
         rule's hint, the separators key names may use, the two non-ASCII letters that
         lower-case to ASCII ones, and this process's exact secrets)."""
         low = frame.lower()
-        if _BYTE_HINT.search(low):
+        if _BYTE_HINT.search(low) or _AWS_HINT.search(frame):
             return False
         return not any(s in low for s in self._exact)
 
@@ -184,6 +184,12 @@ _unpacker = msgspec.msgpack.Decoder()
 # name: not `inputTokens`), key names in any spelling ("Session.Key", "api key"), and U+0130 and
 # U+212A (the only characters that lower-case to ASCII letters). A batch with none of them is
 # shipped as it is; one with any goes through `redact` itself.
+# AWS key ids are upper case (the rule is case-sensitive): looked for as such, in the bytes as
+# they are, since one in lower case ("acca") is all hex digits and turns up in ids.
+_AWS = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "ANPA", "ANVA", "APKA", "AROA", "ASCA")
+_AWS_HINT = re.compile(b"A(?:" + b"|".join(a[1:].encode() for a in _AWS) + b")")
+
+
 def _byte_trie(words: dict[bytes, bytes]) -> bytes:
     """An alternation of `words` as a trie (one branch per byte: Python's regex engine tries
     far fewer branches per position than with a flat `a|b|c`), each word followed by its
@@ -207,7 +213,7 @@ def _byte_trie(words: dict[bytes, bytes]) -> bytes:
 _BYTE_HINT = re.compile(
     _byte_trie(
         {
-            **{h.encode(): b"" for h in HINTS if h not in ("token", "sk-")},
+            **{h.encode(): b"" for h in HINTS if h not in ("token", "sk-") and h.upper() not in _AWS},
             b"token": rb"(?![a-z0-9])",
             b"sk-": rb"(?<![a-z0-9_]sk-)",
             **{w: rb"[^a-z0-9]*key" for w in (b"api", b"access", b"session", b"signing", b"private")},

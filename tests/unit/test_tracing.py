@@ -72,6 +72,7 @@ def test_events_from_many_threads_are_all_shipped_each_threads_in_its_order() ->
         {"event": "user", "Session.Key": "abc"},  # a key name the text hints do not spell
         {"event": "user", "COO\u212aIE": "abc"},  # the Kelvin sign lower-cases to "k"
         {"event": "user", "note": "the my-own-secret-value is here"},
+        {"event": "user", "note": "key id AKIAABCDEFGHIJKLMNOP"},
         {"event": "envelope.sent", "envelope": msgspec.Raw(msgspec.msgpack.encode({"auth": "abc"}))},
     ],
 )
@@ -82,7 +83,7 @@ def test_a_batch_with_anything_a_rule_could_match_is_redacted(event: dict) -> No
     rec.record(event)
     [[plain], [shipped]] = batches
     assert plain["plain"] == "nothing to see"
-    assert "abc" not in repr(shipped) and "my-own-secret-value" not in repr(shipped)
+    assert "abc" not in repr(shipped) and "my-own-secret-value" not in repr(shipped) and "AKIA" not in repr(shipped)
     assert REDACTED in repr(shipped)
 
 
@@ -124,7 +125,7 @@ def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> N
     rec = _recorder(batches, max_delay_s=10)
     for env in (request, reply):
         rec.record({"event": "envelope.sent", "kind": env.kind, "envelope": msgspec.Raw(encode(env))})
-        rec.record({"event": "task.state", "state": "completed", "input_tokens": 3})
+        rec.record({"event": "task.state", "state": "completed", "input_tokens": 3, "task_id": "9accab"})
     rec.flush()
     assert rec.redacted == 0 and len(batches[0]) == 4
     assert batches[0][0]["envelope"]["body"]["skill"] == "echo"  # the wire bytes, a map once read
