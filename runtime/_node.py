@@ -304,6 +304,19 @@ def join(url: str, trust: Trust, *, listen: str = "", advertise: str = "", wait_
     return msgspec.structs.replace(boot, trust=trust, endpoint=bound, advertise=public, epoch=welcome.epoch)
 
 
+def _pin(node: str, cpus: list[int]) -> None:
+    """Run this process (every thread it will start) on `cpus`, as SCHED_BATCH: its threads
+    share those CPUs and hand work to each other, and a woken thread that preempted the one
+    holding the GIL would only wait for it (SCHED_BATCH turns off wakeup preemption)."""
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError as exc:  # CPUs taken away since the supervisor looked: run unpinned
+        print(f"agentrt node '{node}': not pinned to CPUs {cpus}: {exc}", file=sys.stderr, flush=True)
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def main() -> int:
     _die_with_parent()
     boot = msgspec.json.decode(sys.stdin.buffer.read(), type=NodeBoot)
@@ -313,10 +326,7 @@ def main() -> int:
 def serve(boot: NodeBoot) -> int:
     """Host the boot's actors until stopped; the exit code."""
     if boot.cpus:  # before any thread starts: threads inherit the main thread's CPUs
-        try:
-            os.sched_setaffinity(0, boot.cpus)
-        except OSError as exc:  # CPUs taken away since the supervisor looked: run unpinned
-            print(f"agentrt node '{boot.node.name}': not pinned to CPUs {boot.cpus}: {exc}", file=sys.stderr, flush=True)
+        _pin(boot.node.name, boot.cpus)
     for path in reversed(boot.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)

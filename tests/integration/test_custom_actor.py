@@ -69,7 +69,8 @@ def test_a_node_dying_mid_run_is_reported(runs_dir: Path) -> None:
 
 
 def test_nodes_are_pinned_to_the_cpus_placement_gives_them(greeter_spec, runs_dir: Path) -> None:
-    """Each node process, and every thread it starts, runs on the CPUs `placement` chose."""
+    """Each node process, and every thread it starts, runs on the CPUs `placement` chose, as
+    SCHED_BATCH (no wakeup preemption among threads that share a CPU and the GIL)."""
     # "on": round robin whatever the count of CPUs this machine has
     spec = msgspec.structs.replace(greeter_spec, placement=msgspec.structs.replace(greeter_spec.placement, pin="on"))
     cpus = sorted(os.sched_getaffinity(0))
@@ -81,3 +82,4 @@ def test_nodes_are_pinned_to_the_cpus_placement_gives_them(greeter_spec, runs_di
             threads = os.listdir(f"/proc/{pid}/task")
             assert len(threads) > 3  # the I/O thread, actors' threads, ...
             assert all(os.sched_getaffinity(int(t)) == want for t in threads), node.name
+            assert all(os.sched_getscheduler(int(t)) == os.SCHED_BATCH for t in threads), node.name
