@@ -663,7 +663,7 @@ class _Pool:
     per-call locks beyond the queue's): a call's outcome goes back as its reply."""
 
     def __init__(self, size: int, name: str) -> None:
-        self._size = size
+        self.size = self._size = size
         self._name = name
         self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -926,10 +926,10 @@ class _Host(pykka.ThreadingActor):
                 sender=envelope.sender,
             ),
         )
-        if decl.read_only:
-            self.pool.submit(self._run, req)
-        else:
+        if not decl.read_only:
             self._run(req)
+        elif not (len(self.running) <= self.pool.size and self.messenger.run_here(self._run, req)):
+            self.pool.submit(self._run, req)
 
     def _deduplicate(self, key: Key, envelope: Envelope) -> bool:
         """True if this request was answered from, joined, or refused by an earlier one with

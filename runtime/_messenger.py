@@ -364,6 +364,11 @@ class Messenger:
         self._apply(commands)
         self._arm()
 
+    def run_here(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """From a delivery callback: run `fn(*args)` on the thread that received the envelope,
+        once it is dispatched (see Transport.run_here); False: run it another way."""
+        return self.transport.run_here(fn, *args)
+
     def send_via_io(self, recipient: str, body: Body) -> None:
         """Send through the I/O thread, untraced: heartbeats, which prove that its loop runs
         (and would drown the trace)."""

@@ -61,7 +61,7 @@ class Recorder:
         self._max_delay = max_delay_s
         self._events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
-        self._ship_lock = threading.Lock()  # batches leave in the order they were cut
+        self._ship_lock = threading.RLock()  # batches leave in order; a sink may record (dead letters)
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.shipped = 0  # events handed to the sink

@@ -1,6 +1,14 @@
-"""Moves frames between processes: each thread sends on sockets it owns; one I/O thread receives.
+"""Moves frames between processes: each thread sends on sockets it owns; I/O threads receive.
 
-Incoming frames arrive on one ROUTER bound at the process's endpoint, read by the I/O thread.
+Incoming frames arrive on one ROUTER bound at the process's endpoint, read by the I/O thread
+that leads (Leader/Followers, as ACE's TP_Reactor): it polls every socket the loop owns and
+dispatches what arrives, one frame at a time and in order. A dispatch may ask to run a handler
+in place (`run_here`: a read-only skill call), on the thread that received it, with no
+hand-off: the leader lets go of the loop, runs the handler, then leads again or waits as a
+follower. If the handler takes long, a watchdog promotes another thread to lead after
+WATCH_S (2 ms), so the loop, and the heartbeats that prove it runs, never wait on a handler.
+The loop's sockets pass between threads only with the leader lock, a full memory barrier, as
+ZeroMQ requires.
 Outgoing frames go through one DEALER per peer endpoint per sending thread: ZeroMQ's rule is
 one socket per thread, not one thread for all sockets, so a thread that sends needs no hand-off
 to another (a thread woken on the other CPU costs 30-40 us on a VM). Frames one thread sends to
@@ -45,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 import traceback
 import weakref
 from collections import Counter
@@ -67,6 +76,8 @@ HWM = 1000  # zguide's default: messages queued per socket (per peer for ROUTER/
 TRACE_HWM = 10_000
 INPROC_WAIT_MS = 5000  # how long a thread may wait for room in the I/O thread's queue
 LINGER_MS = 3000  # how long a closing socket may still try to deliver what it holds
+MAX_IO_THREADS = 32  # leader and followers, those running handlers in place included
+WATCH_S = 0.002  # how long the I/O loop may go unled while a handler runs in place
 # A peer that offers a key not of the run fails AUTH; one that offers no CURVE fails PROTOCOL
 # or, when it sees the mismatch first and hangs up, NO_DETAIL (as a peer dying mid-handshake
 # would, which is rare: handshakes take milliseconds).
@@ -138,8 +149,18 @@ class Transport:
         self._local = threading.local()
         self._owned: weakref.WeakSet[_Owned] = weakref.WeakSet()  # every thread's, for stop()
         self._owned_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._io_ident: int | None = None  # the I/O thread's, once it runs
+        self._thread: threading.Thread | None = None  # the first I/O thread
+        # Leader/Followers (ACE's TP_Reactor): the I/O thread that holds `_leader` polls and
+        # dispatches; one that runs a handler in place (`run_here`) lets go first, and comes
+        # back as a follower. `_io_ident` is the leader's, while it leads.
+        self._leader = threading.Lock()
+        self._io_ident: int | None = None
+        self._inline: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._inline_running = 0  # I/O threads running a handler in place
+        self._io_threads = 0
+        self._let_go_at: float | None = None  # when the leader let go with no one to follow it
+        self._done = False  # the I/O loop has stopped for good (asked to, or died)
+        self._sockets_closed = threading.Event()
         self._closed = False
         self._server_keys: dict[str, bytes] = {}  # endpoint -> the public key of who binds it
         self.dropped_traces = 0
@@ -208,8 +229,38 @@ class Transport:
             self._server_keys[endpoint] = key
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="agentrt-io", daemon=True)
-        self._thread.start()
+        self._thread = self._spawn()
+        threading.Thread(target=self._watch, name="agentrt-io-watch", daemon=True).start()
+
+    def _spawn(self) -> threading.Thread:
+        self._io_threads += 1
+        n = self._io_threads
+        thread = threading.Thread(target=self._loop, name="agentrt-io" if n == 1 else f"agentrt-io-{n}", daemon=True)
+        thread.start()
+        return thread
+
+    def run_here(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """From a frame callback on the I/O thread: run `fn(*args)` on this same thread once
+        the frame is dispatched (no hand-off), while the I/O loop goes on on another thread
+        if it takes long (the watchdog promotes one after WATCH_S). False when called
+        elsewhere, or when all but one I/O thread already run handlers: run it another way."""
+        if threading.get_ident() != self._io_ident or self._inline_running + len(self._inline) >= MAX_IO_THREADS - 1:
+            return False
+        self._inline.append((fn, args))
+        return True
+
+    def _watch(self) -> None:
+        """Promote a follower when the leader let go to run a handler that is taking long and
+        no thread leads: the I/O loop (and the heartbeats that prove it) never waits on a
+        handler for more than about WATCH_S."""
+        while not self._done:
+            time.sleep(WATCH_S)
+            at = self._let_go_at
+            if at is None or self._leader.locked() or time.monotonic() - at < WATCH_S:
+                continue
+            if self._io_threads < MAX_IO_THREADS and not self._done:
+                self._let_go_at = None
+                self._spawn()
 
     def _mine(self) -> _Owned:
         """This thread's sockets (ContextTerminated once the transport has stopped)."""
@@ -288,18 +339,18 @@ class Transport:
         within about `2 * timeout_s` whatever state the I/O thread is in."""
         if self._thread is None:  # never started: its sockets are this thread's to close
             self._close_sockets()
-        elif self._thread.is_alive():
+        elif not self._sockets_closed.is_set():
             try:
                 self._push().send_multipart([_STOP])
             except zmq.ZMQError:
                 self.errors["stop"] += 1
-            self._thread.join(timeout_s)
+            self._sockets_closed.wait(timeout_s)
         with self._owned_lock:
             self._closed = True
             owned = list(self._owned)
         for sockets in owned:
             sockets.close()
-        if self._thread is not None and self._thread.is_alive():
+        if not self._sockets_closed.is_set():
             # Wedged in a callback: its sockets stay open, so term() would wait forever.
             # The process is on its way out; leave the context to it.
             self.errors["stop-timeout"] += 1
@@ -405,6 +456,8 @@ class Transport:
                     self._on_frame(peer, frame)
                 except Exception:
                     self.errors["on_frame"] += 1
+                if self._inline:  # it runs here next; the next leader reads on, in order
+                    return
 
     def _drain_collector(self, collector: zmq.Socket[Any]) -> None:
         for _ in range(_DRAIN):
@@ -461,9 +514,36 @@ class Transport:
             return None
 
     def _loop(self) -> None:
-        self._io_ident = threading.get_ident()
+        """One I/O thread: lead (poll and dispatch) while it holds `_leader`; let go to run a
+        handler in place; lead again or wait as a follower."""
+        poller = self._poller()
+        holding = False
         try:
-            self._run()
+            self._leader.acquire()
+            holding = True
+            while not self._done:
+                self._io_ident = threading.get_ident()
+                self._let_go_at = None
+                if not self._serve(poller):  # asked to stop
+                    self._done = True
+                    self._close_sockets()
+                    return
+                if not self._inline:
+                    continue
+                work, self._inline = self._inline, []
+                self._inline_running += 1
+                self._io_ident = None
+                self._let_go_at = time.monotonic()
+                holding = False
+                self._leader.release()
+                for fn, args in work:
+                    try:
+                        fn(*args)
+                    except Exception:
+                        self.errors["run_here"] += 1
+                self._leader.acquire()
+                holding = True
+                self._inline_running -= 1
         except BaseException as exc:
             self.failure = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             if self._on_death is not None:
@@ -471,8 +551,16 @@ class Transport:
                     self._on_death(self.failure)
                 except BaseException:
                     self.errors["on_death"] += 1
+            if not holding:
+                self._leader.acquire()
+                holding = True
+            if not self._done:
+                self._done = True
+                self._close_sockets()
         finally:
-            self._close_sockets()
+            if holding:
+                self._io_ident = None
+                self._leader.release()
 
     def _close_sockets(self) -> None:
         socks = [self._router, self._pull, self._collector, self._trace_out, *self._dealers.values(), *self._monitors]
@@ -486,31 +574,29 @@ class Transport:
             self._gate.stop()
         except Exception:
             self.errors["close"] += 1
+        self._sockets_closed.set()
 
-    def _run(self) -> None:
+    def _poller(self) -> zmq.Poller:
         poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._pull, zmq.POLLIN)
-        poller.register(self._gate.zap_socket, zmq.POLLIN)
-        for monitor in self._monitors:
-            poller.register(monitor, zmq.POLLIN)
+        for sock in [self._router, self._pull, self._gate.zap_socket, *self._monitors, self._collector]:
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN)
+        return poller
+
+    def _serve(self, poller: zmq.Poller) -> bool:
+        """One turn of the I/O loop (the leader's); False once asked to stop."""
+        ready = dict(poller.poll(1000))
+        if self._gate.zap_socket in ready:
+            self._guarded("zap", self._gate.handle)
+        if self._router in ready:
+            self._guarded("router", self._drain_router)
         collector = self._collector
-        if collector is not None:
-            poller.register(collector, zmq.POLLIN)
-        zap = self._gate.zap_socket
-        while True:
-            ready = dict(poller.poll(1000))
-            if zap in ready:
-                self._guarded("zap", self._gate.handle)
-            if self._router in ready:
-                self._guarded("router", self._drain_router)
-            if collector is not None and collector in ready:
-                self._guarded("collector", self._drain_collector, collector)
-            for monitor in self._monitors:
-                if monitor in ready:
-                    self._guarded("monitor", self._handshake_failed, monitor)
-            if self._pull in ready and self._guarded("inproc", self._drain_inproc) is False:
-                return
+        if collector is not None and collector in ready:
+            self._guarded("collector", self._drain_collector, collector)
+        for monitor in self._monitors:
+            if monitor in ready:
+                self._guarded("monitor", self._handshake_failed, monitor)
+        return not (self._pull in ready and self._guarded("inproc", self._drain_inproc) is False)
 
 
 def _user_id(frame: zmq.Frame) -> str | None:

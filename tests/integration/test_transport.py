@@ -27,7 +27,7 @@ class Recorder:
 
     def on_frame(self, peer: str | None, frame: bytes) -> None:
         with self.got:
-            self.frames.append((peer, frame))
+            self.frames.append((peer, bytes(frame)))  # the view is valid only during the call
             self.got.notify_all()
 
     def on_refused(self, reason: str, detail: str, peer: str | None, size: int) -> None:
@@ -184,3 +184,64 @@ def test_stop_returns_when_the_io_thread_is_wedged(sock_dir: Path) -> None:
     finally:
         release.set()
         a.stop()
+
+
+def test_frames_one_thread_sends_arrive_in_its_order_whatever_other_threads_send(sock_dir: Path) -> None:
+    """Each thread sends on its own socket: its frames to a peer keep their order; frames of
+    different threads are not ordered with each other (nor were they through one relay)."""
+    ra, rb = Recorder(), Recorder()
+    a, b = transport("a", sock_dir, ra), transport("b", sock_dir, rb)
+    a.start(), b.start()
+    try:
+        a.expect(b.endpoint, "b")
+
+        def burst(t: int) -> None:
+            for i in range(300):
+                a.send(b.endpoint, f"{t}:{i}".encode())
+
+        threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        rb.wait(lambda: len(rb.frames) == 1200)
+        got = [f.decode().split(":") for _, f in rb.frames]
+        for t in range(4):
+            assert [int(i) for s, i in got if s == str(t)] == list(range(300))
+    finally:
+        a.stop(), b.stop()
+
+
+def test_a_handler_run_in_place_that_blocks_does_not_stop_the_io_loop(sock_dir: Path) -> None:
+    """Leader/Followers: the thread that received a frame runs its handler itself; when that
+    handler blocks, another thread takes the loop over, and frames keep being dispatched, in
+    the order they came."""
+    ra, rb = Recorder(), Recorder()
+    a, b = transport("a", sock_dir, ra), transport("b", sock_dir, rb)
+    release = threading.Event()
+    ran_on: list[str] = []
+
+    def block() -> None:
+        ran_on.append(threading.current_thread().name)
+        release.wait(30)
+
+    def on_frame(peer: str | None, frame: bytes) -> None:
+        rb.on_frame(peer, frame)
+        if bytes(frame).startswith(b"block"):
+            assert b.run_here(block)
+
+    b._on_frame = on_frame
+    a.start(), b.start()
+    try:
+        a.expect(b.endpoint, "b")
+        a.send(b.endpoint, b"block-1")
+        rb.wait(lambda: ran_on)
+        for i in range(50):
+            a.send(b.endpoint, f"after-{i}".encode())
+        rb.wait(lambda: len(rb.frames) == 51)  # dispatched while the handler still blocks
+        assert [f for _, f in rb.frames] == [b"block-1"] + [f"after-{i}".encode() for i in range(50)]
+        assert ran_on[0].startswith("agentrt-io") and not release.is_set()
+        assert not b.run_here(block)  # not from a thread that is not leading the loop
+    finally:
+        release.set()
+        a.stop(), b.stop()
