@@ -103,10 +103,12 @@ def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> N
     import time
 
     from agentrt.protocols import (
-        DataPart,
         Envelope,
         Message,
+        Part,
+        SkillCall,
         Task,
+        TaskReply,
         TaskRequest,
         TaskStatus,
         encode,
@@ -115,11 +117,11 @@ def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> N
 
     request = Envelope(
         message_id=new_id(), trace_id=new_id(), span_id=new_id()[:16], sender="pinger", recipient="echo", sent_at=time.time(),
-        body=TaskRequest(skill="echo", message=Message(message_id=new_id(), role="user", parts=[DataPart(data={"seq": 1})])),
+        body=TaskRequest(call=SkillCall(skill="echo"), message=Message(message_id=new_id(), role="ROLE_USER", parts=[Part(data={"seq": 1})])),
     )  # fmt: skip
     reply = Envelope(
         message_id=new_id(), trace_id=new_id(), span_id=new_id()[:16], sender="echo", recipient="pinger", sent_at=time.time(),
-        body=Task(id="t1", context_id="t1", status=TaskStatus(state="completed"), metadata={"usage": {"inputTokens": 0, "outputTokens": 0}}),
+        body=TaskReply(task=Task(id="t1", context_id="t1", status=TaskStatus(state="TASK_STATE_COMPLETED"), metadata={"usage": {"inputTokens": 0, "outputTokens": 0}})),
     )  # fmt: skip
     batches: list[list[dict]] = []
     rec = _recorder(batches, max_delay_s=10)
@@ -128,4 +130,4 @@ def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> N
         rec.record({"event": "task.state", "state": "completed", "input_tokens": 3, "task_id": "9accab"})
     rec.flush()
     assert rec.redacted == 0 and len(batches[0]) == 4
-    assert batches[0][0]["envelope"]["body"]["skill"] == "echo"  # the wire bytes, a map once read
+    assert batches[0][0]["envelope"]["body"]["call"]["skill"] == "echo"  # the wire bytes, a map once read
