@@ -240,8 +240,8 @@ def configure(
         on_refused=on_refused,
     )
     old, _recorder = _recorder, recorder
-    if old is not None:
-        old.stop()
+    if old is not None:  # its loggers still record to it (a process may hold two runs: tests)
+        old.flush()
 
     def record(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
         recorder.record(event)
@@ -256,20 +256,43 @@ def configure(
     return recorder
 
 
-def get_logger(**bound: Any) -> Any:
-    """A structlog logger with `bound` context."""
-    return structlog.get_logger().bind(**bound)
+class Logger:
+    """A structlog logger (free-form calls: `log.info(...)`) bound to the recorder that was
+    current when it was made, which `emit` records its typed events to: loggers made for one
+    run keep recording to it when a process starts another (two Runtimes in one test)."""
+
+    __slots__ = ("_log", "recorder")
+
+    def __init__(self, log: Any, recorder: Recorder | None) -> None:
+        self._log = log
+        self.recorder = recorder
+
+    def bind(self, **fields: Any) -> Logger:
+        return Logger(self._log.bind(**fields), self.recorder)
+
+    @property
+    def context(self) -> Any:
+        return structlog.get_context(self._log)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+def get_logger(**bound: Any) -> Logger:
+    """A logger with `bound` context, recording to this process's current recorder."""
+    return Logger(structlog.get_logger().bind(**bound), _recorder)
 
 
 def emit(log: Any, event: TraceEvent, **raw: msgspec.Raw) -> None:
-    """Record one typed event; the fields bound to `log` (a structlog logger) fill what the
-    event leaves unset. `raw`: fields already encoded as msgpack (an envelope's wire bytes),
-    embedded as they are. No structlog chain on this path: it is every message's."""
-    recorder = _recorder
+    """Record one typed event; the fields bound to `log` fill what the event leaves unset.
+    `raw`: fields already encoded as msgpack (an envelope's wire bytes), embedded as they are.
+    No structlog chain on this path: it is every message's."""
+    recorder = log.recorder if isinstance(log, Logger) and log.recorder is not None else _recorder
     if recorder is None:
         return
     fields = event_to_dict(event)
-    for k, v in structlog.get_context(log).items():
+    context = log.context if isinstance(log, Logger) else structlog.get_context(log)
+    for k, v in context.items():
         fields.setdefault(k, v)
     if raw:
         fields.update(raw)
