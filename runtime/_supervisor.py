@@ -284,11 +284,8 @@ class Runtime:
                 "malformed", "a trace event that is not a map (a frame holds a map, or an array of maps)", peer=node, size=len(frame)
             )
             events = [e for e in events if isinstance(e, dict)]
-        for event in events:
-            try:
-                self.writer.write(event)
-            except (TypeError, ValueError, OverflowError) as exc:
-                self._unencodable(event, node, exc)
+        for event, exc in self.writer.write_many(events):
+            self._unencodable(event, node, exc)
 
     def _unencodable(self, event: dict[str, Any], node: str, exc: Exception) -> None:
         if not hasattr(self, "messenger"):  # an event of __init__'s, before there is one

@@ -342,8 +342,31 @@ class TraceWriter:
         with self._lock:
             if not self._file.closed:
                 self._file.write(line)
-        if not self.listeners:
-            return
+        if self.listeners:
+            self._tell(event)
+
+    def write_many(self, events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Exception]]:
+        """`write` for a batch: one encode and one append for all of them (a batch a node
+        shipped). Returns the events JSON cannot hold, with why (the others are written)."""
+        try:
+            lines = self._encoder.encode_lines(events)
+        except (TypeError, ValueError, OverflowError):
+            refused = []
+            for event in events:
+                try:
+                    self.write(event)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    refused.append((event, exc))
+            return refused
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(lines)
+        if self.listeners:
+            for event in events:
+                self._tell(event)
+        return []
+
+    def _tell(self, event: dict[str, Any]) -> None:
         try:
             typed = event_from_dict(event)
         except msgspec.ValidationError:
