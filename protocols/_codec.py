@@ -116,8 +116,10 @@ def _deeper_than(value: Any, levels: int) -> bool:
     Recursion stops at `levels`, so no input can exhaust the stack."""
     if levels <= 0:
         return True
-    items = value.values() if isinstance(value, dict) else value
-    return any(isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1) for v in items)
+    for v in value.values() if isinstance(value, dict) else value:  # a loop: no generator per level
+        if isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1):
+            return True
+    return False
 
 
 _NESTING: dict[type, tuple[str, ...]] = {}
