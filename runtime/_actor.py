@@ -2,7 +2,9 @@
 
 Built-in roles use exactly this API. The node hosts each actor in a pykka ThreadingActor:
 messages for one actor are handled one at a time on its own thread, except read-only
-skills, which run concurrently on a bounded pool (they do not touch the actor's state).
+skills, which run concurrently (they do not touch the actor's state), up to the actor's
+`concurrency`: on the I/O thread that received the request (see runtime/_transport.py), or
+on the actor's pool past that.
 """
 
 from __future__ import annotations
