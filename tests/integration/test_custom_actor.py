@@ -83,3 +83,34 @@ def test_nodes_are_pinned_to_the_cpus_placement_gives_them(greeter_spec, runs_di
             assert len(threads) > 3  # the I/O thread, actors' threads, ...
             assert all(os.sched_getaffinity(int(t)) == want for t in threads), node.name
             assert all(os.sched_getscheduler(int(t)) == os.SCHED_BATCH for t in threads), node.name
+
+
+def test_no_trace_event_is_lost_and_each_process_ships_them_in_the_order_it_recorded(greeter_spec, runs_dir: Path) -> None:
+    """A known exchange, 30 times: the supervisor asks relay, relay asks greeter (another
+    process), both answer. Events travel in batches; every one of them reaches the trace, and
+    what one process recorded in causal order stays in that order."""
+    asks = 30
+    with Runtime(greeter_spec, runs_dir=runs_dir) as rt:
+        for i in range(asks):
+            assert rt.ask("relay", "relay", {"name": f"n{i}"}).ok
+        trace = rt.trace_path
+    events = read_trace(trace)
+    by_trace: dict[str, list[dict]] = {}
+    for e in events:
+        if e["event"] in ("envelope.sent", "envelope.received", "task.state") and e.get("kind", "task") != "ack":
+            by_trace.setdefault(e.get("trace_id") or "", []).append(e)
+    chains = [evs for evs in by_trace.values() if any(e["event"] == "task.state" and e.get("skill") == "relay" for e in evs)]
+    assert len(chains) == asks
+    for evs in chains:
+        count = {name: sum(e["event"] == name for e in evs) for name in ("envelope.sent", "envelope.received", "task.state")}
+        # supervisor -> relay -> greeter, and the two replies back; working + completed on each
+        assert count == {"envelope.sent": 4, "envelope.received": 4, "task.state": 4}, count
+        for actor in ("relay", "greeter"):
+            mine = [e for e in evs if e.get("actor") == actor]
+            steps = [(e["event"], e.get("state")) for e in mine]
+            # received, then working, then completed, then the reply sent: one process's order
+            received = steps.index(("envelope.received", None))
+            working = steps.index(("task.state", "working"))
+            completed = steps.index(("task.state", "completed"))
+            sent = max(i for i, s in enumerate(steps) if s[0] == "envelope.sent")
+            assert received < working < completed < sent, steps
