@@ -61,7 +61,7 @@ from agentrt.protocols import (
 from ._auth import authenticate
 from ._deadletters import Sampler
 from ._delivery import Acknowledge, Command, Delivery, GiveUp, Policy, Transmit
-from ._keys import Trust, member_of_address
+from ._keys import SUPERVISOR, Trust, member_of_address
 from ._timers import Timers
 from ._tracing import emit, get_logger
 from ._tracing import flush as flush_trace
@@ -229,6 +229,7 @@ class Messenger:
         self.on_control: Callable[[Envelope], None] | None = None
         self.on_heartbeat: Callable[[Heartbeat], None] | None = None
         self.authorize: Authorize | None = None
+        self.accepting = True  # False: work is not taken yet (a node until it has the directory)
         self.stats: Counter[str] = Counter()
         self.timers = timers or Timers()
         self._pending: dict[tuple[str, int], tuple[Future[TaskResult], str]] = {}  # -> (future, asked)
@@ -330,6 +331,11 @@ class Messenger:
             self.dead_letter("over-limit", str(exc), envelope=envelope, size=len(frame))
             raise OverLimit(f"not sent: {exc}") from None
         self.stats["sent"] += 1
+        if envelope.recipient == SUPERVISOR and self.name != SUPERVISOR:
+            # What the supervisor hears from us comes after what we recorded before it: a
+            # reply to its ask, say, finds the events that led to it in the trace (the batch
+            # leaves first, on the trace socket), as it did when each event left at once.
+            flush_trace()
         emit(
             self._log,
             EnvelopeSent(
@@ -706,6 +712,12 @@ class Messenger:
             case Ack(ids=ids):
                 self._acked(peer, envelope, ids, size)
                 return
+        if not self.accepting and isinstance(body, _RELIABLE):
+            # Work for a node that has no directory yet (restarted, say: copies a peer queued
+            # while it was down arrive as soon as it binds): not taken, not acknowledged, so
+            # its sender sends it again once the node knows the run.
+            self.stats["early"] += 1
+            return
         # What its sender sends reliably (and only that) is acknowledged and deduplicated here.
         now = time.time()  # the one clock read of a received envelope
         if isinstance(body, _RELIABLE) and not self._take(envelope, size, now):

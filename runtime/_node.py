@@ -104,6 +104,7 @@ class Node:
         self.messenger.endpoint = self.endpoint = public_endpoint(self.messenger.endpoint, boot.advertise)
         self.log = get_logger(actor=self.address)
         self.messenger.route(SUPERVISOR, boot.supervisor_endpoint)
+        self.messenger.accepting = False  # until the directory comes: see Messenger._receive
         self.messenger.on_control = self._on_control
         if boot.allow:
             rules = boot.allow
@@ -144,6 +145,7 @@ class Node:
                     self._fence(f"the directory's current incarnation is {now}" if now else "the directory has it down")
                     return
                 self.messenger.set_directory(routes, cards, epochs)
+                self.messenger.accepting = True
                 self._control(Ready(node=self.name))
             case Lease(epoch=epoch) if epoch == self.boot.epoch:
                 self.leased = time.monotonic()
