@@ -15,8 +15,9 @@ to another (a thread woken on the other CPU costs 30-40 us on a VM). Frames one 
 one peer arrive in the order it sent them; frames of different threads are not ordered (nor
 were they when one thread relayed them: it read their queues in turn). What must prove that the
 I/O loop runs (heartbeats) is handed to the I/O thread over an inproc PUSH socket and sent on
-its own DEALER; so are trace batches, to a PUSH socket aimed at the collector. A thread's
-sockets are closed when the thread ends (or at `stop`).
+its own DEALER. Trace batches go on the process's one PUSH to the collector, taken under a lock
+by the thread that ships (so they arrive in order). A thread's sockets are closed when the
+thread ends (or at `stop`).
 
 Every socket that faces another process is CurveZMQ: the ROUTER and the collector are CURVE
 servers behind the ZAP gate (`_auth.Gate`, served on the I/O thread too), every DEALER and the
@@ -68,7 +69,7 @@ from agentrt.protocols import DeadLetterReason
 from ._auth import MESSAGES_DOMAIN, TRACE_DOMAIN, Gate
 from ._keys import SUPERVISOR, Trust
 
-_OUT, _TRACE, _STOP = b"E", b"T", b"X"
+_OUT, _STOP = b"E", b"X"
 _DRAIN = 512  # messages taken from one socket per poll, so no socket starves the others
 _counter = itertools.count()
 
@@ -187,6 +188,7 @@ class Transport:
             self.collect_endpoint = self._collector.getsockopt_string(zmq.LAST_ENDPOINT)
             self._monitors.append(self._collector.get_monitor_socket(_HANDSHAKE_FAILED, self._monitor_address()))
         self._trace_out: zmq.Socket[Any] | None = None
+        self._trace_lock = threading.Lock()  # the trace PUSH is used by any thread, one at a time
         if trace_to is not None:
             # The collector is the supervisor's: its key is the one to expect there.
             self._trace_out = self._client(zmq.PUSH, trust.public_key(SUPERVISOR), TRACE_HWM)
@@ -323,16 +325,12 @@ class Transport:
                 self._refuse("unroutable", f"a frame for {endpoint} could not be queued: {exc}", None, len(frame))
 
     def ship(self, event: bytes) -> None:
-        """Queue one packed trace event for the collector (dropped and counted if it cannot)."""
-        if self._trace_out is None:
-            return
-        if threading.get_ident() == self._io_ident:
+        """Send one packed batch of trace events to the collector, on this thread (dropped and
+        counted if it cannot go). One socket for the process, taken under a lock (a full memory
+        barrier, as ZeroMQ asks of a socket that moves between threads): a process's batches
+        reach the collector in the order they were shipped."""
+        if self._trace_out is not None:
             self._trace(event)
-            return
-        try:
-            self._push().send_multipart([_TRACE, event], copy=False)
-        except zmq.ZMQError:
-            self.dropped_traces += 1
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the I/O thread (flushing queued frames) and release every socket. Returns
@@ -410,11 +408,14 @@ class Transport:
             self._refuse("unroutable", f"cannot send to {endpoint.decode()}: {type(exc).__name__}: {exc}", None, size)
 
     def _trace(self, event: Any) -> None:
-        assert self._trace_out is not None  # events are shipped only when there is one
-        try:
-            self._trace_out.send(event, zmq.NOBLOCK)
-        except zmq.ZMQError:
-            self.dropped_traces += 1
+        with self._trace_lock:
+            if self._trace_out is None or self._sockets_closed.is_set():
+                self.dropped_traces += 1
+                return
+            try:
+                self._trace_out.send(event, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.dropped_traces += 1
 
     def _receive(self, sock: zmq.Socket[Any], *, routed: bool) -> tuple[str | None, memoryview | None] | None:
         """One message from `sock`, part by part: (its member, its one frame), or (member, None)
@@ -485,8 +486,6 @@ class Transport:
             tag = msg[0]
             if tag == _OUT:
                 self._out(self._dealers, msg[1], msg[2])
-            elif tag == _TRACE:
-                self._trace(msg[1])
             elif tag == _STOP:
                 return False
         return True
@@ -563,7 +562,9 @@ class Transport:
                 self._leader.release()
 
     def _close_sockets(self) -> None:
-        socks = [self._router, self._pull, self._collector, self._trace_out, *self._dealers.values(), *self._monitors]
+        with self._trace_lock:  # no thread is shipping on it now, and none will
+            socks = [self._router, self._pull, self._collector, self._trace_out, *self._dealers.values(), *self._monitors]
+            self._trace_out = None
         for sock in socks:
             if sock is not None:
                 try:
@@ -588,11 +589,11 @@ class Transport:
         ready = dict(poller.poll(1000))
         if self._gate.zap_socket in ready:
             self._guarded("zap", self._gate.handle)
+        collector = self._collector
+        if collector is not None and collector in ready:  # first: events before the replies
+            self._guarded("collector", self._drain_collector, collector)  # they led to
         if self._router in ready:
             self._guarded("router", self._drain_router)
-        collector = self._collector
-        if collector is not None and collector in ready:
-            self._guarded("collector", self._drain_collector, collector)
         for monitor in self._monitors:
             if monitor in ready:
                 self._guarded("monitor", self._handshake_failed, monitor)
