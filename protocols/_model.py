@@ -468,10 +468,13 @@ class Directory(Wire, tag="directory", tag_field="kind"):
 
 class Join(Wire, tag="join", tag_field="kind"):
     """A node on another host asks to take its place in the run (`agentrt node --join`); the
-    supervisor answers `Welcome`. `endpoint` is where the node receives envelopes."""
+    supervisor answers `Welcome`. `endpoint` is where the node receives envelopes. `instance`
+    is random per process: a node restarted in its container has the same pid (1) and endpoint
+    as the incarnation it replaces, so only this tells a repeated Join from a new process's."""
 
     node: Name
     endpoint: str
+    instance: Id
     pid: int = 0
 
 

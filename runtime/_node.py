@@ -41,6 +41,7 @@ from agentrt.protocols import (
     Stop,
     Stopped,
     Welcome,
+    new_id,
 )
 
 from ._actor import Actor, Context, _Host, host
@@ -284,11 +285,12 @@ def join(url: str, trust: Trust, *, listen: str = "", advertise: str = "", wait_
     probe.on_control = heard
     probe.route(SUPERVISOR, url)
     probe.start()
+    ask = Join(node=trust.me, endpoint=public, instance=new_id(), pid=os.getpid())
     try:
         deadline = time.monotonic() + wait_s
         while not welcomed.done():
             # Said again now and then: the first may have gone out before the supervisor listened.
-            probe.send_via_io(SUPERVISOR, Join(node=trust.me, endpoint=public, pid=os.getpid()))
+            probe.send_via_io(SUPERVISOR, ask)
             try:
                 welcomed.result(min(3.0, max(0.1, deadline - time.monotonic())))
             except TimeoutError:

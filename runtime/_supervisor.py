@@ -116,6 +116,7 @@ class NodeProcess(msgspec.Struct, kw_only=True):
     handled: bool = False  # its death has been dealt with
     pump: Any = None  # the thread copying its output into its log
     epoch: int = 0  # this incarnation's (fencing)
+    joined: Any = None  # a joined node's Join (the same process repeats it: the same instance)
     welcome: Any = None  # a joined node's Welcome, said again if its Join is repeated
 
     @property
@@ -558,11 +559,7 @@ class Runtime:
             )
             return
         old = self.nodes.get(join.node)
-        if (
-            old is not None
-            and old.welcome is not None
-            and (old.endpoint, old.pid) == (join.endpoint, join.pid)
-        ):
+        if old is not None and old.welcome is not None and old.joined == join:
             self._control(f"node:{join.node}", old.welcome)
             return
         with self._members_lock:
@@ -580,6 +577,7 @@ class Runtime:
             pid=join.pid,
             spec=spec,
             epoch=epoch,
+            joined=join,
             welcome=welcome,
             restarting=self._started or old is not None,
         )

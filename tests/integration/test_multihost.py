@@ -73,12 +73,16 @@ class Cluster:
         cmd = [BIN / "agentrt", "run", spec, "--run-id", run_id, "--runs-dir", self.runs, "--quiet", "--non-interactive", "--model", "offline"]
         return self._start("sup", cmd, "supervisor")
 
-    def node(self, host: str, member: str, *extra: str, key: Path | None = None, key_in_env: bool = False) -> subprocess.Popen[bytes]:
+    def node(
+        self, host: str, member: str, *extra: str, key: Path | None = None, key_in_env: bool = False, pid_namespace: bool = False
+    ) -> subprocess.Popen[bytes]:
         """`agentrt node --join` on `host`, with the member's key file (or its text in
-        AGENTRT_NODE_KEY, as a mounted secret would give it)."""
+        AGENTRT_NODE_KEY, as a mounted secret would give it); in a pid namespace of its own (pid
+        1 there, as in a container) with `pid_namespace`."""
         path = key or self.folder / "keys" / f"{member}.key"
         given = [] if key_in_env else ["--key", path]
-        cmd = [BIN / "agentrt", "node", "--join", f"tcp://{self.sup}", *given, *extra]
+        container = ["unshare", "--pid", "--fork", "--kill-child"] if pid_namespace else []
+        cmd = [*container, BIN / "agentrt", "node", "--join", f"tcp://{self.sup}", *given, *extra]
         env = {"AGENTRT_NODE_KEY": Path(path).read_text()} if key_in_env else {}
         return self._start(host, cmd, f"{member}-{host}", env)
 
@@ -312,3 +316,30 @@ def test_a_joined_node_whose_supervisor_dies_stops_by_itself_when_its_lease_runs
     assert w1.wait(30) == 75  # stopped itself (a host agent would start it again, to rejoin)
     said = next((cluster.folder).glob("w1-b.*.out")).read_text()
     assert "no lease from the supervisor" in said
+
+
+def test_a_node_restarted_in_a_container_with_its_pid_and_address_rejoins_as_a_new_incarnation(cluster: Cluster) -> None:
+    """A container restarted in its pod (Kubernetes restarts a crashed or fenced node so) runs
+    the node as pid 1 again, at the same pod address and port: the same pid and endpoint as the
+    incarnation it replaces. It must still be admitted as a new incarnation, not handed the old
+    one's Welcome (an epoch the run may have declared down: fenced forever), and the run's actors
+    must hear the old one go."""
+    d = cluster.folder / "fx"
+    d.mkdir()
+    spec = cluster.write(fan_out(d, 120, s=0.3), {"w1": "b", "w2": "c"})
+    sup = cluster.supervisor(spec, "pid1")
+    listen = f"{cluster.hosts.addresses['b']}:7601"  # as a pod's fixed port and stable name
+    # A pid namespace per start, as a container's: the node is pid 1 in it each time.
+    first = cluster.node("b", "w1", "--listen", listen, pid_namespace=True)
+    cluster.node("c", "w2")
+    until(lambda: runs_by(d, "worker-1") >= 5, 60, "worker-1 on host b ran some of the fan-out")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    cluster.node("b", "w1", "--listen", listen, pid_namespace=True)
+    assert finished(sup) == 0
+    out = cluster.summary("pid1")["output"]
+    assert {k: v["value"] for k, v in out["results"].items()} == {f"e{i}": i * i for i in range(120)}
+    joined = [e for e in cluster.events("pid1", "node.joined") if e["node_name"] == "w1"]
+    assert [e["node_pid"] for e in joined] == [1, 1]  # really the same pid, as in a container
+    assert joined[1]["epoch"] > joined[0]["epoch"]
+    assert [e["node_name"] for e in cluster.events("pid1", "node.lost")] == ["w1"]
