@@ -481,7 +481,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 def _host_agent(args: argparse.Namespace) -> int:
     """`agentrt node --restart on-failure`: run the node as a child process and start it again
-    when it fails (a crash, a kill, a fence), at most --max-restarts times in a row."""
+    when it fails (a crash, a kill, a fence); more than --max-restarts failures within --period
+    seconds end it (a node that cannot start), however many a long life adds up."""
     argv, rest = [], iter(sys.argv[1:])
     for arg in rest:  # the same command, without --restart (the child is the node itself)
         if arg == "--restart":
@@ -496,18 +497,24 @@ def _host_agent(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, forward)
-    failures = 0
+    failed_at: list[float] = []  # when the node failed, within the last --period seconds
     try:
         while True:
             child = subprocess.Popen([sys.executable, "-m", "agentrt.runtime._cli", *argv])
             code = child.wait()
             if code == 0:
                 return 0
-            failures += 1
+            now = time.monotonic()
+            failed_at = [t for t in failed_at if now - t < args.period] + [now]
+            failures = len(failed_at)
             if failures > args.max_restarts:
-                say(f"agentrt node: the node failed {failures} times (exit {code}); not restarting it again", file=sys.stderr)
+                say(
+                    f"agentrt node: the node failed {failures} times within {args.period:g}s (exit {code}; "
+                    f"--max-restarts {args.max_restarts}, --period {args.period:g}); not restarting it again",
+                    file=sys.stderr,
+                )
                 return code if code > 0 else 1
-            say(f"agentrt node: the node exited with {code}; starting it again ({failures}/{args.max_restarts})", file=sys.stderr, flush=True)
+            say(f"agentrt node: the node exited with {code}; starting it again ({failures}/{args.max_restarts} within {args.period:g}s)", file=sys.stderr, flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
         if child is not None:
@@ -660,7 +667,8 @@ def parser() -> argparse.ArgumentParser:
         default="never",
         help="on-failure: stay as the host's agent and start the node again when it fails or is fenced",
     )
-    nd.add_argument("--max-restarts", type=int, default=5)
+    nd.add_argument("--max-restarts", type=int, default=5, help="with --restart on-failure: give up after more failures than this within --period")
+    nd.add_argument("--period", type=float, default=60.0, help="seconds over which --max-restarts counts failures (default: %(default)s)")
     nd.set_defaults(fn=cmd_node)
 
     s = sub.add_parser("schemas", help="regenerate schemas/ from the protocol Structs")

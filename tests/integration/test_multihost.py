@@ -343,3 +343,29 @@ def test_a_node_restarted_in_a_container_with_its_pid_and_address_rejoins_as_a_n
     assert [e["node_pid"] for e in joined] == [1, 1]  # really the same pid, as in a container
     assert joined[1]["epoch"] > joined[0]["epoch"]
     assert [e["node_name"] for e in cluster.events("pid1", "node.lost")] == ["w1"]
+
+
+def test_a_host_agent_gives_up_on_failures_within_its_period_not_over_its_whole_life(tmp_path: Path) -> None:
+    """`--restart on-failure` is for nodes that live long: a fence after each partition of a
+    week must not add up to giving up. Here the node fails at once every time (its key file is
+    not there); the agent waits 0.5 s before each start, so with --period 0.2 no two failures
+    fall in one period and it goes on, while with --period 3600 the third failure ends it."""
+    agent = [
+        BIN / "agentrt", "node", "--join", "tcp://127.0.0.1:9", "--key", tmp_path / "missing.key",
+        "--restart", "on-failure", "--max-restarts", "2",
+    ]  # fmt: skip
+    within = subprocess.run([*map(str, agent), "--period", "3600"], capture_output=True, text=True, timeout=120)
+    assert within.returncode == 2, within.stderr
+    assert within.stderr.count("; starting it again (") == 2 and "failed 3 times within 3600s" in within.stderr
+    spaced = subprocess.Popen([*map(str, agent), "--period", "0.2"], stderr=subprocess.PIPE, text=True)
+    try:
+        restarts = 0
+        assert spaced.stderr is not None
+        for line in spaced.stderr:  # ends early (EOF) only if the agent gave up
+            restarts += "; starting it again (" in line
+            if restarts == 5:
+                break
+        assert restarts == 5, "the agent gave up although no two failures were within its period"
+    finally:
+        spaced.send_signal(signal.SIGTERM)
+        assert spaced.wait(30) == 0
