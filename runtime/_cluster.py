@@ -69,8 +69,13 @@ def run_trust(spec: Spec) -> dict[str, Trust]:
             f"{spec.run.name}: [cluster] listen is set, so nodes join over TCP with keys from files: "
             "set [cluster] keys (or --keys) to the folder `agentrt keys gen SPEC -o DIR` wrote"
         )
-    if cluster.listen and not split(cluster.listen)[1].isdigit():
-        raise SpecError(f"{spec.run.name}: [cluster] listen {cluster.listen!r} must be HOST:PORT, e.g. '0.0.0.0:7600'")
+    port = split(cluster.listen)[1]
+    # The next port carries traces; libzmq would bind a port past 65535 modulo 65536, silently.
+    if cluster.listen and not (port.isdigit() and 1 <= int(port) <= 65534):
+        raise SpecError(
+            f"{spec.run.name}: [cluster] listen {cluster.listen!r} must be HOST:PORT with a PORT from 1 to "
+            "65534 (traces arrive on the next one), e.g. '0.0.0.0:7600'"
+        )
     if not cluster.keys:
         return issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
     try:

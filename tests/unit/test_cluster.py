@@ -63,6 +63,11 @@ def test_a_cluster_that_cannot_work_is_refused_with_what_to_do(tmp_path: Path) -
         run_trust(spec(listen="0.0.0.0:7600"))
     with pytest.raises(SpecError, match="HOST:PORT"):
         run_trust(spec(listen="0.0.0.0", keys=str(tmp_path)))
+    # libzmq binds port 99999 as 34463 (mod 65536): the run would wait for nodes that dial
+    # 99999. The next port carries traces, so the last one is 65534.
+    for port in ("99999", "65535", "0"):
+        with pytest.raises(SpecError, match="PORT from 1 to 65534"):
+            run_trust(spec(listen=f"0.0.0.0:{port}", keys=str(tmp_path)))
     with pytest.raises(SpecError, match="cannot be read"):
         run_trust(spec(listen="0.0.0.0:7600", keys=str(tmp_path)))  # an empty folder
     other = tmp_path / "other"
