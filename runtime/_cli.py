@@ -419,7 +419,12 @@ def cmd_deploy_k8s(args: argparse.Namespace) -> int:
         app=args.name,
         store_secret=args.store_secret,
     )
-    for path in write_k8s(resources, Path(args.output)):
+    try:
+        written = write_k8s(resources, Path(args.output))
+    except OSError as exc:
+        say(f"agentrt: cannot write {exc.filename} ({exc.strerror}); the Secret is written only as a plain file", file=sys.stderr)
+        return 2
+    for path in written:
         print(f"wrote {path}")
     print(
         f"the Secret holds the run's private keys ({args.output}, mode 0600): apply it, then keep "
@@ -429,19 +434,19 @@ def cmd_deploy_k8s(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:
+    from ._files import private_dir, write_private
     from ._keys import issue, key_file
 
     spec = load_spec(args.spec)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    os.chmod(out, 0o700)
+    out = private_dir(Path(args.output))
     trust = issue({n.name: [a.name for a in n.actors] for n in spec.nodes})
     for member, t in trust.items():
         path = out / f"{member}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_file(t))
-        os.chmod(path, 0o600)
+        try:  # 0600 before the secret is in it; never through a symlink planted there
+            write_private(path, key_file(t))
+        except OSError as exc:
+            say(f"agentrt: cannot write {path} ({exc.strerror}); a key file is written only as a plain file", file=sys.stderr)
+            return 2
         print(f"wrote {path}")
     print(
         f"the supervisor reads {out} ([cluster] keys or --keys); copy each node's file to its host only "

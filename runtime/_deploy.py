@@ -22,6 +22,7 @@ from typing import Any
 
 from agentrt.protocols import SpecError
 
+from ._files import write_private
 from ._keys import Trust, issue, key_file
 from ._spec import NodeSpec, Spec
 
@@ -321,7 +322,10 @@ def write_k8s(resources: list[dict[str, Any]], out: Path) -> list[Path]:
     for i, res in enumerate(resources):
         path = out / f"{i:02d}-{res['kind'].lower()}-{res['metadata']['name']}.yaml"
         text = yaml.safe_dump(res, sort_keys=False)
-        path.write_text(text)
-        path.chmod(0o600 if res["kind"] == "Secret" else 0o644)
+        if res["kind"] == "Secret":  # 0600 before the keys are in it; never through a symlink
+            write_private(path, text)
+        else:
+            path.write_text(text)
+            path.chmod(0o644)
         written.append(path)
     return written

@@ -78,3 +78,16 @@ def test_a_cluster_that_cannot_work_is_refused_with_what_to_do(tmp_path: Path) -
     assert main(["keys", "gen", str(other_spec), "-o", str(other)]) == 0
     with pytest.raises(SpecError, match="made for another spec"):
         run_trust(spec(listen="0.0.0.0:7600", keys=str(other)))
+
+
+def test_keys_gen_never_writes_a_secret_through_a_symlink_planted_where_a_key_file_goes(tmp_path: Path) -> None:
+    py = tmp_path / "spec.toml"
+    py.write_text('[[nodes]]\nname = "w1"\nhost = "gpu-a"\nactors = [{ name = "worker-1", class = "agentrt.actors:Worker" }]\n')
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o644)
+    (keys / "w1.key").symlink_to(elsewhere)
+    assert main(["keys", "gen", str(py), "-o", str(keys)]) == 2
+    assert elsewhere.read_text() == ""  # w1's secret key did not go through the link

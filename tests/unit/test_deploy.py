@@ -177,3 +177,20 @@ def test_the_supervisors_and_nodes_commands_are_ones_agentrt_takes_and_every_nod
         command = workers["spec"]["template"]["spec"]["containers"][0]["command"]
         parsed = parser().parse_args(command[1:])
         assert parsed.join.startswith("tcp://") and parsed.key.endswith(".key")
+
+
+def test_the_secret_is_never_written_through_a_symlink_planted_where_it_goes(tmp_path: Path) -> None:
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    (spec_dir / "spec.toml").write_text(
+        '[run]\nname = "hello"\nentry = "greeter"\n\n[[nodes]]\nname = "front"\nhost = "edge"\n'
+        'actors = [{ name = "greeter", class = "shout:Greeter" }]\n'
+    )
+    out = tmp_path / "k8s"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o644)
+    (out / "00-secret-hello-keys.yaml").symlink_to(elsewhere)
+    assert main(["deploy", "k8s", str(spec_dir), "-o", str(out), "--image", "img:1"]) == 2
+    assert elsewhere.read_text() == ""  # no private key went through the link
