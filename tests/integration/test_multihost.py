@@ -369,3 +369,55 @@ def test_a_host_agent_gives_up_on_failures_within_its_period_not_over_its_whole_
     finally:
         spaced.send_signal(signal.SIGTERM)
         assert spaced.wait(30) == 0
+
+
+FORGER = """
+import os, sys, time
+from concurrent.futures import Future
+from agentrt.protocols import Join, Limits, Welcome, encode
+from agentrt.runtime._keys import load_key_file
+from agentrt.runtime._messenger import Messenger
+from agentrt.runtime._tracing import configure
+
+sup, key, claimed = sys.argv[1:4]
+trust = load_key_file(key)  # a real member's key, on the allow-list
+configure(lambda _event: None, node=trust.me)
+m = Messenger(name=f"node:{trust.me}", endpoint="tcp://0.0.0.0:7799", limits=Limits(), trust=trust)
+welcomed = Future()
+m.on_control = lambda env: isinstance(env.body, Welcome) and not welcomed.done() and welcomed.set_result(env.body)
+m.route("supervisor", sup)
+m.start()
+mine = m.endpoint.replace("0.0.0.0", sys.argv[4])
+for sender in (f"node:{trust.me}", f"node:{claimed}"):  # from its own address, and from the claimed one's
+    join = Join(node=claimed, endpoint=mine, instance=os.urandom(16).hex(), pid=os.getpid())
+    m.transport.send(sup, encode(m.envelope(sender=sender, recipient="supervisor", body=join)))
+try:
+    print("WELCOMED", welcomed.result(5).epoch, flush=True)
+except TimeoutError:
+    print("NOT WELCOMED", flush=True)
+m.stop()
+"""
+
+
+def test_a_member_that_joins_claiming_another_nodes_name_is_refused(cluster: Cluster) -> None:
+    """The allow-list is not enough: a peer holding w2's real key (admitted at the handshake)
+    asks to join as w1. The supervisor checks the Join's node against the member its CURVE key
+    authenticated as (the frame's User-Id): refused as forged-sender, never welcomed, and the
+    real w1 joins and the run completes."""
+    d = cluster.folder / "fx"
+    d.mkdir()
+    spec = cluster.write(fan_out(d, 6), {"w1": "b", "w2": "c"})
+    sup = cluster.supervisor(spec, "claim")
+    forger = subprocess.run(
+        [*cluster.hosts.prefix("c"), sys.executable, "-c", FORGER, f"tcp://{cluster.sup}", str(cluster.folder / "keys" / "w2.key"), "w1", cluster.hosts.addresses["c"]],
+        capture_output=True, text=True, timeout=60, env=cluster._env(),
+    )  # fmt: skip
+    assert forger.stdout.strip() == "NOT WELCOMED", forger.stdout + forger.stderr
+    cluster.node("b", "w1")
+    cluster.node("c", "w2")
+    assert finished(sup) == 0
+    letters = [e for e in cluster.events("claim", "message.dead-letter") if e["reason"] == "forged-sender"]
+    assert sorted(e["sender"] for e in letters) == ["node:w1", "node:w2"] and {e["peer"] for e in letters} == {"w2"}
+    joined = cluster.events("claim", "node.joined")
+    assert sorted(e["node_name"] for e in joined) == ["w1", "w2"]
+    assert all(e["endpoint"].startswith(f"tcp://{cluster.hosts.addresses[h]}:") for e, h in zip(sorted(joined, key=lambda e: e["node_name"]), "bc", strict=True))
