@@ -463,6 +463,14 @@ def cmd_node(args: argparse.Namespace) -> int:
         return _host_agent(args)
     # Read once and taken out of the environment: the node's children (an MCP server, say)
     # must not inherit a secret key. A host agent keeps it, to start the node again.
+    if args.key and args.key.lstrip().startswith("{"):
+        say(
+            "agentrt node: --key takes the key file's path: a key given in the command line is "
+            "visible to every user of this host (ps, /proc/PID/cmdline); give its text in "
+            "AGENTRT_NODE_KEY instead",
+            file=sys.stderr,
+        )
+        return 2
     key = args.key or os.environ.pop("AGENTRT_NODE_KEY", None)
     if not key:
         say("agentrt node: give --key FILE (or AGENTRT_NODE_KEY): the key file `agentrt keys gen` wrote for this node", file=sys.stderr)
@@ -662,7 +670,7 @@ def parser() -> argparse.ArgumentParser:
 
     nd = sub.add_parser("node", help="start a node on this host that joins a run over TCP")
     nd.add_argument("--join", required=True, metavar="tcp://HOST:PORT", help="the supervisor's [cluster] listen address")
-    nd.add_argument("--key", help="this node's key file (default: $AGENTRT_NODE_KEY, a path or the file's text)")
+    nd.add_argument("--key", help="this node's key file, a path (default: $AGENTRT_NODE_KEY, a path or the file's text)")
     nd.add_argument("--listen", metavar="HOST:PORT", help="where the node receives (default: its address towards the supervisor, a free port)")
     nd.add_argument("--advertise", metavar="HOST[:PORT]", help="how other hosts reach --listen (when it is 0.0.0.0, or behind NAT)")
     nd.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the supervisor's welcome")

@@ -91,3 +91,18 @@ def test_keys_gen_never_writes_a_secret_through_a_symlink_planted_where_a_key_fi
     (keys / "w1.key").symlink_to(elsewhere)
     assert main(["keys", "gen", str(py), "-o", str(keys)]) == 2
     assert elsewhere.read_text() == ""  # w1's secret key did not go through the link
+
+
+def test_a_key_given_as_text_on_the_command_line_is_refused_before_it_is_used(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """argv is world-readable (ps): `--key "$(cat w1.key)"` would show w1's secret key to every
+    user of the host, and to the node's host agent's child's command line too."""
+    py = tmp_path / "spec.toml"
+    py.write_text('[[nodes]]\nname = "w1"\nhost = "gpu-a"\nactors = [{ name = "worker-1", class = "agentrt.actors:Worker" }]\n')
+    assert main(["keys", "gen", str(py), "-o", str(tmp_path / "keys")]) == 0
+    text = (tmp_path / "keys" / "w1.key").read_text()
+    capsys.readouterr()
+    assert main(["node", "--join", "tcp://127.0.0.1:9", "--key", text, "--wait", "0.5"]) == 2
+    said = capsys.readouterr().err
+    assert "AGENTRT_NODE_KEY" in said and "visible to every user" in said
