@@ -8,6 +8,7 @@ import runpy
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -342,6 +343,16 @@ def _refuse_secrets(data: dict[str, Any], origin: str) -> None:
                         f"{origin}: {where}.{field}: keys are never read from a spec file; "
                         "set ANTHROPIC_API_KEY in the environment"
                     )
+    run = data.get("run")
+    store = run.get("store") if isinstance(run, dict) else None
+    if isinstance(store, str) and "://" in store:
+        url = urlsplit(store)
+        if url.password is not None or "password" in parse_qs(url.query):
+            raise SpecError(
+                f"{origin}: run.store: the URL holds a password; passwords are never read from a "
+                "spec file (it is copied: into a Kubernetes ConfigMap by `agentrt deploy k8s`); give "
+                "the whole URL in AGENTRT_STORE, or the password in PGPASSWORD or ~/.pgpass"
+            )
 
 
 def spec_from_dict(data: dict[str, Any], origin: str = "spec", base_dir: str = "") -> Spec:

@@ -194,3 +194,21 @@ def test_the_secret_is_never_written_through_a_symlink_planted_where_it_goes(tmp
     (out / "00-secret-hello-keys.yaml").symlink_to(elsewhere)
     assert main(["deploy", "k8s", str(spec_dir), "-o", str(out), "--image", "img:1"]) == 2
     assert elsewhere.read_text() == ""  # no private key went through the link
+
+
+def test_a_spec_whose_store_url_holds_a_password_is_refused_before_it_reaches_a_configmap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`deploy k8s` puts the spec into a ConfigMap as is (readable by whoever may read the
+    namespace's ConfigMaps): a store URL with a password in it is refused where specs are read,
+    as model keys are; the URL without a password, or from the Secret, is fine."""
+    base = '[[nodes]]\nname = "w1"\nactors = [{ name = "worker-1", class = "agentrt.actors:Worker" }]\n'
+    for store in ("postgresql://u:hunter2@db/x", "postgresql://u@db/x?password=hunter2"):
+        path = tmp_path / "pw.toml"
+        path.write_text(f'[run]\nname = "x"\nstore = "{store}"\n{base}')
+        assert main(["deploy", "k8s", str(path), "-o", str(tmp_path / "k8s"), "--image", "i:1"]) == 2
+        said = capsys.readouterr().err
+        assert "run.store" in said and "AGENTRT_STORE" in said and "hunter2" not in said
+        assert not (tmp_path / "k8s").exists()
+    path.write_text(f'[run]\nname = "x"\nstore = "postgresql://u@db/x"\n{base}')
+    assert main(["deploy", "k8s", str(path), "-o", str(tmp_path / "k8s"), "--image", "i:1"]) == 0
