@@ -1,6 +1,6 @@
 """`agentrt deploy k8s`: the manifests are valid Kubernetes objects (checked against the API's
 schemas for the version we target) and say what the design says: headless Services only, one
-StatefulSet per node group, each pod holding only its own keys, traffic only between the run's pods."""
+StatefulSet per node group, each pod holding only its group's keys, traffic only between the run's pods."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_one_statefulset_per_node_group_behind_a_headless_service() -> None:
     assert command[:2] == ["agentrt", "node"] and "/etc/agentrt/key/$(POD_NAME).key" in command
 
 
-def test_keys_are_fresh_valid_curve_pairs_and_each_pod_mounts_only_its_own() -> None:
+def test_keys_are_fresh_valid_curve_pairs_and_each_pod_mounts_only_its_groups() -> None:
     res = manifests()
     secret = by_kind(res, "Secret")[0]["stringData"]
     assert set(secret) == {"supervisor.key", "coord.key", "plan.key", "w0.key", "w1.key", "w2.key"}
