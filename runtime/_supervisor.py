@@ -26,6 +26,7 @@ from agentrt.protocols import (
     AskAgain,
     Body,
     CancelTask,
+    DeadLetterReason,
     Directory,
     Drain,
     Drained,
@@ -482,6 +483,10 @@ class Runtime:
             return
         match body:
             case Register(cards=cards, endpoint=endpoint):
+                refusal = self._claims(node.name, endpoint, node.spec, cards)
+                if refusal is not None:  # (authenticated: the peer is the node it names)
+                    self.messenger.dead_letter(*refusal, envelope=envelope, peer=node.name)
+                    return
                 for card in cards:
                     self.messenger.cards[card.name] = card
                 node.registered = True
@@ -516,6 +521,37 @@ class Runtime:
                     f"the supervisor takes no '{envelope.kind}' control",
                     envelope=envelope,
                 )
+
+    def _claims(
+        self, name: str, endpoint: str, spec: Any, cards: list[AgentCard]
+    ) -> tuple[DeadLetterReason, str] | None:
+        """Why a node's Register (or Join) may not go into the directory everyone routes by:
+        a card of an actor the spec places elsewhere, a card reached elsewhere than the node,
+        or an endpoint another live node has (peers would expect the wrong key there)."""
+        own = {a.name for a in spec.actors}
+        for card in cards:
+            if card.name not in own:
+                return (
+                    "forged-sender",
+                    f"node '{name}' registered a card for '{card.name}', which is not one of its actors "
+                    f"({', '.join(sorted(own))}); a node offers only its own",
+                )
+            if card.endpoint not in (None, endpoint):
+                return (
+                    "forged-sender",
+                    f"node '{name}' registered '{card.name}' at {card.endpoint}, not at its own endpoint {endpoint}",
+                )
+        other = next(
+            (n for n in self.nodes.values() if n.name != name and n.endpoint == endpoint and n.alive()),
+            None,
+        )
+        if other is not None:
+            return (
+                "not-allowed",
+                f"node '{name}' claims endpoint {endpoint}, which is node '{other.name}''s; each node "
+                "has its own (give it another --listen / --advertise)",
+            )
+        return None
 
     def _on_heartbeat(self, beat: Heartbeat) -> None:
         """On the I/O thread: a beat of the current incarnation keeps it alive; one of a replaced
@@ -557,6 +593,10 @@ class Runtime:
             self.messenger.dead_letter(
                 "not-allowed", f"node '{join.node}' asked to join, but it {why}", envelope=envelope
             )
+            return
+        refusal = self._claims(join.node, join.endpoint, spec, [])
+        if refusal is not None:
+            self.messenger.dead_letter(*refusal, envelope=envelope, peer=join.node)
             return
         old = self.nodes.get(join.node)
         if old is not None and old.welcome is not None and old.joined == join:

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -35,6 +36,7 @@ from agentrt.protocols import (
     MessageDeadLetter,
     NodeFenced,
     Part,
+    Register,
     SkillCall,
     StartFailed,
     Stop,
@@ -407,3 +409,29 @@ def test_a_replaced_incarnations_messages_are_stale_and_its_heartbeat_is_answere
         assert [(e.node_name, e.epoch) for e in fenced] == [("n2", old)]
         time.sleep(1.0)  # the Fenced reached n2's endpoint: the new incarnation must not stop
         assert rt.nodes["n2"].proc.poll() is None and rt.nodes["n2"].epoch == new
+
+
+def test_a_node_registers_only_its_own_actors_at_an_endpoint_no_other_node_has(runs_dir: Path) -> None:
+    """A node's Register names its endpoint and its actors' cards, and the directory every
+    node routes by is built from them. With a stolen key (or a compromised host, across hosts)
+    'back' registers a card for front's 'greeter' at its own endpoint (everyone's messages for
+    the greeter would come to it) and claims front's endpoint as its own (peers would expect
+    back's key there and never reach front). Both are refused; the directory is unchanged."""
+    letters = DeadLetters()
+    with Runtime(load_spec(HELLO), runs_dir=runs_dir, on_event=letters) as rt:
+        front, back = rt.nodes["front"].endpoint, rt.nodes["back"].endpoint
+        before = rt._directory().routes
+        stolen = msgspec.structs.replace(rt.messenger.cards["greeter"], supported_interfaces=rt.messenger.cards["shouter"].supported_interfaces)
+        epoch = rt.nodes["back"].epoch
+        with as_member(rt, "back", "supervisor") as sock:
+            sock.send(forge("node:back", "supervisor", Register(node="back", pid=rt.pids["back"], endpoint=back, cards=[stolen]), epoch=epoch))
+            sock.send(forge("node:back", "supervisor", Register(node="back", pid=rt.pids["back"], endpoint=front), epoch=epoch))
+        deadline = time.time() + 30
+        while len(refused := [e for e in letters.letters if e["node"] == "supervisor" and e["peer"] == "back"]) < 2:
+            assert time.time() < deadline, f"not refused; dead letters: {letters.letters}"
+            with contextlib.suppress(TimeoutError):  # the supervisor applies controls as it waits
+                rt.wait(Future(), timeout_s=0.1)
+        assert sorted(e["reason"] for e in refused) == ["forged-sender", "not-allowed"], refused
+        assert rt._directory().routes == before and before["greeter"] == front
+        assert rt.nodes["back"].endpoint == back and rt.messenger.routes["node:back"] == back
+        assert rt.ask("greeter", "greet", {"name": "ada"}).data == {"greeting": "HELLO ADA!", "greeted": 1}
