@@ -50,11 +50,16 @@ class _Node:
 
 
 class Membership:
-    """The run's incarnations. `timeout_s`: silence after which a ready incarnation is down."""
+    """The run's incarnations. `timeout_s`: silence after which a ready incarnation is down.
+    `first_epoch`: the first epoch this life of the supervisor gives; a later life must start
+    above every epoch an earlier one gave (the shell passes the wall clock in microseconds), so
+    an incarnation admitted before a supervisor restart never shares its epoch with a new one."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, first_epoch: int = 1) -> None:
+        if first_epoch < 1:
+            raise ValueError(f"first_epoch must be at least 1, not {first_epoch}")
         self.timeout_s = timeout_s
-        self._last_epoch = 0
+        self._last_epoch = first_epoch - 1
         self._nodes: dict[str, _Node] = {}
         self._admitted: dict[int, str] = {}  # every epoch ever given -> its node
 

@@ -186,7 +186,9 @@ class Runtime:
         self.writer = TraceWriter(self.trace_path)
         if on_event is not None:
             self.writer.listeners.append(on_event)
-        self.membership = Membership(spec.supervision.heartbeat_timeout_s)
+        # Epochs start at this life's wall clock in microseconds: a restarted supervisor never
+        # gives a new incarnation an epoch an incarnation of its earlier life still holds.
+        self.membership = Membership(spec.supervision.heartbeat_timeout_s, first_epoch=time.time_ns() // 1000)
         self._members_lock = threading.Lock()  # membership is fed from the I/O thread too
         self._stale_at: dict[int, str] = {}  # epoch -> the endpoint of that incarnation
         self._fenced_at: dict[int, float] = {}  # epoch -> when it was last told it is fenced

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,3 +100,17 @@ def test_never_two_current_incarnations_and_a_fenced_one_is_never_accepted(
             assert len(current) <= 1  # never two current incarnations of one node
         for name, e in fenced | down:
             assert not m.accepts(name, e)  # a fenced (or downed) incarnation: nothing accepted
+
+
+def test_a_later_life_of_the_supervisor_never_gives_an_epoch_an_earlier_life_gave() -> None:
+    # The review of issue 16 found epochs restarting at 1 with each supervisor life: an old
+    # incarnation that outlived a supervisor restart could share its epoch with a new one of the
+    # same node, and its messages would be taken as the new one's.
+    first = Membership(5.0, first_epoch=1_000)
+    old, _ = first.admit("w1", now=0.0)
+    second = Membership(5.0, first_epoch=2_000)  # the shell passes a later wall clock
+    new, _ = second.admit("w1", now=0.0)
+    assert new != old and new >= 2_000
+    assert not second.accepts("w1", old)
+    with pytest.raises(ValueError, match="first_epoch"):
+        Membership(5.0, first_epoch=0)
