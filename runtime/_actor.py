@@ -256,9 +256,10 @@ class _MeteredModel:
         if req is not None and req.token_allowance is not None:
             # The caller reserved this much for the request: clip the call to what is left,
             # or do not send it at all.
-            left = req.token_allowance - req.usage.input_tokens - req.usage.output_tokens
+            used = req.usage.input_tokens + req.usage.output_tokens
+            left = req.token_allowance - used
             try:
-                clipped = clip_to_allowance(left, messages, system, max_tokens, tools)
+                clipped = clip_to_allowance(left, messages, system, max_tokens, tools, used=used)
             except TokenAllowanceExceeded as exc:
                 self._ctx.emit(ModelRefused(reason=str(exc), need_tokens=exc.need_tokens, least_tokens=exc.least_tokens))
                 raise

@@ -224,18 +224,27 @@ def input_tokens(
 
 
 def clip_to_allowance(
-    left: int, messages: list[dict[str, Any]], system: str | None, max_tokens: int, tools: list[dict[str, Any]] | None = None
+    left: int,
+    messages: list[dict[str, Any]],
+    system: str | None,
+    max_tokens: int,
+    tools: list[dict[str, Any]] | None = None,
+    *,
+    used: int = 0,
 ) -> int:
     """`max_tokens` clipped so the call's worst case fits `left` tokens; raises
-    TokenAllowanceExceeded when not even one output token fits."""
+    TokenAllowanceExceeded when not even one output token fits. `used`: what the request's
+    earlier calls spent; the need it reports is the whole request's (a request asked again
+    makes those calls again), so a caller that reserves it has room for this call too."""
     need_in = input_tokens(messages, system, tools)
     if need_in + 1 > left:
+        spent = f", after {used} spent by its earlier calls" if used else ""
         raise TokenAllowanceExceeded(
             f"model call not sent: it needs up to {need_in + max_tokens} tokens "
             f"({need_in} input + max_tokens {max_tokens}) and this request's token allowance "
-            f"has {max(0, left)} left",
-            need_tokens=need_in + max_tokens,
-            least_tokens=need_in + 1,
+            f"has {max(0, left)} left{spent}",
+            need_tokens=used + need_in + max_tokens,
+            least_tokens=used + need_in + 1,
         )
     return min(max_tokens, left - need_in)
 

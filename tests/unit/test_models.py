@@ -34,3 +34,22 @@ def test_config_and_protocol() -> None:
         model_from_config(ModelConfig(kind="gpt"))
     with pytest.raises(ValueError, match="latency_s"):
         OfflineModel(latency_s=(2.0, 1.0))
+
+
+def test_a_refused_call_reports_the_whole_requests_need_so_asking_again_with_it_fits() -> None:
+    # bench/multihost.py's synthesis failed once with "needs up to 2124 tokens ... has 1000
+    # left": its request had already spent 1124 of a 2124 allowance, so the need it reported
+    # (2124) was no more than the allowance the run had just reserved, and the run gave up
+    # instead of asking again with room for the earlier calls too.
+    from agentrt.runtime._models import TokenAllowanceExceeded, clip_to_allowance
+
+    messages = [{"role": "user", "content": "x" * 3000}]
+    with pytest.raises(TokenAllowanceExceeded) as refused:
+        clip_to_allowance(1000, messages, None, 600, used=1124)
+    need_in = (3000 + 2) // 3 + 8
+    assert refused.value.need_tokens == 1124 + need_in + 600 > 2124
+    assert refused.value.least_tokens == 1124 + need_in + 1
+    assert "after 1124 spent by its earlier calls" in str(refused.value)
+    # With what it reported reserved, the same sequence of calls fits.
+    allowance = refused.value.need_tokens
+    assert clip_to_allowance(allowance - 1124, messages, None, 600, used=1124) == 600
