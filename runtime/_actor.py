@@ -1077,13 +1077,16 @@ class _Host(pykka.ThreadingActor):
                 error=error,
             ),
         )
-        task = self._reply(req.envelope, task)
+        # How the attempt ended is recorded before its reply leaves: the caller may retry the
+        # moment it reads a failure, and a retry that arrived before the record would join
+        # this finished attempt and get its failure back instead of running again.
         waiters: list[Envelope] = []
         if req.key is not None:
             with self._running_lock:
                 completed = task.status.state == "TASK_STATE_COMPLETED"
                 size = len(_task_encoder.encode(task)) if completed else 0
                 waiters = self.keys.end(req.key, task, completed=completed, size=size)
+        task = self._reply(req.envelope, task)
         for envelope in waiters:
             self._reply(envelope, _as_answer_to(envelope, task))
 
