@@ -85,3 +85,26 @@ def test_a_ref_to_a_whole_result_fails_the_task_at_once_naming_the_field_and_the
     assert "field '$.name'" in error and "(rule: type)" in error and "${t1}" in error
     assert out["schedule"]["skipped"]["t3"] == "dependency 't2' did not complete"
     assert out["results"]["t1"] == {"greeting": "hello a"}
+
+
+def test_tasks_refused_for_their_allowance_are_asked_again_at_once_and_complete(tmp_path: Path) -> None:
+    # A task refused for its token allowance is sent again at once with what it needs
+    # reserved, under the same idempotency key, and must then run. (The worker used to send
+    # the refusal before recording that the attempt had ended, so a fast enough retry joined
+    # the finished attempt and got the refusal back; bench/multihost.py hit it in 3 of 5
+    # runs. That race does not show here reliably: this test guards the path, the ordering
+    # is argued in runtime/_actor.py's finish.)
+    data = msgspec.to_builtins(load_spec(ROOT / "demos" / "research"))
+    for node in data["nodes"]:
+        for actor in node["actors"]:
+            if actor["name"] == "producer":
+                actor["config"]["sources"] = [f"source-{i:02d}" for i in range(20)]
+            if actor["name"] == "coordinator":
+                actor["config"].update(est_tokens=100)
+    data["model"]["latency_s"] = [0.05, 0.2]
+    spec = spec_from_dict(data, "research, small estimates", base_dir=str(ROOT / "demos" / "research"))
+    summary = run(spec, run_id="refused", runs_dir=tmp_path)
+    assert summary.state == "completed", summary.error
+    events = read_trace(tmp_path / "refused" / "trace.jsonl")
+    refused = {e["plan_task"] for e in events if e["event"] == "model.refused" and e.get("plan_task")}
+    assert "synthesis" in refused  # the test really takes that path
