@@ -4,11 +4,14 @@ and the `agentrt trace dead-letters` view."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -295,10 +298,11 @@ def test_expired_and_unroutable_requests_are_dead_lettered_with_their_reason(
     ]
 
 
-def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_path: Path) -> None:
-    """The messenger shell over real sockets: a peer that takes frames and never acks."""
+@contextlib.contextmanager
+def asker_and_silent_peer(tmp_path: Path, policy: Any) -> Iterator[tuple[Any, zmq.Socket]]:
+    """The messenger shell over real sockets: an asker's started Messenger whose actor
+    'silent' lives behind a member's ROUTER that takes frames and never acks."""
     from agentrt.protocols import Limits
-    from agentrt.runtime._delivery import Policy
     from agentrt.runtime._keys import issue
     from agentrt.runtime._messenger import Messenger
 
@@ -309,7 +313,6 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
     sink.curve_secretkey = trust["sink"].keys.secret.encode()
     sink_at = f"ipc://{tmp_path}/sink.sock"
     sink.bind(sink_at)
-    policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=4, give_up_s=2.0, window_s=4.0)
     messenger = Messenger(
         name="asker",
         endpoint=f"ipc://{tmp_path}/asker.sock",
@@ -322,6 +325,18 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
     messenger.cards["silent"] = agent_card("silent", "never acks", [(AgentSkill(id="s", name="s", description="s", tags=["s"]), SkillContract())])
     messenger.start()
     try:
+        yield messenger, sink
+    finally:
+        messenger.stop()
+        sink.close(linger=0)
+        ctx.term()
+
+
+def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_path: Path) -> None:
+    from agentrt.runtime._delivery import Policy
+
+    policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=4, give_up_s=2.0, window_s=4.0)
+    with asker_and_silent_peer(tmp_path, policy) as (messenger, sink):
         result = messenger.ask(
             sender="asker", recipient="silent", skill="s", data={}, timeout_s=60
         ).result(30)
@@ -329,10 +344,6 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
         while sink.poll(100):
             sink.recv_multipart()
             copies += 1
-    finally:
-        messenger.stop()
-        sink.close(linger=0)
-        ctx.term()
     assert (
         result.state == "failed"
         and "undelivered" in result.error
@@ -346,41 +357,15 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
 def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tmp_path: Path) -> None:
     """A peer that never acknowledges holds at most max_link_bytes of the sender's memory: past
     that, an ask fails at once as undelivered, unsent, while the first ones are still resent."""
-    from agentrt.protocols import Limits
     from agentrt.runtime._delivery import Policy
-    from agentrt.runtime._keys import issue
-    from agentrt.runtime._messenger import Messenger
 
-    trust = issue({"asker": ["asker"], "sink": ["silent"]})
-    ctx = zmq.Context()
-    sink = ctx.socket(zmq.ROUTER)
-    sink.curve_server = True  # a member of the run, as far as the keys go
-    sink.curve_secretkey = trust["sink"].keys.secret.encode()
-    sink_at = f"ipc://{tmp_path}/sink.sock"
-    sink.bind(sink_at)
-    policy = Policy(max_link_bytes=20_000)
-    messenger = Messenger(
-        name="asker",
-        endpoint=f"ipc://{tmp_path}/asker.sock",
-        limits=Limits(),
-        trust=trust["asker"],
-        policy=policy,
-    )
-    messenger.route("node:sink", sink_at)
-    messenger.routes["silent"] = sink_at
-    messenger.cards["silent"] = agent_card("silent", "never acks", [(AgentSkill(id="s", name="s", description="s", tags=["s"]), SkillContract())])
-    messenger.start()
-    try:
+    with asker_and_silent_peer(tmp_path, Policy(max_link_bytes=20_000)) as (messenger, _):
         futures = [
             messenger.ask(sender="asker", recipient="silent", skill="s", data={"x": "y" * 3000}, timeout_s=60)
             for _ in range(10)
         ]
         done = [f for f in futures if f.done()]
         waiting = messenger.delivery.waiting
-    finally:
-        messenger.stop()
-        sink.close(linger=0)
-        ctx.term()
     assert 0 < waiting < 10 and len(done) == 10 - waiting
     for f in done:
         result = f.result()
