@@ -630,6 +630,12 @@ class Envelope(Wire):
     # The sending node's incarnation, given at its start or join (0: the supervisor, or a node
     # not yet admitted). A receiver drops, as `stale`, what a replaced incarnation sends.
     epoch: int = 0
+    # The recipient node's incarnation the sender meant (0: any: the supervisor, or one the
+    # sender does not know; -1: none, the node was down). A resend is the same frame, so a copy
+    # that reaches a later incarnation of its recipient (a restarted node at the same address)
+    # is refused there as `stale`: work meant for a lost incarnation is in doubt with its
+    # asker, never run again behind its back.
+    to_epoch: int = 0
     # Ids of messages from the recipient that the sender acknowledges, riding on this envelope
     # (acks are delayed a little to find one going the same way; see runtime/_delivery.py).
     acks: Annotated[list[Id], msgspec.Meta(max_length=4096)] | None = None

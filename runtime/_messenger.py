@@ -284,11 +284,19 @@ class Messenger:
     def set_directory(
         self, routes: dict[str, str], cards: list[AgentCard], epochs: dict[str, int] | None = None
     ) -> None:
+        if epochs:  # before the routes: a message sent meanwhile names no incarnation gone
+            self.epochs.update(epochs)
         for address, endpoint in routes.items():
             self.route(address, endpoint)
         self.cards.update({c.name: c for c in cards})
-        if epochs:
-            self.epochs.update(epochs)
+
+    def _incarnation_of(self, address: str) -> int:
+        """The incarnation of the node hosting `address` that what is sent there now is for (see
+        `Envelope.to_epoch`): 0 when no epoch is known for it, -1 when it is down."""
+        member = self.trust.host_of(address)
+        if member is None or member not in self.epochs:
+            return 0
+        return self.epochs[member] or -1
 
     def card(self, actor: str) -> AgentCard:
         card = self.cards.get(actor)
@@ -318,8 +326,9 @@ class Messenger:
             )
         with self._lock:  # acks noted for the recipient ride on this envelope
             acks = self.delivery.take_acks(envelope.recipient)
-        if acks:
-            envelope = msgspec.structs.replace(envelope, acks=list(acks))
+        to_epoch = self._incarnation_of(envelope.recipient)
+        if acks or to_epoch != envelope.to_epoch:
+            envelope = msgspec.structs.replace(envelope, acks=list(acks) or None, to_epoch=to_epoch)
         frame = encode(envelope)
         try:
             check_limits(envelope, frame, self.limits)
@@ -512,6 +521,7 @@ class Messenger:
             deadline=deadline,
             body=body,
             epoch=self.epoch,
+            to_epoch=self._incarnation_of(recipient),
         )
 
     def ask(
@@ -699,6 +709,16 @@ class Messenger:
                 "stale",
                 f"from incarnation {envelope.epoch} of node '{peer}', which is not its current one "
                 f"({self.epochs[peer] or 'none: the node is down'}); a replaced node's late messages are ignored",
+                envelope=envelope,
+                peer=peer,
+                size=size,
+            )
+            return
+        if envelope.to_epoch and self.epoch and envelope.to_epoch != self.epoch:
+            self.dead_letter(
+                "stale",
+                f"meant for incarnation {envelope.to_epoch} of this node, not this one ({self.epoch}): "
+                "work sent to a lost incarnation is in doubt with its sender, never run again here",
                 envelope=envelope,
                 peer=peer,
                 size=size,

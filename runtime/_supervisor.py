@@ -579,6 +579,8 @@ class Runtime:
             node=node, epoch=epoch, reason="declared down, or replaced by a newer incarnation"
         )
         envelope = self.messenger.envelope(sender=SUPERVISOR, recipient=f"node:{node}", body=fenced)
+        # For the fenced incarnation itself (the directory's is the next one, or none).
+        envelope = msgspec.structs.replace(envelope, to_epoch=epoch)
         self.messenger.transport.send(endpoint, encode(envelope))
 
     def _join(self, envelope: Envelope, join: Join) -> None:

@@ -343,7 +343,7 @@ def why(events: Events, task: str) -> list[str]:
 _VOLATILE = frozenset(
     {"messageId", "traceId", "spanId", "parentSpanId", "sentAt", "deadline", "contextId", "taskId",
      "id", "artifactId", "startedAt", "finishedAt", "durationS", "usage", "idempotencyKey", "ts",
-     "coreCpuS", "dispatchSpanS", "retryAfterS", "acks", "epoch", "epochs"}
+     "coreCpuS", "dispatchSpanS", "retryAfterS", "acks", "epoch", "epochs", "toEpoch"}
 )
 
 

@@ -517,3 +517,59 @@ def test_control_operations_on_a_node_come_only_from_the_supervisor(runs_dir: Pa
         ("not-allowed", "node-down", "meddler"),
         ("not-allowed", "stop", "meddler"),
     ]
+
+
+def test_a_resend_that_reaches_a_later_incarnation_of_its_recipient_is_refused_there(tmp_path: Path) -> None:
+    """A request whose acks were lost (a partition) is resent as the same frame; if its
+    recipient's node is meanwhile replaced (declared down, restarted by its host agent), the
+    resend reaches the new incarnation, which knows nothing of the first (its idempotency keys
+    died with it) and would run it again, behind the asker's back: the asker holds that attempt
+    in doubt. The envelope names the incarnation it was for (`to_epoch`), and the new one
+    refuses it as stale, unacknowledged; what is asked of it afterwards it takes. (Seen in
+    test_multihost's partition test: an effect ran on both incarnations of 'w1'.)"""
+    from agentrt.protocols import Limits
+    from agentrt.runtime._delivery import Policy
+    from agentrt.runtime._keys import issue
+    from agentrt.runtime._messenger import Messenger
+
+    policy = Policy(ack_wait_s=0.02, max_wait_s=0.05, max_sends=40, give_up_s=3.0, window_s=4.0)
+    trust = issue({"a": ["asker"], "b": ["w"]})
+    card = agent_card("w", "a worker", [(AgentSkill(id="s", name="s", description="s", tags=["s"]), SkillContract())])
+    ctx = zmq.Context()
+    first = ctx.socket(zmq.ROUTER)  # incarnation 1 of node b: takes the frame, its ack is lost
+    first.curve_server = True
+    first.curve_secretkey = trust["b"].keys.secret.encode()
+    first_at, second_at = f"ipc://{tmp_path}/b1.sock", f"ipc://{tmp_path}/b2.sock"
+    first.bind(first_at)
+    a = Messenger(name="node:a", endpoint=f"ipc://{tmp_path}/a.sock", limits=Limits(), trust=trust["a"], policy=policy)
+    second = Messenger(name="node:b", endpoint=second_at, limits=Limits(), trust=trust["b"], policy=policy)
+    second.epoch = 2  # incarnation 2 of node b, at its own endpoint, as a restarted node gets
+    second.set_directory({"node:a": a.endpoint, "asker": a.endpoint}, [], {"a": 7})
+    ran: list = []
+    second.local["w"] = ran.append
+    a.epoch = 7
+    a.set_directory({"node:b": first_at, "w": first_at}, [card], {"b": 1})
+    a.start()
+    second.start()
+    try:
+        lost = a.ask(sender="asker", recipient="w", skill="s", data={"n": 1}, timeout_s=60)
+        assert first.poll(10_000), "incarnation 1 got the request"
+        # Node b is declared down and replaced: the directory moves 'w' to incarnation 2.
+        a.set_directory({"node:b": second_at, "w": second_at}, [card], {"b": 2})
+        deadline = time.time() + 30
+        while time.time() < deadline and second.stats.get("dead.stale", 0) < 3:
+            time.sleep(0.01)
+        refused = second.stats.get("dead.stale", 0)
+        assert not ran, "a request meant for incarnation 1 ran on incarnation 2"
+        assert refused >= 3 and a.stats["resent"] >= 3, "the resends reached incarnation 2 and were refused"
+        assert not lost.done() or "undelivered" in lost.result().error, "never acknowledged"
+        fresh = a.ask(sender="asker", recipient="w", skill="s", data={"n": 2}, timeout_s=60)
+        while time.time() < deadline and not ran:
+            time.sleep(0.01)
+        assert [e.to_epoch for e in ran] == [2] and ran[0].body.message.parts[0].data == {"n": 2}
+        assert not fresh.done()  # nothing answers it here (no actor runs behind `w`)
+    finally:
+        a.stop()
+        second.stop()
+        first.close(linger=0)
+        ctx.term()

@@ -245,7 +245,9 @@ def test_a_partitioned_node_is_declared_down_fenced_when_its_link_returns_and_no
     lost = cluster.events("cut", "node.lost")[0]
     assert any(e["node_name"] == "w1" and e["epoch"] == lost["epoch"] for e in fenced)
     stale_letters = [e for e in cluster.trace("cut") if e["event"] == "message.dead-letter" and e["reason"] == "stale"]
-    assert all(e["peer"] == "w1" for e in stale_letters)
+    # Stale: what the fenced incarnation sent late, and (at w1) what was meant for another
+    # incarnation of it; a resend that reached the restarted one is refused there, not run.
+    assert all(e["peer"] == "w1" or e["node"] == "node:w1" for e in stale_letters)
 
 
 def test_a_peer_whose_key_is_not_on_the_allow_list_is_refused_and_nothing_it_sends_is_delivered(cluster: Cluster) -> None:
