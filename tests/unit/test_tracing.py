@@ -6,6 +6,8 @@ import threading
 
 import msgspec
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from agentrt.runtime._redact import REDACTED, redact
 from agentrt.runtime._tracing import Recorder
@@ -73,6 +75,9 @@ def test_events_from_many_threads_are_all_shipped_each_threads_in_its_order() ->
         {"event": "user", "COO\u212aIE": "abc"},  # the Kelvin sign lower-cases to "k"
         {"event": "user", "note": "the my-own-secret-value is here"},
         {"event": "user", "note": "key id AKIAABCDEFGHIJKLMNOP"},
+        # An Anthropic key is 108 characters: in msgpack its length byte, just before "sk-",
+        # is "l", and the pre-check once took that for a word going on and shipped the key.
+        {"event": "user", "note": "sk-ant-api03-" + "Ab1_" * 23 + "abc"},
         {"event": "envelope.sent", "envelope": msgspec.Raw(msgspec.msgpack.encode({"auth": "abc"}))},
     ],
 )
@@ -131,3 +136,54 @@ def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> N
     rec.flush()
     assert rec.redacted == 0 and len(batches[0]) == 4
     assert batches[0][0]["envelope"]["body"]["call"]["skill"] == "echo"  # the wire bytes, a map once read
+
+
+# Pieces of text near what the redaction rules look for (hints in every case, words that
+# contain a hint but are not secret, separators, credentials of each known format) and plain
+# text: joined at random, as keys and values, they put every hint next to every context.
+_PIECES = [
+    "token", "Token", "TOKEN", "inputTokens", "tokenAllowance", "tokens", "_token", "token_", "x",
+    "sk-", "task-", "ask-", "_sk-", "sk-ant-api03-abcdefghijklmnopqrst", "SK-", "risk-",
+    "api", "API", "key", "Key", "KEY", " ", "-", "_", ".", ":", "=", "/", "@", "0", "9", "a",
+    "access", "session", "signing", "private", "Private Key", "apikey", "api_key",
+    "bearer", "Bearer abcdefgh12345678", "basic", "Basic dXNlcjpwYXNzd29yZA==", "digest",
+    "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", "eyj", "://", "https://user:pw@example.org/",
+    "AKIA", "AKIAABCDEFGHIJKLMNOP", "akia", "ACCA", "ghp_", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xox", "xoxb-1234-abcd", "aiza", "AIzaSyA-abcdefghijklmnopqrstuvwxyz12345", "_live_", "_test_",
+    "secret", "passw", "passphrase", "auth", "author", "cookie", "credential", "jwt",
+    "-----BEGIN PRIVATE KEY-----", "\u0130", "\u212a", "my-own-secret-value", "ordinary words",
+]  # fmt: skip
+
+
+_NEUTRAL = ["x", "note", "inputTokens", "kind", "task-request", "author", "risk-", "a b", "9"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(_NEUTRAL + _PIECES[:30]), min_size=1, max_size=3).map("".join),
+            st.lists(st.sampled_from(_NEUTRAL + _PIECES), max_size=4).map("".join),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+@example([("x", "sk-ant-api03-abcdefghijklmnopqrst")])  # each narrowed hint at its edge
+@example([("x", "risk-sk-ant-api03-abcdefghijklmnopqrst")])
+@example([("Token", "abc")])
+@example([("note", "the api key is ghp_abcdefghijklmnopqrstuvwxyz0123456789")])
+@example([("Session.Key", "abc")])
+@settings(max_examples=500, deadline=None)
+def test_a_batch_the_pre_check_passes_as_clean_has_nothing_to_redact(pairs: list[tuple[str, str]]) -> None:
+    """The pre-check may send a clean batch through the slow pass, never a dirty one past it:
+    whenever it ships a batch as it is, redact() would have left that batch unchanged."""
+    event = {"event": "user", **dict(pairs)}
+    batches: list[list[dict]] = []
+    rec = _recorder(batches, max_delay_s=10)
+    rec.record(event)
+    rec.flush()
+    [[shipped]] = batches
+    if rec.redacted == 0:  # shipped as recorded: the slow pass would have changed nothing
+        as_recorded = msgspec.msgpack.decode(msgspec.msgpack.encode(dict(event, node="n1")))
+        assert redact(as_recorded, ["my-own-secret-value"]) == as_recorded
+    assert "my-own-secret-value" not in repr(shipped)
