@@ -200,8 +200,8 @@ _KEY_AFTER = re.compile(rb"[^a-z0-9]*key")  # "api key", "Session.Key", "access-
 def _token_at_end(low: bytes, start: int, end: int) -> bool:
     # A name ending in "token" is followed by its value's msgpack header: never a letter or a
     # digit for a string (nor for a number from 0 to 47, or past 122), so "inputTokens" and
-    # "tokenAllowance" stay clean. (An integer from 48 to 122 under such a name would look like
-    # a name going on; such a number is not a credential.)
+    # "tokenAllowance" stay clean. (An integer from 48 to 122 under such a name looks like a
+    # name going on: redact() keeps numbers under secret keys, so nothing is missed.)
     return end == len(low) or low[end] not in _WORD
 
 
