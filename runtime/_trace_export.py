@@ -7,6 +7,7 @@ import base64
 import hashlib
 import html
 import json
+import math
 import re
 import zlib
 from typing import Any
@@ -132,8 +133,15 @@ def _attr(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": v}
 
 
+_MAX_NANOS = 2**64 - 1  # OTLP times are fixed64: unsigned nanoseconds since the epoch
+
+
 def _nanos(t: float) -> str:
-    return str(int(t * 1e9))
+    """`t` (unix seconds) as OTLP's nanoseconds, clamped to what the field holds (a clock or
+    a trace gone wrong, a time past the year 2554 or before 1970, is shown at the edge, not
+    an export that fails)."""
+    n = t * 1e9
+    return str(int(min(max(n, 0), _MAX_NANOS)) if math.isfinite(n) else (_MAX_NANOS if n > 0 else 0))
 
 
 def otel(events: Events) -> dict[str, Any]:
