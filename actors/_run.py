@@ -524,6 +524,8 @@ class Run:
         if not result.ok:
             record["error"] = result.error
         self.records[tid] = record
+        if not result.ok and meta.get("maybeDelivered"):  # sent, never acknowledged
+            return self._sched(scheduler.task_unanswered(tid, result.error, attempt=attempt, now=now), now)
         if not result.ok:
             retry_after = meta.get("retryAfterS")
             need, least = meta.get("needTokens"), meta.get("leastTokens")

@@ -605,6 +605,27 @@ class Scheduler:
         out.extend(self._attempt_failed(node, error, now, retryable, retry_after_s))
         return out + self._pump(now)
 
+    def task_unanswered(self, task_id: str, reason: str, *, attempt: int | None = None, now: float = 0.0) -> list[Command]:
+        """The current attempt went out and its answer will never come, though its request may
+        have arrived (it was sent and never acknowledged): handled as a timeout is. Read-only
+        work is tried again; stateful work is in doubt, held for a decision, never retried
+        blindly (elsewhere it would run a second time)."""
+        node = self._current(task_id, attempt)
+        if node is None:
+            return [self._stale(task_id, attempt)]
+        self._release(node, used_tokens=node.reserved, used_cost=None)  # it may have spent it
+        return self._unanswered(node, reason, now) + self._pump(now)
+
+    def _unanswered(self, node: _Node, reason: str, now: float) -> list[Command]:
+        if self.read_only(node):
+            return self._attempt_failed(node, reason, now, True, None)
+        # A stateful attempt that did not answer may or may not have had its effect.
+        tid = node.task.id
+        self.held.add(tid)
+        self.queued += 1
+        self._make_ready(tid)
+        return [Decision(tid, "in-doubt", f"in doubt: attempt {node.attempt} on {node.worker} {reason}; its effect may or may not have happened, so it is held for a decision")]
+
     def on_timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
         out: list[Command] = []
         if self._finished:
@@ -620,15 +641,7 @@ class Scheduler:
             out.append(Cancel(tid, node.worker or "", attempt, reason))
             out.append(Decision(tid, "timed-out", f"attempt {attempt} on {node.worker}: {reason}"))
             self._release(node, used_tokens=node.reserved, used_cost=None)
-            if self.read_only(node):
-                out.extend(self._attempt_failed(node, reason, now, True, None))
-            else:
-                # A stateful attempt that did not answer may or may not have had its effect:
-                # in doubt, held for a decision, never retried blindly.
-                self.held.add(tid)
-                self.queued += 1
-                self._make_ready(tid)
-                out.append(Decision(tid, "in-doubt", f"in doubt: attempt {attempt} on {node.worker} {reason} without an answer; its effect may or may not have happened, so it is held for a decision"))
+            out.extend(self._unanswered(node, f"{reason} without an answer", now))
         elif kind == "retry":
             node = self.nodes.get(key[1])
             if node is not None and node.phase == "backoff":

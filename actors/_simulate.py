@@ -238,7 +238,9 @@ class TaskOutcome:
     tokens (it refuses when its allowance is less)."""
 
     duration: float
-    kind: Literal["ok", "error", "429"] = "ok"
+    # "unacked": it runs (and has its effect), but neither its acks nor its reply get back
+    # (a one-way cut): its asker's messenger gives up on it, "maybe delivered".
+    kind: Literal["ok", "error", "429", "unacked"] = "ok"
     tokens: float = 0.0
     need: float = 0.0
     retry_after_s: float = 1.0
@@ -349,7 +351,7 @@ def simulate_run(
                 return
             running[(life, cmd.call)] = worker
             stats["max_running"] = max(stats["max_running"], sum(1 for lf, _ in running if lf == life))
-            if cmd.skill in world.stateful and outcome.kind == "ok":
+            if cmd.skill in world.stateful and outcome.kind in ("ok", "unacked"):
                 # Half-way through: a worker lost after this leaves the task in doubt. (A
                 # failed answer means no effect: a skill that fails does not half-commit.)
                 push(now + outcome.duration / 2, "effect", (worker, epoch.get(worker, 0), cmd.task, key))
@@ -407,10 +409,12 @@ def simulate_run(
             if epoch.get(worker, 0) != ep:
                 continue  # the process that ran it is gone
             meta = usage(tokens)
-            if outcome.kind == "ok":
+            if outcome.kind in ("ok", "unacked"):
                 out = {"task": cmd.task, "attempt": cmd.attempt}
                 cache[(worker, cmd.key or "")] = out
                 result = Result(ok=True, output=out, metadata=meta)
+                if outcome.kind == "unacked":  # what the asker's messenger says instead
+                    result = Result(ok=False, state="failed", error="undelivered: never acknowledged", metadata={"maybeDelivered": True})
             elif outcome.kind == "429":
                 result = Result(ok=False, state="failed", error="429", metadata={**meta, "retryAfterS": outcome.retry_after_s})
             else:

@@ -132,12 +132,15 @@ def status_message(text: str) -> Message:
     return Message(message_id=new_id(), role="ROLE_AGENT", parts=[Part(text=text)])
 
 
-def failed_task(task_id: str, context_id: str, state: str, text: str) -> Task:
+def failed_task(
+    task_id: str, context_id: str, state: str, text: str, metadata: dict[str, Any] | None = None
+) -> Task:
     """A task that ended `state` (`failed`, `rejected`, `canceled`) with `text` as its status."""
     return Task(
         id=task_id,
         context_id=context_id,
         status=TaskStatus(state=task_state(state), message=status_message(text)),
+        metadata=metadata,
     )
 
 
@@ -442,8 +445,10 @@ class Messenger:
                 kind=tag.kind,
             )
             if tag.kind == "task-request" and tag.task_id is not None:
-                # The asker learns now, not at its timeout; a retry with the same idempotency
-                # key is safe if the request did arrive and only its acks were lost.
+                # The asker learns now, not at its timeout. A request that was sent may have
+                # arrived (only its acks lost) and run: `maybeDelivered` says so, and an asker
+                # that must not run it twice (the coordinator, for stateful work) holds it in
+                # doubt, as after a timeout; one never sent (sends == 0) is safe to retry.
                 self._resolve(
                     (tag.task_id, tag.attempt),
                     failed_task(
@@ -451,6 +456,7 @@ class Messenger:
                         tag.context_id or tag.task_id,
                         "failed",
                         f"undelivered: '{tag.recipient}' never acknowledged the request ({detail})",
+                        {"maybeDelivered": True} if sends else None,
                     ),
                 )
         else:

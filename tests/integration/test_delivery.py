@@ -349,6 +349,7 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
         and "undelivered" in result.error
         and "never acknowledged" in result.error
     )
+    assert result.metadata == {"maybeDelivered": True}, "sent: it may have arrived, acks lost"
     assert copies == 4, "sent max_sends times, then given up"
     assert messenger.stats["dead.undelivered"] == 1 and messenger.stats["resent"] == 3
     assert messenger.delivery.waiting == 0
@@ -370,6 +371,7 @@ def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tm
     for f in done:
         result = f.result()
         assert result.state == "failed" and "max_link_bytes" in result.error
+        assert not result.metadata.get("maybeDelivered")  # never sent: safe to send again
     assert messenger.stats["dead.undelivered"] == len(done)
 
 

@@ -94,6 +94,18 @@ def test_a_stateful_attempt_that_times_out_is_in_doubt_not_retried() -> None:
     assert s.abandon("a", "in doubt; not run again", 6.0) and s.phase("a") == "failed"
 
 
+def test_an_attempt_sent_and_never_acknowledged_is_in_doubt_when_stateful_and_retried_when_read_only() -> None:
+    s = Scheduler(plan(PlanTask(id="a", skill="s"), PlanTask(id="b", skill="r")), {"w": ["s", "r"]},
+                  policy=Policy(max_attempts=3, backoff_s=0), skills={"r": SkillInfo(read_only=True)})  # fmt: skip
+    s.start(now=0.0)
+    out = s.task_unanswered("a", "was never acknowledged", attempt=1, now=1.0)
+    assert decisions(out, "in-doubt") and not decisions(out, "retried") and not of(Dispatch, out)
+    assert "attempt 1 on w was never acknowledged" in decisions(out, "in-doubt")[0].reason
+    out = s.task_unanswered("b", "was never acknowledged", attempt=1, now=1.0)
+    assert decisions(out, "retried") and not decisions(out, "in-doubt")
+    assert decisions(s.task_unanswered("b", "late", attempt=1, now=2.0), "stale")  # not current
+
+
 def test_timeout_defaults_come_from_the_skill_then_the_policy() -> None:
     s = Scheduler(
         plan(PlanTask(id="a", skill="s"), PlanTask(id="b", skill="t")),

@@ -339,6 +339,31 @@ def test_with_no_human_an_in_doubt_task_fails_and_is_never_sent_again() -> None:
     assert out["escalations"][0]["answer"]["decision"] == "abort"
 
 
+def test_a_stateful_request_sent_and_never_acknowledged_is_in_doubt_not_retried() -> None:
+    """Its sender gave up on it (`undelivered`, after every resend) but it may have arrived and
+    run, only its acks lost (a one-way cut that heartbeats survive): old code retried it as a
+    failure, on whichever worker was free, where it ran a second time."""
+    undelivered = "undelivered: 'w1' never acknowledged the request (sent 10 times, never acknowledged)"
+    retrying = Policy(max_attempts=2, backoff_s=0.1, jitter=0)
+    h = Harness(make(Roles(), retrying), lambda a: fail(undelivered, maybeDelivered=True) if a.attempt == 1 else ok({"x": 1}))
+    h.start({"goal": "g", "plan": plan({"id": "pay", "skill": "charge", "args": {}})})
+    h.settle()
+    assert [a.skill for a in h.asks] == ["charge"]  # never sent again
+    out = h.output
+    assert out["state"] == "failed" and "in doubt" in out["schedule"]["failed"]["pay"]
+    assert "never acknowledged" in out["schedule"]["failed"]["pay"]
+    # A read-only one is simply asked again; so is a request that was never sent at all.
+    for task, meta in (("r", {"maybeDelivered": True}), ("pay", {})):
+        skill = "write" if task == "r" else "charge"
+        retrying = Policy(max_attempts=2, backoff_s=0.1, jitter=0)
+        h = Harness(make(Roles(), retrying), lambda a, meta=meta: fail(undelivered, **meta) if a.attempt == 1 else ok({"text": "x"}))
+        h.start({"goal": "g", "plan": plan({"id": task, "skill": skill, "args": {}})})
+        h.settle()
+        h.fire(h.timers[-1].key)  # its backoff
+        h.settle()
+        assert [a.attempt for a in h.asks if a.skill == skill] == [1, 2] and h.output["state"] == "completed"
+
+
 def test_a_read_only_task_lost_with_its_worker_goes_to_a_live_one() -> None:
     h = Harness(make(Roles()), lambda a: ok({"text": "x"}) if a.attempt == 2 else None)
     h.start({"goal": "g", "plan": plan({"id": "r", "skill": "write", "args": {}})})

@@ -96,7 +96,7 @@ def world(case: dict) -> RunWorld:
         if key not in outcomes:
             outcomes[key] = TaskOutcome(
                 duration=rng.uniform(0.1, 6.0),
-                kind=rng.choice(["ok", "ok", "ok", "error", "429"]),
+                kind=rng.choice(["ok", "ok", "ok", "error", "429", "unacked"]),
                 tokens=rng.uniform(0, 150),
                 need=rng.choice([0.0, 0.0, 0.0, 120.0, 250.0]),
                 retry_after_s=rng.choice([1.0, 86400.0]),
