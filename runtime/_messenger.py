@@ -630,6 +630,13 @@ class Messenger:
         pending[0].set_result(TaskResult(task))
         return True
 
+    def forget(self, task_id: str, attempt: int) -> None:
+        """Stop waiting for the answer to ask (`task_id`, `attempt`): it was sent again as a
+        later attempt, which answers its future instead. What would have resolved this one (a
+        late reply, its give-up, its timeout) then resolves nothing."""
+        with self._pending_lock:
+            self._pending.pop((task_id, attempt), None)
+
     def _asked(self, key: tuple[str, int]) -> str | None:
         """Who the pending ask `key` went to (None if there is no such ask)."""
         with self._pending_lock:

@@ -700,6 +700,10 @@ class Runtime:
             if pending.actor not in here or pending.future.done():
                 continue
             emit(self.log, AskAgain(actor=pending.actor, skill=pending.skill, idempotency_key=pending.key))
+            # The attempt sent before is not answered by the restarted node (it was meant for
+            # the one that died: refused there as stale), so its give-up, "undelivered", would
+            # answer the caller while the new attempt runs: the new attempt answers instead.
+            self.messenger.forget(pending.task_id, pending.attempt)
             pending.attempt += 1
             again = self._send_ask(pending, validate=False)
             original = pending.future

@@ -324,3 +324,29 @@ def test_kill_9_of_a_worker_during_a_stateful_task_puts_it_to_the_human_and_neve
     assert out["state"] == "failed" and "in doubt" in out["schedule"]["failed"]["pay"]
     decisions = [e for e in read_trace(trace) if e["event"] == "schedule.decision" and e["plan_task"] == "pay"]
     assert "in-doubt" in [e["decision"] for e in decisions] and "redispatched" not in [e["decision"] for e in decisions]
+
+
+def test_an_ask_sent_while_its_node_is_down_is_answered_by_the_restarted_node(tmp_path: Path) -> None:
+    """The ask goes out stamped for the dead incarnation, so the restarted one refuses it (as
+    `stale`: never acknowledged) and the supervisor asks it again when the node is back. The
+    first attempt's give-up must not answer the caller: it did (an `undelivered` failure while
+    the second attempt was still running), once the job took longer than the resends' span.
+    The supervisor's resends are made short here (the default span is 15.75 s) so that the
+    job outlives them."""
+    from agentrt.runtime._delivery import Policy
+
+    spec = make_spec({"n": [{"name": "sleeper", "class": "custom_actors:Sleeper"}]})
+    with Runtime(spec, runs_dir=tmp_path) as rt:
+        # About 4 s of resends: longer than a restart takes, shorter than the job below.
+        rt.messenger.delivery.policy = Policy(ack_wait_s=0.5, max_wait_s=0.5, max_sends=8, give_up_s=5)
+        victim = rt.nodes["n"]
+        os.kill(victim.pid, signal.SIGKILL)
+        assert victim.proc is not None
+        victim.proc.wait(10)  # dead, and not yet seen so by the supervisor
+        future = rt.ask_async("sleeper", "sleep", {"s": 7}, timeout_s=60)
+        result = rt.wait(future)
+        events = list(read_trace(rt.trace_path))
+    assert result.state == "completed", result.error
+    assert any(e["event"] == "ask.again" and e["actor"] == "sleeper" for e in events)
+    stale = [e for e in events if e["event"] == "message.dead-letter" and e["reason"] == "stale"]
+    assert stale  # the first attempt was refused by the restarted node, as it must be
