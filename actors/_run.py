@@ -311,6 +311,10 @@ class Run:
         cost = usage.get("costUsd")
         if call.kind == "task":
             return self._task_replied(call, result, tokens, cost, now) + self._retry_deferred(now)
+        if not result.ok and meta.get("maybeDelivered"):
+            # Sent and never acknowledged: it may have arrived and made its model call, whose
+            # usage never came back; its allowance is spent (as an unanswered task attempt's is).
+            tokens, cost = call.reserved, None
         self.ledger.settle(call.reserved, tokens, cost)
         need = meta.get("needTokens")
         if not result.ok and need is not None and float(need) > call.reserved and call.kind != "human":

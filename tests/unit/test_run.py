@@ -364,6 +364,24 @@ def test_a_stateful_request_sent_and_never_acknowledged_is_in_doubt_not_retried(
         assert [a.attempt for a in h.asks if a.skill == skill] == [1, 2] and h.output["state"] == "completed"
 
 
+def test_a_model_call_sent_and_never_acknowledged_counts_its_allowance_as_spent() -> None:
+    """A critique (as a plan or a verdict) that its asker's messenger gave up on may have
+    arrived and run its model call, as a task attempt may: its allowance is spent. Old code
+    settled it as 0 tokens used (no usage came back), so the budget could be overspent."""
+
+    def respond(a: Ask) -> Result | None:
+        if a.skill == "critique":
+            return fail("undelivered: 'critic' never acknowledged the request (sent 10 times, never acknowledged)", maybeDelivered=True)
+        return ok({"text": "x"}, 10)
+
+    h = Harness(make(Roles(critic="critic"), Policy(token_budget=1000, est_tokens=100)), respond)
+    h.start({"goal": "g", "plan": plan({"id": "a", "skill": "write", "args": {}})}).settle()
+    out = h.output
+    critiques = [a.allowance or 0 for a in h.asks if a.skill == "critique"]
+    assert out["state"] == "completed" and critiques  # no review is no reason to lose the work
+    assert out["budget"]["tokensSpent"] == 10 + sum(critiques)
+
+
 def test_a_read_only_task_lost_with_its_worker_goes_to_a_live_one() -> None:
     h = Harness(make(Roles()), lambda a: ok({"text": "x"}) if a.attempt == 2 else None)
     h.start({"goal": "g", "plan": plan({"id": "r", "skill": "write", "args": {}})})
