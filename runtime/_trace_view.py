@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,10 @@ def timeline(events: Events, width: int = 100) -> Any:
     critical = critical_path(events)
 
     def col(t: float) -> int:
-        return min(width - 1, max(0, int((t - t0) / scale)))
+        x = (t - t0) / scale
+        if math.isnan(x):  # inf / inf: times a float's range apart (any float a peer sent)
+            x = width if t > t0 else 0
+        return int(min(max(x, 0), width - 1))
 
     hosts = actor_hosts(events)
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")

@@ -91,3 +91,14 @@ def test_otlp_times_are_clamped_to_what_the_field_holds() -> None:
     assert _nanos(1.5) == "1500000000"
     assert _nanos(1.7976931348623155e308) == _nanos(float("inf")) == str(2**64 - 1)
     assert _nanos(-4.5e16) == _nanos(float("-inf")) == _nanos(float("nan")) == "0"
+
+
+def test_the_timeline_takes_times_a_float_s_range_apart() -> None:
+    """Two plan tasks sent at -1.8e308 and 1.8e308 (any float a peer sends): the chart's span
+    overflowed to inf and the last column was inf / inf, so `trace timeline` raised ValueError
+    (the OTLP export's clamp, 253ec16, did not cover it)."""
+    m = 1.7976931348623157e308
+    a = [msgspec.structs.replace(sent("s1", None, -m), plan_task="t1"), msgspec.structs.replace(sent("s2", None, m), plan_task="t2")]
+    out = io.StringIO()
+    Console(file=out, width=100).print(timeline(a, width=40))
+    assert "* t1" in out.getvalue()
