@@ -614,17 +614,18 @@ class Scheduler:
         if node is None:
             return [self._stale(task_id, attempt)]
         self._release(node, used_tokens=node.reserved, used_cost=None)  # it may have spent it
-        return self._unanswered(node, reason, now) + self._pump(now)
+        return self._unanswered(node, reason, reason, now) + self._pump(now)
 
-    def _unanswered(self, node: _Node, reason: str, now: float) -> list[Command]:
+    def _unanswered(self, node: _Node, error: str, why: str, now: float) -> list[Command]:
+        """`error`: what a read-only attempt failed with; `why`: why a stateful one is in doubt."""
         if self.read_only(node):
-            return self._attempt_failed(node, reason, now, True, None)
+            return self._attempt_failed(node, error, now, True, None)
         # A stateful attempt that did not answer may or may not have had its effect.
         tid = node.task.id
         self.held.add(tid)
         self.queued += 1
         self._make_ready(tid)
-        return [Decision(tid, "in-doubt", f"in doubt: attempt {node.attempt} on {node.worker} {reason}; its effect may or may not have happened, so it is held for a decision")]
+        return [Decision(tid, "in-doubt", f"in doubt: attempt {node.attempt} on {node.worker} {why}; its effect may or may not have happened, so it is held for a decision")]
 
     def on_timer(self, key: tuple[Any, ...], now: float) -> list[Command]:
         out: list[Command] = []
@@ -641,7 +642,7 @@ class Scheduler:
             out.append(Cancel(tid, node.worker or "", attempt, reason))
             out.append(Decision(tid, "timed-out", f"attempt {attempt} on {node.worker}: {reason}"))
             self._release(node, used_tokens=node.reserved, used_cost=None)
-            out.extend(self._unanswered(node, f"{reason} without an answer", now))
+            out.extend(self._unanswered(node, reason, f"{reason} without an answer", now))
         elif kind == "retry":
             node = self.nodes.get(key[1])
             if node is not None and node.phase == "backoff":
