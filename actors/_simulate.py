@@ -414,7 +414,7 @@ def simulate_run(
                 cache[(worker, cmd.key or "")] = out
                 result = Result(ok=True, output=out, metadata=meta)
                 if outcome.kind == "unacked":  # what the asker's messenger says instead
-                    result = Result(ok=False, state="failed", error="undelivered: never acknowledged", metadata={"maybeDelivered": True})
+                    result = Result(ok=False, state="failed", error="undelivered: never acknowledged", metadata={"maybeRan": True})
             elif outcome.kind == "429":
                 result = Result(ok=False, state="failed", error="429", metadata={**meta, "retryAfterS": outcome.retry_after_s})
             else:

@@ -446,9 +446,9 @@ class Messenger:
             )
             if tag.kind == "task-request" and tag.task_id is not None:
                 # The asker learns now, not at its timeout. A request that was sent may have
-                # arrived (only its acks lost) and run: `maybeDelivered` says so, and an asker
-                # that must not run it twice (the coordinator, for stateful work) holds it in
-                # doubt, as after a timeout; one never sent (sends == 0) is safe to retry.
+                # arrived (only its acks lost) and run: `maybeRan` says so (as a timeout's
+                # answer does), and an asker that must not run it twice (the coordinator, for
+                # stateful work) holds it in doubt; one never sent (sends == 0) is safe to retry.
                 self._resolve(
                     (tag.task_id, tag.attempt),
                     failed_task(
@@ -456,7 +456,7 @@ class Messenger:
                         tag.context_id or tag.task_id,
                         "failed",
                         f"undelivered: '{tag.recipient}' never acknowledged the request ({detail})",
-                        {"maybeDelivered": True} if sends else None,
+                        {"maybeRan": True} if sends else None,
                     ),
                 )
         else:
@@ -610,6 +610,7 @@ class Messenger:
                         "failed",
                         f"timed out after {timeout:g}s waiting for "
                         f"'{recipient}' to finish skill '{skill}'",
+                        {"maybeRan": True},  # sent: it may be running, or have run
                     ),
                 ),
             )

@@ -349,10 +349,24 @@ def test_an_ask_never_acknowledged_fails_as_undelivered_after_its_resends(tmp_pa
         and "undelivered" in result.error
         and "never acknowledged" in result.error
     )
-    assert result.metadata == {"maybeDelivered": True}, "sent: it may have arrived, acks lost"
+    assert result.metadata == {"maybeRan": True}, "sent: it may have arrived, acks lost"
     assert copies == 4, "sent max_sends times, then given up"
     assert messenger.stats["dead.undelivered"] == 1 and messenger.stats["resent"] == 3
     assert messenger.delivery.waiting == 0
+
+
+def test_an_ask_that_times_out_says_it_may_have_run(tmp_path: Path) -> None:
+    """A timed-out ask went out and may be running, or have run (its model call spent): its
+    answer says `maybeRan`, as a give-up's does, so the run core counts a model call's allowance
+    as spent and holds a stateful task in doubt (before, a plan, critique or verdict that timed
+    out was settled as 0 tokens, and a task whose ask timed out before the scheduler's own timer
+    was retried as a plain failure)."""
+    from agentrt.runtime._delivery import Policy
+
+    with asker_and_silent_peer(tmp_path, Policy()) as (messenger, _):
+        result = messenger.ask(sender="asker", recipient="silent", skill="s", data={}, timeout_s=0.2).result(30)
+    assert result.state == "failed" and result.error.startswith("timed out after 0.2s")
+    assert result.metadata == {"maybeRan": True}
 
 
 def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tmp_path: Path) -> None:
@@ -371,7 +385,7 @@ def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tm
     for f in done:
         result = f.result()
         assert result.state == "failed" and "max_link_bytes" in result.error
-        assert not result.metadata.get("maybeDelivered")  # never sent: safe to send again
+        assert not result.metadata.get("maybeRan")  # never sent: safe to send again
     assert messenger.stats["dead.undelivered"] == len(done)
 
 

@@ -345,7 +345,7 @@ def test_a_stateful_request_sent_and_never_acknowledged_is_in_doubt_not_retried(
     failure, on whichever worker was free, where it ran a second time."""
     undelivered = "undelivered: 'w1' never acknowledged the request (sent 10 times, never acknowledged)"
     retrying = Policy(max_attempts=2, backoff_s=0.1, jitter=0)
-    h = Harness(make(Roles(), retrying), lambda a: fail(undelivered, maybeDelivered=True) if a.attempt == 1 else ok({"x": 1}))
+    h = Harness(make(Roles(), retrying), lambda a: fail(undelivered, maybeRan=True) if a.attempt == 1 else ok({"x": 1}))
     h.start({"goal": "g", "plan": plan({"id": "pay", "skill": "charge", "args": {}})})
     h.settle()
     assert [a.skill for a in h.asks] == ["charge"]  # never sent again
@@ -353,7 +353,7 @@ def test_a_stateful_request_sent_and_never_acknowledged_is_in_doubt_not_retried(
     assert out["state"] == "failed" and "in doubt" in out["schedule"]["failed"]["pay"]
     assert "never acknowledged" in out["schedule"]["failed"]["pay"]
     # A read-only one is simply asked again; so is a request that was never sent at all.
-    for task, meta in (("r", {"maybeDelivered": True}), ("pay", {})):
+    for task, meta in (("r", {"maybeRan": True}), ("pay", {})):
         skill = "write" if task == "r" else "charge"
         retrying = Policy(max_attempts=2, backoff_s=0.1, jitter=0)
         h = Harness(make(Roles(), retrying), lambda a, meta=meta: fail(undelivered, **meta) if a.attempt == 1 else ok({"text": "x"}))
@@ -371,7 +371,7 @@ def test_a_model_call_sent_and_never_acknowledged_counts_its_allowance_as_spent(
 
     def respond(a: Ask) -> Result | None:
         if a.skill == "critique":
-            return fail("undelivered: 'critic' never acknowledged the request (sent 10 times, never acknowledged)", maybeDelivered=True)
+            return fail("undelivered: 'critic' never acknowledged the request (sent 10 times, never acknowledged)", maybeRan=True)
         return ok({"text": "x"}, 10)
 
     h = Harness(make(Roles(critic="critic"), Policy(token_budget=1000, est_tokens=100)), respond)
