@@ -9,6 +9,7 @@ import html
 import json
 import math
 import re
+import sys
 import zlib
 from typing import Any
 
@@ -40,7 +41,10 @@ def _tid(actor: str) -> int:
 
 
 def _us(t: float) -> float:
-    return round(t * 1e6, 3)
+    """`t` (unix seconds) in microseconds, finite (JSON has no infinity: 1e308 s, any float a
+    peer sends, is shown at the edge of what a float holds)."""
+    us = t * 1e6
+    return round(us, 3) if math.isfinite(us) else math.copysign(sys.float_info.max, us)
 
 
 def chrome(events: Events) -> dict[str, Any]:

@@ -77,8 +77,8 @@ def test_no_trace_of_valid_events_breaks_a_trace_tool(a: list[Event], b: list[Ev
         with contextlib.suppress(RunError):  # no such plan task here: the tool says so
             why(a, task)
     diff(a, b)
-    json.dumps(chrome(a))
-    json.dumps(otel(a))
+    json.dumps(chrome(a), allow_nan=False)  # valid JSON: no Infinity or NaN in it
+    json.dumps(otel(a), allow_nan=False)
     html_page(a, "run")
     render(a)
 
@@ -91,6 +91,19 @@ def test_otlp_times_are_clamped_to_what_the_field_holds() -> None:
     assert _nanos(1.5) == "1500000000"
     assert _nanos(1.7976931348623155e308) == _nanos(float("inf")) == str(2**64 - 1)
     assert _nanos(-4.5e16) == _nanos(float("-inf")) == _nanos(float("nan")) == "0"
+
+
+def test_chrome_trace_times_stay_finite_so_the_file_is_valid_json() -> None:
+    """1e308 s in microseconds is infinity, which json.dumps writes as `Infinity` (not JSON:
+    Chrome's and Perfetto's loaders refuse the file)."""
+    import sys
+
+    from agentrt.runtime._trace_export import _us
+
+    assert _us(1.5) == 1_500_000.0
+    assert _us(1.7976931348623155e308) == sys.float_info.max and _us(-1e308) == -sys.float_info.max
+    events = [sent("x", None, 1.7976931348623155e308), sent("y", "x", -1.7976931348623155e308)]
+    json.dumps(chrome(events), allow_nan=False)
 
 
 def test_the_timeline_takes_times_a_float_s_range_apart() -> None:
