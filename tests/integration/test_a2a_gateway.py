@@ -762,6 +762,18 @@ def test_a_served_task_survives_the_death_of_its_node(tmp_path: Path) -> None:
     assert any(e["event"] == "node.restarted" for e in read_trace(rt.trace_path))
 
 
+def serve_once(spec: Any, runs: Path, call: Any) -> tuple[Any, Path]:
+    """One life of `agentrt serve --run-id kept`: a runtime and its gateway on run 'kept' in
+    `runs`, `call(gateway)` run to its end, then both stopped. Returns what it returned and the
+    run's trace."""
+    with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+            return asyncio.run(call(gw)), rt.trace_path
+        finally:
+            gw.stop(grace_s=0.5)
+
+
 def test_the_gateways_tasks_survive_a_restart_on_the_same_run(tmp_path: Path) -> None:
     """The gateway keeps its A2A tasks in the run's store: `agentrt serve --run-id` again (a new
     runtime and gateway on the same run) still answers GetTask and ListTasks for them; one
@@ -774,14 +786,6 @@ def test_the_gateways_tasks_survive_a_restart_on_the_same_run(tmp_path: Path) ->
         run={"entry": "shouter", "skill": "shout"},
     )
     runs = tmp_path / "runs"
-
-    def serving(call: Any) -> Any:
-        with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
-            gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
-            try:
-                return asyncio.run(call(gw))
-            finally:
-                gw.stop(grace_s=0.5)
 
     async def first(gw: Gateway) -> tuple[str, str]:
         shouter = await client_for(gw, "shouter", streaming=False)
@@ -809,8 +813,8 @@ def test_the_gateways_tasks_survive_a_restart_on_the_same_run(tmp_path: Path) ->
         await shouter.close()
         await desk.close()
 
-    done_id, running_id = serving(first)
-    serving(lambda gw: again(gw, done_id, running_id))
+    (done_id, running_id), _ = serve_once(spec, runs, first)
+    serve_once(spec, runs, lambda gw: again(gw, done_id, running_id))
 
 
 def test_a_task_the_store_cannot_give_back_does_not_stop_the_next_gateway(
@@ -826,14 +830,6 @@ def test_a_task_the_store_cannot_give_back_does_not_stop_the_next_gateway(
         run={"entry": "shouter", "skill": "shout"},
     )
     runs = tmp_path / "runs"
-
-    def serving(call: Any) -> Any:
-        with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
-            gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
-            try:
-                return asyncio.run(call(gw)), rt.trace_path
-            finally:
-                gw.stop(grace_s=0.5)
 
     async def first(gw: Gateway) -> tuple[str, str]:
         shouter = await client_for(gw, "shouter", streaming=False)
@@ -854,8 +850,8 @@ def test_a_task_the_store_cannot_give_back_does_not_stop_the_next_gateway(
         assert artifact_data(event.task) == {"text": "STILL!"}
         await shouter.close()
 
-    (good_id, bad_id), _ = serving(first)
-    _, trace = serving(lambda gw: again(gw, good_id, bad_id))
+    (good_id, bad_id), _ = serve_once(spec, runs, first)
+    _, trace = serve_once(spec, runs, lambda gw: again(gw, good_id, bad_id))
     warnings = [e["text"] for e in read_trace(trace) if e["event"] == "gateway.warning"]
     assert any(f"task/{bad_id}" in w and "could not be read back" in w for w in warnings), warnings
 

@@ -129,15 +129,21 @@ def test_network_policy_admits_only_the_runs_own_pods_and_the_store() -> None:
     )
 
 
-def test_the_cli_writes_the_manifests_with_the_secret_owner_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def one_node_spec(tmp_path: Path) -> Path:
+    """A spec folder: run 'hello', one node 'front' on host 'edge' (so it joins: a pod)."""
     spec_dir = tmp_path / "spec"
     spec_dir.mkdir()
     (spec_dir / "spec.toml").write_text(
         '[run]\nname = "hello"\nentry = "greeter"\n\n[[nodes]]\nname = "front"\nhost = "edge"\n'
         'actors = [{ name = "greeter", class = "shout:Greeter" }]\n'
     )
+    return spec_dir
+
+
+def test_the_cli_writes_the_manifests_with_the_secret_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_dir = one_node_spec(tmp_path)
     out = tmp_path / "k8s"
     assert main(["deploy", "k8s", str(spec_dir), "-o", str(out), "--image", "img:1"]) == 0
     files = sorted(out.iterdir())
@@ -180,12 +186,7 @@ def test_the_supervisors_and_nodes_commands_are_ones_agentrt_takes_and_every_nod
 
 
 def test_the_secret_is_never_written_through_a_symlink_planted_where_it_goes(tmp_path: Path) -> None:
-    spec_dir = tmp_path / "spec"
-    spec_dir.mkdir()
-    (spec_dir / "spec.toml").write_text(
-        '[run]\nname = "hello"\nentry = "greeter"\n\n[[nodes]]\nname = "front"\nhost = "edge"\n'
-        'actors = [{ name = "greeter", class = "shout:Greeter" }]\n'
-    )
+    spec_dir = one_node_spec(tmp_path)
     out = tmp_path / "k8s"
     out.mkdir()
     elsewhere = tmp_path / "elsewhere"
