@@ -154,13 +154,20 @@ class Recorder:
         if self._clean(frame):
             return frame, batch
         self.redacted += 1
-        return _packer.encode(redact(_unpacker.decode(frame), self._secrets)), batch
-
-    def _encodable(self, event: dict[str, Any]) -> bool:
         try:
-            _packer.encode(event)
+            return _packer.encode(redact(_unpacker.decode(frame), self._secrets)), batch
+        except msgspec.DecodeError:  # a msgspec.Raw value that is not msgpack: it cannot be
+            batch = [e for e in batch if self._encodable(e, readable=True)]  # read to redact
+            return self._frame(batch) if batch else (None, batch)
+
+    def _encodable(self, event: dict[str, Any], readable: bool = False) -> bool:
+        """True if `event` encodes (and, with `readable`, decodes again); else it is reported."""
+        try:
+            packed = _packer.encode(event)
+            if readable:
+                _unpacker.decode(packed)
             return True
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, msgspec.DecodeError) as exc:
             self.refused += 1
             if self.on_refused is not None:
                 with contextlib.suppress(Exception):

@@ -104,6 +104,22 @@ def test_an_event_that_cannot_be_encoded_is_reported_and_the_rest_shipped() -> N
     assert [e["event"] for b in batches for e in b] == ["a", "b"] and refused == ["bad"]
 
 
+def test_an_event_whose_raw_value_is_not_msgpack_is_reported_and_the_rest_shipped() -> None:
+    """A batch with a hint is decoded to be redacted; a `msgspec.Raw` value that is not msgpack
+    made that decode raise, on the recording thread or the shipping one (which then died: no
+    later event shipped). The event is refused and reported; the others go, redacted."""
+    batches: list[list[dict]] = []
+    refused: list[str] = []
+    rec = _recorder(batches, max_delay_s=10)
+    rec.on_refused = lambda event, exc: refused.append(event["event"])
+    rec.record({"event": "a", "api_key": "zzz"})
+    rec.record({"event": "bad", "x": msgspec.Raw(b"\xc1")})
+    rec.record({"event": "b"})
+    rec.flush()
+    assert [e["event"] for b in batches for e in b] == ["a", "b"] and refused == ["bad"]
+    assert batches[0][0]["api_key"] == REDACTED
+
+
 def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> None:
     import time
 
