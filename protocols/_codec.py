@@ -64,8 +64,26 @@ def decode(frame: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Envelo
         raise FrameTooDeep("frame nests too deeply to decode") from None
     except Exception as exc:  # the contract: nothing but a FrameError leaves decode
         raise MalformedFrame(f"frame could not be decoded: {type(exc).__name__}: {exc}") from None
-    check_depth(envelope, limits.max_depth)
+    if not shallow(frame, limits.max_depth):
+        check_depth(envelope, limits.max_depth)
     return envelope
+
+
+# Every byte that can open a msgpack map or array: fixmap, fixarray, array 16/32, map 16/32.
+_NOT_A_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
+_SCAN_MAX = 16 * 1024  # past this, counting bytes costs more than walking the decoded values
+
+
+def shallow(frame: bytes | memoryview, max_depth: int) -> bool:
+    """True if no free-form value in the envelope `frame` holds can nest deeper than
+    `max_depth`, told by counting bytes (about 0.5 us for a typical envelope, against 2-6 us
+    for the walk over its values): each level of a value opens with a map or array header of
+    its own, one byte each, and the envelope's own map is one more, so a frame with at most
+    `max_depth + 1` bytes that could be such a header (strings and numbers may hold some too:
+    it is a bound) has no value too deep. False: not known, the values must be walked."""
+    if len(frame) > _SCAN_MAX:
+        return False
+    return len(bytes(frame).translate(None, _NOT_A_CONTAINER)) <= max_depth + 1
 
 
 def check_limits(envelope: Envelope, frame: bytes, limits: Limits) -> None:

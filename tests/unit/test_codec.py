@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 
 import msgspec
@@ -42,6 +43,7 @@ from agentrt.protocols import (
     TaskReply,
     TaskRequest,
     TaskStatus,
+    check_depth,
     check_limits,
     decode,
     encode,
@@ -339,3 +341,43 @@ def test_control_operations_round_trip_as_typed_bodies(body) -> None:
     back = decode(encode(env))
     assert back == env and type(back.body) is type(body)
     assert back.kind == type(body).__struct_config__.tag
+
+
+
+_deep_values = st.integers(min_value=1, max_value=14).flatmap(
+    lambda n: st.sampled_from([nest(n), functools.reduce(lambda inner, _: [inner], range(n), 0)])
+)
+
+
+@given(
+    data=json_values | _deep_values,
+    meta=json_values | _deep_values,
+    max_depth=st.integers(min_value=0, max_value=10),
+)
+def test_a_frame_the_byte_count_passes_as_shallow_has_no_value_too_deep(data, meta, max_depth) -> None:
+    """`shallow` (the cheap check: container header bytes counted) may only ever clear a frame
+    the exact walk over its decoded values clears too; and `decode` refuses exactly what the
+    walk refuses, whichever of the two it used."""
+    from agentrt.protocols._codec import shallow
+
+    env = envelope([Part(data={"v": data}, metadata={"m": meta})])
+    frame = encode(env)
+    limits = Limits(max_depth=max_depth)
+    try:
+        check_depth(env, max_depth)
+        too_deep = False
+    except FrameTooDeep:
+        too_deep = True
+    if shallow(frame, max_depth):
+        assert not too_deep
+    if too_deep:
+        with pytest.raises(FrameTooDeep):
+            decode(frame, limits)
+    else:
+        assert decode(frame, limits) == env
+
+
+def test_a_deep_value_in_a_frame_too_big_to_count_is_still_walked() -> None:
+    deep = envelope([Part(data=nest(40)), Part(text="x" * 20_000)])
+    with pytest.raises(FrameTooDeep, match=r"parts\[0\]\.data nests deeper than 32"):
+        decode(encode(deep))
