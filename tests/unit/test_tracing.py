@@ -154,6 +154,30 @@ def test_a_batch_of_an_ordinary_exchange_is_shipped_without_the_slow_pass() -> N
     assert batches[0][0]["envelope"]["body"]["call"]["skill"] == "echo"  # the wire bytes, a map once read
 
 
+
+def test_the_bytes_of_a_dotted_i_or_a_kelvin_sign_in_a_number_do_not_send_a_batch_through_redaction() -> None:
+    """U+0130 and U+212A count only where they spell a hint ("apİ_key"): their UTF-8 bytes turn
+    up inside floats (a time's 8 bytes), and every such batch went through redact() for
+    nothing (one in eight of bench/message_path.py's)."""
+    import struct
+
+    dotted_i = struct.unpack(">d", b"\x41\xd9" + "\u0130".encode() + b"\x00\x00\x00\x01")[0]
+    kelvin = struct.unpack(">d", b"\x41\xd9" + "\u212a".encode() + b"\x00\x00\x01")[0]
+    events = [{"event": "task.state", "started_at": dotted_i}, {"event": "task.state", "ts": kelvin}]
+    for event in events:
+        assert "\u0130".encode() in msgspec.msgpack.encode(event) or "\u212a".encode() in msgspec.msgpack.encode(event)
+    batches: list[list[dict]] = []
+    rec = _recorder(batches, max_delay_s=10)
+    for event in events:
+        rec.record(dict(event))
+    rec.flush()
+    assert rec.redacted == 0
+    assert [e["started_at"] if "started_at" in e else e["ts"] for e in batches[0]] == [dotted_i, kelvin]
+    rec.record({"event": "user", "ap\u0130_key": "abc"})  # one that spells a hint still is
+    rec.flush()
+    assert rec.redacted == 1 and "abc" not in repr(batches[1])
+
+
 # Pieces of text near what the redaction rules look for (hints in every case, words that
 # contain a hint but are not secret, separators, credentials of each known format) and plain
 # text: joined at random, as keys and values, they put every hint next to every context.
