@@ -61,7 +61,8 @@ class Recorder:
         self._max_batch = max_batch
         self._max_delay = max_delay_s
         self._events: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # the buffer's (taken as it is: a Condition's is Python)
+        self._cond = threading.Condition(self._lock)
         self._ship_lock = threading.RLock()  # batches leave in order; a sink may record (dead letters)
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -76,10 +77,14 @@ class Recorder:
             event.setdefault(k, v)
         if "ts" not in event:
             event["ts"] = time.time()
+        self.append(event)
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Keep `event`, already stamped as `record` stamps it, for the next batch."""
         if self._max_delay <= 0:
             self._ship([event])
             return
-        with self._cond:
+        with self._lock:
             self._events.append(event)
             n = len(self._events)
             if self._thread is None and not self._stopped:
@@ -306,11 +311,20 @@ class Logger:
     current when it was made, which `emit` records its typed events to: loggers made for one
     run keep recording to it when a process starts another (two Runtimes in one test)."""
 
-    __slots__ = ("_log", "recorder")
+    __slots__ = ("_log", "_stamp", "recorder")
 
     def __init__(self, log: Any, recorder: Recorder | None) -> None:
         self._log = log
         self.recorder = recorder
+        self._stamp: tuple[Recorder, dict[str, Any]] | None = None
+
+    def stamp(self, recorder: Recorder) -> dict[str, Any]:
+        """`recorder`'s static fields, this logger's context over them: what `emit` stamps on
+        each event. Made once per recorder (a bound logger's context never changes)."""
+        stamp = self._stamp
+        if stamp is None or stamp[0] is not recorder:
+            stamp = self._stamp = (recorder, {**recorder.static, **self.context})
+        return stamp[1]
 
     def bind(self, **fields: Any) -> Logger:
         return Logger(self._log.bind(**fields), self.recorder)
@@ -332,16 +346,21 @@ def emit(log: Any, event: TraceEvent, **raw: msgspec.Raw) -> None:
     """Record one typed event; the fields bound to `log` fill what the event leaves unset.
     `raw`: fields already encoded as msgpack (an envelope's wire bytes), embedded as they are.
     No structlog chain on this path: it is every message's."""
-    recorder = log.recorder if isinstance(log, Logger) and log.recorder is not None else _recorder
-    if recorder is None:
-        return
-    fields = event_to_dict(event)
-    context = log.context if isinstance(log, Logger) else structlog.get_context(log)
-    for k, v in context.items():
-        fields.setdefault(k, v)
-    if raw:
-        fields.update(raw)
-    recorder.record(fields)
+    if isinstance(log, Logger):
+        recorder = log.recorder or _recorder
+        if recorder is None:
+            return
+        stamp = log.stamp(recorder)
+    else:
+        recorder = _recorder
+        if recorder is None:
+            return
+        stamp = {**recorder.static, **structlog.get_context(log)}
+    # The event's own fields win over the logger's context, which wins over the static ones.
+    fields = {**stamp, **event_to_dict(event), **raw}
+    if "ts" not in fields:
+        fields["ts"] = time.time()
+    recorder.append(fields)
 
 
 def flush() -> None:
