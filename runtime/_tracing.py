@@ -228,13 +228,14 @@ def _then_key(low: bytes, start: int, end: int) -> bool:
     return _KEY_AFTER.match(low, end) is not None
 
 
+def _refold(low: bytes, start: int, end: int) -> bool:
+    """A marker, never called: the word found is a letter to fold (see _hinted)."""
+    raise AssertionError("_refold is a marker")
+
+
 _KEY_WORDS = ("api", "access", "session", "signing", "private")
 # The only characters str.lower() turns into ASCII letters (U+0130 -> "i" + U+0307).
 _FOLDS = {"\u0130".encode(): b"i", "\u212a".encode(): b"k"}
-
-
-def _FOLD(low: bytes, start: int, end: int) -> bool:  # a marker: see _hinted
-    raise AssertionError("never called")
 _CHECKS: dict[bytes, Callable[[bytes, int, int], bool] | None] = {
     **{
         h.encode(): None
@@ -244,7 +245,7 @@ _CHECKS: dict[bytes, Callable[[bytes, int, int], bool] | None] = {
     b"token": _token_at_end,
     b"sk-": _sk_then_key,
     **{w.encode(): _then_key for w in _KEY_WORDS},  # covers the hints spelled from them
-    **dict.fromkeys(_FOLDS, _FOLD),
+    **dict.fromkeys(_FOLDS, _refold),
 }
 _HINT_WORDS = list(_CHECKS)
 _HINT_CHECKS = list(_CHECKS.values())
@@ -255,7 +256,7 @@ def _hinted(low: bytes) -> bool:
     """True if a redaction rule could match in `low` (a lower-cased batch)."""
     for i, start, end in _HINT_SCAN.find_matches_as_indexes(low, overlapping=True):
         check = _HINT_CHECKS[i]
-        if check is _FOLD:  # the batch as the rules see it has every hint this one has
+        if check is _refold:  # the batch as the rules see it has every hint this one has
             return _hinted(_folded(low))
         if check is None or check(low, start, end):
             return True
