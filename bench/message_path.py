@@ -12,9 +12,11 @@ send, receive and task state, all on.
     python bench/message_path.py [--n 2000] [--pipelined 20000] [--window 32] [--pin auto|on|off]
 
 Each row: p50/p99 round trip over `--n` sequential asks, and throughput over `--pipelined`
-asks with `--window` in flight; `1KB`/`64KB` rows pad each request (echoed back). Its last
-two lines are `agentrt/raw p50 latency ratio: X.XX` and `agentrt/raw throughput ratio: X.XX`
-(raw = plain raw pyzmq, same payload).
+asks with `--window` in flight; `1KB`/`64KB` rows pad each request (echoed back). Then the CPU
+each agentrt process used per round trip (the supervisor's is its trace collector's), from
+/proc. Its last two lines are `agentrt/raw p50 latency ratio: X.XX` and
+`agentrt/raw throughput ratio: X.XX` (raw = plain raw pyzmq, same payload).
+bench/message_cpu.py breaks the CPU of the same ask down by part, in one process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import multiprocessing as mp
+import os
 import shutil
 import statistics
 import tempfile
@@ -161,8 +164,21 @@ def ray_calls(n: int, pipelined: int, window: int) -> Result | str:
         ray.shutdown()
 
 
-def agentrt(n: int, pipelined: int, window: int, runs_dir: str, pin: str, pads: list[int]) -> dict[int, Result]:
-    """agentrt asks between two node processes, one run per payload size (same nodes)."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (0.0 where /proc is not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def agentrt(
+    n: int, pipelined: int, window: int, runs_dir: str, pin: str, pads: list[int], cpu: dict[str, float] | None = None
+) -> dict[int, Result]:
+    """agentrt asks between two node processes, one run per payload size (same nodes).
+    `cpu`: filled with the CPU seconds per round trip of each node and of the supervisor (this
+    process: its collector writes the trace), over the first payload's asks."""
     spec = spec_from_dict(
         {
             "run": {"name": "message-path", "entry": "pinger", "skill": "ping"},
@@ -178,11 +194,15 @@ def agentrt(n: int, pipelined: int, window: int, runs_dir: str, pin: str, pads: 
     out = {}
     with Runtime(spec, runs_dir=runs_dir) as rt:
         rt.ask("pinger", "ping", {"n": 200, "window": window}, timeout_s=600).unwrap()  # warm up
+        pids = {"node a": rt.nodes["a"].pid, "node b": rt.nodes["b"].pid, "supervisor": os.getpid()}
         for pad in pads:
+            before = {name: _cpu_s(pid) for name, pid in pids.items()}
             got = rt.ask(
                 "pinger", "ping", {"n": pipelined, "sequential": n, "window": window, "bytes": pad}, timeout_s=600
             ).unwrap()
             out[pad] = (got["rtts"], got["pipelined_s"], pipelined)
+            if cpu is not None and not cpu:
+                cpu.update({name: (_cpu_s(pid) - before[name]) / (n + pipelined) for name, pid in pids.items()})
     return out
 
 
@@ -207,8 +227,9 @@ def main() -> None:
     rows["raw 64KB"] = raw(*small, w, pad=65536)
     rows["pykka ask"] = pykka_ask(n, p, w)
     rows["ray"] = ray_calls(n, p, w)
+    cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as runs:
-        main_row = agentrt(n, p, w, runs, args.pin, [0])[0]
+        main_row = agentrt(n, p, w, runs, args.pin, [0], cpu)[0]
         padded = agentrt(*small, w, runs, args.pin, [1024, 65536])
     rows["agentrt"] = main_row
     rows["agentrt 1KB"] = padded[1024]
@@ -226,6 +247,8 @@ def main() -> None:
             f"{name:<13} {pct(rtts, 0.5) * 1e6:>8.0f}us {pct(rtts, 0.99) * 1e6:>8.0f}us "
             f"{statistics.fmean(rtts) * 1e6:>8.0f}us {tput[name]:>10.0f}"
         )
+    if cpu:
+        print("agentrt CPU per round trip: " + ", ".join(f"{k} {v * 1e6:.0f}us" for k, v in cpu.items()))
     ratio = statistics.median(rows["agentrt"][0]) / statistics.median(rows["raw pyzmq"][0])  # type: ignore[index]
     print(f"agentrt/raw p50 latency ratio: {ratio:.2f}")
     print(f"agentrt/raw throughput ratio: {tput['agentrt'] / tput['raw pyzmq']:.2f}")
