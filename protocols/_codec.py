@@ -131,10 +131,19 @@ def _too_deep(obj: msgspec.Struct, max_depth: int) -> str | None:
 
 def _deeper_than(value: Any, levels: int) -> bool:
     """True if `value` (a dict, list or tuple: one level) nests more than `levels` levels.
-    Recursion stops at `levels`, so no input can exhaust the stack."""
+    A dict's keys count as its values do: msgpack lets a key be an array (msgspec reads it as
+    a tuple), nested as deep as any value. Recursion stops at `levels`, so no input can
+    exhaust the stack."""
     if levels <= 0:
         return True
-    for v in value.values() if isinstance(value, dict) else value:  # a loop: no generator per level
+    if isinstance(value, dict):
+        for k, v in value.items():  # a loop: no generator per level
+            if (isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1)) or (
+                type(k) is tuple and _deeper_than(k, levels - 1)
+            ):
+                return True
+        return False
+    for v in value:
         if isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1):
             return True
     return False

@@ -49,6 +49,9 @@ def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_
             sock.send(b"\x00" * (greeter_spec.limits.max_frame_bytes + 1))
             sock.send_multipart([b"two", b"frames"])
             sock.send(raw_request("deep-1", deep, rt.nodes["n2"].epoch))
+            # A map key may be an array (read as a tuple): 900 levels, under msgspec's own bound.
+            plain = raw_request("deep-key", {"name": "x", "k": 1}, rt.nodes["n2"].epoch)
+            sock.send(plain.replace(b"\xa1k\x01", b"\x91" * 900 + b"\x00\x01"))
             # The same connection still delivers a valid message afterwards.
             sock.send(raw_request("raw-ok", {"name": "after garbage"}, rt.nodes["n2"].epoch))
             time.sleep(0.5)
@@ -56,14 +59,14 @@ def test_malformed_oversized_and_deep_frames_are_dropped_counted_traced(greeter_
         stats = rt.node_stats("n1")
         trace = rt.trace_path
         node = rt.nodes["n1"]
-    assert stats["dead"] == 4
+    assert stats["dead"] == 5
     assert stats["dead.malformed"] == 2
     assert stats["dead.too-large"] == 1
-    assert stats["dead.too-deep"] == 1
+    assert stats["dead.too-deep"] == 2
     assert node.proc.returncode == 0, "the node exited cleanly, it did not crash"
     events = read_trace(trace)
     rejected = [e for e in events if e["event"] == "message.dead-letter" and e["node"] == "node:n1"]
-    assert sorted(e["reason"] for e in rejected) == ["malformed", "malformed", "too-deep", "too-large"]
+    assert sorted(e["reason"] for e in rejected) == ["malformed", "malformed", "too-deep", "too-deep", "too-large"]
     assert all(e["detail"] for e in rejected)
     assert any("max_frame_bytes" in e["detail"] for e in rejected)
     assert any("2 parts" in e["detail"] and e["peer"] == "n2" for e in rejected)

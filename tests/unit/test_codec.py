@@ -344,8 +344,26 @@ def test_control_operations_round_trip_as_typed_bodies(body) -> None:
 
 
 
+def _levels(value: object) -> int:
+    """How many levels of dicts, lists and tuples `value` nests, keys included (the plain
+    definition the walk is checked against)."""
+    if isinstance(value, dict):
+        return 1 + max((max(_levels(k), _levels(v)) for k, v in value.items()), default=0)
+    if isinstance(value, list | tuple):
+        return 1 + max(map(_levels, value), default=0)
+    return 0
+
+
+def _deep_key(levels: int) -> dict:
+    """A map whose one key is an array nested `levels - 1` deep (msgpack allows it; msgspec
+    reads it as a tuple): `levels` levels in all, as deep as nest(levels)."""
+    return {functools.reduce(lambda inner, _: (inner,), range(levels - 1), 0): 1}
+
+
 _deep_values = st.integers(min_value=1, max_value=14).flatmap(
-    lambda n: st.sampled_from([nest(n), functools.reduce(lambda inner, _: [inner], range(n), 0)])
+    lambda n: st.sampled_from(
+        [nest(n), functools.reduce(lambda inner, _: [inner], range(n), 0), _deep_key(n), {"k": _deep_key(n)}]
+    )
 )
 
 
@@ -368,6 +386,7 @@ def test_a_frame_the_byte_count_passes_as_shallow_has_no_value_too_deep(data, me
         too_deep = False
     except FrameTooDeep:
         too_deep = True
+    assert too_deep == (_levels({"v": data}) > max_depth or _levels({"m": meta}) > max_depth)
     if shallow(frame, max_depth):
         assert not too_deep
     if too_deep:
@@ -381,3 +400,16 @@ def test_a_deep_value_in_a_frame_too_big_to_count_is_still_walked() -> None:
     deep = envelope([Part(data=nest(40)), Part(text="x" * 20_000)])
     with pytest.raises(FrameTooDeep, match=r"parts\[0\]\.data nests deeper than 32"):
         decode(encode(deep))
+
+
+@pytest.mark.parametrize("padding", [0, 20_000], ids=["counted", "walked"])
+def test_a_map_key_nested_too_deep_is_refused(padding: int) -> None:
+    """A map key may be an array, read as a tuple: one nested past max_depth is a value too
+    deep, in a frame small enough for the byte count and in one the walk must clear. Found by
+    review: the walk looked at a dict's values only, and passed a key 900 levels deep."""
+    for levels in (33, 900):
+        parts = [Part(data={"v": _deep_key(levels)})] + ([Part(text="x" * padding)] if padding else [])
+        frame = encode(envelope(parts))
+        with pytest.raises(FrameTooDeep, match=r"parts\[0\]\.data nests deeper than 32"):
+            decode(frame)
+    assert decode(encode(envelope([Part(data={"v": _deep_key(31)})]))).body.message.parts[0].data
