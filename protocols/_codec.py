@@ -137,13 +137,10 @@ def _deeper_than(value: Any, levels: int) -> bool:
     if levels <= 0:
         return True
     if isinstance(value, dict):
-        for k, v in value.items():  # a loop: no generator per level
-            if (isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1)) or (
-                type(k) is tuple and _deeper_than(k, levels - 1)
-            ):
+        for k in value:  # loops: no generator per level
+            if type(k) is tuple and _deeper_than(k, levels - 1):
                 return True
-        return False
-    for v in value:
+    for v in value.values() if isinstance(value, dict) else value:
         if isinstance(v, dict | list | tuple) and _deeper_than(v, levels - 1):
             return True
     return False

@@ -213,7 +213,7 @@ _PIECES = [
 
 
 _NEUTRAL = ["x", "note", "inputTokens", "kind", "task-request", "author", "risk-", "a b", "9"]
-_KEY_PIECES = _PIECES[:30] + ["access", "session", "private", "\u0130", "\u212a", "secret", "auth"]
+_KEY_PIECES = [*_PIECES[:30], "access", "session", "private", "\u0130", "\u212a", "secret", "auth"]
 _text = st.lists(st.sampled_from(_NEUTRAL + _PIECES), max_size=4).map("".join)
 # Values of every msgpack type a rule treats apart: text, bytes (redacted as text, or masked
 # under a secret key; their header and length bytes sit right after the key's name: bin8 of
