@@ -80,18 +80,22 @@ class Recorder:
         self.append(event)
 
     def append(self, event: dict[str, Any]) -> None:
-        """Keep `event`, already stamped as `record` stamps it, for the next batch."""
+        """Keep `event`, already stamped as `record` stamps it, for the next batch (once the
+        recorder has stopped, no thread ships it later: shipped now, after what is buffered)."""
         if self._max_delay <= 0:
             self._ship([event])
             return
         with self._lock:
             self._events.append(event)
             n = len(self._events)
-            if self._thread is None and not self._stopped:
+            stopped = self._stopped
+            if self._thread is None and not stopped:
                 self._thread = threading.Thread(target=self._run, name="agentrt-trace", daemon=True)
                 self._thread.start()
             if n == 1 or n >= self._max_batch:
                 self._cond.notify()
+        if stopped:
+            self.flush()
 
     def flush(self) -> None:
         """Ship what is buffered now, on this thread."""

@@ -47,6 +47,25 @@ def test_recorded_events_are_shipped_in_batches_all_of_them_in_order() -> None:
     assert all(e["node"] == "n1" and e["ts"] > 0 for e in events) and rec.shipped == 100
 
 
+def test_an_event_recorded_while_the_recorder_stops_is_shipped_too() -> None:
+    """What a sink records while stop() ships the last batch (a dead letter for an event it
+    could not send, say), and what is recorded after, is shipped: nothing is left in a buffer
+    no one will ship (before, both stayed there)."""
+    shipped: list[dict] = []
+
+    def sink(batch: bytes) -> None:
+        events = msgspec.msgpack.decode(batch)
+        shipped.extend(events)
+        if any(e["event"] == "last" for e in events):
+            rec.record({"event": "dead-letter"})
+
+    rec = Recorder(sink, {}, secrets=[], max_delay_s=10)
+    rec.record({"event": "last"})
+    rec.stop()
+    rec.record({"event": "after"})
+    assert [e["event"] for e in shipped] == ["last", "dead-letter", "after"]
+
+
 def test_events_from_many_threads_are_all_shipped_each_threads_in_its_order() -> None:
     batches: list[list[dict]] = []
     rec = _recorder(batches, max_delay_s=0.0005)
