@@ -232,11 +232,6 @@ def _then_key(low: bytes, start: int, end: int) -> bool:
     return _KEY_AFTER.match(low, end) is not None
 
 
-def _refold(low: bytes, start: int, end: int) -> bool:
-    """A marker, never called: the word found is a letter to fold (see _hinted)."""
-    raise AssertionError("_refold is a marker")
-
-
 _KEY_WORDS = ("api", "access", "session", "signing", "private")
 # The only characters str.lower() turns into ASCII letters (U+0130 -> "i" + U+0307).
 _FOLDS = {"\u0130".encode(): b"i", "\u212a".encode(): b"k"}
@@ -249,10 +244,10 @@ _CHECKS: dict[bytes, Callable[[bytes, int, int], bool] | None] = {
     b"token": _token_at_end,
     b"sk-": _sk_then_key,
     **{w.encode(): _then_key for w in _KEY_WORDS},  # covers the hints spelled from them
-    **dict.fromkeys(_FOLDS, _refold),
 }
-_HINT_WORDS = list(_CHECKS)
+_HINT_WORDS = [*_CHECKS, *_FOLDS]  # the letters to fold come last: found at _FOLD_AT and after
 _HINT_CHECKS = list(_CHECKS.values())
+_FOLD_AT = len(_CHECKS)
 _HINT_SCAN = ahocorasick_rs.BytesAhoCorasick(_HINT_WORDS)
 
 
@@ -263,10 +258,11 @@ def _hinted(low: bytes) -> bool:
     "token", reads "tokeni" folded)."""
     fold = False
     for i, start, end in _HINT_SCAN.find_matches_as_indexes(low, overlapping=True):
-        check = _HINT_CHECKS[i]
-        if check is _refold:
+        if i >= _FOLD_AT:
             fold = True
-        elif check is None or check(low, start, end):
+            continue
+        check = _HINT_CHECKS[i]
+        if check is None or check(low, start, end):
             return True
     return fold and _hinted(_folded(low))
 
