@@ -10,7 +10,7 @@ limits before a frame leaves (`check_limits`), so nothing is sent that would be 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -18,11 +18,22 @@ from ._errors import FrameTooDeep, FrameTooLarge, InvalidFrame, MalformedFrame
 from ._model import Envelope
 
 
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """Decode limits. Parts per message and id lengths are bounded by the schema itself."""
+# What a spec may set them to. A frame limit under 64 KiB would refuse the run's own messages
+# (a directory of cards with their skills' schemas); over 256 MiB, one member could make every
+# receiver hold that much per frame (ZeroMQ reads up to twice it). A depth under 8 would refuse
+# the runtime's own values (a card's schemas, a task's metadata); over 256, the walk and the
+# decoder would run into Python's recursion limit before the rule could say why.
+MIN_FRAME_BYTES, MAX_FRAME_BYTES = 64 * 1024, 256 * 1024 * 1024
+MIN_DEPTH, MAX_DEPTH = 8, 256
 
-    max_frame_bytes: int = 4 * 1024 * 1024
-    max_depth: int = 32
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Decode limits. Parts per message and id lengths are bounded by the schema itself.
+    The bounds on each are checked where a spec is read (`msgspec.convert`), not on
+    construction: tests build tighter ones."""
+
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=MIN_FRAME_BYTES, le=MAX_FRAME_BYTES)] = 4 * 1024 * 1024
+    max_depth: Annotated[int, msgspec.Meta(ge=MIN_DEPTH, le=MAX_DEPTH)] = 32
 
 
 DEFAULT_LIMITS = Limits()

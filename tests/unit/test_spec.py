@@ -57,6 +57,28 @@ def test_rules(mutate, message: str) -> None:
         spec_from_dict(data, "my.toml")
 
 
+@pytest.mark.parametrize(
+    ("limits", "rule"),
+    [
+        ({"max_depth": -1}, r"Expected `int` >= 8 - at `\$\.limits\.max_depth`"),
+        ({"max_depth": 100_000}, r"Expected `int` <= 256 - at `\$\.limits\.max_depth`"),
+        ({"max_frame_bytes": 0}, r"Expected `int` >= 65536 - at `\$\.limits\.max_frame_bytes`"),
+        ({"max_frame_bytes": 10**12}, r"Expected `int` <= 268435456 - at `\$\.limits\.max_frame_bytes`"),
+    ],
+)
+def test_limits_out_of_their_bounds_are_refused_naming_the_field_and_the_bound(limits: dict, rule: str) -> None:
+    """A negative depth or a terabyte frame limit used to be taken as given: every frame
+    refused, or one member able to make each receiver hold a terabyte."""
+    with pytest.raises(SpecError, match=rule):
+        spec_from_dict({**base(), "limits": limits}, "my.toml")
+
+
+def test_limits_at_their_bounds_are_taken() -> None:
+    for limits in ({"max_depth": 8, "max_frame_bytes": 64 * 1024}, {"max_depth": 256, "max_frame_bytes": 256 * 1024 * 1024}):
+        spec = spec_from_dict({**base(), "limits": limits})
+        assert (spec.limits.max_depth, spec.limits.max_frame_bytes) == (limits["max_depth"], limits["max_frame_bytes"])
+
+
 def test_bad_toml_and_missing(tmp_path: Path) -> None:
     (tmp_path / "spec.toml").write_text("[run\n")
     with pytest.raises(SpecError, match="not valid TOML"):
