@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import math
 import os
 import random
@@ -9,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import msgspec
@@ -235,8 +237,16 @@ class Messenger:
         self.accepting = True  # False: work is not taken yet (a node until it has the directory)
         self.stats: Counter[str] = Counter()
         self.timers = timers or Timers()
-        self._pending: dict[tuple[str, int], tuple[Future[TaskResult], str]] = {}  # -> (future, asked)
+        # (task id, attempt) -> (future, who was asked, its number: a timeout finds its own ask)
+        self._pending: dict[tuple[str, int], tuple[Future[TaskResult], str, int]] = {}
         self._pending_lock = threading.Lock()
+        # Asks' timeouts: one heap of deadlines served by one timer set for the soonest (not a
+        # timer per ask, cancelled at its answer); an entry whose ask was answered is skipped.
+        # (when, the ask's number, its key, its context id, timeout_s, who was asked, skill)
+        self._deadlines: list[tuple[float, int, tuple[str, int], str, float, str, str]] = []
+        self._asks = 0  # asks made: each one's number
+        self._deadline_armed = math.inf  # when the asks' timer fires (monotonic)
+        self._deadline_handle: int | None = None
         self.delivery = Delivery(policy)
         self._lock = threading.Lock()  # the delivery core's: it is not thread-safe
         self._armed = math.inf  # when the one delivery timer fires
@@ -598,23 +608,16 @@ class Messenger:
         future: Future[TaskResult] = Future()
         key = (task_id, attempt)
         with self._pending_lock:
-            self._pending[key] = (future, recipient)
-        if timeout is not None:
-            handle = self.timers.schedule(
-                timeout,
-                lambda: self._resolve(
-                    key,
-                    failed_task(
-                        task_id,
-                        context_id,
-                        "failed",
-                        f"timed out after {timeout:g}s waiting for "
-                        f"'{recipient}' to finish skill '{skill}'",
-                        {"maybeRan": True},  # sent: it may be running, or have run
-                    ),
-                ),
-            )
-            future.add_done_callback(lambda _f: self.timers.cancel(handle))
+            self._asks += 1
+            self._pending[key] = (future, recipient, self._asks)
+            if timeout is not None:
+                at = time.monotonic() + timeout
+                heapq.heappush(self._deadlines, (at, self._asks, key, context_id, timeout, recipient, skill))
+                if len(self._deadlines) > 2 * len(self._pending) + 1024:  # mostly answered asks:
+                    self._deadlines = [e for e in self._deadlines if self._waiting(e)]  # keep it
+                    heapq.heapify(self._deadlines)  # as big as what waits (amortised O(1))
+                if at < self._deadline_armed:
+                    self._arm_deadline(at)
         try:
             self.send(envelope)
         except Exception:
@@ -622,6 +625,40 @@ class Messenger:
                 self._pending.pop(key, None)
             raise
         return future
+
+    def _arm_deadline(self, at: float) -> None:
+        """Set the asks' one timer for `at` (monotonic). Under `_pending_lock`."""
+        if self._deadline_handle is not None:
+            self.timers.cancel(self._deadline_handle)
+        self._deadline_armed = at
+        self._deadline_handle = self.timers.schedule(max(0.0, at - time.monotonic()), self._on_deadline)
+
+    def _waiting(self, entry: tuple[Any, ...]) -> bool:
+        """Whether the ask of deadline `entry` still waits for its answer. Under `_pending_lock`."""
+        pending = self._pending.get(entry[2])
+        return pending is not None and pending[2] == entry[1]
+
+    def _on_deadline(self) -> None:
+        """The asks' timer: answer every ask whose timeout has passed (failed, `maybeRan`: it
+        was sent, so it may be running or have run), and set the timer for the next one.
+        Entries of asks answered meanwhile are dropped as they come to the top."""
+        now = time.monotonic()
+        expired = []
+        with self._pending_lock:
+            self._deadline_handle, self._deadline_armed = None, math.inf
+            heap = self._deadlines
+            while heap:
+                waiting = self._waiting(heap[0])
+                if waiting and heap[0][0] > now:
+                    self._arm_deadline(heap[0][0])
+                    break
+                entry = heapq.heappop(heap)
+                if waiting:
+                    expired.append((self._pending.pop(entry[2])[0], entry))
+        for future, (_, _, (task_id, _), context_id, timeout, recipient, skill) in expired:
+            why = f"timed out after {timeout:g}s waiting for '{recipient}' to finish skill '{skill}'"
+            with contextlib.suppress(InvalidStateError):  # the asker cancelled its future
+                future.set_result(TaskResult(failed_task(task_id, context_id, "failed", why, {"maybeRan": True})))
 
     def _resolve(self, key: tuple[str, int], task: Task) -> bool:
         with self._pending_lock:

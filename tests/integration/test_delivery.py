@@ -369,6 +369,33 @@ def test_an_ask_that_times_out_says_it_may_have_run(tmp_path: Path) -> None:
     assert result.metadata == {"maybeRan": True}
 
 
+def test_each_ask_times_out_once_with_its_own_timeout_and_answered_asks_leave_no_deadline_behind(tmp_path: Path) -> None:
+    """Asks' timeouts are one heap served by one timer: an ask made later with a sooner
+    deadline still times out first, each ask times out once with its own words, an ask
+    asked again under the same (task id, attempt) is not answered by the first one's
+    timeout, and deadlines of asks no longer waited for do not pile up."""
+    from agentrt.runtime._delivery import Policy
+
+    with asker_and_silent_peer(tmp_path, Policy()) as (messenger, _):
+        ask = messenger.ask
+        late = ask(sender="asker", recipient="silent", skill="s", data={}, timeout_s=60)
+        first = ask(sender="asker", recipient="silent", skill="s", data={}, task_id="t", timeout_s=0.2)
+        messenger.forget("t", 1)  # sent again as the same (task, attempt): the new ask waits
+        again = ask(sender="asker", recipient="silent", skill="s", data={}, task_id="t", timeout_s=60)
+        soon = ask(sender="asker", recipient="silent", skill="s", data={}, timeout_s=0.3)
+        result = soon.result(30)  # the 0.2 s deadline came off the heap before this one
+        assert result.state == "failed" and result.error.startswith("timed out after 0.3s")
+        assert result.metadata == {"maybeRan": True}
+        assert not first.done(), "forgotten: nothing answers it"
+        assert not again.done(), "the first ask's timeout is not the second's"
+        assert not late.done()
+        for i in range(3000):  # asks given up on (sent again, say) leave their deadlines
+            ask(sender="asker", recipient="silent", skill="s", data={}, task_id=f"gone{i}", timeout_s=60)
+            messenger.forget(f"gone{i}", 1)
+        waiting = len(messenger._pending)
+        assert waiting == 2 and len(messenger._deadlines) <= 2 * waiting + 1025
+
+
 def test_an_ask_to_a_peer_holding_max_link_bytes_unacknowledged_fails_at_once(tmp_path: Path) -> None:
     """A peer that never acknowledges holds at most max_link_bytes of the sender's memory: past
     that, an ask fails at once as undelivered, unsent, while the first ones are still resent."""
