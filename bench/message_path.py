@@ -5,7 +5,10 @@ process and a ROUTER in another, msgspec-encoded request and reply frames, no va
 no tracing, no actor threads. `raw curve` is the same over CurveZMQ, as agentrt's sockets
 are (the honest ceiling once authentication is on); `pykka` is an ask to a pykka actor in the
 same process (no sockets at all); `ray` is a Ray actor call between two processes, when `ray`
-is importable (it is not a dependency). agentrt adds envelopes, CurveZMQ with ZAP, schema
+is importable (it is not a dependency). `transport` is agentrt's Transport alone between two
+processes pinned as nodes are (CurveZMQ with ZAP, the Leader/Followers I/O loop, the asking
+thread handed each reply by the I/O thread): what the I/O structure costs before any
+envelope, delivery, validation, actor or trace. agentrt adds envelopes, CurveZMQ with ZAP, schema
 checks at sender and receiver, reliable delivery (acks, dedup) and a trace event for each
 send, receive and task state, all on.
 
@@ -28,6 +31,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +106,95 @@ def raw(n: int, pipelined: int, window: int, pad: int = 0, curve: bool = False) 
     ctx.term()
     shutil.rmtree(sock_dir, ignore_errors=True)
     return rtts, elapsed, pipelined
+
+
+def _pin_to(cpu: int, pin: str) -> None:
+    """Pin this process to `cpu` as the spec's [placement] pin would pin a node (auto: when
+    there are CPUs enough for the two processes)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "on" or (pin == "auto" and len(cpus) >= 2):
+        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
+def _transport_echo(me: str, peer: str, trust: Any, ready: Any, stop: Any, pin: str) -> None:
+    from agentrt.runtime._transport import Transport
+
+    _pin_to(1, pin)
+    dec = msgspec.msgpack.Decoder()
+    enc = msgspec.msgpack.Encoder()
+    box: dict[str, Transport] = {}
+    echo = Transport(
+        bind=me,
+        trust=trust,
+        on_frame=lambda _peer, frame: box["t"].send(peer, enc.encode(dec.decode(frame))),
+        on_refused=lambda *_: None,
+    )
+    echo.expect(peer, "asker")
+    box["t"] = echo
+    echo.start()
+    ready.set()
+    stop.wait()
+    echo.stop()
+
+
+def _transport_asker(me: str, peer: str, trust: Any, n: int, pipelined: int, window: int, pin: str, out: Any) -> None:
+    from agentrt.runtime._transport import Transport
+
+    _pin_to(0, pin)
+    dec = msgspec.msgpack.Decoder()
+    enc = msgspec.msgpack.Encoder()
+    replies = threading.Semaphore(0)
+    asker = Transport(
+        bind=me, trust=trust, on_frame=lambda _peer, frame: (dec.decode(frame), replies.release()), on_refused=lambda *_: None
+    )
+    asker.expect(peer, "echo")
+    asker.start()
+    for i in range(200):  # warm up (and the CurveZMQ handshake)
+        asker.send(peer, enc.encode({"seq": i}))
+        replies.acquire()
+    rtts = []
+    for i in range(n):
+        t = time.perf_counter()
+        asker.send(peer, enc.encode({"seq": i}))
+        replies.acquire()
+        rtts.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(pipelined):
+        if i >= window:
+            replies.acquire()
+        asker.send(peer, enc.encode({"seq": i}))
+    for _ in range(min(window, pipelined)):
+        replies.acquire()
+    out.put((rtts, time.perf_counter() - t, pipelined))
+    asker.stop()
+
+
+def transport(n: int, pipelined: int, window: int, pin: str) -> Result:
+    """agentrt's Transport alone between two processes pinned as nodes are: CurveZMQ with the
+    ZAP gate, one DEALER per sending thread, the Leader/Followers I/O loop, and the asking
+    thread waiting for the I/O thread to hand it each reply, as an ask's caller does; no
+    envelopes, delivery, validation, actors or trace."""
+    from agentrt.runtime._keys import issue
+
+    sock_dir = tempfile.mkdtemp(prefix="agentrt-bench-")
+    trust = issue({"asker": [], "echo": []})
+    at = {name: f"ipc://{sock_dir}/{name}.sock" for name in trust if name != "supervisor"}
+    spawn = mp.get_context("spawn")
+    ready, stop, out = spawn.Event(), spawn.Event(), spawn.Queue()
+    echo = spawn.Process(target=_transport_echo, args=(at["echo"], at["asker"], trust["echo"], ready, stop, pin))
+    echo.start()
+    ready.wait(30)
+    asker = spawn.Process(
+        target=_transport_asker, args=(at["asker"], at["echo"], trust["asker"], n, pipelined, window, pin, out)
+    )
+    asker.start()
+    try:
+        return out.get(timeout=600)  # type: ignore[no-any-return]
+    finally:
+        stop.set()
+        asker.join(10)
+        echo.join(10)
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 class _PykkaEcho(pykka.ThreadingActor):
@@ -225,6 +318,7 @@ def main() -> None:
     rows["raw curve"] = raw(n, p, w, curve=True)
     rows["raw 1KB"] = raw(*small, w, pad=1024)
     rows["raw 64KB"] = raw(*small, w, pad=65536)
+    rows["transport"] = transport(n, p, w, args.pin)
     rows["pykka ask"] = pykka_ask(n, p, w)
     rows["ray"] = ray_calls(n, p, w)
     cpu: dict[str, float] = {}
