@@ -7,7 +7,7 @@ import re
 import runpy
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -151,13 +151,18 @@ class RunSpec(_SpecStruct, kw_only=True):
         return data
 
 
+_Names = Annotated[list[str], msgspec.Meta(min_length=1)]
+
+
 class AllowRule(_SpecStruct, kw_only=True):
     """`[[allow]]`: actors `from` may ask `skills` of actors `to` (names or globs like
     `worker-*`; `*` is everyone, every skill)."""
 
-    from_: list[str] = msgspec.field(name="from")
-    to: list[str]
-    skills: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    # Each list names one at least: an empty one would match nothing, and a rule that allows
+    # nothing still turns the allow-list on (refused when the spec is read, naming the field).
+    from_: _Names = msgspec.field(name="from")
+    to: _Names
+    skills: _Names = msgspec.field(default_factory=lambda: ["*"])
 
     def matches(self, sender: str, recipient: str, skill: str) -> bool:
         return (

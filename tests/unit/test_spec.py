@@ -141,6 +141,15 @@ def test_an_allow_rule_naming_an_unknown_actor_is_refused() -> None:
         spec_from_dict(allowing({"from": ["a"], "to": ["wrker-1"]}))
 
 
+@pytest.mark.parametrize("field", ["from", "to", "skills"])
+def test_an_allow_rule_with_an_empty_list_is_refused_naming_it(field: str) -> None:
+    """An empty list matched nothing: the rule allowed nothing, yet turned the allow-list on,
+    so every ask was refused with no word of why in the spec."""
+    rule = {"from": ["a"], "to": ["worker-*"], "skills": ["lookup"], field: []}
+    with pytest.raises(SpecError, match=rf"Expected `array` of length >= 1 - at `\$\.allow\[0\]\.{field}`"):
+        spec_from_dict(allowing(rule), "my.toml")
+
+
 def test_the_entry_defaults_to_the_one_actor_offering_the_run_skill() -> None:
     from agentrt.runtime._spec import entry_actor
 
