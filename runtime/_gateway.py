@@ -646,11 +646,18 @@ class Gateway:
             await updater.cancel()
         else:
             error = result.error or f"the task ended {result.state}"
+            if result.maybe_ran:  # a client that sends it again as new work must know
+                error += (
+                    " (the request reached the run and may have run all the same: a new message "
+                    "for it may run it twice)"
+                )
             failed = updater.new_agent_message([pb.Part(text=error)])
             if task.status.state == "TASK_STATE_REJECTED":
                 await updater.reject(failed)
             else:
-                await updater.failed(failed)
+                await updater.update_status(
+                    pb.TASK_STATE_FAILED, message=failed, metadata={"maybeRan": True} if result.maybe_ran else None
+                )
 
     @staticmethod
     async def _artifact(updater: TaskUpdater, artifact: Artifact) -> None:

@@ -116,6 +116,13 @@ class TaskResult:
     def metadata(self) -> dict[str, Any]:
         return self.task.metadata or {}
 
+    @property
+    def maybe_ran(self) -> bool:
+        """A failed ask that may have run at the other end all the same: its request went out
+        and then it timed out, or was never acknowledged (`maybeRan` in its metadata). Asking
+        again as new work may run it twice; an idempotency key makes that safe."""
+        return not self.ok and bool(self.metadata.get("maybeRan"))
+
     def unwrap(self) -> dict[str, Any]:
         """The data, or TaskFailed if the task did not complete."""
         if not self.ok:

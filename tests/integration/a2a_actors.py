@@ -54,3 +54,14 @@ class Desk(Actor):
             (Path(req.data["dir"]) / "cancelled").write_text(req.task_id)
             return {"held": "cancelled"}
         return {"held": "done"}
+
+
+class Slow(Actor):
+    """A skill that outlives its timeout: its asker is answered `failed` while it still runs."""
+
+    @skill(input={"type": "object", "properties": {"dir": {"type": "string"}}}, read_only=True, timeout_s=0.5)
+    def slow(self, req: Request) -> dict[str, Any]:
+        """Write <dir>/ran, then take longer than the skill's timeout."""
+        (Path(req.data["dir"]) / "ran").write_text(req.task_id)
+        req.cancelled.wait(5)
+        return {"late": True}

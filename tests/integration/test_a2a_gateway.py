@@ -39,7 +39,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     spec = make_spec(
         {
             "n1": [{"name": "shouter", "class": "a2a_actors:Shouter"}],
-            "n2": [{"name": "desk", "class": "a2a_actors:Desk"}],
+            "n2": [{"name": "desk", "class": "a2a_actors:Desk"}, {"name": "slow", "class": "a2a_actors:Slow"}],
         },
         run={"entry": "shouter", "skill": "shout"},
         a2a={"listen": "127.0.0.1:0"},
@@ -313,6 +313,27 @@ def test_a_running_task_takes_no_message(gateway: Gateway, tmp_path: Path) -> No
         await client.close()
 
     asyncio.run(go())
+
+
+def test_a_task_that_failed_after_its_request_went_out_says_it_may_have_run(gateway: Gateway, tmp_path: Path) -> None:
+    """A skill that outlives its timeout: the ask fails while the skill still runs. The A2A
+    client is told it may have run (in the status text and as `maybeRan` in the task's
+    metadata): sending it again as a new message may run it twice. Before, it read as a
+    plain failure, the kind a client retries."""
+
+    async def go() -> pb.Task:
+        client = await client_for(gateway, "slow", streaming=False)
+        (event,) = await send(client, message(data({"dir": str(tmp_path)}), skill="slow"))
+        task = await until_terminal(client, event.task.id)
+        await client.close()
+        return task
+
+    task = asyncio.run(go())
+    assert task.status.state == pb.TASK_STATE_FAILED
+    text = " ".join(p.text for p in task.status.message.parts)
+    assert text.startswith("timed out after 0.5s") and "may have run" in text and "twice" in text
+    assert mapping.from_struct(task.metadata).get("maybeRan") is True
+    assert (tmp_path / "ran").is_file(), "it did run: the warning was true"
 
 
 def test_cancel_task_cancels_at_the_worker(gateway: Gateway, tmp_path: Path) -> None:
