@@ -68,6 +68,12 @@ class Membership:
         found = self._nodes.get(node)
         return found.epoch if found is not None else 0
 
+    def heard_ago(self, node: str, now: float) -> float | None:
+        """How long ago the node's current incarnation was last heard from (admitted, ready, a
+        heartbeat); None when none is current."""
+        found = self._nodes.get(node)
+        return now - found.last_heard if found is not None and found.epoch else None
+
     def epochs(self) -> dict[str, int]:
         return {name: n.epoch for name, n in self._nodes.items()}
 

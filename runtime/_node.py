@@ -298,7 +298,8 @@ def join(url: str, trust: Trust, *, listen: str = "", advertise: str = "", wait_
                     raise RuntimeError(
                         f"no Welcome from the supervisor at {url} within {wait_s:g}s: is it running with "
                         f"[cluster] listen, does this host reach it, and is '{trust.me}' a node of its spec "
-                        "with a host (its key from the same `agentrt keys gen`)?"
+                        "with a host (its key from the same `agentrt keys gen`), and is no other process "
+                        f"running as '{trust.me}' (a second one is refused while the first is heard from)?"
                     ) from None
     finally:
         probe.stop()

@@ -607,6 +607,23 @@ class Runtime:
             self._control(f"node:{join.node}", old.welcome)
             return
         with self._members_lock:
+            heard = self.membership.heard_ago(join.node, time.monotonic())
+        if old is not None and heard is not None and join.endpoint != old.endpoint:
+            # A second process as the same node, elsewhere, while the first one runs: two
+            # would replace each other for good. (A restart in place has the old endpoint: the
+            # one it replaces is gone, as the address is its.) It asks again; once the first
+            # stops or falls silent, it is admitted.
+            self.messenger.dead_letter(
+                "not-allowed",
+                f"node '{join.node}' asked to join from {join.endpoint}, but its incarnation "
+                f"{old.epoch} at {old.endpoint} runs (heard from {heard:.1f}s ago): one process "
+                f"per node; this one is refused until that one stops or is silent for "
+                f"{self.membership.timeout_s:g}s (supervision.heartbeat_timeout_s)",
+                envelope=envelope,
+                peer=join.node,
+            )
+            return
+        with self._members_lock:
             epoch, commands = self.membership.admit(join.node, time.monotonic())
             self.messenger.epochs[join.node] = epoch
         if old is not None and any(isinstance(c, Down) for c in commands):

@@ -347,6 +347,40 @@ def test_a_node_restarted_in_a_container_with_its_pid_and_address_rejoins_as_a_n
     assert [e["node_name"] for e in cluster.events("pid1", "node.lost")] == ["w1"]
 
 
+def test_a_second_process_joining_as_a_running_node_is_refused_until_the_first_is_gone(cluster: Cluster) -> None:
+    """Two processes as w1 on two hosts (a copy started by hand, two orchestrators) used to
+    replace each other: each Join declared the other down, and the one fenced, restarted by its
+    agent, joined again. Now the second is refused while the first is heard from (dead-lettered
+    `not-allowed`, saying why), and admitted once the first falls silent; the fan-out completes."""
+    d = cluster.folder / "fx"
+    d.mkdir()
+    n = 400  # ~15 s of work: long enough for the first to go and the second to come
+    spec = cluster.write(fan_out(d, n, s=0.3), {"w1": "b", "w2": "c"})
+    sup = cluster.supervisor(spec, "twice")
+    first = cluster.node("b", "w1")
+    cluster.node("c", "w2")
+    until(lambda: runs_by(d, "worker-1") >= 3, 60, "worker-1 on host b ran some of the fan-out")
+    cluster.node("c", "w1")  # w1's own key, on another host
+
+    def refused() -> list[dict[str, Any]]:
+        letters = cluster.events("twice", "message.dead-letter")
+        return [e for e in letters if e["reason"] == "not-allowed" and "one process per node" in e["detail"]]
+
+    until(lambda: bool(refused()), 30, "the second w1 refused")
+    assert f"at tcp://{cluster.hosts.addresses['b']}:" in refused()[0]["detail"]
+    assert not cluster.events("twice", "node.lost"), "the first w1 still runs: nothing replaced it"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    until(lambda: len([e for e in cluster.events("twice", "node.joined") if e["node_name"] == "w1"]) == 2, 30, "the second w1 admitted")
+    assert finished(sup) == 0
+    out = cluster.summary("twice")["output"]
+    assert {k: v["value"] for k, v in out["results"].items()} == {f"e{i}": i * i for i in range(n)}
+    joined = [e for e in cluster.events("twice", "node.joined") if e["node_name"] == "w1"]
+    hosts = [cluster.hosts.addresses[h] for h in "bc"]
+    assert [e["endpoint"].split("//")[1].split(":")[0] for e in joined] == hosts
+    assert [(e["node_name"], e["why"]) for e in cluster.events("twice", "node.lost")] == [("w1", "silent")]
+
+
 def test_a_host_agent_gives_up_on_failures_within_its_period_not_over_its_whole_life(tmp_path: Path) -> None:
     """`--restart on-failure` is for nodes that live long: a fence after each partition of a
     week must not add up to giving up. Here the node fails at once every time (its key file is

@@ -18,10 +18,13 @@ def test_a_silent_node_is_down_then_its_next_incarnation_is_up() -> None:
     assert m.heartbeat("a", e1, now=1.0) == [] and m.tick(now=2.5) == []
     assert m.tick(now=3.1) == [Down("a", e1, "silent")]
     assert m.current("a") == 0 and not m.accepts("a", e1)
+    assert m.heard_ago("a", now=3.2) is None  # none current: a second process may join
     e2, out = m.admit("a", now=4.0)
     assert e2 > e1 and out == []
     assert m.ready("a", e2, now=4.1) == [Up("a", e2)]
     assert m.accepts("a", e2) and not m.accepts("a", e1)
+    assert m.heartbeat("a", e2, now=4.5) == [] and m.heard_ago("a", now=5.0) == pytest.approx(0.5)
+    assert m.heard_ago("b", now=5.0) is None
 
 
 def test_a_stale_incarnation_heard_again_is_fenced_every_time() -> None:
