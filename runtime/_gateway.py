@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,10 +286,11 @@ class _RunTaskStore(InMemoryTaskStore):
     task is one key of the gateway's namespace, `task/<id>`, with its caller; a task that was
     still running is failed on load, since nothing follows it any more."""
 
-    def __init__(self, store: Namespace, actor: str) -> None:
+    def __init__(self, store: Namespace, actor: str, writes: ThreadPoolExecutor) -> None:
         super().__init__()
         self.store = store
         self.actor = actor
+        self._writes = writes  # one thread: the store's writes, in order, off the event loop
 
     async def load(self) -> int:
         """Read this actor's tasks back; how many."""
@@ -329,11 +330,12 @@ class _RunTaskStore(InMemoryTaskStore):
         return found
 
     async def save(self, task: pb.Task, context: ServerCallContext) -> None:
+        """Kept in memory, then written to the run's store on the writer thread: a write (a
+        SQLite commit waiting for a lock, a PostgreSQL round trip) never holds up the event
+        loop, so every other request and stream goes on meanwhile."""
         await super().save(task, context)
-        self.store.put(
-            f"task/{task.id}",
-            {"actor": self.actor, "owner": context.user.user_name, "task": json_format.MessageToDict(task)},
-        )
+        saved = {"actor": self.actor, "owner": context.user.user_name, "task": json_format.MessageToDict(task)}
+        await asyncio.get_running_loop().run_in_executor(self._writes, self.store.put, f"task/{task.id}", saved)
 
 
 class _Executor(AgentExecutor):
@@ -410,6 +412,7 @@ class Gateway:
         self._state = open_store(runtime.store, run_id=runtime.run_id)
         self.store = Namespace(self._state, GATEWAY_NAMESPACE)
         self.task_stores: list[_RunTaskStore] = []
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a2a-store")
         callers = _Callers(tokens)
         if tokens and not self.config.tls_cert and bound_host not in ("127.0.0.1", "[::1]"):
             emit(
@@ -421,7 +424,7 @@ class Gateway:
             )
         for name, card in self.cards.items():
             a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/", bearer=bool(tokens))
-            tasks = _RunTaskStore(self.store, name)
+            tasks = _RunTaskStore(self.store, name, self._writes)
             self.task_stores.append(tasks)
             handler = _Handler(
                 self,
@@ -491,6 +494,7 @@ class Gateway:
         with contextlib.suppress(ValueError):
             self.runtime.writer.listeners.remove(self._on_event)
         self.sock.close()
+        self._writes.shutdown(wait=True)  # what was saved is written before the store closes
         self._state.close()
 
     # -- before the SDK: skill, schema, answers ------------------------------------------

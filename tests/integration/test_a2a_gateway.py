@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -334,6 +335,39 @@ def test_a_task_that_failed_after_its_request_went_out_says_it_may_have_run(gate
     assert text.startswith("timed out after 0.5s") and "may have run" in text and "twice" in text
     assert mapping.from_struct(task.metadata).get("maybeRan") is True
     assert (tmp_path / "ran").is_file(), "it did run: the warning was true"
+
+
+def test_a_store_write_that_waits_holds_up_no_other_request(gateway: Gateway) -> None:
+    """The gateway writes each status of a task to the run's store. A write that waits (the
+    SQLite file locked by another writer, a slow PostgreSQL) used to hold the event loop, and
+    with it every other request and stream, for as long as it waited (up to the store's 30 s
+    lock timeout). Now it waits on the gateway's writer thread: the card is served meanwhile,
+    and the task completes once the store is free, written."""
+    db = sqlite3.connect(gateway.runtime.store, isolation_level=None, timeout=10)
+
+    async def go() -> pb.Task:
+        client = await client_for(gateway, "shouter", streaming=False)
+        sending = asyncio.ensure_future(send(client, message(pb.Part(text="held"))))
+        async with httpx.AsyncClient(timeout=10) as http:  # a loop held by the write: ReadTimeout
+            for _ in range(5):
+                card = await http.get(f"{gateway.url}/.well-known/agent-card.json")
+                assert card.status_code == 200 and card.json()["name"] == "shouter"
+                await asyncio.sleep(0.2)
+        assert not sending.done(), "its first status is still waiting for the store"
+        db.execute("ROLLBACK")  # the other writer lets go
+        (done,) = await sending
+        await client.close()
+        return done.task
+
+    db.execute("BEGIN EXCLUSIVE")  # another writer holds the store
+    try:
+        task = asyncio.run(go())
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        db.close()
+    assert task.status.state == pb.TASK_STATE_COMPLETED
+    assert gateway.store.get(f"task/{task.id}")["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
 
 
 def test_cancel_task_cancels_at_the_worker(gateway: Gateway, tmp_path: Path) -> None:
