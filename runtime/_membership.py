@@ -70,9 +70,13 @@ class Membership:
 
     def heard_ago(self, node: str, now: float) -> float | None:
         """How long ago the node's current incarnation was last heard from (admitted, ready, a
-        heartbeat); None when none is current."""
+        heartbeat), while it still holds the node; None when none does: none is current, or the
+        current one has been silent for longer than `timeout_s`, ready or not (`tick` downs only
+        ready ones, so one that died before it was ready would otherwise hold it for ever)."""
         found = self._nodes.get(node)
-        return now - found.last_heard if found is not None and found.epoch else None
+        if found is None or not found.epoch or now - found.last_heard > self.timeout_s:
+            return None
+        return now - found.last_heard
 
     def epochs(self) -> dict[str, int]:
         return {name: n.epoch for name, n in self._nodes.items()}

@@ -381,6 +381,38 @@ def test_a_second_process_joining_as_a_running_node_is_refused_until_the_first_i
     assert [(e["node_name"], e["why"]) for e in cluster.events("twice", "node.lost")] == [("w1", "silent")]
 
 
+JOIN_AND_DIE = """
+import sys
+from agentrt.runtime._keys import load_key_file
+from agentrt.runtime._node import join
+
+boot = join(sys.argv[1], load_key_file(sys.argv[2]), wait_s=30)
+print("WELCOMED", boot.epoch, flush=True)  # and gone before it was ever ready
+"""
+
+
+def test_a_node_that_joined_and_died_before_it_was_ready_does_not_hold_its_name(cluster: Cluster) -> None:
+    """A process admitted as w1 (welcomed) that dies before it is ready is never declared
+    silent (only ready incarnations are): the next w1, from another address, used to be
+    refused as a second copy for ever. It is admitted once the first has been silent for
+    heartbeat_timeout_s, and the run completes."""
+    d = cluster.folder / "fx"
+    d.mkdir()
+    spec = cluster.write(fan_out(d, 40, s=0.3), {"w1": "b", "w2": "c"})
+    sup = cluster.supervisor(spec, "half")
+    died = subprocess.run(
+        [*cluster.hosts.prefix("b"), sys.executable, "-c", JOIN_AND_DIE, f"tcp://{cluster.sup}", str(cluster.folder / "keys" / "w1.key")],
+        capture_output=True, text=True, timeout=60, env=cluster._env(),
+    )  # fmt: skip
+    assert died.stdout.startswith("WELCOMED"), died.stdout + died.stderr
+    cluster.node("c", "w2")
+    cluster.node("c", "w1")  # a new w1 at a new address: the first one is gone
+    until(lambda: len([e for e in cluster.events("half", "node.joined") if e["node_name"] == "w1"]) == 2, 30, "the second w1 admitted")
+    assert finished(sup) == 0
+    joined = [e for e in cluster.events("half", "node.joined") if e["node_name"] == "w1"]
+    assert [e["endpoint"].split("//")[1].split(":")[0] for e in joined] == [cluster.hosts.addresses[h] for h in "bc"]
+
+
 def test_a_host_agent_gives_up_on_failures_within_its_period_not_over_its_whole_life(tmp_path: Path) -> None:
     """`--restart on-failure` is for nodes that live long: a fence after each partition of a
     week must not add up to giving up. Here the node fails at once every time (its key file is

@@ -27,6 +27,19 @@ def test_a_silent_node_is_down_then_its_next_incarnation_is_up() -> None:
     assert m.heard_ago("b", now=5.0) is None
 
 
+def test_an_incarnation_never_ready_and_silent_no_longer_holds_its_node() -> None:
+    """A joined process that dies after its Welcome, before it is ready, is never ticked down
+    (only ready ones are): it must not hold its node against the next process for ever."""
+    m = Membership(timeout_s=2.0)
+    e1, _ = m.admit("a", now=0.0)
+    assert m.heard_ago("a", now=1.5) == pytest.approx(1.5)  # booting: it still holds the node
+    assert m.heartbeat("a", e1, now=1.8) == [] and m.heard_ago("a", now=3.0) == pytest.approx(1.2)
+    assert m.tick(now=10.0) == [] and m.current("a") == e1  # never ready: not ticked down
+    assert m.heard_ago("a", now=10.0) is None  # but silent past timeout_s: a new one may join
+    e2, out = m.admit("a", now=10.0)
+    assert out == [Down("a", e1, "replaced")] and m.current("a") == e2
+
+
 def test_a_stale_incarnation_heard_again_is_fenced_every_time() -> None:
     m = Membership(timeout_s=1.0)
     e1, _ = m.admit("a", 0.0)
