@@ -17,7 +17,6 @@ import msgspec
 from ._errors import FrameTooDeep, FrameTooLarge, InvalidFrame, MalformedFrame
 from ._model import Envelope
 
-
 # What a spec may set them to. A frame limit under 64 KiB would refuse the run's own messages
 # (a directory of cards with their skills' schemas); over 256 MiB, one member could make every
 # receiver hold that much per frame (ZeroMQ reads up to twice it). A depth under 8 would refuse
