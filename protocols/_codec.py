@@ -19,11 +19,12 @@ from ._model import Envelope
 
 # What a spec may set them to. A frame limit under 64 KiB would refuse the run's own messages
 # (a directory of cards with their skills' schemas); over 256 MiB, one member could make every
-# receiver hold that much per frame (ZeroMQ reads up to twice it). A depth under 8 would refuse
-# the runtime's own values (a card's schemas, a task's metadata); over 256, the walk and the
-# decoder would run into Python's recursion limit before the rule could say why.
+# receiver hold that much per frame (ZeroMQ reads up to twice it). A depth under 16 would refuse
+# the runtime's own values: a card's skill schemas sit 3 levels down in its extension's params,
+# and the built-in roles' cards nest 8 to 11 levels (the coordinator's); over 256, the walk and
+# the decoder would run into Python's recursion limit before the rule could say why.
 MIN_FRAME_BYTES, MAX_FRAME_BYTES = 64 * 1024, 256 * 1024 * 1024
-MIN_DEPTH, MAX_DEPTH = 8, 256
+MIN_DEPTH, MAX_DEPTH = 16, 256
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):

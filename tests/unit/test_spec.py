@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agentrt.runtime import SpecError, load_spec, spec_from_dict
@@ -60,7 +61,7 @@ def test_rules(mutate, message: str) -> None:
 @pytest.mark.parametrize(
     ("limits", "rule"),
     [
-        ({"max_depth": -1}, r"Expected `int` >= 8 - at `\$\.limits\.max_depth`"),
+        ({"max_depth": -1}, r"Expected `int` >= 16 - at `\$\.limits\.max_depth`"),
         ({"max_depth": 100_000}, r"Expected `int` <= 256 - at `\$\.limits\.max_depth`"),
         ({"max_frame_bytes": 0}, r"Expected `int` >= 65536 - at `\$\.limits\.max_frame_bytes`"),
         ({"max_frame_bytes": 10**12}, r"Expected `int` <= 268435456 - at `\$\.limits\.max_frame_bytes`"),
@@ -74,7 +75,7 @@ def test_limits_out_of_their_bounds_are_refused_naming_the_field_and_the_bound(l
 
 
 def test_limits_at_their_bounds_are_taken() -> None:
-    for limits in ({"max_depth": 8, "max_frame_bytes": 64 * 1024}, {"max_depth": 256, "max_frame_bytes": 256 * 1024 * 1024}):
+    for limits in ({"max_depth": 16, "max_frame_bytes": 64 * 1024}, {"max_depth": 256, "max_frame_bytes": 256 * 1024 * 1024}):
         spec = spec_from_dict({**base(), "limits": limits})
         assert (spec.limits.max_depth, spec.limits.max_frame_bytes) == (limits["max_depth"], limits["max_frame_bytes"])
 
@@ -184,3 +185,26 @@ def test_a_nodes_own_cpus_win_and_must_be_the_hosts() -> None:
     data["nodes"][0]["cpus"] = [7]  # type: ignore[index]
     with pytest.raises(SpecError, match=r"nodes\[0\].cpus names CPU 7.*CPUs 0, 1"):
         placement(spec_from_dict(data), [0, 1])
+
+
+def test_the_built_in_roles_cards_fit_the_lowest_limits_a_spec_may_set() -> None:
+    """At the lowest limits a spec may set, the run's own messages still go: each built-in
+    role's Register, and a directory of all their cards. With max_depth 8 allowed, the
+    coordinator's Register (its skill schemas nest 11 levels in its card) was refused
+    `over-limit`, and the run failed 60 s later as "did not register"."""
+    import agentrt.actors as roles
+    from agentrt.protocols import Directory, Envelope, Register, encode
+    from agentrt.protocols._codec import MIN_DEPTH, MIN_FRAME_BYTES, Limits, check_limits
+
+    lowest = msgspec.convert({"max_frame_bytes": MIN_FRAME_BYTES, "max_depth": MIN_DEPTH}, Limits)
+    names = ["Producer", "Coordinator", "Worker", "Critic", "Judge", "Human"]
+    cards = [getattr(roles, n).card(n.lower(), "tcp://10.0.0.1:7000") for n in names]
+
+    def sent(body: Register | Directory) -> None:
+        ids = {"message_id": "m" * 32, "trace_id": "t" * 32, "span_id": "s" * 16}
+        envelope = Envelope(**ids, sender="node:n", recipient="supervisor", sent_at=1.0, body=body)
+        check_limits(envelope, encode(envelope), lowest)
+
+    for card in cards:
+        sent(Register(node="n", pid=1, endpoint="tcp://10.0.0.1:7000", cards=[card]))
+    sent(Directory(routes={c.name: "tcp://10.0.0.1:7000" for c in cards}, cards=cards, epochs={"n": 1}))
