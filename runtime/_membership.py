@@ -71,12 +71,13 @@ class Membership:
     def heard_ago(self, node: str, now: float) -> float | None:
         """How long ago the node's current incarnation was last heard from (admitted, ready, a
         heartbeat), while it still holds the node; None when none does: none is current, or the
-        current one has been silent for longer than `timeout_s`, ready or not (`tick` downs only
-        ready ones, so one that died before it was ready would otherwise hold it for ever)."""
+        current one is not ready and has been silent for longer than `timeout_s` (`tick` downs
+        ready ones only, so one that died before it was ready would hold the node for ever)."""
         found = self._nodes.get(node)
-        if found is None or not found.epoch or now - found.last_heard > self.timeout_s:
+        if found is None or not found.epoch:
             return None
-        return now - found.last_heard
+        ago = now - found.last_heard
+        return None if not found.ready and ago > self.timeout_s else ago
 
     def epochs(self) -> dict[str, int]:
         return {name: n.epoch for name, n in self._nodes.items()}
