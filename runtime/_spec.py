@@ -151,15 +151,16 @@ class RunSpec(_SpecStruct, kw_only=True):
         return data
 
 
-_Names = Annotated[list[str], msgspec.Meta(min_length=1)]
+_Names = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
 
 
 class AllowRule(_SpecStruct, kw_only=True):
     """`[[allow]]`: actors `from` may ask `skills` of actors `to` (names or globs like
     `worker-*`; `*` is everyone, every skill)."""
 
-    # Each list names one at least: an empty one would match nothing, and a rule that allows
-    # nothing still turns the allow-list on (refused when the spec is read, naming the field).
+    # Each list names one at least, none empty, and each glob of `from` and `to` matches an
+    # actor of the spec: a rule that matches nothing allows nothing, yet turns the allow-list on
+    # (refused when the spec is read, naming the field).
     from_: _Names = msgspec.field(name="from")
     to: _Names
     skills: _Names = msgspec.field(default_factory=lambda: ["*"])
@@ -311,6 +312,11 @@ def check_spec(spec: Spec, origin: str = "spec") -> Spec:
                     raise SpecError(
                         f"{origin}: allow[{i}].{field} names '{name}', which is not an actor of the "
                         f"spec (actors: {', '.join(sorted(seen_actors))}); use a name or a glob like 'worker-*'"
+                    )
+                if not any(fnmatch.fnmatchcase(actor, name) for actor in [*seen_actors, "supervisor"]):
+                    raise SpecError(
+                        f"{origin}: allow[{i}].{field} has the glob '{name}', which matches no actor of "
+                        f"the spec (actors: {', '.join(sorted(seen_actors))}); fix or remove it"
                     )
     if spec.a2a and bool(spec.a2a.tls_cert) != bool(spec.a2a.tls_key):
         raise SpecError(f"{origin}: a2a.tls_cert and a2a.tls_key go together; set both or neither")

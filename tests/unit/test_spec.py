@@ -151,6 +151,21 @@ def test_an_allow_rule_with_an_empty_list_is_refused_naming_it(field: str) -> No
         spec_from_dict(allowing(rule), "my.toml")
 
 
+@pytest.mark.parametrize(
+    ("rule", "rule_broken"),
+    [
+        ({"from": ["wrker-*"], "to": ["a"]}, r"allow\[0\]\.from has the glob 'wrker-\*', which matches no actor"),
+        ({"from": ["a"], "to": ["worker-[3-9]"]}, r"allow\[0\]\.to has the glob 'worker-\[3-9\]', which matches no actor"),
+        ({"from": ["a"], "to": ["a"], "skills": [""]}, r"Expected `str` of length >= 1 - at `\$\.allow\[0\]\.skills\[0\]`"),
+    ],
+)
+def test_an_allow_rule_that_matches_nothing_is_refused_naming_it(rule: dict, rule_broken: str) -> None:
+    """A glob matching no actor, or an empty skill name, matched nothing as an empty list did:
+    the rule allowed nothing, yet turned the allow-list on."""
+    with pytest.raises(SpecError, match=rule_broken):
+        spec_from_dict(allowing(rule), "my.toml")
+
+
 def test_the_entry_defaults_to_the_one_actor_offering_the_run_skill() -> None:
     from agentrt.runtime._spec import entry_actor
 
