@@ -816,14 +816,14 @@ class _Host(pykka.ThreadingActor):
         if self.actor_ref.is_alive():
             return 0
         with self._running_lock:
-            orphans = list(self.accepted.values())
-            orphans += [r.envelope for r in self.running.values() if r._claim()]
+            orphans = [(e, False) for e in self.accepted.values()]  # never started
+            orphans += [(r.envelope, True) for r in self.running.values() if r._claim()]  # cut off
             self.accepted.clear()
             self.running.clear()
-        for envelope in orphans:
+        for envelope, started in orphans:
             why = f"actor '{self.ctx.name}' on node '{self.node}' died before answering"
             self.messenger.dead_letter("actor-dead", why, envelope=envelope)
-            self.messenger.answer(envelope, "failed", why)
+            self.messenger.answer(envelope, "failed", why, {"maybeRan": True} if started else None)
         return len(orphans)
 
     def on_stop(self) -> None:
@@ -998,7 +998,9 @@ class _Host(pykka.ThreadingActor):
             self.finish(req, error=f"{type(exc).__name__}: {exc}")
         except BaseException as exc:  # the actor's thread is going down: answer first
             self.finish(
-                req, error=f"actor '{self.ctx.name}' died running this: {type(exc).__name__}: {exc}"
+                req,
+                error=f"actor '{self.ctx.name}' died running this: {type(exc).__name__}: {exc}",
+                maybe_ran=True,  # it died part way: whatever it did before is done
             )
             raise
         else:
@@ -1016,9 +1018,11 @@ class _Host(pykka.ThreadingActor):
         retry_after_s: float | None = None,
         retryable: bool = True,
         need_tokens: tuple[int, int] | None = None,
+        maybe_ran: bool = False,
     ) -> None:
         """Reply to `req` exactly once: completed with `result`, or failed with `error`
-        (`retryable=False`: trying again cannot help, e.g. the model refused the request)."""
+        (`retryable=False`: trying again cannot help, e.g. the model refused the request;
+        `maybe_ran`: its handler was cut off part way, so its effects may have happened)."""
         if not req._claim():
             return
         with self._running_lock:
@@ -1059,6 +1063,8 @@ class _Host(pykka.ThreadingActor):
             metadata["retryAfterS"] = retry_after_s
         if need_tokens is not None:  # a model call did not fit the request's token allowance
             metadata["needTokens"], metadata["leastTokens"] = need_tokens
+        if maybe_ran:  # an asker must not run it again as if it never ran (stateful: in doubt)
+            metadata["maybeRan"] = True
         status_msg = None
         if error is not None:
             status_msg = status_message(error)

@@ -906,10 +906,11 @@ class Messenger:
             )
         return False
 
-    def answer(self, request: Envelope, state: str, text: str) -> None:
-        """Answer a task request that will not run (`rejected`, `failed`) on its actor's behalf."""
+    def answer(self, request: Envelope, state: str, text: str, metadata: dict[str, Any] | None = None) -> None:
+        """Answer a task request on its actor's behalf: one that will not run (`rejected`,
+        `failed`), or one whose actor died running it (`metadata` {"maybeRan": True})."""
         task_id = request.task_id or request.message_id
-        task = failed_task(task_id, request.context_id or task_id, state, text)
+        task = failed_task(task_id, request.context_id or task_id, state, text, metadata)
         try:
             self.send(
                 self.envelope(

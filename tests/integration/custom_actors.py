@@ -270,6 +270,13 @@ class Mortal(Actor):
     def live(self, req: Request) -> dict[str, Any]:
         return {"alive": True}
 
+    @skill(input={"type": "object", "required": ["dir"]}, read_only=True)
+    def linger(self, req: Request) -> dict[str, Any]:
+        """Runs on the skill pool (read-only): writes <dir>/lingering, then waits up to 30 s."""
+        (Path(req.data["dir"]) / "lingering").write_text(req.task_id)
+        req.cancelled.wait(30)
+        return {"lingered": True}
+
 
 class Big(Actor):
     """Returns a result of `mb` megabytes (over any sane frame limit)."""

@@ -124,12 +124,32 @@ def test_requests_to_an_actor_that_died_are_answered_failed(runs_dir: Path) -> N
     with Runtime(spec, runs_dir=runs_dir) as rt:
         first = rt.ask("mortal", "die", {}, timeout_s=60)
         assert first.state == "failed" and "died running this" in first.error
+        assert first.maybe_ran, "cut off part way: what it did before is done (stateful: in doubt)"
         later = rt.ask("mortal", "live", {}, timeout_s=60)
         assert later.state == "failed" and "not running" in later.error
+        assert not later.maybe_ran, "never started: safe to send again"
         stats = rt.node_stats("m")
         trace = rt.trace_path
     assert stats["dead.actor-dead"] >= 1
     assert any(d["reason"] == "actor-dead" for d in dead_letters(trace, "node:m"))
+
+
+def test_a_request_running_when_its_actor_dies_is_answered_failed_saying_it_may_have_run(runs_dir: Path, tmp_path: Path) -> None:
+    """A read-only call runs on the actor's pool while the actor's own thread dies. The node's
+    reaper answers it failed, and `maybe_ran`: it was cut off part way, whatever it did is
+    done (an asker of stateful work holds it in doubt rather than run it again)."""
+    spec = make_spec({"m": [{"name": "mortal", "class": "custom_actors:Mortal"}]}, run={"entry": "mortal", "skill": "live"})
+    with Runtime(spec, runs_dir=runs_dir) as rt:
+        lingering = rt.ask_async("mortal", "linger", {"dir": str(tmp_path)}, timeout_s=60)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "lingering").exists():  # it runs on the pool now
+            assert time.monotonic() < deadline, "linger never started"
+            time.sleep(0.02)
+        died = rt.ask("mortal", "die", {}, timeout_s=60)
+        result = lingering.result(60)
+    assert died.maybe_ran and "died running this" in died.error
+    assert result.state == "failed" and "died before answering" in result.error
+    assert result.maybe_ran
 
 
 def test_an_idempotency_key_reused_with_another_payload_is_refused(
