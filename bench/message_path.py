@@ -108,18 +108,12 @@ def raw(n: int, pipelined: int, window: int, pad: int = 0, curve: bool = False) 
     return rtts, elapsed, pipelined
 
 
-def _pin_to(cpu: int, pin: str) -> None:
-    """Pin this process to `cpu` as the spec's [placement] pin would pin a node (auto: when
-    there are CPUs enough for the two processes)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if pin == "on" or (pin == "auto" and len(cpus) >= 2):
-        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
-
-
-def _transport_echo(me: str, peer: str, trust: Any, ready: Any, stop: Any, pin: str) -> None:
+def _transport_echo(me: str, peer: str, trust: Any, ready: Any, stop: Any, cpus: list[int]) -> None:
+    from agentrt.runtime._node import _pin
     from agentrt.runtime._transport import Transport
 
-    _pin_to(1, pin)
+    if cpus:
+        _pin("b", cpus)
     dec = msgspec.msgpack.Decoder()
     enc = msgspec.msgpack.Encoder()
     box: dict[str, Transport] = {}
@@ -137,10 +131,14 @@ def _transport_echo(me: str, peer: str, trust: Any, ready: Any, stop: Any, pin: 
     echo.stop()
 
 
-def _transport_asker(me: str, peer: str, trust: Any, n: int, pipelined: int, window: int, pin: str, out: Any) -> None:
+def _transport_asker(
+    me: str, peer: str, trust: Any, n: int, pipelined: int, window: int, cpus: list[int], out: Any
+) -> None:
+    from agentrt.runtime._node import _pin
     from agentrt.runtime._transport import Transport
 
-    _pin_to(0, pin)
+    if cpus:
+        _pin("a", cpus)
     dec = msgspec.msgpack.Decoder()
     enc = msgspec.msgpack.Encoder()
     replies = threading.Semaphore(0)
@@ -175,17 +173,19 @@ def transport(n: int, pipelined: int, window: int, pin: str) -> Result:
     thread waiting for the I/O thread to hand it each reply, as an ask's caller does; no
     envelopes, delivery, validation, actors or trace."""
     from agentrt.runtime._keys import issue
+    from agentrt.runtime._spec import placement
 
+    cpus = placement(_spec(pin), sorted(os.sched_getaffinity(0)))  # as the nodes' are: a asks, b echoes
     sock_dir = tempfile.mkdtemp(prefix="agentrt-bench-")
     trust = issue({"asker": [], "echo": []})
     at = {name: f"ipc://{sock_dir}/{name}.sock" for name in trust if name != "supervisor"}
     spawn = mp.get_context("spawn")
     ready, stop, out = spawn.Event(), spawn.Event(), spawn.Queue()
-    echo = spawn.Process(target=_transport_echo, args=(at["echo"], at["asker"], trust["echo"], ready, stop, pin))
+    echo = spawn.Process(target=_transport_echo, args=(at["echo"], at["asker"], trust["echo"], ready, stop, cpus.get("b", [])))
     echo.start()
     ready.wait(30)
     asker = spawn.Process(
-        target=_transport_asker, args=(at["asker"], at["echo"], trust["asker"], n, pipelined, window, pin, out)
+        target=_transport_asker, args=(at["asker"], at["echo"], trust["asker"], n, pipelined, window, cpus.get("a", []), out)
     )
     asker.start()
     try:
@@ -266,13 +266,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def agentrt(
-    n: int, pipelined: int, window: int, runs_dir: str, pin: str, pads: list[int], cpu: dict[str, float] | None = None
-) -> dict[int, Result]:
-    """agentrt asks between two node processes, one run per payload size (same nodes).
-    `cpu`: filled with the CPU seconds per round trip of each node and of the supervisor (this
-    process: its collector writes the trace), over the first payload's asks."""
-    spec = spec_from_dict(
+def _spec(pin: str) -> Any:
+    """The two-node run the agentrt rows use (a: the pinger, b: the echo), placed by `pin`."""
+    return spec_from_dict(
         {
             "run": {"name": "message-path", "entry": "pinger", "skill": "ping"},
             "placement": {"pin": pin},
@@ -284,6 +280,15 @@ def agentrt(
         "bench/message_path",
         base_dir=str(HERE),
     )
+
+
+def agentrt(
+    n: int, pipelined: int, window: int, runs_dir: str, pin: str, pads: list[int], cpu: dict[str, float] | None = None
+) -> dict[int, Result]:
+    """agentrt asks between two node processes, one run per payload size (same nodes).
+    `cpu`: filled with the CPU seconds per round trip of each node and of the supervisor (this
+    process: its collector writes the trace), over the first payload's asks."""
+    spec = _spec(pin)
     out = {}
     with Runtime(spec, runs_dir=runs_dir) as rt:
         rt.ask("pinger", "ping", {"n": 200, "window": window}, timeout_s=600).unwrap()  # warm up
