@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import math
 import os
 import random
 import threading
@@ -64,7 +63,7 @@ from ._auth import authenticate
 from ._deadletters import Sampler
 from ._delivery import Acknowledge, Command, Delivery, GiveUp, Policy, Transmit
 from ._keys import SUPERVISOR, Trust, member_of_address
-from ._timers import Timers
+from ._timers import Alarm, Timers
 from ._tracing import emit, get_logger
 from ._tracing import flush as flush_trace
 from ._transport import DeathHandler, TraceHandler, Transport
@@ -252,12 +251,10 @@ class Messenger:
         # (when, the ask's number, its key, its context id, timeout_s, who was asked, skill)
         self._deadlines: list[tuple[float, int, tuple[str, int], str, float, str, str]] = []
         self._asks = 0  # asks made: each one's number
-        self._deadline_armed = math.inf  # when the asks' timer fires (monotonic)
-        self._deadline_handle: int | None = None
+        self._deadline = Alarm(self.timers, self._on_deadline, time.monotonic)
         self.delivery = Delivery(policy)
         self._lock = threading.Lock()  # the delivery core's: it is not thread-safe
-        self._armed = math.inf  # when the one delivery timer fires
-        self._armed_handle: int | None = None
+        self._due = Alarm(self.timers, self._on_due, time.time)  # the delivery core's one timer
         self._sampler = Sampler()
         self._dead_lock = threading.Lock()
         self.faults = Faults.from_env()
@@ -499,16 +496,11 @@ class Messenger:
         """Keep the one delivery timer set for the core's next resend (or give-up)."""
         with self._lock:
             at = self.delivery.next_due()
-            if at is None or at >= self._armed:
-                return
-            if self._armed_handle is not None:
-                self.timers.cancel(self._armed_handle)
-            self._armed = at
-            self._armed_handle = self.timers.schedule(max(0.0, at - time.time()), self._on_due)
+        if at is not None:
+            self._due.ring_by(at)
 
     def _on_due(self) -> None:
         with self._lock:
-            self._armed, self._armed_handle = math.inf, None
             commands = self.delivery.due(time.time())
         self._apply(commands)
         self._arm()
@@ -623,8 +615,7 @@ class Messenger:
                 if len(self._deadlines) > 2 * len(self._pending) + 1024:  # mostly answered asks:
                     self._deadlines = [e for e in self._deadlines if self._waiting(e)]  # keep it
                     heapq.heapify(self._deadlines)  # as big as what waits (amortised O(1))
-                if at < self._deadline_armed:
-                    self._arm_deadline(at)
+                self._deadline.ring_by(at)
         try:
             self.send(envelope)
         except Exception:
@@ -632,13 +623,6 @@ class Messenger:
                 self._pending.pop(key, None)
             raise
         return future
-
-    def _arm_deadline(self, at: float) -> None:
-        """Set the asks' one timer for `at` (monotonic). Under `_pending_lock`."""
-        if self._deadline_handle is not None:
-            self.timers.cancel(self._deadline_handle)
-        self._deadline_armed = at
-        self._deadline_handle = self.timers.schedule(max(0.0, at - time.monotonic()), self._on_deadline)
 
     def _waiting(self, entry: tuple[Any, ...]) -> bool:
         """Whether the ask of deadline `entry` still waits for its answer. Under `_pending_lock`."""
@@ -652,12 +636,11 @@ class Messenger:
         now = time.monotonic()
         expired = []
         with self._pending_lock:
-            self._deadline_handle, self._deadline_armed = None, math.inf
             heap = self._deadlines
             while heap:
                 waiting = self._waiting(heap[0])
                 if waiting and heap[0][0] > now:
-                    self._arm_deadline(heap[0][0])
+                    self._deadline.ring_by(heap[0][0])
                     break
                 entry = heapq.heappop(heap)
                 if waiting:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -64,3 +65,35 @@ class Timers:
                     continue
             with contextlib.suppress(Exception):  # a callback must not kill the timer thread
                 fn()
+
+
+class Alarm:
+    """One callback on `timers`, kept set for the soonest time it is asked for since it last
+    rang (`clock`'s time: time.time or time.monotonic): one timer for a whole table of
+    deadlines, not one per entry. `fn` runs on the timer thread; it sets the alarm again for
+    whatever is due next."""
+
+    def __init__(self, timers: Timers, fn: Callable[[], None], clock: Callable[[], float]) -> None:
+        self._timers = timers
+        self._fn = fn
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.at = math.inf  # when it rings; inf: not set
+        self._handle: int | None = None
+
+    def ring_by(self, at: float) -> None:
+        """Ring at `at` at the latest (a sooner time already set stands)."""
+        if at >= self.at:  # the common case, without the lock; checked again under it
+            return
+        with self._lock:
+            if at >= self.at:
+                return
+            if self._handle is not None:
+                self._timers.cancel(self._handle)
+            self.at = at
+            self._handle = self._timers.schedule(max(0.0, at - self._clock()), self._ring)
+
+    def _ring(self) -> None:
+        with self._lock:
+            self.at, self._handle = math.inf, None
+        self._fn()
