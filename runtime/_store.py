@@ -247,6 +247,11 @@ class PostgresStore:
         self._conn: Any = None
 
     def _db(self) -> Any:
+        if self._conn is not None and self._conn.closed:
+            # The server dropped it (a restart, a failover, an administrator): the call that
+            # met that failed; this one and the later ones get a new connection. A failed
+            # write is not sent again here: it may have been done before the drop.
+            self._conn = None
         if self._conn is None:
             psycopg = _psycopg()
             self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)

@@ -18,6 +18,7 @@ from agentrt.runtime._store import (
     SQLiteStore,
     Store,
     describe,
+    node_role,
     open_store,
 )
 
@@ -144,6 +145,34 @@ def test_postgres_refuses_a_foreign_write_even_past_the_store_api(postgres_url: 
         admin.release()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'agentrt_%'").fetchone() == (0,)
+
+
+def test_postgres_store_connects_again_after_the_server_drops_its_connection(postgres_url: str) -> None:
+    """A PostgreSQL restart or an administrator ending a session used to leave a node's store
+    on a dead connection for the rest of the run: every read and write failed. Now the call
+    that meets the drop fails (a write may have been done: it is not sent again), and the
+    next one connects again."""
+    import psycopg
+
+    run_id = f"test-{new_id()[:8]}"
+    admin = PostgresAdmin(postgres_url, run_id)
+    try:
+        store = PostgresStore(admin.prepare([("node", ["a"])])["node"], run_id)
+        ns = Namespace(store, "a")
+        ns.put("k", 1)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = %s",
+                (node_role(run_id, "node"),),
+            ).fetchall()
+        assert ended == [(True,)]  # and it has ended (waited for, up to 10 s)
+        with pytest.raises(psycopg.OperationalError):
+            ns.put("k", 2)
+        ns.put("k", 3)
+        assert ns.get("k") == 3 and store.keys("a") == ["k"]
+        store.close()
+    finally:
+        admin.release()
 
 
 def test_store_urls_are_described_without_their_password() -> None:
