@@ -375,6 +375,13 @@ def spec_from_dict(data: dict[str, Any], origin: str = "spec", base_dir: str = "
     return check_spec(spec, origin)
 
 
+def checked(spec: Spec, origin: str = "spec") -> Spec:
+    """`spec` checked as a spec file is: one built in code (its structs made directly, or
+    changed with `msgspec.structs.replace`) gets the same errors, naming the field and the
+    rule (a bound of `limits`, a name, an allow rule), before anything is started."""
+    return spec_from_dict(msgspec.to_builtins(spec), origin, spec.base_dir)
+
+
 def load_spec(path: str | Path) -> Spec:
     """Load a spec from a .toml or .py file, or from a folder holding spec.toml / spec.py.
 

@@ -81,7 +81,7 @@ from ._keys import SUPERVISOR, KeyPair, Trust
 from ._membership import Down, Fence, Membership
 from ._messenger import Messenger, TaskResult
 from ._redact import LineRedactor, redact
-from ._spec import NodeBoot, Spec, entry_actor, placement
+from ._spec import NodeBoot, Spec, checked, entry_actor, placement
 from ._store import PostgresAdmin, describe, is_postgres
 from ._tracing import TraceWriter, configure, emit, event_name, get_logger
 
@@ -169,6 +169,7 @@ class Runtime:
     ) -> None:
         """`terminal` is the path of the user's terminal device (e.g. `os.ttyname(0)`), for
         actors that talk to a person (`Context.terminal`); None when the run has none."""
+        spec = checked(spec, f"spec of run '{spec.run.name}'")
         models = [spec.model] + [a.model for n in spec.nodes for a in n.actors if a.model]
         if any(m.kind == "anthropic" for m in models) and not os.environ.get("ANTHROPIC_API_KEY"):
             raise SpecError(

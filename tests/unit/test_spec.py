@@ -7,7 +7,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agentrt.runtime import SpecError, load_spec, spec_from_dict
+from agentrt.protocols import Limits
+from agentrt.runtime import Runtime, SpecError, load_spec, spec_from_dict
 from agentrt.runtime._spec import placement, refusal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,20 @@ def test_limits_at_their_bounds_are_taken() -> None:
     for limits in ({"max_depth": 16, "max_frame_bytes": 64 * 1024}, {"max_depth": 256, "max_frame_bytes": 256 * 1024 * 1024}):
         spec = spec_from_dict({**base(), "limits": limits})
         assert (spec.limits.max_depth, spec.limits.max_frame_bytes) == (limits["max_depth"], limits["max_frame_bytes"])
+
+
+def test_a_spec_built_in_code_is_checked_before_a_run_starts(tmp_path: Path) -> None:
+    """Runtime(spec) checks a spec as a spec file is checked: one whose structs were made or
+    changed in code used to reach the nodes unchecked (a depth limit of 4 failed each node's
+    boot, seen only as "did not register within 60s"; two nodes of one name, one socket)."""
+    spec = spec_from_dict(base())
+    for bad, rule in (
+        (msgspec.structs.replace(spec, limits=Limits(max_depth=4)), r"max_depth"),
+        (msgspec.structs.replace(spec, nodes=spec.nodes * 2), "used by two nodes"),
+    ):
+        with pytest.raises(SpecError, match=rule):
+            Runtime(bad, runs_dir=tmp_path)
+        assert not list(tmp_path.iterdir())  # refused before anything was made
 
 
 def test_bad_toml_and_missing(tmp_path: Path) -> None:
