@@ -1119,6 +1119,9 @@ class _Host(pykka.ThreadingActor):
             skill = (task.metadata or {}).get("skill", "?")
             task = msgspec.structs.replace(
                 task,
+                # The skill ran to its end and only its answer was too big: whatever it did is
+                # done, and an asker must not run it again as if it never ran.
+                metadata={**(task.metadata or {}), "maybeRan": True},
                 status=TaskStatus(
                     state="TASK_STATE_FAILED",
                     message=status_message(
