@@ -67,6 +67,9 @@ class Store(Protocol):
         """Write `value` and return the new version. Only the owner writes its namespace;
         with `expect_version`, the write happens only if the stored version matches."""
 
+    def delete(self, owner: str, namespace: str, key: str) -> bool:
+        """Remove `key`; True if it was there. Only the owner deletes in its namespace."""
+
     def keys(self, namespace: str) -> list[str]: ...
 
     def close(self) -> None: ...
@@ -142,6 +145,14 @@ class SQLiteStore:
                 )
         return current + 1
 
+    def delete(self, owner: str, namespace: str, key: str) -> bool:
+        _refuse_foreign(owner, namespace, key)
+        with self._lock:
+            db = self._db()
+            with db:
+                gone = db.execute("DELETE FROM state WHERE namespace=? AND key=?", (namespace, key))
+        return gone.rowcount > 0
+
     def keys(self, namespace: str) -> list[str]:
         with self._lock:
             rows = (
@@ -199,6 +210,12 @@ _PG_POLICIES = {
         "FOR UPDATE USING (EXISTS (SELECT 1 FROM agentrt_owner o "
         "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
         "AND o.role = current_user)) WITH CHECK (EXISTS (SELECT 1 FROM agentrt_owner o "
+        "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
+        "AND o.role = current_user))",
+    ),
+    "agentrt_delete": (
+        "agentrt_state",
+        "FOR DELETE USING (EXISTS (SELECT 1 FROM agentrt_owner o "
         "WHERE o.run_id = agentrt_state.run_id AND o.namespace = agentrt_state.namespace "
         "AND o.role = current_user))",
     ),
@@ -314,6 +331,17 @@ class PostgresStore:
             raise _conflict(namespace, key, current, expect_version or 0)
         return int(row[0])
 
+    def delete(self, owner: str, namespace: str, key: str) -> bool:
+        _refuse_foreign(owner, namespace, key)
+        with self._lock:
+            gone = self._db().execute(
+                "DELETE FROM agentrt_state WHERE run_id=%s AND namespace=%s AND key=%s",
+                (self.run_id, namespace, key),
+            )
+        # Row-level security hides another's rows from a DELETE (nothing is removed), as
+        # _refuse_foreign already refused above.
+        return bool(gone.rowcount)
+
     def keys(self, namespace: str) -> list[str]:
         with self._lock:
             rows = (
@@ -402,7 +430,7 @@ class PostgresAdmin:
                     conn.execute(sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(ident, sql.Literal(password)))
                 # Dropped by release() from now on, even if a later step of the set-up fails.
                 self._roles.append(role)
-                conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON agentrt_state TO {}").format(ident))
+                conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON agentrt_state TO {}").format(ident))
                 conn.execute(sql.SQL("GRANT SELECT ON agentrt_owner TO {}").format(ident))
                 for actor in actors:
                     conn.execute(
@@ -454,6 +482,10 @@ class Namespace:
 
     def put(self, key: str, value: Any, *, expect_version: int | None = None) -> int:
         return self._put(self.owner, key, value, expect_version)
+
+    def delete(self, key: str) -> bool:
+        """Remove `key` from this namespace; True if it was there."""
+        return self._store.delete(self.owner, self.owner, key)
 
     def _put(self, namespace: str, key: str, value: Any, expect_version: int | None = None) -> int:
         clean = redact(msgspec.to_builtins(value), self._secrets)

@@ -52,6 +52,18 @@ def test_own_namespace_read_write(opener: Opener) -> None:
     assert ns.keys() == ["k"]
 
 
+def test_a_key_is_deleted_only_by_its_namespace_owner(opener: Opener) -> None:
+    worker, critic = Namespace(opener(), "worker"), Namespace(opener(), "critic")
+    worker.put("k", 1)
+    worker.put("other", 2)
+    with pytest.raises(OwnershipError, match="'critic' cannot write 'k' into namespace 'worker'"):
+        critic._store.delete("critic", "worker", "k")
+    assert worker.delete("k") is True
+    assert worker.delete("k") is False  # already gone
+    assert worker.get("k") is None and worker.keys() == ["other"]
+    assert worker.put("k", 3, expect_version=0) == 1  # a key deleted starts again
+
+
 def test_writing_another_namespace_raises(opener: Opener) -> None:
     ns = Namespace(opener(), "critic")
     with pytest.raises(OwnershipError, match="'critic' cannot write 'k' into namespace 'judge'"):
@@ -125,8 +137,9 @@ def test_postgres_refuses_a_foreign_write_even_past_the_store_api(postgres_url: 
                 )
             # An UPDATE of a row it does not own matches nothing: bob's value is unchanged.
             conn.execute("UPDATE agentrt_state SET value='forged' WHERE run_id=%s AND namespace='bob'", (run_id,))
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("DELETE FROM agentrt_state WHERE run_id=%s", (run_id,))
+            # So does a DELETE: the rows it may delete are its own namespaces' only.
+            gone = conn.execute("DELETE FROM agentrt_state WHERE run_id=%s", (run_id,))
+            assert gone.rowcount == 0
         # The store maps the database's refusal to OwnershipError, even if asked as the owner.
         forger = PostgresStore(urls["n1"], run_id)
         with pytest.raises(OwnershipError, match="does not own that namespace"):
