@@ -44,7 +44,7 @@ from a2a.server.routes import (
 )
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import a2a_pb2 as pb
-from a2a.utils.errors import InvalidParamsError, UnsupportedOperationError
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 from google.protobuf import json_format
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
@@ -243,7 +243,7 @@ class _Handler(DefaultRequestHandler):
         if job is not None and job.ticket is None and not params.configuration.return_immediately:
             await asyncio.wrap_future(job.future)
         for _ in range(500):  # the reply is in; its last events reach the store just after
-            task = await self.on_get_task(pb.GetTaskRequest(id=first), context)
+            task = await self._first_task(first, params, context)
             settled = mapping.TERMINAL | mapping.INTERRUPTED
             if (
                 task is None
@@ -263,12 +263,23 @@ class _Handler(DefaultRequestHandler):
             async for event in super().on_message_send_stream(params, context):
                 yield event
             return
-        task = await self.on_get_task(pb.GetTaskRequest(id=first), context)
+        task = await self._first_task(first, params, context)
         if task is None or task.status.state in mapping.TERMINAL:
             yield task
             return
         async for event in self.on_subscribe_to_task(pb.SubscribeToTaskRequest(id=first), context):
             yield event
+
+    async def _first_task(self, first: str, params: pb.SendMessageRequest, context: ServerCallContext) -> Any:
+        """The task a repeated message made, or TaskNotFound saying it was forgotten."""
+        try:
+            return await self.on_get_task(pb.GetTaskRequest(id=first), context)
+        except TaskNotFoundError:
+            raise TaskNotFoundError(
+                f"message '{params.message.message_id}' made task '{first}', which has ended and "
+                f"been forgotten (the gateway keeps each caller's {self.gateway.config.keep_tasks} "
+                "latest ended tasks: a2a.keep_tasks); it is not run again for the same messageId"
+            ) from None
 
     def _repeated(self, params: pb.SendMessageRequest, context: ServerCallContext) -> str | None:
         """The task a message with this `messageId` (same caller, same actor) already made."""
@@ -284,17 +295,23 @@ class _RunTaskStore(InMemoryTaskStore):
     SQLite file, or its PostgreSQL) as well as in memory, so a gateway started again on the
     same run (`agentrt serve --run-id`) still answers GetTask and ListTasks for them. Each
     task is one key of the gateway's namespace, `task/<id>`, with its caller; a task that was
-    still running is failed on load, since nothing follows it any more."""
+    still running is failed on load, since nothing follows it any more.
 
-    def __init__(self, store: Namespace, actor: str, writes: ThreadPoolExecutor) -> None:
+    Each caller's `keep` most recently ended tasks are kept; an older ended one is forgotten,
+    in memory and in the store (GetTask: not found), so a gateway that serves for months
+    holds a bounded number of tasks. A task still running is never forgotten."""
+
+    def __init__(self, store: Namespace, actor: str, writes: ThreadPoolExecutor, keep: int) -> None:
         super().__init__()
         self.store = store
         self.actor = actor
+        self.keep = keep
         self._writes = writes  # one thread: the store's writes, in order, off the event loop
+        self._ended: dict[str, OrderedDict[str, None]] = {}  # caller -> its ended tasks, oldest first
 
     async def load(self) -> int:
         """Read this actor's tasks back; how many."""
-        found = 0
+        found: list[tuple[int, pb.Task, str]] = []
         keys = self.store.keys()
         for key in keys:
             saved = self.store.get(key) if key.startswith("task/") else None
@@ -325,17 +342,55 @@ class _RunTaskStore(InMemoryTaskStore):
                     )
                 )
                 task.status.timestamp.GetCurrentTime()
-            await super().save(task, ServerCallContext(user=_Caller(str(saved.get("owner", "")))))
-            found += 1
-        return found
+            found.append((task.status.timestamp.ToNanoseconds(), task, str(saved.get("owner", ""))))
+        for _, task, owner in sorted(found, key=lambda f: (f[0], f[1].id)):  # oldest ended first
+            await super().save(task, ServerCallContext(user=_Caller(owner)))
+            await self._ended_now(task.id, owner)
+        return len(found)
 
     async def save(self, task: pb.Task, context: ServerCallContext) -> None:
         """Kept in memory, then written to the run's store on the writer thread: a write (a
         SQLite commit waiting for a lock, a PostgreSQL round trip) never holds up the event
         loop, so every other request and stream goes on meanwhile."""
         await super().save(task, context)
-        saved = {"actor": self.actor, "owner": context.user.user_name, "task": json_format.MessageToDict(task)}
-        await asyncio.get_running_loop().run_in_executor(self._writes, self.store.put, f"task/{task.id}", saved)
+        owner = context.user.user_name
+        saved = {"actor": self.actor, "owner": owner, "task": json_format.MessageToDict(task)}
+        await self._write(
+            task.id, "written to", "this gateway answers for it from memory, but one started again on this run may not know it",
+            self.store.put, f"task/{task.id}", saved,
+        )  # fmt: skip
+        if task.status.state in mapping.TERMINAL:
+            await self._ended_now(task.id, owner)
+
+    async def _write(self, task_id: str, what: str, then: str, write: Any, *args: Any) -> None:
+        """One write to the store, on the writer thread. One that fails (a store gone, a
+        lock held past its timeout) fails no request: the client would get an error with no
+        task id for a task that may run, and send it again. A warning in the trace says what
+        was not written, and `then` what follows from it."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writes, write, *args)
+        except Exception as exc:
+            emit(
+                get_logger(actor="gateway"),
+                GatewayWarning(
+                    text=f"task {task_id} of '{self.actor}' could not be {what} the run's store "
+                    f"({type(exc).__name__}: {exc}): {then}"
+                ),
+            )
+
+    async def _ended_now(self, task_id: str, owner: str) -> None:
+        """`task_id` (of `owner`) has ended: the newest of its caller's ended tasks; the
+        oldest past `keep` are forgotten."""
+        ended = self._ended.setdefault(owner, OrderedDict())
+        ended[task_id] = None
+        ended.move_to_end(task_id)
+        while len(ended) > self.keep:
+            old, _ = ended.popitem(last=False)
+            await super().delete(old, ServerCallContext(user=_Caller(owner)))
+            await self._write(
+                old, "deleted from", "it is forgotten here, but a gateway started again on this run may know it",
+                self.store.delete, f"task/{old}",
+            )  # fmt: skip
 
 
 class _Executor(AgentExecutor):
@@ -424,7 +479,7 @@ class Gateway:
             )
         for name, card in self.cards.items():
             a2a_card = mapping.card_to_a2a(card, f"{self.url}/a2a/{name}/", bearer=bool(tokens))
-            tasks = _RunTaskStore(self.store, name, self._writes)
+            tasks = _RunTaskStore(self.store, name, self._writes, self.config.keep_tasks)
             self.task_stores.append(tasks)
             handler = _Handler(
                 self,

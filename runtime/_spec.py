@@ -205,6 +205,10 @@ class A2ASpec(_SpecStruct, kw_only=True):
     # HTTP, which is for 127.0.0.1 or behind a proxy that terminates TLS.
     tls_cert: str = ""
     tls_key: str = ""
+    # How many ended tasks of each caller, per actor, GetTask and ListTasks still know (in
+    # memory and in the run's store); an older ended task is forgotten (GetTask: not found).
+    # A task still running is never forgotten.
+    keep_tasks: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
 
 class Spec(_SpecStruct, kw_only=True):

@@ -999,3 +999,113 @@ def test_after_a_restart_each_caller_still_sees_only_its_own_tasks(
     serving(lambda gw: again(gw, task_id))
     stored = (runs / "kept" / "state.sqlite").read_bytes()
     assert task_id.encode() in stored and b"Secret-" not in stored
+
+
+def test_each_callers_latest_ended_tasks_are_kept_and_older_ones_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway kept every A2A task for good, in memory and in the run's store: a caller
+    could grow a long-lived `agentrt serve` without bound. Now each caller's `keep_tasks`
+    latest ended tasks per actor are kept; older ended ones are forgotten (GetTask: not
+    found), in the store too, also across a restart; a running task is never forgotten, and
+    another caller's tasks are not the count's. A repeat of a forgotten task's message is
+    refused, saying so, and does not run it again."""
+    monkeypatch.setenv("AGENTRT_A2A_TOKEN_ALICE", "alice-Secret-1")
+    monkeypatch.setenv("AGENTRT_A2A_TOKEN_BOB", "bob-Secret-22")
+    spec = make_spec({"n1": [{"name": "desk", "class": "a2a_actors:Desk"}]})
+    runs = tmp_path / "runs"
+
+    def serving(keep: int, call: Any) -> Any:
+        with Runtime(spec, run_id="kept", runs_dir=runs) as rt:
+            config = A2ASpec(listen="127.0.0.1:0", callers=["alice", "bob"], keep_tasks=keep)
+            gw = Gateway(rt, config).start()
+            try:
+                return asyncio.run(call(gw))
+            finally:
+                gw.stop(grace_s=0.5)
+
+    async def as_caller(gw: Gateway, token: str) -> Any:
+        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+        return await create_client(f"{gw.url}/a2a/desk", client_config=ClientConfig(streaming=False, httpx_client=http))
+
+    def counted() -> int:
+        return len((tmp_path / "count").read_text().splitlines())
+
+    async def first(gw: Gateway) -> tuple[str, list[str]]:
+        alice, bob = await as_caller(gw, "alice-Secret-1"), await as_caller(gw, "bob-Secret-22")
+        hold = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
+        (running,) = await send(alice, hold, return_immediately=True)
+        held = running.task.id
+        counts = [message(data({"dir": str(tmp_path)}), skill="count") for _ in range(4)]
+        ended = [(await send(alice, m))[0].task.id for m in counts]
+        (bobs,) = await send(bob, message(data({"dir": str(tmp_path)}), skill="count"))
+        assert counted() == 5
+        for gone in ended[:2]:
+            with pytest.raises(TaskNotFoundError):
+                await alice.get_task(pb.GetTaskRequest(id=gone))
+        for kept in ended[2:]:
+            assert (await alice.get_task(pb.GetTaskRequest(id=kept))).status.state == pb.TASK_STATE_COMPLETED
+        assert (await alice.get_task(pb.GetTaskRequest(id=held))).status.state == pb.TASK_STATE_WORKING
+        assert (await bob.get_task(pb.GetTaskRequest(id=bobs.task.id))).status.state == pb.TASK_STATE_COMPLETED
+        listed = {t.id for t in (await alice.list_tasks(pb.ListTasksRequest())).tasks}
+        assert listed == {held, *ended[2:]}
+        with pytest.raises(TaskNotFoundError, match=r"forgotten.*keep_tasks"):
+            await send(alice, counts[0])  # the same messageId again
+        assert counted() == 5  # not run again
+        assert sorted(gw.store.keys()) == sorted(f"task/{t}" for t in (held, *ended[2:], bobs.task.id))
+        cancelled = await alice.cancel_task(pb.CancelTaskRequest(id=held))  # the newest ended
+        assert cancelled.status.state == pb.TASK_STATE_CANCELED
+        with pytest.raises(TaskNotFoundError):
+            await alice.get_task(pb.GetTaskRequest(id=ended[2]))
+        return held, [ended[3], bobs.task.id]
+
+    async def again(gw: Gateway, held: str, older: list[str]) -> None:
+        alice, bob = await as_caller(gw, "alice-Secret-1"), await as_caller(gw, "bob-Secret-22")
+        assert [t.id for t in (await alice.list_tasks(pb.ListTasksRequest())).tasks] == [held]
+        with pytest.raises(TaskNotFoundError):
+            await alice.get_task(pb.GetTaskRequest(id=older[0]))
+        assert (await bob.get_task(pb.GetTaskRequest(id=older[1]))).status.state == pb.TASK_STATE_COMPLETED
+        assert sorted(gw.store.keys()) == sorted(f"task/{t}" for t in (held, older[1]))
+
+    held, older = serving(2, first)
+    serving(1, lambda gw: again(gw, held, older))  # started again keeping fewer: the newest stay
+
+
+def test_a_store_write_that_fails_fails_no_request(tmp_path: Path, postgres_url: str) -> None:
+    """The gateway writes each status of a task to the run's store. A write that failed (here
+    PostgreSQL ends the gateway's session) used to fail the request: the client got an
+    InternalError with no task id while the task ran, and sending it again would run it twice.
+    Now the client gets its task, the task is still known (from memory), and the trace says
+    what was not written; the writes after it reach the store again."""
+    import psycopg
+
+    spec = make_spec({"n1": [{"name": "desk", "class": "a2a_actors:Desk"}]}, run={"store": postgres_url})
+
+    async def go(gw: Gateway) -> tuple[str, str]:
+        client = await client_for(gw, "desk", streaming=False)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # the gateway's session ends
+            ended = conn.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                "WHERE usename = current_user AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchall()
+        assert ended == [(True,)]  # the gateway's own, the one session of this role left
+        (done,) = await send(client, message(data({"dir": str(tmp_path)}), skill="count"))
+        assert done.task.status.state == pb.TASK_STATE_COMPLETED
+        got = await client.get_task(pb.GetTaskRequest(id=done.task.id))
+        assert artifact_data(got) == {"count": 1}
+        (after,) = await send(client, message(data({"dir": str(tmp_path)}), skill="count"))
+        await client.close()
+        return done.task.id, after.task.id
+
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0")).start()
+        try:
+            first, second = asyncio.run(go(gw))
+            saved = gw.store.get(f"task/{second}")
+        finally:
+            gw.stop(grace_s=0.5)
+        trace = rt.trace_path
+    assert (tmp_path / "count").read_text().count("x") == 2  # each ran once
+    assert saved["task"]["status"]["state"] == "TASK_STATE_COMPLETED"  # written again
+    warnings = [e["text"] for e in read_trace(trace) if e["event"] == "gateway.warning"]
+    assert any(f"task {first} of 'desk' could not be written to the run's store" in w for w in warnings), warnings

@@ -75,6 +75,12 @@ def test_limits_out_of_their_bounds_are_refused_naming_the_field_and_the_bound(l
         spec_from_dict({**base(), "limits": limits}, "my.toml")
 
 
+def test_a_gateway_keeping_no_task_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"Expected `int` >= 1 - at `\$\.a2a\.keep_tasks`"):
+        spec_from_dict({**base(), "a2a": {"keep_tasks": 0}})
+    assert spec_from_dict({**base(), "a2a": {"keep_tasks": 1}}).a2a.keep_tasks == 1
+
+
 def test_limits_at_their_bounds_are_taken() -> None:
     for limits in ({"max_depth": 16, "max_frame_bytes": 64 * 1024}, {"max_depth": 256, "max_frame_bytes": 256 * 1024 * 1024}):
         spec = spec_from_dict({**base(), "limits": limits})
