@@ -76,7 +76,7 @@ from agentrt.protocols import (
 
 from . import a2a as mapping
 from ._messenger import TaskResult
-from ._spec import A2ASpec
+from ._spec import A2ASpec, checked
 from ._store import Namespace, open_store
 from ._supervisor import Runtime
 from ._tracing import emit, get_logger
@@ -437,7 +437,11 @@ class Gateway:
 
     def __init__(self, runtime: Runtime, config: A2ASpec | None = None) -> None:
         self.runtime = runtime
-        self.config = config or A2ASpec()
+        # Checked as `[a2a]` of a spec file is: one made in code (keep_tasks=0 or below, a
+        # tls_cert without its key, expose naming no actor) would fail each request instead.
+        self.config = checked(
+            msgspec.structs.replace(runtime.spec, a2a=config or A2ASpec()), f"a2a of run '{runtime.spec.run.name}'"
+        ).a2a or A2ASpec()
         tokens = caller_tokens(self.config.callers)  # a missing token fails before binding
         host, _, port = self.config.listen.rpartition(":")
         # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only on sockets that say it, and

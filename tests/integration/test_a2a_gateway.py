@@ -1071,6 +1071,20 @@ def test_each_callers_latest_ended_tasks_are_kept_and_older_ones_forgotten(
     serving(1, lambda gw: again(gw, held, older))  # started again keeping fewer: the newest stay
 
 
+def test_a_gateway_config_made_in_code_is_checked_as_a_spec_file_is(gateway: Gateway) -> None:
+    """`Gateway(rt, A2ASpec(...))` took its config unchecked: keep_tasks=-1 failed every
+    request with InternalError 'dictionary is empty' after its task had run (a client's retry
+    ran it again), keep_tasks=0 forgot each task as it ended. Now it is refused before the
+    gateway binds, naming the field and the rule, as `[a2a]` of a spec file is."""
+    for bad, rule in (
+        (A2ASpec(listen="127.0.0.1:0", keep_tasks=-1), r"Expected `int` >= 1 - at `\$\.a2a\.keep_tasks`"),
+        (A2ASpec(listen="127.0.0.1:0", keep_tasks=0), r"Expected `int` >= 1 - at `\$\.a2a\.keep_tasks`"),
+        (A2ASpec(listen="127.0.0.1:0", expose=["nobody"]), r"a2a\.expose names 'nobody'"),
+    ):
+        with pytest.raises(SpecError, match=rule):
+            Gateway(gateway.runtime, bad)
+
+
 def test_a_store_write_that_fails_fails_no_request(tmp_path: Path, postgres_url: str) -> None:
     """The gateway writes each status of a task to the run's store. A write that failed (here
     PostgreSQL ends the gateway's session) used to fail the request: the client got an
