@@ -311,7 +311,7 @@ class Run:
         cost = usage.get("costUsd")
         if call.kind == "task":
             return self._task_replied(call, result, tokens, cost, now) + self._retry_deferred(now)
-        if not result.ok and meta.get("maybeRan"):
+        if not result.ok and meta.get("maybeRan") and meta.get("retryable", True):
             # Sent and never acknowledged: it may have arrived and made its model call, whose
             # usage never came back; its allowance is spent (as an unanswered task attempt's is).
             tokens, cost = call.reserved, None
@@ -528,7 +528,9 @@ class Run:
         if not result.ok:
             record["error"] = result.error
         self.records[tid] = record
-        if not result.ok and meta.get("maybeRan"):  # sent, never acknowledged
+        if not result.ok and meta.get("maybeRan") and meta.get("retryable", True):  # sent, never acknowledged
+            # (One that ran and answered `retryable: false`, a result over the frame limit, is
+            # no doubt: it failed for good, its usage known, as below.)
             return self._sched(scheduler.task_unanswered(tid, result.error, attempt=attempt, now=now), now)
         if not result.ok:
             retry_after = meta.get("retryAfterS")

@@ -1120,8 +1120,9 @@ class _Host(pykka.ThreadingActor):
             task = msgspec.structs.replace(
                 task,
                 # The skill ran to its end and only its answer was too big: whatever it did is
-                # done, and an asker must not run it again as if it never ran.
-                metadata={**(task.metadata or {}), "maybeRan": True},
+                # done, and an asker must not run it again as if it never ran. Nor does trying
+                # again help: its key's result is kept, so a retry gets this same answer.
+                metadata={**(task.metadata or {}), "maybeRan": True, "retryable": False},
                 status=TaskStatus(
                     state="TASK_STATE_FAILED",
                     message=status_message(

@@ -50,7 +50,7 @@ def test_a_5_mb_reply_fails_at_once_at_the_sender_and_is_never_resent(runs_dir: 
         assert result.state == "failed"
         assert "max_frame_bytes" in result.error and "big" in result.error
         assert "timed out" not in result.error
-        assert result.maybe_ran  # it ran: only its answer was too big
+        assert result.maybe_ran and result.metadata["retryable"] is False  # it ran: only its answer was too big (a retry gets the same)
         assert rt.ask("big", "big", {"mb": 0.001}).ok  # the actor is fine
         stats = rt.node_stats("n1")
         trace = rt.trace_path
@@ -77,7 +77,7 @@ def test_a_reply_over_the_parts_bound_fails_at_once_at_the_sender(runs_dir: Path
         result = rt.ask("big", "parts", {"n": 300}, timeout_s=30)
         assert result.state == "failed" and "timed out" not in result.error
         assert "parts" in result.error and "length <= 256" in result.error
-        assert result.maybe_ran
+        assert result.maybe_ran and result.metadata["retryable"] is False
         assert rt.ask("big", "parts", {"n": 3}).ok
         stats = rt.node_stats("n1")
     assert stats["dead.over-limit"] == 1 and stats.get("resent", 0) == 0

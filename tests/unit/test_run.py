@@ -364,6 +364,26 @@ def test_a_stateful_request_sent_and_never_acknowledged_is_in_doubt_not_retried(
         assert [a.attempt for a in h.asks if a.skill == skill] == [1, 2] and h.output["state"] == "completed"
 
 
+def test_a_result_over_the_frame_limit_fails_its_task_for_good_with_its_usage() -> None:
+    """A node answers a result over the frame limit failed, `maybeRan` (the skill ran to its
+    end) and `retryable: false` (its key keeps that result: a retry gets the same answer).
+    Old code took it as unanswered: a read-only task was asked again up to max_attempts, each
+    attempt charged its whole allowance (3 x 1000 tokens for 3 x 15 used); a stateful one
+    was put to a human as "may or may not have happened", with "continue" that cannot help."""
+    over = "the result of skill '{}' on 'w1' was 5000000 bytes, over limits.max_frame_bytes"
+    for task, skill in (("r", "write"), ("pay", "charge")):
+        retrying = Policy(max_attempts=3, backoff_s=0.1, jitter=0)
+        answer = fail(over.format(skill), maybeRan=True, retryable=False, usage={"inputTokens": 10, "outputTokens": 5})
+        h = Harness(make(Roles(), retrying), lambda a, answer=answer: answer)
+        h.start({"goal": "g", "plan": plan({"id": task, "skill": skill, "args": {}})})
+        h.settle()
+        assert [a.attempt for a in h.asks] == [1] and not h.timers, task  # not asked again
+        out = h.output
+        assert out["state"] == "failed" and "over limits.max_frame_bytes" in out["schedule"]["failed"][task]
+        assert "in doubt" not in out["schedule"]["failed"][task] and not out["escalations"]
+        assert h.run.ledger.tokens.spent == 15 and h.run.ledger.tokens.reserved == 0
+
+
 def test_a_model_call_sent_and_never_acknowledged_counts_its_allowance_as_spent() -> None:
     """A critique (as a plan or a verdict) that its asker's messenger gave up on may have
     arrived and run its model call, as a task attempt may: its allowance is spent. Old code
