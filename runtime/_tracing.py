@@ -458,10 +458,21 @@ class TraceWriter:
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:
-    """All events of a trace file as dicts, in file order."""
+    """All events of a trace file as dicts, in file order. A torn last line (one being
+    written as the file is read while its run goes on, or a process killed mid-write) is
+    left out, as `read_events` leaves it; a bad line before it raises msgspec.DecodeError."""
     decoder = msgspec.json.Decoder()
+    out: list[dict[str, Any]] = []
     with path.open("rb") as f:
-        return [decoder.decode(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                out.append(decoder.decode(line))
+            except msgspec.DecodeError:
+                if line.endswith(b"\n"):  # a whole line: not torn, bad
+                    raise
+    return out
 
 
 def _names_an_event(line: bytes) -> bool:

@@ -277,3 +277,23 @@ def test_a_batch_the_pre_check_passes_as_clean_has_nothing_to_redact(pairs: list
         as_recorded = msgspec.msgpack.decode(msgspec.msgpack.encode(dict(event, node="n1")))
         assert redact(as_recorded, ["my-own-secret-value"]) == as_recorded
     assert "my-own-secret-value" not in repr(shipped)
+
+
+def test_reading_a_trace_being_written_leaves_out_only_its_torn_last_line(tmp_path) -> None:
+    """A test or tool that reads a live run's trace can catch the collector mid-write: the
+    last line is then cut anywhere. It used to raise (DecodeError: truncated); a bad line that
+    is whole still does."""
+    from agentrt.runtime._tracing import read_trace
+
+    lines = [msgspec.json.encode({"event": "x", "n": i}) for i in range(3)]
+    whole = b"\n".join(lines) + b"\n"
+    path = tmp_path / "trace.jsonl"
+    for cut in range(len(whole) + 1):  # the file as a reader may find it at every byte
+        path.write_bytes(whole[:cut])
+        got = read_trace(path)
+        assert got == [{"event": "x", "n": i} for i in range(whole[:cut].count(b"\n"))] or (
+            whole[:cut].endswith(b"}") and len(got) == whole[:cut].count(b"\n") + 1
+        )
+    path.write_bytes(lines[0][:-3] + b"\n" + lines[1] + b"\n")
+    with pytest.raises(msgspec.DecodeError):
+        read_trace(path)
