@@ -271,15 +271,22 @@ class _Handler(DefaultRequestHandler):
             yield event
 
     async def _first_task(self, first: str, params: pb.SendMessageRequest, context: ServerCallContext) -> Any:
-        """The task a repeated message made, or TaskNotFound saying it was forgotten."""
-        try:
-            return await self.on_get_task(pb.GetTaskRequest(id=first), context)
-        except TaskNotFoundError:
-            raise TaskNotFoundError(
-                f"message '{params.message.message_id}' made task '{first}', which has ended and "
-                f"been forgotten (the gateway keeps each caller's {self.gateway.config.keep_tasks} "
-                "latest ended tasks: a2a.keep_tasks); it is not run again for the same messageId"
-            ) from None
+        """The task a repeated message made (waiting while it is being made and not saved
+        yet), or TaskNotFound saying it was forgotten."""
+        for _ in range(500):  # bounded, not timed
+            try:
+                return await self.on_get_task(pb.GetTaskRequest(id=first), context)
+            except TaskNotFoundError:
+                if first not in self.gateway.jobs:
+                    break
+                await asyncio.sleep(0.02)  # being made (returnImmediately): not saved yet
+        else:
+            raise TaskNotFoundError(f"task '{first}' of message '{params.message.message_id}' is not saved yet: ask again")
+        raise TaskNotFoundError(
+            f"message '{params.message.message_id}' made task '{first}', which has ended and "
+            f"been forgotten (the gateway keeps each caller's {self.gateway.config.keep_tasks} "
+            "latest ended tasks: a2a.keep_tasks); it is not run again for the same messageId"
+        )
 
     def _repeated(self, params: pb.SendMessageRequest, context: ServerCallContext) -> str | None:
         """The task a message with this `messageId` (same caller, same actor) already made."""
@@ -311,7 +318,7 @@ class _RunTaskStore(InMemoryTaskStore):
 
     async def load(self) -> int:
         """Read this actor's tasks back; how many."""
-        found: list[tuple[int, pb.Task, str]] = []
+        found: list[tuple[int, pb.Task, str, bool]] = []
         keys = self.store.keys()
         for key in keys:
             saved = self.store.get(key) if key.startswith("task/") else None
@@ -330,7 +337,8 @@ class _RunTaskStore(InMemoryTaskStore):
                     ),
                 )
                 continue
-            if task.status.state not in mapping.TERMINAL:
+            stopped = task.status.state not in mapping.TERMINAL
+            if stopped:
                 task.status.CopyFrom(
                     pb.TaskStatus(
                         state=pb.TASK_STATE_FAILED,
@@ -342,10 +350,14 @@ class _RunTaskStore(InMemoryTaskStore):
                     )
                 )
                 task.status.timestamp.GetCurrentTime()
-            found.append((task.status.timestamp.ToNanoseconds(), task, str(saved.get("owner", ""))))
-        for _, task, owner in sorted(found, key=lambda f: (f[0], f[1].id)):  # oldest ended first
-            await super().save(task, ServerCallContext(user=_Caller(owner)))
-            await self._ended_now(task.id, owner)
+            found.append((task.status.timestamp.ToNanoseconds(), task, str(saved.get("owner", "")), stopped))
+        for _, task, owner, stopped in sorted(found, key=lambda f: (f[0], f[1].id)):  # oldest ended first
+            context = ServerCallContext(user=_Caller(owner))
+            if stopped:  # failed here: written back, so the next gateway finds it ended, then
+                await self.save(task, context)
+            else:
+                await super().save(task, context)
+                await self._ended_now(task.id, owner)
         return len(found)
 
     async def save(self, task: pb.Task, context: ServerCallContext) -> None:

@@ -865,6 +865,9 @@ def test_the_gateways_tasks_survive_a_restart_on_the_same_run(tmp_path: Path) ->
         stopped = await desk.get_task(pb.GetTaskRequest(id=running_id))
         assert stopped.status.state == pb.TASK_STATE_FAILED
         assert "gateway restarted while this task ran" in stopped.status.message.parts[0].text
+        # Written back failed: a later gateway finds it ended, at this time, not failed anew
+        # (and newest) at each start, outliving newer tasks under keep_tasks.
+        assert gw.store.get(f"task/{running_id}")["task"]["status"]["state"] == "TASK_STATE_FAILED"
         await shouter.close()
         await desk.close()
 
