@@ -473,6 +473,7 @@ class Gateway:
         self._by_trace: dict[str, _Job] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.log = get_logger(actor="gateway")
+        self._hosts = {a.name: n.name for n in runtime.spec.nodes for a in n.actors}  # actor -> node
         run = runtime.spec.run
         offering = [c.name for c in runtime.messenger.cards.values() if c.skill(run.skill)]
         entry = run.entry or (offering[0] if len(offering) == 1 else None)
@@ -802,6 +803,18 @@ class Gateway:
 
     # -- escalations -------------------------------------------------------------------
 
+    def _escalation_paths(self, event: EscalationWaiting) -> bool:
+        """True if the ticket and answer files `event` names are the human actor's own:
+        `<ticket id>.json` and `<ticket id>.answer.json` in this run's escalations folder.
+        The gateway reads the one and writes the other, so no event may point it elsewhere."""
+        folder = (self.runtime.run_dir / "escalations").resolve()
+        ticket, answer = Path(event.ticket_path), Path(event.answer_path)
+        return (
+            ticket.parent.resolve() == folder == answer.parent.resolve()
+            and ticket.name == f"{event.ticket_id}.json"
+            and answer.name == f"{event.ticket_id}.answer.json"
+        )
+
     def _on_event(self, event: Event) -> None:
         """Trace events (the collector's thread), in the trace of one of our tasks: a skill
         run that ended is progress (the asked actor's own end of the task settles it); a
@@ -814,6 +827,17 @@ class Gateway:
         job = self._by_trace.get(str(event.trace_id))
         if job is None or self.loop is None:
             return
+        if self._hosts.get(str(event.actor)) != event.node:
+            # The collector stamps each event with the node it came from: an actor of one
+            # node cannot speak for another's (stream a result, settle, raise a ticket).
+            emit(
+                self.log,
+                GatewayWarning(
+                    text=f"a '{type(event).__struct_config__.tag}' event of task {job.task_id}'s trace names actor "
+                    f"'{event.actor}', which node '{event.node}' it came from does not host: ignored"
+                ),
+            )
+            return
         put = job.events.put_nowait
         if isinstance(event, ResultAccepted):
             if event.plan_task is not None and event.output is not None:
@@ -821,6 +845,16 @@ class Gateway:
             return
         if isinstance(event, EscalationWaiting):
             path = Path(event.ticket_path)
+            if not self._escalation_paths(event):
+                emit(
+                    self.log,
+                    GatewayWarning(
+                        text=f"escalation {event.ticket_id} of '{event.actor}' names a ticket or "
+                        f"answer file outside this run's escalations folder ({path}, "
+                        f"{event.answer_path}): not read, not answered"
+                    ),
+                )
+                return
             try:
                 ticket = msgspec.json.decode(path.read_bytes())
             except (OSError, msgspec.DecodeError) as exc:

@@ -289,6 +289,17 @@ class Runtime:
                 "malformed", "a trace event that is not a map (a frame holds a map, or an array of maps)", peer=node, size=len(frame)
             )
             events = [e for e in events if isinstance(e, dict)]
+        # Each event names the node it came from, as its frame authenticated: a node cannot
+        # pass its events off as another's (whose actors listeners, the A2A gateway, trust).
+        forged = {str(e["node"]) for e in events if e.get("node", node) != node}
+        for e in events:
+            e["node"] = node
+        if forged and hasattr(self, "messenger"):
+            self.messenger.dead_letter(
+                "forged-sender",
+                f"trace events from node '{node}' named node(s) {sorted(forged)}: written as '{node}''s",
+                peer=node,
+            )
         for event, exc in self.writer.write_many(events):
             self._unencodable(event, node, exc)
 

@@ -1126,3 +1126,65 @@ def test_a_store_write_that_fails_fails_no_request(tmp_path: Path, postgres_url:
     assert saved["task"]["status"]["state"] == "TASK_STATE_COMPLETED"  # written again
     warnings = [e["text"] for e in read_trace(trace) if e["event"] == "gateway.warning"]
     assert any(f"task {first} of 'desk' could not be written to the run's store" in w for w in warnings), warnings
+
+
+def test_an_actor_cannot_speak_for_another_nodes_actor_through_the_trace(tmp_path: Path) -> None:
+    """The gateway follows a task's trace: results stream as artifacts, the asked actor's end
+    settles it, a human actor's escalation is read from its ticket file and answered into
+    its answer file. A misbehaving actor on another node used to be able to record those
+    events as any actor of any node: stream a forged result to the client, and point the
+    gateway at any JSON file to send the client (and at any path to write the answer to).
+    Now the collector stamps each event with the node its frame came from, the gateway takes
+    an event only from the node that hosts its actor, and ticket files only from the run's
+    escalations folder."""
+    spec = make_spec(
+        {
+            "n1": [{"name": "desk", "class": "a2a_actors:Desk"}],
+            "n2": [{"name": "forger", "class": "a2a_actors:Forger"}],
+        },
+    )
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"summary": "the gateway host\'s private file", "options": ["x"]}')
+    elsewhere = tmp_path / "elsewhere.answer.json"
+
+    async def go(gw: Gateway, rt: Runtime) -> pb.Task:
+        client = await client_for(gw, "desk", streaming=False)
+        hold = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
+        (running,) = await send(client, hold, return_immediately=True)
+        task_id = running.task.id
+        while not (tmp_path / "started").exists():
+            await asyncio.sleep(0.02)
+        job = gw.jobs[task_id]
+        forged = await asyncio.to_thread(
+            rt.ask, "forger", "forge", {"trace": job.trace_id, "task": task_id, "read": str(secret), "write": str(elsewhere)}
+        )
+        assert forged.ok
+        for _ in range(500):  # until the gateway has seen all three (bounded, not timed)
+            if len([e for e in read_trace(rt.trace_path) if e["event"] == "gateway.warning"]) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        now = await client.get_task(pb.GetTaskRequest(id=task_id))
+        assert now.status.state == pb.TASK_STATE_WORKING  # no ticket, not settled
+        await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+        task = await until_terminal(client, task_id)
+        await client.close()
+        return task
+
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["desk"])).start()
+        try:
+            task = asyncio.run(go(gw, rt))
+        finally:
+            gw.stop(grace_s=0.5)
+        trace = rt.trace_path
+    assert task.status.state == pb.TASK_STATE_CANCELED
+    assert not any(a.artifact_id == "t-forged" for a in task.artifacts)
+    assert "private file" not in str(task)
+    assert not elsewhere.exists()
+    events = read_trace(trace)
+    warnings = [e["text"] for e in events if e["event"] == "gateway.warning"]
+    assert sum("names actor 'desk', which node 'n2' it came from does not host" in w for w in warnings) == 2
+    assert any("outside this run's escalations folder" in w for w in warnings)
+    forged = [e for e in events if e.get("plan_task") == "t-forged"]
+    assert forged and all(e["node"] == "n2" for e in forged)  # stamped with the truth
+    assert any(e["event"] == "message.dead-letter" and e["reason"] == "forged-sender" and e.get("peer") == "n2" for e in events)
