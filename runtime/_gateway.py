@@ -827,7 +827,8 @@ class Gateway:
         job = self._by_trace.get(str(event.trace_id))
         if job is None or self.loop is None:
             return
-        if self._hosts.get(str(event.actor)) != event.node:
+        host = self._hosts.get(str(event.actor))
+        if host is None or event.node not in (host, f"node:{host}"):
             # The collector stamps each event with the node it came from: an actor of one
             # node cannot speak for another's (stream a result, settle, raise a ticket).
             emit(

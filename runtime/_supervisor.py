@@ -291,9 +291,12 @@ class Runtime:
             events = [e for e in events if isinstance(e, dict)]
         # Each event names the node it came from, as its frame authenticated: a node cannot
         # pass its events off as another's (whose actors listeners, the A2A gateway, trust).
-        forged = {str(e["node"]) for e in events if e.get("node", node) != node}
+        # (A node's messenger names itself `node:<name>` in the events it records.)
+        own = (node, f"node:{node}")
+        forged = {str(e["node"]) for e in events if e.get("node", node) not in own}
         for e in events:
-            e["node"] = node
+            if e.get("node") not in own:
+                e["node"] = node
         if forged and hasattr(self, "messenger"):
             self.messenger.dead_letter(
                 "forged-sender",
