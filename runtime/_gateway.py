@@ -818,7 +818,8 @@ class Gateway:
     def _on_event(self, event: Event) -> None:
         """Trace events (the collector's thread), in the trace of one of our tasks: a skill
         run that ended is progress (the asked actor's own end of the task settles it); a
-        human actor waiting for an answer file is a ticket."""
+        result the asked actor accepted is an artifact; a human actor waiting for an answer
+        file is a ticket."""
         if not isinstance(
             event,
             TaskStateChanged | TaskDuplicate | TaskRejected | EscalationWaiting | ResultAccepted,
@@ -836,6 +837,18 @@ class Gateway:
                 GatewayWarning(
                     text=f"a '{type(event).__struct_config__.tag}' event of task {job.task_id}'s trace names actor "
                     f"'{event.actor}', which node '{event.node}' it came from does not host: ignored"
+                ),
+            )
+            return
+        ended = not isinstance(event, TaskStateChanged) or event.state != "working"
+        if (isinstance(event, ResultAccepted) or (ended and event.task_id == job.task_id)) and event.actor != job.actor:
+            # A result streams, and the end of the task settles it, only from the actor asked
+            # (the run whose plan it is): any actor the task's trace reaches knows its ids.
+            emit(
+                self.log,
+                GatewayWarning(
+                    text=f"a '{type(event).__struct_config__.tag}' event of task {job.task_id}'s trace is "
+                    f"of '{event.actor}', not of '{job.actor}' the task asked: ignored"
                 ),
             )
             return
@@ -864,7 +877,6 @@ class Gateway:
             ticket["answerPath"] = event.answer_path
             self.loop.call_soon_threadsafe(put, ("ticket", ticket))
             return
-        ended = not isinstance(event, TaskStateChanged) or event.state != "working"
         if ended and event.task_id == job.task_id:
             self.loop.call_soon_threadsafe(put, ("settled", event))
         elif ended and isinstance(event, TaskStateChanged):

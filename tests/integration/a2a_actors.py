@@ -86,3 +86,14 @@ class Forger(Actor):
             )
         )
         return {"forged": 3}
+
+    @skill(input={"type": "object", "required": ["trace", "task"]})
+    def forge_as_self(self, req: Request) -> dict[str, Any]:
+        """The same misbehaviour under its own name (which its node does host): a result of
+        a plan it runs no part of, and an end of the gateway's task, which is not its own."""
+        from agentrt.protocols import ResultAccepted, TaskStateChanged
+
+        d = req.data
+        self.ctx.emit(ResultAccepted(trace_id=d["trace"], plan_task="t-forged", skill="forge", output={"forged": True}))
+        self.ctx.emit(TaskStateChanged(trace_id=d["trace"], state="completed", task_id=d["task"], skill="hold"))
+        return {"forged": 2}

@@ -1188,3 +1188,50 @@ def test_an_actor_cannot_speak_for_another_nodes_actor_through_the_trace(tmp_pat
     forged = [e for e in events if e.get("plan_task") == "t-forged"]
     assert forged and all(e["node"] == "n2" for e in forged)  # stamped with the truth
     assert any(e["event"] == "message.dead-letter" and e["reason"] == "forged-sender" and e.get("peer") == "n2" for e in events)
+
+
+def test_an_actor_of_a_tasks_trace_cannot_stream_a_result_or_settle_it_as_itself(tmp_path: Path) -> None:
+    """An actor that names itself (its node hosts it, so the collector's stamp holds) is still
+    not the actor the gateway asked: it may not stream a result as an artifact of the task
+    (results of a plan are the asked run's own, `result.accepted` of the actor asked) nor end
+    the task's trace (the asked actor's end of the task settles it)."""
+    spec = make_spec(
+        {
+            "n1": [{"name": "desk", "class": "a2a_actors:Desk"}],
+            "n2": [{"name": "forger", "class": "a2a_actors:Forger"}],
+        },
+    )
+
+    async def go(gw: Gateway, rt: Runtime) -> pb.Task:
+        client = await client_for(gw, "desk", streaming=False)
+        hold = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
+        (running,) = await send(client, hold, return_immediately=True)
+        task_id = running.task.id
+        while not (tmp_path / "started").exists():
+            await asyncio.sleep(0.02)
+        job = gw.jobs[task_id]
+        forged = await asyncio.to_thread(rt.ask, "forger", "forge_as_self", {"trace": job.trace_id, "task": task_id})
+        assert forged.ok
+        for _ in range(500):  # until the gateway has seen both (bounded, not timed)
+            if len([e for e in read_trace(rt.trace_path) if e["event"] == "gateway.warning"]) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        settled.append(job.settled)
+        await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+        task = await until_terminal(client, task_id)
+        await client.close()
+        return task
+
+    settled: list[bool] = []
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["desk"])).start()
+        try:
+            task = asyncio.run(go(gw, rt))
+        finally:
+            gw.stop(grace_s=0.5)
+        trace = rt.trace_path
+    assert task.status.state == pb.TASK_STATE_CANCELED
+    assert settled == [False]  # only desk's own end of the task settles it
+    assert not any(a.artifact_id == "t-forged" for a in task.artifacts), task.artifacts
+    warnings = [e["text"] for e in read_trace(trace) if e["event"] == "gateway.warning"]
+    assert sum("of 'forger', not of 'desk' the task asked: ignored" in w for w in warnings) == 2, warnings
