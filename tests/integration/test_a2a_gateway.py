@@ -1187,7 +1187,10 @@ def test_an_actor_cannot_speak_for_another_nodes_actor_through_the_trace(tmp_pat
     assert any("outside this run's escalations folder" in w for w in warnings)
     forged = [e for e in events if e.get("plan_task") == "t-forged"]
     assert forged and all(e["node"] == "n2" for e in forged)  # stamped with the truth
-    assert any(e["event"] == "message.dead-letter" and e["reason"] == "forged-sender" and e.get("peer") == "n2" for e in events)
+    assert any(
+        e["event"] == "message.dead-letter" and e["reason"] == "forged-sender" and e.get("peer") == "n2" and "['n1']" in e["detail"]
+        for e in events
+    )
 
 
 def test_an_actor_of_a_tasks_trace_cannot_stream_a_result_or_settle_it_as_itself(tmp_path: Path) -> None:
