@@ -75,6 +75,7 @@ from agentrt.protocols import (
 )
 
 from . import a2a as mapping
+from ._files import child_path, write_private
 from ._messenger import TaskResult
 from ._spec import A2ASpec, checked
 from ._store import Namespace, open_store
@@ -808,12 +809,12 @@ class Gateway:
         `<ticket id>.json` and `<ticket id>.answer.json` in this run's escalations folder.
         The gateway reads the one and writes the other, so no event may point it elsewhere."""
         folder = (self.runtime.run_dir / "escalations").resolve()
-        ticket, answer = Path(event.ticket_path), Path(event.answer_path)
-        return (
-            ticket.parent.resolve() == folder == answer.parent.resolve()
-            and ticket.name == f"{event.ticket_id}.json"
-            and answer.name == f"{event.ticket_id}.answer.json"
-        )
+        try:  # a symlink planted in the folder that leads out of it is refused as well
+            ticket = child_path(folder, f"{event.ticket_id}.json", "ticketId")
+            answer = child_path(folder, f"{event.ticket_id}.answer.json", "ticketId")
+        except ValueError:
+            return False
+        return Path(event.ticket_path).resolve() == ticket.resolve() and Path(event.answer_path).resolve() == answer.resolve()
 
     def _on_event(self, event: Event) -> None:
         """Trace events (the collector's thread), in the trace of one of our tasks: a skill
@@ -910,7 +911,7 @@ class Gateway:
         answer = self._answer_of(job, message)
         path = Path(str((job.ticket or {}).get("answerPath")))
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(msgspec.json.encode(answer))
+        write_private(tmp, msgspec.json.encode(answer))  # a file of the run: 0600, no symlink followed
         tmp.rename(path)  # the human actor never reads half a file
         emit(
             self.log,
