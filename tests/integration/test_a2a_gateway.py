@@ -1128,6 +1128,46 @@ def test_a_store_write_that_fails_fails_no_request(tmp_path: Path, postgres_url:
     assert any(f"task {first} of 'desk' could not be written to the run's store" in w for w in warnings), warnings
 
 
+def desk_and_forger() -> Any:
+    """A run of two nodes: desk (the actor a gateway task asks) on n1, a forger on n2."""
+    return make_spec(
+        {
+            "n1": [{"name": "desk", "class": "a2a_actors:Desk"}],
+            "n2": [{"name": "forger", "class": "a2a_actors:Forger"}],
+        },
+    )
+
+
+async def holding(gw: Gateway, tmp_path: Path) -> tuple[Any, str, str]:
+    """A client, the id of a desk task of its that runs (held) until cancelled, and its trace."""
+    client = await client_for(gw, "desk", streaming=False)
+    hold = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
+    (running,) = await send(client, hold, return_immediately=True)
+    task_id = running.task.id
+    while not (tmp_path / "started").exists():
+        await asyncio.sleep(0.02)
+    return client, task_id, gw.jobs[task_id].trace_id
+
+
+async def cancelled(client: Any, task_id: str) -> pb.Task:
+    """The task once the client has cancelled it (and its client closed)."""
+    await client.cancel_task(pb.CancelTaskRequest(id=task_id))
+    task = await until_terminal(client, task_id)
+    await client.close()
+    return task
+
+
+def serving_desk(spec: Any, tmp_path: Path, go: Any) -> tuple[Any, Path]:
+    """`go(gateway, runtime)` run to its end against a gateway exposing desk; what it
+    returned, and the run's trace."""
+    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
+        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["desk"])).start()
+        try:
+            return asyncio.run(go(gw, rt)), rt.trace_path
+        finally:
+            gw.stop(grace_s=0.5)
+
+
 def test_an_actor_cannot_speak_for_another_nodes_actor_through_the_trace(tmp_path: Path) -> None:
     """The gateway follows a task's trace: results stream as artifacts, the asked actor's end
     settles it, a human actor's escalation is read from its ticket file and answered into
@@ -1137,26 +1177,15 @@ def test_an_actor_cannot_speak_for_another_nodes_actor_through_the_trace(tmp_pat
     Now the collector stamps each event with the node its frame came from, the gateway takes
     an event only from the node that hosts its actor, and ticket files only from the run's
     escalations folder."""
-    spec = make_spec(
-        {
-            "n1": [{"name": "desk", "class": "a2a_actors:Desk"}],
-            "n2": [{"name": "forger", "class": "a2a_actors:Forger"}],
-        },
-    )
+    spec = desk_and_forger()
     secret = tmp_path / "secret.json"
     secret.write_text('{"summary": "the gateway host\'s private file", "options": ["x"]}')
     elsewhere = tmp_path / "elsewhere.answer.json"
 
     async def go(gw: Gateway, rt: Runtime) -> pb.Task:
-        client = await client_for(gw, "desk", streaming=False)
-        hold = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
-        (running,) = await send(client, hold, return_immediately=True)
-        task_id = running.task.id
-        while not (tmp_path / "started").exists():
-            await asyncio.sleep(0.02)
-        job = gw.jobs[task_id]
+        client, task_id, trace_id = await holding(gw, tmp_path)
         forged = await asyncio.to_thread(
-            rt.ask, "forger", "forge", {"trace": job.trace_id, "task": task_id, "read": str(secret), "write": str(elsewhere)}
+            rt.ask, "forger", "forge", {"trace": trace_id, "task": task_id, "read": str(secret), "write": str(elsewhere)}
         )
         assert forged.ok
         for _ in range(500):  # until the gateway has seen all three (bounded, not timed)
@@ -1165,18 +1194,9 @@ def test_an_actor_cannot_speak_for_another_nodes_actor_through_the_trace(tmp_pat
             await asyncio.sleep(0.02)
         now = await client.get_task(pb.GetTaskRequest(id=task_id))
         assert now.status.state == pb.TASK_STATE_WORKING  # no ticket, not settled
-        await client.cancel_task(pb.CancelTaskRequest(id=task_id))
-        task = await until_terminal(client, task_id)
-        await client.close()
-        return task
+        return await cancelled(client, task_id)
 
-    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
-        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["desk"])).start()
-        try:
-            task = asyncio.run(go(gw, rt))
-        finally:
-            gw.stop(grace_s=0.5)
-        trace = rt.trace_path
+    task, trace = serving_desk(spec, tmp_path, go)
     assert task.status.state == pb.TASK_STATE_CANCELED
     assert not any(a.artifact_id == "t-forged" for a in task.artifacts)
     assert "private file" not in str(task)
@@ -1198,41 +1218,21 @@ def test_an_actor_of_a_tasks_trace_cannot_stream_a_result_or_settle_it_as_itself
     not the actor the gateway asked: it may not stream a result as an artifact of the task
     (results of a plan are the asked run's own, `result.accepted` of the actor asked) nor end
     the task's trace (the asked actor's end of the task settles it)."""
-    spec = make_spec(
-        {
-            "n1": [{"name": "desk", "class": "a2a_actors:Desk"}],
-            "n2": [{"name": "forger", "class": "a2a_actors:Forger"}],
-        },
-    )
+    spec = desk_and_forger()
 
     async def go(gw: Gateway, rt: Runtime) -> pb.Task:
-        client = await client_for(gw, "desk", streaming=False)
-        hold = message(data({"dir": str(tmp_path), "s": 60}), skill="hold")
-        (running,) = await send(client, hold, return_immediately=True)
-        task_id = running.task.id
-        while not (tmp_path / "started").exists():
-            await asyncio.sleep(0.02)
-        job = gw.jobs[task_id]
-        forged = await asyncio.to_thread(rt.ask, "forger", "forge_as_self", {"trace": job.trace_id, "task": task_id})
+        client, task_id, trace_id = await holding(gw, tmp_path)
+        forged = await asyncio.to_thread(rt.ask, "forger", "forge_as_self", {"trace": trace_id, "task": task_id})
         assert forged.ok
         for _ in range(500):  # until the gateway has seen both (bounded, not timed)
             if len([e for e in read_trace(rt.trace_path) if e["event"] == "gateway.warning"]) >= 2:
                 break
             await asyncio.sleep(0.02)
-        settled.append(job.settled)
-        await client.cancel_task(pb.CancelTaskRequest(id=task_id))
-        task = await until_terminal(client, task_id)
-        await client.close()
-        return task
+        settled.append(gw.jobs[task_id].settled)
+        return await cancelled(client, task_id)
 
     settled: list[bool] = []
-    with Runtime(spec, runs_dir=tmp_path / "runs") as rt:
-        gw = Gateway(rt, A2ASpec(listen="127.0.0.1:0", expose=["desk"])).start()
-        try:
-            task = asyncio.run(go(gw, rt))
-        finally:
-            gw.stop(grace_s=0.5)
-        trace = rt.trace_path
+    task, trace = serving_desk(spec, tmp_path, go)
     assert task.status.state == pb.TASK_STATE_CANCELED
     assert settled == [False]  # only desk's own end of the task settles it
     assert not any(a.artifact_id == "t-forged" for a in task.artifacts), task.artifacts
