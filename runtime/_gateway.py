@@ -474,7 +474,6 @@ class Gateway:
         self._by_trace: dict[str, _Job] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.log = get_logger(actor="gateway")
-        self._hosts = {a.name: n.name for n in runtime.spec.nodes for a in n.actors}  # actor -> node
         run = runtime.spec.run
         offering = [c.name for c in runtime.messenger.cards.values() if c.skill(run.skill)]
         entry = run.entry or (offering[0] if len(offering) == 1 else None)
@@ -804,6 +803,10 @@ class Gateway:
 
     # -- escalations -------------------------------------------------------------------
 
+    def _ignored(self, why: str) -> None:
+        """A trace event the gateway does not act on, and why (`gateway.warning`)."""
+        emit(self.log, GatewayWarning(text=why))
+
     def _escalation_paths(self, event: EscalationWaiting) -> bool:
         """True if the ticket and answer files `event` names are the human actor's own:
         `<ticket id>.json` and `<ticket id>.answer.json` in this run's escalations folder.
@@ -829,29 +832,18 @@ class Gateway:
         job = self._by_trace.get(str(event.trace_id))
         if job is None or self.loop is None:
             return
-        host = self._hosts.get(str(event.actor))
+        tag = f"a '{type(event).__struct_config__.tag}' event of task {job.task_id}'s trace"
+        host = self.runtime.messenger.trust.host_of(str(event.actor)) if event.actor else None
         if host is None or event.node not in (host, f"node:{host}"):
             # The collector stamps each event with the node it came from: an actor of one
             # node cannot speak for another's (stream a result, settle, raise a ticket).
-            emit(
-                self.log,
-                GatewayWarning(
-                    text=f"a '{type(event).__struct_config__.tag}' event of task {job.task_id}'s trace names actor "
-                    f"'{event.actor}', which node '{event.node}' it came from does not host: ignored"
-                ),
-            )
+            self._ignored(f"{tag} names actor '{event.actor}', which node '{event.node}' it came from does not host: ignored")
             return
         ended = not isinstance(event, TaskStateChanged) or event.state != "working"
         if (isinstance(event, ResultAccepted) or (ended and event.task_id == job.task_id)) and event.actor != job.actor:
             # A result streams, and the end of the task settles it, only from the actor asked
             # (the run whose plan it is): any actor the task's trace reaches knows its ids.
-            emit(
-                self.log,
-                GatewayWarning(
-                    text=f"a '{type(event).__struct_config__.tag}' event of task {job.task_id}'s trace is "
-                    f"of '{event.actor}', not of '{job.actor}' the task asked: ignored"
-                ),
-            )
+            self._ignored(f"{tag} is of '{event.actor}', not of '{job.actor}' the task asked: ignored")
             return
         put = job.events.put_nowait
         if isinstance(event, ResultAccepted):
@@ -861,13 +853,9 @@ class Gateway:
         if isinstance(event, EscalationWaiting):
             path = Path(event.ticket_path)
             if not self._escalation_paths(event):
-                emit(
-                    self.log,
-                    GatewayWarning(
-                        text=f"escalation {event.ticket_id} of '{event.actor}' names a ticket or "
-                        f"answer file outside this run's escalations folder ({path}, "
-                        f"{event.answer_path}): not read, not answered"
-                    ),
+                self._ignored(
+                    f"escalation {event.ticket_id} of '{event.actor}' names a ticket or answer file "
+                    f"outside this run's escalations folder ({path}, {event.answer_path}): not read, not answered"
                 )
                 return
             try:

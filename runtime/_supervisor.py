@@ -293,9 +293,12 @@ class Runtime:
         # pass its events off as another's (whose actors listeners, the A2A gateway, trust).
         # (A node's messenger names itself `node:<name>` in the events it records.)
         own = (node, f"node:{node}")
-        forged = {str(e["node"]) for e in events if e.get("node", node) not in own}
+        forged: set[str] = set()
         for e in events:
-            if e.get("node") not in own:
+            named = e.get("node")
+            if named not in own:
+                if named is not None:
+                    forged.add(str(named))
                 e["node"] = node
         if forged and hasattr(self, "messenger"):
             self.messenger.dead_letter(
